@@ -1,0 +1,195 @@
+//! `agent.toml`: what an agent tails and where it spools. The tailer itself comes with the agent.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::broker::{Broker, RawBroker, duration_or};
+use crate::collector::ensure_writable_dir;
+use crate::error::KeyError;
+use crate::load::Validate;
+use crate::units::parse_size;
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgentConfig {
+    pub host: Option<String>,
+    pub state_dir: PathBuf,
+    pub shutdown_timeout: Option<String>,
+    pub broker: RawBroker,
+    #[serde(default)]
+    pub buffer: RawBuffer,
+    pub inputs: Vec<RawInput>,
+}
+
+/// `[buffer]`: the on-disk spool.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBuffer {
+    pub max_bytes: Option<String>,
+    pub when_full: Option<WhenFull>,
+}
+
+/// What happens when the spool reaches `buffer.max_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Stop reading files until the spool drains; nothing is lost.
+    Block,
+    /// Drop the oldest spooled lines, counted and logged.
+    DropOldest,
+}
+
+/// Where a file seen for the first time starts; a checkpointed file always resumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadFrom {
+    Beginning,
+    End,
+}
+
+/// One `[[inputs]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInput {
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    pub read_from: Option<ReadFrom>,
+    pub max_line_bytes: Option<String>,
+}
+
+/// A validated agent config.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Names this machine in every envelope.
+    pub host: String,
+    pub state_dir: PathBuf,
+    /// How long SIGTERM waits for outstanding confirms.
+    pub shutdown_timeout: Duration,
+    pub broker: Broker,
+    pub buffer: BufferSettings,
+    pub inputs: Vec<Input>,
+}
+
+/// The spool's cap and policy.
+#[derive(Debug, Clone)]
+pub struct BufferSettings {
+    pub max_bytes: u64,
+    pub when_full: WhenFull,
+}
+
+/// One validated input.
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub paths: Vec<String>,
+    pub exclude: Vec<String>,
+    pub read_from: ReadFrom,
+    /// A longer line is split into parts of this size.
+    pub max_line_bytes: u64,
+}
+
+impl Validate for RawAgentConfig {
+    type Config = AgentConfig;
+
+    fn validate(self) -> Result<AgentConfig, KeyError> {
+        for (key, set) in [
+            ("broker.queue", self.broker.queue.is_some()),
+            ("broker.prefetch", self.broker.prefetch.is_some()),
+            (
+                "broker.dead_letter_exchange",
+                self.broker.dead_letter_exchange.is_some(),
+            ),
+        ] {
+            if set {
+                return Err(KeyError::new(
+                    key,
+                    "is a collector setting, not an agent one",
+                ));
+            }
+        }
+        let broker = self.broker.validate_common("logship-agent")?;
+        let host = match self.host {
+            Some(host) if host.is_empty() || host.contains(['/', '\0']) => {
+                return Err(KeyError::new("host", format!("invalid host \"{host}\"")));
+            }
+            Some(host) => host,
+            None => hostname(),
+        };
+        let max_bytes = match &self.buffer.max_bytes {
+            Some(text) => parse_size(text).map_err(|p| KeyError::new("buffer.max_bytes", p))?,
+            None => 1 << 30,
+        };
+        if self.inputs.is_empty() {
+            return Err(KeyError::new(
+                "inputs",
+                "needs at least one [[inputs]] table",
+            ));
+        }
+        let inputs = self
+            .inputs
+            .into_iter()
+            .enumerate()
+            .map(|(i, input)| input.validate(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let shutdown_timeout = duration_or(
+            "shutdown_timeout",
+            &self.shutdown_timeout,
+            Duration::from_secs(10),
+        )?;
+        Ok(AgentConfig {
+            host,
+            state_dir: self.state_dir,
+            shutdown_timeout,
+            broker,
+            buffer: BufferSettings {
+                max_bytes,
+                when_full: self.buffer.when_full.unwrap_or(WhenFull::Block),
+            },
+            inputs,
+        })
+    }
+
+    fn prepare(config: &AgentConfig) -> Result<(), KeyError> {
+        ensure_writable_dir("state_dir", &config.state_dir)
+    }
+}
+
+impl RawInput {
+    fn validate(self, index: usize) -> Result<Input, KeyError> {
+        if self.paths.is_empty() {
+            return Err(KeyError::new(
+                format!("inputs[{index}].paths"),
+                "needs at least one glob",
+            ));
+        }
+        let max_line_bytes = match &self.max_line_bytes {
+            Some(text) => parse_size(text)
+                .map_err(|p| KeyError::new(format!("inputs[{index}].max_line_bytes"), p))?,
+            None => 1 << 20,
+        };
+        if max_line_bytes == 0 {
+            return Err(KeyError::new(
+                format!("inputs[{index}].max_line_bytes"),
+                "must be above zero",
+            ));
+        }
+        Ok(Input {
+            paths: self.paths,
+            exclude: self.exclude,
+            read_from: self.read_from.unwrap_or(ReadFrom::Beginning),
+            max_line_bytes,
+        })
+    }
+}
+
+/// This machine's hostname, or `localhost` when it cannot be read.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}

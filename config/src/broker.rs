@@ -1,0 +1,233 @@
+//! Broker settings shared by both daemons: the URIs to try in turn, the exchange, heartbeats and
+//! reconnect backoff. A [`BrokerUri`] never prints its password, in `Display` or in `Debug`.
+
+use std::fmt;
+use std::time::Duration;
+
+use amq_protocol_uri::AMQPUri;
+use serde::Deserialize;
+
+use crate::error::KeyError;
+use crate::units::parse_duration;
+
+/// The `[broker]` table as written. The agent refuses the collector-only keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBroker {
+    pub uris: Vec<String>,
+    pub exchange: Option<String>,
+    pub heartbeat: Option<String>,
+    pub connection_name: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub reconnect_delay: Option<String>,
+    pub reconnect_max_delay: Option<String>,
+    /// Collector only: this collector's own durable queue.
+    pub queue: Option<String>,
+    /// Collector only: unacknowledged deliveries in flight.
+    pub prefetch: Option<u16>,
+    /// Collector only: where rejected messages go; `""` disables dead-lettering.
+    pub dead_letter_exchange: Option<String>,
+}
+
+/// Validated broker settings.
+#[derive(Debug, Clone)]
+pub struct Broker {
+    /// Tried in turn on every (re)connect.
+    pub uris: Vec<BrokerUri>,
+    /// The durable fanout exchange lines are published to.
+    pub exchange: String,
+    /// Shown in the management UI, so an operator can tell which host a connection is.
+    pub connection_name: String,
+    /// First delay after a failed connect; doubles up to `reconnect_max_delay`, with jitter.
+    pub reconnect_delay: Duration,
+    pub reconnect_max_delay: Duration,
+}
+
+/// Default exchange: the fanout every collector binds its queue to.
+pub const DEFAULT_EXCHANGE: &str = "logs";
+
+impl RawBroker {
+    /// Validates the settings both daemons share; `app` names the default connection.
+    pub fn validate_common(&self, app: &str) -> Result<Broker, KeyError> {
+        let heartbeat = duration_or("broker.heartbeat", &self.heartbeat, Duration::from_secs(30))?;
+        let heartbeat = u16::try_from(heartbeat.as_secs())
+            .map_err(|_| KeyError::new("broker.heartbeat", "must be at most 65535s"))?;
+        let connect_timeout = duration_or(
+            "broker.connect_timeout",
+            &self.connect_timeout,
+            Duration::from_secs(10),
+        )?;
+        if self.uris.is_empty() {
+            return Err(KeyError::new("broker.uris", "needs at least one URI"));
+        }
+        let uris = self
+            .uris
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                BrokerUri::parse(text, heartbeat, connect_timeout)
+                    .map_err(|problem| KeyError::new(format!("broker.uris[{i}]"), problem))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let exchange = self.exchange.as_deref().unwrap_or(DEFAULT_EXCHANGE);
+        check_name("broker.exchange", exchange)?;
+        let reconnect_delay = duration_or(
+            "broker.reconnect_delay",
+            &self.reconnect_delay,
+            Duration::from_millis(500),
+        )?;
+        let reconnect_max_delay = duration_or(
+            "broker.reconnect_max_delay",
+            &self.reconnect_max_delay,
+            Duration::from_secs(30),
+        )?;
+        if reconnect_delay.is_zero() || reconnect_max_delay < reconnect_delay {
+            return Err(KeyError::new(
+                "broker.reconnect_max_delay",
+                "must be at least broker.reconnect_delay, which must be above zero",
+            ));
+        }
+        let connection_name = match &self.connection_name {
+            Some(name) => name.clone(),
+            None => format!("{app}@{}", crate::agent::hostname()),
+        };
+        Ok(Broker {
+            uris,
+            exchange: exchange.to_string(),
+            connection_name,
+            reconnect_delay,
+            reconnect_max_delay,
+        })
+    }
+}
+
+/// Checks an exchange or queue name: what RabbitMQ accepts, and not the nameless default.
+pub fn check_name(key: &str, name: &str) -> Result<(), KeyError> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "-_.:".contains(c);
+    if name.is_empty() || name.len() > 255 || !name.chars().all(ok_char) {
+        return Err(KeyError::new(
+            key,
+            format!("invalid name \"{name}\" (1 to 255 of a-z A-Z 0-9 - _ . :)"),
+        ));
+    }
+    if name.starts_with("amq.") {
+        return Err(KeyError::new(
+            key,
+            format!("\"{name}\": the amq. prefix is reserved"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn duration_or(
+    key: &str,
+    value: &Option<String>,
+    default: Duration,
+) -> Result<Duration, KeyError> {
+    match value {
+        Some(text) => parse_duration(text).map_err(|problem| KeyError::new(key, problem)),
+        None => Ok(default),
+    }
+}
+
+/// A parsed `amqp://` or `amqps://` URI. Prints with its password masked.
+#[derive(Clone)]
+pub struct BrokerUri {
+    /// Ready for `lapin::Connection::connect_uri`.
+    pub uri: AMQPUri,
+    redacted: String,
+}
+
+impl BrokerUri {
+    /// Parses `text`, applying the heartbeat and connect timeout unless the URI sets its own.
+    pub fn parse(text: &str, heartbeat: u16, connect_timeout: Duration) -> Result<Self, String> {
+        let redacted = redact(text);
+        if !(text.starts_with("amqp://") || text.starts_with("amqps://")) {
+            return Err(format!(
+                "invalid URI \"{redacted}\": the scheme must be amqp:// or amqps://"
+            ));
+        }
+        let mut uri: AMQPUri = text
+            .parse()
+            .map_err(|err: String| format!("invalid URI \"{redacted}\": {}", redact(&err)))?;
+        if uri.authority.host.is_empty() {
+            return Err(format!("invalid URI \"{redacted}\": no host"));
+        }
+        uri.query.heartbeat.get_or_insert(heartbeat);
+        uri.query
+            .connection_timeout
+            .get_or_insert(connect_timeout.as_millis().try_into().unwrap_or(u64::MAX));
+        Ok(BrokerUri { uri, redacted })
+    }
+}
+
+impl fmt::Display for BrokerUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+impl fmt::Debug for BrokerUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BrokerUri({})", self.redacted)
+    }
+}
+
+/// Replaces the password in a URI's userinfo with `***`.
+pub fn redact(uri: &str) -> String {
+    let Some(scheme_end) = uri.find("://") else {
+        return uri.to_string();
+    };
+    let start = scheme_end + 3;
+    let end = uri[start..]
+        .find(['/', '?', '#'])
+        .map_or(uri.len(), |i| start + i);
+    let Some(at) = uri[start..end].rfind('@') else {
+        return uri.to_string();
+    };
+    let userinfo = &uri[start..start + at];
+    match userinfo.find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &uri[..start],
+            &userinfo[..colon],
+            &uri[start + at..]
+        ),
+        None => uri.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            redact("amqp://guest:s3cr@t@host:5672/%2f"),
+            "amqp://guest:***@host:5672/%2f"
+        );
+        assert_eq!(redact("amqps://host/vh"), "amqps://host/vh");
+        assert_eq!(redact("amqp://user@host"), "amqp://user@host");
+        let uri =
+            BrokerUri::parse("amqp://u:hunter2@h:5672/%2f", 30, Duration::from_secs(5)).unwrap();
+        assert!(!format!("{uri} {uri:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn bad_uris_are_refused_without_the_password() {
+        let err = BrokerUri::parse("http://u:hunter2@h/", 30, Duration::from_secs(5)).unwrap_err();
+        assert!(err.contains("amqp://") && !err.contains("hunter2"), "{err}");
+        let err = BrokerUri::parse("amqp://u:hunter2@h:notaport/", 30, Duration::from_secs(5))
+            .unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn heartbeat_applies_unless_the_uri_sets_one() {
+        let uri = BrokerUri::parse("amqp://h", 7, Duration::from_secs(5)).unwrap();
+        assert_eq!(uri.uri.query.heartbeat, Some(7));
+        let uri = BrokerUri::parse("amqp://h?heartbeat=3", 7, Duration::from_secs(5)).unwrap();
+        assert_eq!(uri.uri.query.heartbeat, Some(3));
+    }
+}

@@ -1,0 +1,187 @@
+//! `collector.toml`: where a collector consumes from and where it writes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::broker::{Broker, RawBroker, check_name, duration_or};
+use crate::error::KeyError;
+use crate::load::Validate;
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCollectorConfig {
+    pub state_dir: PathBuf,
+    pub broker: RawBroker,
+    pub output: RawOutput,
+    #[serde(default)]
+    pub batch: RawBatch,
+    #[serde(default)]
+    pub dedup: RawDedup,
+}
+
+/// `[output]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutput {
+    pub dir: PathBuf,
+}
+
+/// `[batch]`: when a batch is written, fsync'd, committed and acked.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBatch {
+    pub max_messages: Option<u32>,
+    pub max_delay: Option<String>,
+}
+
+/// `[dedup]`: how long message ids are remembered.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDedup {
+    pub max_ids: Option<u64>,
+    pub max_age: Option<String>,
+}
+
+/// A validated collector config.
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    /// sled: seen ids and committed file lengths. Checked writable.
+    pub state_dir: PathBuf,
+    pub broker: Broker,
+    pub queue: QueueSettings,
+    /// Lines go to `<dir>/<host>/<source path>`. Checked writable.
+    pub output_dir: PathBuf,
+    pub batch: BatchSettings,
+    pub dedup: DedupSettings,
+}
+
+/// This collector's own queue.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// Durable, bound to the fanout exchange; one per collector.
+    pub name: String,
+    /// Deliveries in flight without an ack.
+    pub prefetch: u16,
+    /// Rejected (malformed or hostile) messages go here, routed by the queue's name.
+    pub dead_letter_exchange: Option<String>,
+}
+
+/// When a batch ends.
+#[derive(Debug, Clone)]
+pub struct BatchSettings {
+    /// At most this many messages; below the prefetch so the broker keeps sending during fsync.
+    pub max_messages: usize,
+    /// At most this long after its first message.
+    pub max_delay: Duration,
+}
+
+/// Bounds of the seen-id set; an id is forgotten when either is exceeded.
+#[derive(Debug, Clone)]
+pub struct DedupSettings {
+    pub max_ids: u64,
+    pub max_age: Duration,
+}
+
+impl Validate for RawCollectorConfig {
+    type Config = CollectorConfig;
+
+    fn validate(self) -> Result<CollectorConfig, KeyError> {
+        let broker = self.broker.validate_common("logship-collector")?;
+        let queue_name = self
+            .broker
+            .queue
+            .clone()
+            .ok_or_else(|| KeyError::new("broker.queue", "missing key"))?;
+        check_name("broker.queue", &queue_name)?;
+        let prefetch = self.broker.prefetch.unwrap_or(1000);
+        if prefetch == 0 {
+            return Err(KeyError::new("broker.prefetch", "must be at least 1"));
+        }
+        let dead_letter_exchange = match self.broker.dead_letter_exchange.as_deref() {
+            Some("") => None,
+            Some(name) => {
+                check_name("broker.dead_letter_exchange", name)?;
+                Some(name.to_string())
+            }
+            None => Some(format!("{}.dead-letter", broker.exchange)),
+        };
+        let max_messages = match self.batch.max_messages {
+            Some(0) => return Err(KeyError::new("batch.max_messages", "must be at least 1")),
+            Some(n) if n > u32::from(prefetch) => {
+                return Err(KeyError::new(
+                    "batch.max_messages",
+                    format!("{n} is above broker.prefetch ({prefetch}); a batch could never fill"),
+                ));
+            }
+            Some(n) => n as usize,
+            None => usize::from(prefetch).div_ceil(2),
+        };
+        let max_delay = duration_or(
+            "batch.max_delay",
+            &self.batch.max_delay,
+            Duration::from_millis(50),
+        )?;
+        let max_ids = self.dedup.max_ids.unwrap_or(1_000_000);
+        if max_ids == 0 {
+            return Err(KeyError::new("dedup.max_ids", "must be at least 1"));
+        }
+        let max_age = duration_or(
+            "dedup.max_age",
+            &self.dedup.max_age,
+            Duration::from_secs(7 * 86400),
+        )?;
+        Ok(CollectorConfig {
+            state_dir: self.state_dir,
+            broker,
+            queue: QueueSettings {
+                name: queue_name,
+                prefetch,
+                dead_letter_exchange,
+            },
+            output_dir: self.output.dir,
+            batch: BatchSettings {
+                max_messages,
+                max_delay,
+            },
+            dedup: DedupSettings { max_ids, max_age },
+        })
+    }
+
+    fn prepare(config: &CollectorConfig) -> Result<(), KeyError> {
+        ensure_writable_dir("state_dir", &config.state_dir)?;
+        ensure_writable_dir("output.dir", &config.output_dir)
+    }
+}
+
+/// Creates `dir` if needed and proves it writable by creating and removing a file in it.
+pub(crate) fn ensure_writable_dir(key: &str, dir: &std::path::Path) -> Result<(), KeyError> {
+    let fail = |err: std::io::Error| {
+        KeyError::new(
+            key,
+            format!(
+                "cannot write to \"{}\": {}",
+                dir.display(),
+                error_text(&err)
+            ),
+        )
+    };
+    if dir.as_os_str().is_empty() {
+        return Err(KeyError::new(key, "must not be empty"));
+    }
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let probe = dir.join(format!(".logship-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(fail)?;
+    std::fs::remove_file(&probe).map_err(fail)
+}
+
+/// An io::Error's text without the `(os error N)` suffix.
+fn error_text(err: &std::io::Error) -> String {
+    let text = err.to_string();
+    match text.find(" (os error") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}

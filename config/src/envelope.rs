@@ -1,0 +1,232 @@
+//! The wire envelope: one line of one file, as JSON.
+//!
+//! ```json
+//! {"v":1,"host":"web-1","path":"/var/log/app.log","file":{"dev":2049,"ino":131,"fp":"00c0ffee00c0ffee"},
+//!  "gen":0,"offset":1024,"ts":1764028800123,"line":"GET / 200"}
+//! ```
+//! - `offset` is the byte offset of the line's first byte in the file (generation `gen`).
+//! - `line` holds the line without its newline when it is valid UTF-8; otherwise `line_b64` holds
+//!   its exact bytes in standard base64 and `line` is absent. Exactly one of the two is present.
+//! - `ts` is milliseconds since the Unix epoch, when the agent read the line.
+//!
+//! Invariant: [`Envelope::message_id`] is a pure function of (host, file identity, generation,
+//! offset), so a line read or sent twice carries the same id. Unknown fields are ignored within a
+//! version; a breaking change bumps `v`, which older collectors reject (dead-letter, not crash).
+
+use std::borrow::Cow;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::{Deserialize, Serialize};
+
+/// The envelope version this build writes and reads.
+pub const VERSION: u32 = 1;
+
+/// Which file a line came from: (device, inode) plus a fingerprint of its first bytes, so a
+/// reused inode is a different file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+    /// 64-bit fingerprint, as 16 hex digits on the wire (JSON numbers lose bits past 2^53).
+    #[serde(with = "hex_u64")]
+    pub fp: u64,
+}
+
+/// One line and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub host: String,
+    /// The source file's path on the agent's host.
+    pub path: String,
+    pub file: FileId,
+    /// Bumped when the file is truncated in place (copytruncate), so offsets restart at 0.
+    pub generation: u32,
+    /// Byte offset of the line's first byte.
+    pub offset: u64,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// The line's exact bytes, without the newline.
+    pub line: Vec<u8>,
+}
+
+/// Why a message body is not a usable envelope.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("not an envelope")]
+    Json(#[source] serde_json::Error),
+    #[error("unsupported envelope version {0}")]
+    Version(u32),
+    #[error("envelope has neither line nor line_b64")]
+    NoLine,
+    #[error("envelope has both line and line_b64")]
+    TwoLines,
+    #[error("line_b64 is not base64")]
+    Base64(#[source] base64::DecodeError),
+}
+
+/// The JSON shape; borrowed on the way out, so encoding copies the line once.
+#[derive(Serialize, Deserialize)]
+struct Wire<'a> {
+    v: u32,
+    #[serde(borrow)]
+    host: Cow<'a, str>,
+    #[serde(borrow)]
+    path: Cow<'a, str>,
+    file: FileId,
+    #[serde(rename = "gen")]
+    generation: u32,
+    offset: u64,
+    ts: i64,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    line: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    line_b64: Option<String>,
+}
+
+/// Only `v`, read first so that a newer version is reported as such, not as a missing field.
+#[derive(Deserialize)]
+struct VersionOnly {
+    v: u32,
+}
+
+impl Envelope {
+    /// The message id: `<dev>.<ino>.<fp>.<gen>.<offset>@<host>` (hex numbers). The host comes
+    /// last, after a fixed-shape prefix, so distinct sources can never share an id.
+    pub fn message_id(&self) -> String {
+        format!(
+            "{:x}.{:x}.{:016x}.{:x}.{:x}@{}",
+            self.file.dev, self.file.ino, self.file.fp, self.generation, self.offset, self.host
+        )
+    }
+
+    /// Encodes to JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        let (line, line_b64) = match std::str::from_utf8(&self.line) {
+            Ok(text) => (Some(Cow::Borrowed(text)), None),
+            Err(_) => (None, Some(BASE64.encode(&self.line))),
+        };
+        let wire = Wire {
+            v: VERSION,
+            host: Cow::Borrowed(&self.host),
+            path: Cow::Borrowed(&self.path),
+            file: self.file,
+            generation: self.generation,
+            offset: self.offset,
+            ts: self.timestamp_ms,
+            line,
+            line_b64,
+        };
+        // unwrap: a struct of strings and integers always serializes
+        serde_json::to_vec(&wire).expect("envelope serializes")
+    }
+
+    /// Decodes and checks a message body.
+    pub fn from_json(body: &[u8]) -> Result<Envelope, EnvelopeError> {
+        let version: VersionOnly = serde_json::from_slice(body).map_err(EnvelopeError::Json)?;
+        if version.v != VERSION {
+            return Err(EnvelopeError::Version(version.v));
+        }
+        let wire: Wire = serde_json::from_slice(body).map_err(EnvelopeError::Json)?;
+        let line = match (wire.line, wire.line_b64) {
+            (Some(text), None) => text.into_owned().into_bytes(),
+            (None, Some(b64)) => BASE64.decode(b64).map_err(EnvelopeError::Base64)?,
+            (None, None) => return Err(EnvelopeError::NoLine),
+            (Some(_), Some(_)) => return Err(EnvelopeError::TwoLines),
+        };
+        Ok(Envelope {
+            host: wire.host.into_owned(),
+            path: wire.path.into_owned(),
+            file: wire.file,
+            generation: wire.generation,
+            offset: wire.offset,
+            timestamp_ms: wire.ts,
+            line,
+        })
+    }
+}
+
+mod hex_u64 {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(value: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{value:016x}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        u64::from_str_radix(&text, 16).map_err(|_| D::Error::custom("fp is not 16 hex digits"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(line: &[u8]) -> Envelope {
+        Envelope {
+            host: "web-1".into(),
+            path: "/var/log/app.log".into(),
+            file: FileId {
+                dev: 2049,
+                ino: 131,
+                fp: 0x00c0_ffee_00c0_ffee,
+            },
+            generation: 0,
+            offset: 1024,
+            timestamp_ms: 1_764_028_800_123,
+            line: line.to_vec(),
+        }
+    }
+
+    #[test]
+    fn non_utf8_bytes_survive_the_round_trip() {
+        let bytes = b"caf\xe9 \xff\x00 end\r".to_vec();
+        let envelope = sample(&bytes);
+        let json = envelope.to_json();
+        assert!(std::str::from_utf8(&json).unwrap().contains("line_b64"));
+        assert_eq!(Envelope::from_json(&json).unwrap(), envelope);
+    }
+
+    #[test]
+    fn utf8_lines_travel_as_text() {
+        let envelope = sample("héllo \"quoted\" \\ tab\t".as_bytes());
+        let json = envelope.to_json();
+        assert!(!std::str::from_utf8(&json).unwrap().contains("line_b64"));
+        assert_eq!(Envelope::from_json(&json).unwrap(), envelope);
+    }
+
+    #[test]
+    fn message_id_depends_on_source_only() {
+        let a = sample(b"one");
+        let mut b = sample(b"two");
+        b.timestamp_ms += 5;
+        assert_eq!(a.message_id(), b.message_id());
+        assert_eq!(a.message_id(), "801.83.00c0ffee00c0ffee.0.400@web-1");
+        b.offset += 1;
+        assert_ne!(a.message_id(), b.message_id());
+        let mut c = sample(b"one");
+        c.generation = 1;
+        assert_ne!(a.message_id(), c.message_id());
+    }
+
+    #[test]
+    fn bad_bodies_are_errors_not_panics() {
+        let cases: [&[u8]; 7] = [
+            b"",
+            b"not json",
+            b"{\"v\":2}",
+            b"{\"v\":1}",
+            b"[1,2,3]",
+            br#"{"v":1,"host":"h","path":"/p","file":{"dev":1,"ino":2,"fp":"zz"},"gen":0,"offset":0,"ts":0,"line":"x"}"#,
+            br#"{"v":1,"host":"h","path":"/p","file":{"dev":1,"ino":2,"fp":"01"},"gen":0,"offset":0,"ts":0}"#,
+        ];
+        for body in cases {
+            assert!(Envelope::from_json(body).is_err(), "{body:?}");
+        }
+        assert!(matches!(
+            Envelope::from_json(b"{\"v\":2}"),
+            Err(EnvelopeError::Version(2))
+        ));
+    }
+}

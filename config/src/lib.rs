@@ -1,0 +1,24 @@
+//! What logship-agent and logship-collector agree on.
+//!
+//! - [`load`]: TOML config files, parsed into `Raw*` structs (unknown keys refused) and then
+//!   validated into typed configs. Every error names the file and the dotted key.
+//! - [`broker`]: broker settings shared by both daemons; URIs never print their password.
+//! - [`envelope`]: the wire format of one line, and its message id.
+//!
+//! The invariant both daemons rely on: the message id of a line is a pure function of where the
+//! line came from (host, file identity, generation, byte offset), so a line sent twice is
+//! recognisable as the same line.
+
+pub mod agent;
+pub mod broker;
+pub mod collector;
+pub mod envelope;
+pub mod error;
+pub mod load;
+pub mod units;
+
+pub use agent::AgentConfig;
+pub use broker::{Broker, BrokerUri};
+pub use collector::CollectorConfig;
+pub use envelope::{Envelope, EnvelopeError, FileId};
+pub use error::ConfigError;

@@ -1,0 +1,132 @@
+//! The shipped example configs parse, and each bad snippet's error names its key.
+
+use std::path::Path;
+
+use logship_config::agent::RawAgentConfig;
+use logship_config::collector::RawCollectorConfig;
+use logship_config::load::parse;
+
+fn example(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+}
+
+#[test]
+fn example_collector_config_parses() {
+    let config =
+        parse::<RawCollectorConfig>(Path::new("collector.toml"), &example("collector.toml"))
+            .unwrap();
+    assert_eq!(config.queue.name, "logs.archive");
+    assert_eq!(config.queue.prefetch, 1000);
+    assert_eq!(config.batch.max_messages, 500);
+    assert_eq!(config.broker.exchange, "logs");
+    assert_eq!(
+        config.queue.dead_letter_exchange.as_deref(),
+        Some("logs.dead-letter")
+    );
+}
+
+#[test]
+fn example_agent_config_parses() {
+    let config = parse::<RawAgentConfig>(Path::new("agent.toml"), &example("agent.toml")).unwrap();
+    assert_eq!(config.buffer.max_bytes, 1 << 30);
+    assert_eq!(config.inputs[0].paths, ["/var/log/app/*.log"]);
+}
+
+const COLLECTOR: &str = r#"
+state_dir = "/tmp/x"
+[broker]
+uris = ["amqp://guest:hunter2@127.0.0.1:5672/%2f"]
+queue = "q"
+[output]
+dir = "/tmp/y"
+"#;
+
+fn collector_error(edit: impl Fn(&str) -> String) -> String {
+    let text = edit(COLLECTOR);
+    let err = parse::<RawCollectorConfig>(Path::new("collector.toml"), &text).unwrap_err();
+    let message = err.to_string();
+    assert!(!message.contains('\n'), "one line: {message}");
+    assert!(!message.contains("hunter2"), "no password: {message}");
+    message
+}
+
+#[test]
+fn bad_collector_snippets_name_their_key() {
+    type Edit = Box<dyn Fn(&str) -> String>;
+    let cases: Vec<(Edit, &str)> = vec![
+        (
+            Box::new(|c| c.replace("queue = \"q\"", "queue = \"q\"\nprefetch = \"lots\"")),
+            "collector.toml: broker.prefetch: expected an integer, found \"lots\"",
+        ),
+        (
+            Box::new(|c| c.replace("queue = \"q\"", "queue = \"q\"\nprefech = 10")),
+            "collector.toml: broker.prefech: unknown key",
+        ),
+        (
+            Box::new(|c| c.replace("dir = \"/tmp/y\"", "dir = \"/tmp/y\"\ncolour = 1")),
+            "collector.toml: output.colour: unknown key",
+        ),
+        (
+            Box::new(|c| c.replace("amqp://guest", "http://guest")),
+            "collector.toml: broker.uris[0]: invalid URI \"http://guest:***@127.0.0.1:5672/%2f\"",
+        ),
+        (
+            Box::new(|c| c.replace("queue = \"q\"\n", "")),
+            "collector.toml: broker.queue: missing key",
+        ),
+        (
+            Box::new(|c| c.replace("state_dir = \"/tmp/x\"\n", "")),
+            "collector.toml: state_dir: missing key",
+        ),
+        (
+            Box::new(|c| format!("{c}[batch]\nmax_delay = \"soon\"\n")),
+            "collector.toml: batch.max_delay: invalid duration \"soon\"",
+        ),
+        (
+            Box::new(|c| format!("{c}[batch]\nmax_messages = 5000\n")),
+            "collector.toml: batch.max_messages: 5000 is above broker.prefetch",
+        ),
+        (
+            Box::new(|c| c.replace("queue = \"q\"", "queue = \"../q\"")),
+            "collector.toml: broker.queue: invalid name \"../q\"",
+        ),
+        (
+            Box::new(|c| c.replace("[output]", "[output")),
+            "collector.toml: line 6, column",
+        ),
+    ];
+    for (edit, expected) in cases {
+        let message = collector_error(edit);
+        assert!(
+            message.starts_with(expected),
+            "{message}\n  expected: {expected}"
+        );
+    }
+}
+
+#[test]
+fn agent_refuses_collector_keys() {
+    let text =
+        example("agent.toml").replace("exchange = \"logs\"", "exchange = \"logs\"\nqueue = \"q\"");
+    let err = parse::<RawAgentConfig>(Path::new("agent.toml"), &text).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("agent.toml: broker.queue: is a collector setting"),
+        "{err}"
+    );
+    let text = example("agent.toml").replace("max_bytes = \"1GiB\"", "max_bytes = \"1GB\"");
+    let err = parse::<RawAgentConfig>(Path::new("agent.toml"), &text).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("agent.toml: buffer.max_bytes: invalid size \"1GB\""),
+        "{err}"
+    );
+    let text = example("agent.toml").replace("\"block\"", "\"sometimes\"");
+    let err = parse::<RawAgentConfig>(Path::new("agent.toml"), &text).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("agent.toml: buffer.when_full: unknown variant"),
+        "{err}"
+    );
+}

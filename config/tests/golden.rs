@@ -1,0 +1,61 @@
+//! The envelope's wire format is a contract between agents and collectors of different
+//! versions: these fixtures pin it byte for byte.
+
+use std::path::Path;
+
+use logship_config::{Envelope, FileId};
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    let mut bytes = std::fs::read(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    while bytes.last() == Some(&b'\n') {
+        bytes.pop();
+    }
+    bytes
+}
+
+fn envelope(line: &[u8]) -> Envelope {
+    Envelope {
+        host: "web-1".into(),
+        path: "/var/log/app/access.log".into(),
+        file: FileId {
+            dev: 2049,
+            ino: 1_048_577,
+            fp: 0x9f86_d081_884c_7d65,
+        },
+        generation: 2,
+        offset: 73_400_320,
+        timestamp_ms: 1_764_028_800_123,
+        line: line.to_vec(),
+    }
+}
+
+#[test]
+fn utf8_line_matches_golden_json() {
+    let expected = envelope("GET /index.html 200 \"Mozilla\" é".as_bytes());
+    assert_eq!(expected.to_json(), fixture("envelope-v1-text.json"));
+    assert_eq!(
+        Envelope::from_json(&fixture("envelope-v1-text.json")).unwrap(),
+        expected
+    );
+}
+
+#[test]
+fn non_utf8_line_matches_golden_json() {
+    let expected = envelope(b"bin\xff\xfe\x00data\r");
+    assert_eq!(expected.to_json(), fixture("envelope-v1-bytes.json"));
+    assert_eq!(
+        Envelope::from_json(&fixture("envelope-v1-bytes.json")).unwrap(),
+        expected
+    );
+}
+
+#[test]
+fn message_id_is_stable() {
+    assert_eq!(
+        envelope(b"x").message_id(),
+        "801.100001.9f86d081884c7d65.2.4600000@web-1"
+    );
+}
