@@ -18,7 +18,7 @@ pub mod load;
 pub mod units;
 
 pub use agent::AgentConfig;
-pub use broker::{Broker, BrokerUri};
+pub use broker::{Backoff, Broker, BrokerUri};
 pub use collector::CollectorConfig;
 pub use envelope::{Envelope, EnvelopeError, FileId};
 pub use error::ConfigError;

@@ -1,0 +1,388 @@
+//! The broker side: connect (with backoff over the URIs), declare, consume, batch, ack.
+//!
+//! Invariants:
+//! - A delivery is acked only after the writer committed its batch (`ack` with `multiple`
+//!   up to the batch's last line); a malformed one is rejected without requeue, never acked.
+//! - A batch whose channel died is dropped unacked: the broker redelivers it, and the seen-id set
+//!   drops whatever of it was already written.
+//! - A failed write drops the batch unacked, truncates the output back to the committed lengths,
+//!   and reconnects after a backoff, so the broker redelivers everything not acked.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures_util::StreamExt as _;
+use lapin::Acker;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use logship_config::{Backoff, BrokerUri, CollectorConfig};
+
+use crate::metrics::Metrics;
+use crate::signals::Signals;
+use crate::sink::SinkError;
+use crate::validate::{self, Line};
+use crate::writer::Writer;
+
+/// At most one warning per this interval about rejected messages; the rest are counted.
+const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// AMQP reply code for a declaration that conflicts with an existing one.
+const PRECONDITION_FAILED: u16 = 406;
+
+/// Why a session with the broker ended.
+enum SessionEnd {
+    /// The broker or the network failed; reconnect.
+    Lost(lapin::Error),
+    /// Writing failed; recover the output, then reconnect so everything unacked comes back.
+    Sink(SinkError),
+}
+
+impl From<lapin::Error> for SessionEnd {
+    fn from(err: lapin::Error) -> Self {
+        SessionEnd::Lost(err)
+    }
+}
+
+/// Lines waiting to be written, with the ackers of their deliveries.
+#[derive(Default)]
+struct Batch {
+    lines: Vec<Line>,
+    ackers: Vec<Acker>,
+    /// When the first line arrived: the batch is written `max_delay` after.
+    started: Option<Instant>,
+}
+
+/// Consumes this collector's queue for as long as it runs.
+pub struct Consumer {
+    config: CollectorConfig,
+    /// Taken while a batch is written on a blocking thread, then put back.
+    writer: Option<Writer>,
+    metrics: Arc<Metrics>,
+    rejects: RejectLog,
+}
+
+impl Consumer {
+    /// A consumer that writes through `writer`.
+    pub fn new(config: CollectorConfig, writer: Writer, metrics: Arc<Metrics>) -> Consumer {
+        Consumer {
+            config,
+            writer: Some(writer),
+            metrics,
+            rejects: RejectLog::default(),
+        }
+    }
+
+    /// Connects, consumes and reconnects until shutdown; then commits the open batch and acks.
+    pub async fn run(mut self, signals: &Signals) -> anyhow::Result<()> {
+        let mut backoff = Backoff::new(&self.config.broker);
+        let mut next_uri = 0;
+        let mut first = true;
+        while !signals.shutdown.is_cancelled() {
+            if !first {
+                let delay = backoff.next_delay();
+                tokio::select! {
+                    // cancel-safe: only observes the token
+                    _ = signals.shutdown.cancelled() => break,
+                    // cancel-safe: a sleep
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+            first = false;
+            let uris = &self.config.broker.uris;
+            let uri = uris[next_uri % uris.len()].clone();
+            next_uri += 1;
+            let connection = tokio::select! {
+                // cancel-safe: dropping a connect in progress just abandons it
+                _ = signals.shutdown.cancelled() => break,
+                result = self.connect(&uri) => match result {
+                    Ok(connection) => connection,
+                    Err(err) => {
+                        tracing::warn!(uri = %uri, error = %err, "cannot connect to broker");
+                        continue;
+                    }
+                },
+            };
+            let end = self.session(&connection, &uri, signals, &mut backoff).await;
+            let _ = connection
+                .close(200, "logship-collector closing".into())
+                .await;
+            match end {
+                Ok(()) => break,
+                Err(SessionEnd::Lost(err)) => {
+                    if is_precondition_failed(&err) {
+                        return Err(err).with_context(|| {
+                            format!("{uri}: the broker refused our declarations (queue or exchange exists with other arguments)")
+                        });
+                    }
+                    tracing::warn!(uri = %uri, error = %err, "connection to broker lost");
+                }
+                Err(SessionEnd::Sink(err)) => {
+                    tracing::error!(
+                        error = format!("{err:#}"),
+                        "cannot write output; unacked lines will be redelivered"
+                    );
+                    self.writer_mut()?
+                        .recover()
+                        .context("cannot recover output after a write failure")?;
+                }
+            }
+            Metrics::add(&self.metrics.reconnects, 1);
+        }
+        Ok(())
+    }
+
+    async fn connect(&self, uri: &BrokerUri) -> Result<Connection, lapin::Error> {
+        let properties = ConnectionProperties::default()
+            .with_connection_name(self.config.broker.connection_name.clone().into());
+        Connection::connect_uri(uri.uri.clone(), properties).await
+    }
+
+    /// One connection's life: declare, consume, batch, ack. `Ok` means shutdown was requested
+    /// and the open batch is committed and acked.
+    async fn session(
+        &mut self,
+        connection: &Connection,
+        uri: &BrokerUri,
+        signals: &Signals,
+        backoff: &mut Backoff,
+    ) -> Result<(), SessionEnd> {
+        let channel = connection.create_channel().await?;
+        channel
+            .basic_qos(self.config.queue.prefetch, BasicQosOptions::default())
+            .await?;
+        self.declare(&channel).await?;
+        let mut deliveries = channel
+            .basic_consume(
+                self.config.queue.name.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::info!(uri = %uri, queue = %self.config.queue.name, exchange = %self.config.broker.exchange,
+            prefetch = self.config.queue.prefetch, "consuming");
+        backoff.reset();
+        let mut batch = Batch::default();
+        loop {
+            let deadline = batch
+                .started
+                .map(|started| started + self.config.batch.max_delay);
+            tokio::select! {
+                biased;
+                // cancel-safe: only observes the token
+                _ = signals.shutdown.cancelled() => {
+                    // Stop deliveries first so no new ones arrive while the last batch commits.
+                    let _ = channel.basic_cancel(deliveries.tag(), BasicCancelOptions::default()).await;
+                    self.flush(&mut batch).await?;
+                    let _ = channel.close(200, "shutdown".into()).await;
+                    return Ok(());
+                }
+                // cancel-safe: a Notify permit is kept until taken
+                _ = signals.reopen.notified() => {
+                    self.flush(&mut batch).await?;
+                    self.writer_mut().map_err(|_| SessionEnd::Sink(SinkError::NotOpen { path: "writer".into() }))?.reopen();
+                }
+                // cancel-safe: a sleep
+                _ = sleep_until(deadline), if deadline.is_some() => self.flush(&mut batch).await?,
+                // cancel-safe: lapin's consumer keeps undelivered messages in its own buffer
+                delivery = deliveries.next() => match delivery {
+                    Some(Ok(delivery)) => {
+                        self.accept(delivery, &mut batch).await?;
+                        if batch.lines.len() >= self.config.batch.max_messages {
+                            self.flush(&mut batch).await?;
+                        }
+                    }
+                    Some(Err(err)) => return Err(err.into()),
+                    None => return Err(lapin::Error::from(lapin::ErrorKind::InvalidChannelState(
+                        lapin::ChannelState::Closed, "consumer cancelled by the broker"))
+                        .into()),
+                },
+            }
+        }
+    }
+
+    async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        let queue = self.config.queue.name.as_str();
+        channel
+            .exchange_declare(
+                self.config.broker.exchange.as_str().into(),
+                ExchangeKind::Fanout,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        let mut arguments = FieldTable::default();
+        if let Some(dlx) = &self.config.queue.dead_letter_exchange {
+            channel
+                .exchange_declare(
+                    dlx.as_str().into(),
+                    ExchangeKind::Direct,
+                    durable,
+                    FieldTable::default(),
+                )
+                .await?;
+            let dead_queue = format!("{queue}.dead-letter");
+            channel
+                .queue_declare(
+                    dead_queue.as_str().into(),
+                    QueueDeclareOptions::durable(),
+                    FieldTable::default(),
+                )
+                .await?;
+            channel
+                .queue_bind(
+                    dead_queue.as_str().into(),
+                    dlx.as_str().into(),
+                    queue.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            arguments.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString(dlx.as_str().into()),
+            );
+            arguments.insert(
+                "x-dead-letter-routing-key".into(),
+                AMQPValue::LongString(queue.into()),
+            );
+        }
+        channel
+            .queue_declare(queue.into(), QueueDeclareOptions::durable(), arguments)
+            .await?;
+        channel
+            .queue_bind(
+                queue.into(),
+                self.config.broker.exchange.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+    }
+
+    /// Validates a delivery: a line joins the batch; anything else is rejected at once.
+    async fn accept(&mut self, delivery: Delivery, batch: &mut Batch) -> Result<(), SessionEnd> {
+        Metrics::add(&self.metrics.received, 1);
+        match validate::line(&delivery.data) {
+            Ok(line) => {
+                batch.started.get_or_insert_with(Instant::now);
+                batch.lines.push(line);
+                batch.ackers.push(delivery.acker);
+            }
+            Err(rejection) => {
+                reject(&delivery.acker).await?;
+                Metrics::add(&self.metrics.dead_lettered, 1);
+                self.rejects.record(&format!("{rejection:#}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes, fsyncs and commits the batch on a blocking thread, then acks it.
+    async fn flush(&mut self, batch: &mut Batch) -> Result<(), SessionEnd> {
+        let Batch { lines, ackers, .. } = std::mem::take(batch);
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut writer = self
+            .writer
+            .take()
+            .ok_or(SessionEnd::Sink(SinkError::NotOpen {
+                path: "writer".into(),
+            }))?;
+        let (writer, result) = tokio::task::spawn_blocking(move || {
+            let result = writer.write(lines);
+            (writer, result)
+        })
+        .await
+        .map_err(|err| SessionEnd::Lost(lapin::Error::from(std::io::Error::other(err))))?;
+        self.writer = Some(writer);
+        let outcome = result.map_err(SessionEnd::Sink)?;
+        let mut refused = vec![false; ackers.len()];
+        for (position, reason) in &outcome.refused {
+            reject(&ackers[*position]).await?;
+            refused[*position] = true;
+            self.rejects.record(reason);
+        }
+        // `multiple` acks every unsettled delivery up to this one: the whole batch but the
+        // lines just rejected (which are already settled).
+        if let Some(last) = (0..ackers.len()).rev().find(|&i| !refused[i])
+            && !ackers[last].ack(BasicAckOptions { multiple: true }).await?
+        {
+            return Err(channel_closed("ack"));
+        }
+        Metrics::add(&self.metrics.written, outcome.written);
+        Metrics::add(&self.metrics.duplicates, outcome.duplicates);
+        Metrics::add(&self.metrics.dead_lettered, outcome.refused.len() as u64);
+        Metrics::add(&self.metrics.batches, 1);
+        Ok(())
+    }
+
+    fn writer_mut(&mut self) -> anyhow::Result<&mut Writer> {
+        self.writer.as_mut().context("writer lost after a panic")
+    }
+}
+
+async fn reject(acker: &Acker) -> Result<(), SessionEnd> {
+    if acker.reject(BasicRejectOptions { requeue: false }).await? {
+        Ok(())
+    } else {
+        Err(channel_closed("reject"))
+    }
+}
+
+fn channel_closed(what: &'static str) -> SessionEnd {
+    SessionEnd::Lost(lapin::Error::from(lapin::ErrorKind::InvalidChannelState(
+        lapin::ChannelState::Closed,
+        what,
+    )))
+}
+
+fn is_precondition_failed(err: &lapin::Error) -> bool {
+    matches!(err.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == PRECONDITION_FAILED)
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Rate-limited warnings about rejected messages: the first at once, then one summary per
+/// [`REJECT_LOG_INTERVAL`] at most.
+#[derive(Default)]
+struct RejectLog {
+    last_logged: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RejectLog {
+    fn record(&mut self, reason: &str) {
+        let due = self
+            .last_logged
+            .is_none_or(|last| last.elapsed() >= REJECT_LOG_INTERVAL);
+        if due {
+            tracing::warn!(
+                reason,
+                suppressed = self.suppressed,
+                "rejected message to dead-letter"
+            );
+            self.last_logged = Some(Instant::now());
+            self.suppressed = 0;
+        } else {
+            self.suppressed += 1;
+        }
+    }
+}

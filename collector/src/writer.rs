@@ -1,0 +1,97 @@
+//! Applying one batch: dedup, append, fsync, commit. Blocking; run it off the async threads.
+//!
+//! Invariant: when [`Writer::write`] returns `Ok`, every line it reports written is fsync'd and
+//! its id and file length are flushed in the commit record, so the batch may be acked. When it
+//! returns `Err`, nothing may be acked: call [`Writer::recover`] before the next batch.
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use logship_config::CollectorConfig;
+use logship_config::collector::DedupSettings;
+
+use crate::commit::Commit;
+use crate::dedup;
+use crate::sink::{Sink, SinkError};
+use crate::validate::Line;
+
+/// What became of a batch.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub written: u64,
+    pub duplicates: u64,
+    /// Positions in the batch of lines whose output path can never be written, with why.
+    pub refused: Vec<(usize, String)>,
+}
+
+/// Owns the output files and the commit record.
+pub struct Writer {
+    output_dir: PathBuf,
+    sink: Sink,
+    commit: Commit,
+    bounds: DedupSettings,
+}
+
+impl Writer {
+    /// Opens the record and truncates every output file back to its committed length.
+    pub fn open(config: &CollectorConfig) -> Result<Writer, SinkError> {
+        let commit = Commit::open(&config.state_dir)?;
+        let sink = Sink::recover(&config.output_dir, &commit)?;
+        tracing::info!(
+            files = commit.files()?.len(),
+            seen_ids = commit.seen_count(),
+            "state recovered"
+        );
+        Ok(Writer {
+            output_dir: config.output_dir.clone(),
+            sink,
+            commit,
+            bounds: config.dedup.clone(),
+        })
+    }
+
+    /// Writes a batch of lines, in order.
+    pub fn write(&mut self, lines: Vec<Line>) -> Result<Outcome, SinkError> {
+        let numbered: Vec<(usize, Line)> = lines.into_iter().enumerate().collect();
+        let (fresh, duplicates) = dedup::fresh(numbered, &self.commit)?;
+        let refused_files = self.sink.open_all(
+            fresh.iter().map(|(_, line)| line.file.as_path()),
+            &self.commit,
+        )?;
+        let mut outcome = Outcome {
+            duplicates,
+            ..Outcome::default()
+        };
+        let mut ids = Vec::with_capacity(fresh.len());
+        for (position, line) in fresh {
+            if let Some((_, err)) = refused_files.iter().find(|(file, _)| *file == line.file) {
+                outcome.refused.push((position, format!("{err:#}")));
+                continue;
+            }
+            self.sink.append(&line.file, &line.bytes)?;
+            ids.push(line.id);
+        }
+        let lengths = self.sink.sync()?;
+        self.commit.record(&ids, &lengths, now_ms(), &self.bounds)?;
+        outcome.written = ids.len() as u64;
+        Ok(outcome)
+    }
+
+    /// After a failed batch: close every file and truncate back to the committed lengths.
+    pub fn recover(&mut self) -> Result<(), SinkError> {
+        self.sink.close_all();
+        self.sink = Sink::recover(&self.output_dir, &self.commit)?;
+        Ok(())
+    }
+
+    /// SIGHUP: close every output file; each is reopened (and re-checked) when next written.
+    pub fn reopen(&mut self) {
+        self.sink.close_all();
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
