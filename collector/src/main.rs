@@ -1,27 +1,30 @@
-//! logship-collector: parse `--config`, load it, set up tracing and signals, run.
+//! logship-collector: parse the command line, load the config, set up tracing and signals, run.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use logship_collector::{Metrics, run, signals};
+use logship_config::cli::{self, Command};
 use logship_config::collector::RawCollectorConfig;
 
-const USAGE: &str = "usage: logship-collector --config FILE | --version";
-
 fn main() -> ExitCode {
-    let path = match parse_args(std::env::args().skip(1)) {
-        Ok(Some(path)) => path,
-        Ok(None) => {
+    let (path, check_only) = match cli::parse("logship-collector", std::env::args().skip(1)) {
+        Ok(Command::Version) => {
             println!("logship-collector {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        Err(message) => return fail(&message, 2),
+        Ok(Command::Run(path)) => (path, false),
+        Ok(Command::Check(path)) => (path, true),
+        Err(usage) => return fail(&usage, 2),
     };
     let config = match logship_config::load::load::<RawCollectorConfig>(&path) {
         Ok(config) => config,
         Err(err) => return fail(&format!("{:#}", anyhow::Error::from(err)), 2),
     };
+    if check_only {
+        println!("{}: ok", path.display());
+        return ExitCode::SUCCESS;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LOGSHIP_LOG")
@@ -44,15 +47,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// `Ok(None)` for `--version`.
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<PathBuf>, String> {
-    match (args.next().as_deref(), args.next(), args.next()) {
-        (Some("--version"), None, None) => Ok(None),
-        (Some("--config"), Some(path), None) => Ok(Some(PathBuf::from(path))),
-        _ => Err(USAGE.to_string()),
-    }
-}
-
+/// One line on stderr, as ripgrep does: never the multi-line "Caused by" form.
 fn fail(message: &str, code: u8) -> ExitCode {
     eprintln!("logship-collector: {message}");
     ExitCode::from(code)

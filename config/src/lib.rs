@@ -11,6 +11,7 @@
 
 pub mod agent;
 pub mod broker;
+pub mod cli;
 pub mod collector;
 pub mod envelope;
 pub mod error;

@@ -1,0 +1,314 @@
+//! Collector throughput against a bare lapin consumer, in one run on the same broker.
+//!
+//! Pre-fills two queues bound to one fanout exchange with the same N envelopes (~250 bytes),
+//! then drains one with a bare consumer (same prefetch, ack `multiple` every half prefetch, no
+//! disk) and the other with the real `logship-collector` (written, fsync'd, committed, acked).
+//! Prints both rates and their ratio. `BENCH_LINES` sets N (default 500000); `AMQP_URL` the broker.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
+use logship_config::{Envelope, FileId};
+
+const PREFETCH: u16 = 1000;
+const PUBLISH_WINDOW: usize = 2000;
+
+#[tokio::main]
+async fn main() {
+    let lines: usize = std::env::var("BENCH_LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500_000);
+    let url = std::env::var("AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let tag = format!("bench-{}-{}", std::process::id(), fastrand::u32(..));
+    let exchange = format!("{tag}.logs");
+    let bare_queue = format!("{tag}.bare");
+    let collector_queue = format!("{tag}.collector");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{state}\"\n[broker]\nuris = [\"{url}\"]\nexchange = \"{exchange}\"\nqueue = \"{collector_queue}\"\nprefetch = {PREFETCH}\n[output]\ndir = \"{out}\"\n",
+            state = dir.path().join("state").display(),
+            out = dir.path().join("out").display(),
+        ),
+    )
+    .expect("write config");
+
+    let connection = Connection::connect(&url, ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .exchange_declare(
+            exchange.as_str().into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare exchange");
+    channel
+        .queue_declare(
+            bare_queue.as_str().into(),
+            QueueDeclareOptions::durable(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare bare queue");
+    channel
+        .queue_bind(
+            bare_queue.as_str().into(),
+            exchange.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind bare queue");
+    // The collector declares its own queue (with its dead-letter arguments); start and stop it once.
+    let mut collector = spawn_collector(&config, dir.path());
+    wait_for_queue(&connection, &collector_queue).await;
+    stop(&mut collector);
+
+    let started = Instant::now();
+    publish(&channel, &exchange, lines).await;
+    eprintln!(
+        "published {lines} envelopes to 2 queues in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let bare = drain_bare(&connection, &bare_queue, lines).await;
+
+    let mut collector = spawn_collector(&config, dir.path());
+    let pid = collector.id();
+    let started = Instant::now();
+    let expected_bytes = expected_output_bytes(lines);
+    let out = dir.path().join("out");
+    let mut peak_rss_kib = 0;
+    while output_bytes(&out) < expected_bytes {
+        peak_rss_kib = peak_rss_kib.max(rss_hwm_kib(pid));
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "collector did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let collector_time = started.elapsed();
+    peak_rss_kib = peak_rss_kib.max(rss_hwm_kib(pid));
+    stop(&mut collector);
+    let left = channel
+        .queue_declare(
+            collector_queue.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("inspect collector queue")
+        .message_count();
+
+    let bare_rate = lines as f64 / bare.as_secs_f64();
+    let collector_rate = lines as f64 / collector_time.as_secs_f64();
+    println!(
+        "lines: {lines} (~{} bytes per envelope)",
+        sample(0).to_json().len()
+    );
+    println!(
+        "bare lapin consumer: {bare_rate:.0} msg/s ({:.2}s)",
+        bare.as_secs_f64()
+    );
+    println!(
+        "logship-collector:   {collector_rate:.0} lines/s ({:.2}s, written + fsync'd + committed + acked)",
+        collector_time.as_secs_f64()
+    );
+    println!("ratio collector/bare: {:.2}", collector_rate / bare_rate);
+    println!(
+        "collector peak RSS: {:.1} MiB; left in its queue: {left}",
+        peak_rss_kib as f64 / 1024.0
+    );
+
+    for queue in [
+        &bare_queue,
+        &collector_queue,
+        &format!("{collector_queue}.dead-letter"),
+    ] {
+        let _ = channel
+            .queue_delete(queue.as_str().into(), Default::default())
+            .await;
+    }
+    for name in [&exchange, &format!("{exchange}.dead-letter")] {
+        let _ = channel
+            .exchange_delete(name.as_str().into(), Default::default())
+            .await;
+    }
+}
+
+fn sample(i: usize) -> Envelope {
+    Envelope {
+        host: "bench-host".into(),
+        path: "/var/log/bench/app.log".into(),
+        file: FileId { dev: 2049, ino: 4242, fp: 0x1234_5678_9abc_def0 },
+        generation: 0,
+        offset: (i * 120) as u64,
+        timestamp_ms: 1_764_028_800_000 + i as i64,
+        line: format!("{i:010} 2026-11-25T00:00:00Z INFO request handled method=GET path=/api/v1/items status=200 bytes=5123").into_bytes(),
+    }
+}
+
+fn expected_output_bytes(lines: usize) -> u64 {
+    (0..lines).map(|i| sample(i).line.len() as u64 + 1).sum()
+}
+
+async fn publish(channel: &Channel, exchange: &str, lines: usize) {
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm mode");
+    let mut pending = std::collections::VecDeque::new();
+    for i in 0..lines {
+        let envelope = sample(i);
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_message_id(envelope.message_id().into());
+        let confirm = channel
+            .basic_publish(
+                exchange.into(),
+                "".into(),
+                BasicPublishOptions::default(),
+                &envelope.to_json(),
+                properties,
+            )
+            .await
+            .expect("publish");
+        pending.push_back(confirm);
+        if pending.len() >= PUBLISH_WINDOW
+            && let Some(confirm) = pending.pop_front()
+        {
+            assert_eq!(confirm.await.expect("confirm"), Confirmation::Ack(None));
+        }
+    }
+    for confirm in pending {
+        assert_eq!(confirm.await.expect("confirm"), Confirmation::Ack(None));
+    }
+}
+
+async fn drain_bare(connection: &Connection, queue: &str, lines: usize) -> Duration {
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .basic_qos(PREFETCH, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut consumer = channel
+        .basic_consume(
+            queue.into(),
+            "bare".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let started = Instant::now();
+    let mut received = 0;
+    while received < lines {
+        let delivery = consumer
+            .next()
+            .await
+            .expect("stream open")
+            .expect("delivery");
+        received += 1;
+        if received % usize::from(PREFETCH / 2) == 0 || received == lines {
+            delivery
+                .ack(BasicAckOptions { multiple: true })
+                .await
+                .expect("ack");
+        }
+    }
+    let elapsed = started.elapsed();
+    let _ = channel.close(200, "done".into()).await;
+    elapsed
+}
+
+fn spawn_collector(config: &Path, dir: &Path) -> Child {
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join("collector.log"))
+        .expect("log");
+    Command::new(env!("CARGO_BIN_EXE_logship-collector"))
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn collector")
+}
+
+async fn wait_for_queue(connection: &Connection, queue: &str) {
+    for _ in 0..200 {
+        let channel = connection.create_channel().await.expect("channel");
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        if channel
+            .queue_declare(queue.into(), passive, FieldTable::default())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("collector never declared {queue}");
+}
+
+fn stop(child: &mut Child) {
+    // SAFETY: kill(2) on a pid we spawned and have not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().expect("wait collector");
+    assert!(status.success(), "collector exited with {status}");
+}
+
+fn output_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => output_bytes(&entry.path()),
+            _ => entry.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
+
+fn rss_hwm_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmHWM:"))
+                .and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
