@@ -17,17 +17,17 @@ use lapin::Acker;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
-use logship_config::{Backoff, BrokerUri, CollectorConfig};
+use lapin::{Channel, Connection, ExchangeKind};
+use logship_config::{Backoff, BrokerUri, CollectorConfig, amqp};
 
 use crate::metrics::Metrics;
-use crate::signals::Signals;
 use crate::sink::SinkError;
 use crate::validate::{self, Line};
 use crate::writer::Writer;
+use logship_config::signals::Signals;
 
 /// At most one warning per this interval about rejected messages; the rest are counted.
 const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -100,7 +100,7 @@ impl Consumer {
             let connection = tokio::select! {
                 // cancel-safe: dropping a connect in progress just abandons it
                 _ = signals.shutdown.cancelled() => break,
-                result = self.connect(&uri) => match result {
+                result = amqp::connect(&self.config.broker, &uri) => match result {
                     Ok(connection) => connection,
                     Err(err) => {
                         tracing::warn!(uri = %uri, error = %err, "cannot connect to broker");
@@ -135,12 +135,6 @@ impl Consumer {
             Metrics::add(&self.metrics.reconnects, 1);
         }
         Ok(())
-    }
-
-    async fn connect(&self, uri: &BrokerUri) -> Result<Connection, lapin::Error> {
-        let properties = ConnectionProperties::default()
-            .with_connection_name(self.config.broker.connection_name.clone().into());
-        Connection::connect_uri(uri.uri.clone(), properties).await
     }
 
     /// One connection's life: declare, consume, batch, ack. `Ok` means shutdown was requested
@@ -184,7 +178,7 @@ impl Consumer {
                     return Ok(());
                 }
                 // cancel-safe: a Notify permit is kept until taken
-                _ = signals.reopen.notified() => {
+                _ = signals.reload.notified() => {
                     self.flush(&mut batch).await?;
                     self.writer_mut().map_err(|_| SessionEnd::Sink(SinkError::NotOpen { path: "writer".into() }))?.reopen();
                 }
@@ -208,26 +202,15 @@ impl Consumer {
     }
 
     async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
-        let durable = ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        };
         let queue = self.config.queue.name.as_str();
-        channel
-            .exchange_declare(
-                self.config.broker.exchange.as_str().into(),
-                ExchangeKind::Fanout,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
+        amqp::declare_exchange(channel, &self.config.broker).await?;
         let mut arguments = FieldTable::default();
         if let Some(dlx) = &self.config.queue.dead_letter_exchange {
             channel
                 .exchange_declare(
                     dlx.as_str().into(),
                     ExchangeKind::Direct,
-                    durable,
+                    amqp::durable_exchange(),
                     FieldTable::default(),
                 )
                 .await?;

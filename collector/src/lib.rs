@@ -15,7 +15,6 @@ pub mod consumer;
 pub mod dedup;
 pub mod metrics;
 pub mod outpath;
-pub mod signals;
 pub mod sink;
 pub mod validate;
 pub mod writer;
@@ -24,8 +23,8 @@ use std::sync::Arc;
 
 use logship_config::CollectorConfig;
 
+pub use logship_config::signals::{self, Signals};
 pub use metrics::Metrics;
-pub use signals::Signals;
 
 /// Runs the collector until `signals.shutdown` is cancelled; returns after the open batch is
 /// committed and acked and the connection closed.

@@ -1,4 +1,5 @@
-//! SIGTERM/SIGINT stop the collector; SIGHUP reopens output files.
+//! SIGTERM/SIGINT stop a daemon; SIGHUP asks it to reload (agent: inputs; collector: reopen
+//! output files).
 //!
 //! Registered before anything else is spawned: SIGHUP's default action would kill us.
 
@@ -14,7 +15,7 @@ pub struct Signals {
     /// Cancelled on SIGTERM or SIGINT.
     pub shutdown: CancellationToken,
     /// Notified on SIGHUP; a notification while nobody waits is kept, not lost.
-    pub reopen: Arc<Notify>,
+    pub reload: Arc<Notify>,
 }
 
 /// Installs the handlers and spawns the task that listens to them. Must run inside a runtime.
@@ -24,7 +25,7 @@ pub fn install() -> std::io::Result<Signals> {
     let mut hup = signal(SignalKind::hangup())?;
     let signals = Signals {
         shutdown: CancellationToken::new(),
-        reopen: Arc::new(Notify::new()),
+        reload: Arc::new(Notify::new()),
     };
     let handles = signals.clone();
     tokio::spawn(async move {
@@ -39,8 +40,8 @@ pub fn install() -> std::io::Result<Signals> {
                     handles.shutdown.cancel();
                 }
                 _ = hup.recv() => {
-                    tracing::info!(signal = "SIGHUP", "reopening output files");
-                    handles.reopen.notify_one();
+                    tracing::info!(signal = "SIGHUP", "reloading");
+                    handles.reload.notify_one();
                 }
             }
         }
