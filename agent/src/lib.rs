@@ -1,23 +1,111 @@
 //! logship-agent: tails log files and publishes every line to the fanout exchange with
 //! publisher confirms, spooling to disk while the broker is away.
 //!
-//! This is the stub that precedes the agent proper (issue 3): it loads and validates the config
-//! so operators and packaging can already check agent configs.
+//! The path of a line:
+//! ```text
+//! discover -> tailer (reader thread) -> spool (sled: entry + checkpoint in one batch)
+//!          -> publisher (confirm window) -> exchange; clean ack => entry removed
+//! ```
+//! Promises: no line lost (a checkpoint never passes a line that is neither spooled nor
+//! confirmed; rotated files are drained and flushed before they are closed), no line duplicated
+//! at the collector (message ids are a pure function of where a line came from, so resends are
+//! recognisable), lines of a file in order (one reader per file, one spool, one channel).
 
+pub mod discover;
+pub mod identity;
+pub mod metrics;
+pub mod publisher;
+pub mod spool;
+pub mod tailer;
+pub mod watcher;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
 use logship_config::AgentConfig;
+use logship_config::agent::RawAgentConfig;
+use logship_config::signals::Signals;
+use tokio_util::sync::CancellationToken;
 
-/// A one-line summary of what the agent would do with `config`.
-pub fn summary(config: &AgentConfig) -> String {
-    let globs: Vec<&str> = config
-        .inputs
-        .iter()
-        .flat_map(|input| input.paths.iter().map(String::as_str))
-        .collect();
-    format!(
-        "host={} exchange={} uris={} inputs={}",
-        config.host,
-        config.broker.exchange,
-        config.broker.uris.len(),
-        globs.join(",")
-    )
+pub use metrics::Metrics;
+
+/// Runs the agent until `signals.shutdown`: then stops reading, waits up to
+/// `shutdown_timeout` for outstanding confirms, flushes the spool and returns.
+/// SIGHUP reloads the inputs from `config_path`.
+pub async fn run(
+    config: AgentConfig,
+    config_path: PathBuf,
+    signals: Signals,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
+    let (state_dir, max_bytes, when_full) = (
+        config.state_dir.clone(),
+        config.buffer.max_bytes,
+        config.buffer.when_full,
+    );
+    let spool =
+        tokio::task::spawn_blocking(move || spool::Spool::open(&state_dir, max_bytes, when_full))
+            .await
+            .context("spool recovery panicked")?
+            .context("cannot open the spool")?;
+    let spool = Arc::new(spool);
+    tracing::info!(host = %config.host, state_dir = %config.state_dir.display(), exchange = %config.broker.exchange,
+        inputs = config.inputs.len(), spooled = spool.entries(), spooled_bytes = spool.bytes(), "agent starting");
+
+    let (reload_tx, reload_rx) = std::sync::mpsc::channel();
+    let reader_stop = CancellationToken::new();
+    let watcher = watcher::Watcher::new(
+        config.host.clone(),
+        config.inputs.clone(),
+        spool.clone(),
+        metrics.clone(),
+    );
+    let stop = reader_stop.clone();
+    let reader = std::thread::Builder::new()
+        .name("logship-reader".into())
+        .spawn(move || watcher.run(stop, reload_rx))
+        .context("cannot start the reader thread")?;
+
+    let publisher_stop = CancellationToken::new();
+    let publisher = tokio::spawn(
+        publisher::Publisher::new(config.broker.clone(), spool.clone(), metrics.clone())
+            .run(publisher_stop.clone(), config.shutdown_timeout),
+    );
+
+    loop {
+        tokio::select! {
+            // cancel-safe: only observes the token
+            _ = signals.shutdown.cancelled() => break,
+            // cancel-safe: a Notify permit is kept until taken
+            _ = signals.reload.notified() => {
+                match logship_config::load::load::<RawAgentConfig>(&config_path) {
+                    Ok(new) => {
+                        let _ = reload_tx.send(new.inputs);
+                    }
+                    Err(err) => tracing::error!(error = format!("{:#}", anyhow::Error::from(err)), "reload refused, keeping the running config"),
+                }
+            }
+        }
+    }
+
+    // Stop reading first; the reader flushes the spool as it exits.
+    reader_stop.cancel();
+    tokio::task::spawn_blocking(move || reader.join())
+        .await
+        .context("reader thread lost")?
+        .map_err(|_| anyhow::anyhow!("reader thread panicked"))?
+        .context("spool failed while reading")?;
+    publisher_stop.cancel();
+    publisher
+        .await
+        .context("publisher panicked")?
+        .context("spool failed while publishing")?;
+    let spool_for_flush = spool.clone();
+    tokio::task::spawn_blocking(move || spool_for_flush.flush())
+        .await
+        .context("spool flush panicked")?
+        .context("cannot flush the spool")?;
+    tracing::info!(counters = %metrics.summary(), spooled = spool.entries(), "agent stopped");
+    Ok(())
 }

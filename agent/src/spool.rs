@@ -1,0 +1,385 @@
+//! The spool: every line read, until the broker confirms it; and every file's checkpoint.
+//! The only code that touches sled.
+//!
+//! One sled tree, keys by prefix:
+//! - `q<seq: u64 BE>` -> `<id length: u16 BE><message id><envelope JSON>`: lines waiting for a
+//!   confirm, in the order they were read.
+//! - `c<dev: u64 BE><ino: u64 BE>` -> checkpoint (see [`Checkpoint`]).
+//!
+//! Invariants:
+//! - A line's entry and its file's checkpoint advance go in one sled batch, so after a crash
+//!   (sled keeps a prefix of the writes) a checkpoint never passes a line that is not spooled.
+//! - Entries are appended under one lock, so sequence numbers become visible in order and the
+//!   publisher, reading forward, never skips one.
+//! - An entry is removed only after a clean ack (or by `drop_oldest`, counted).
+//! - A file's descriptor is closed only after [`Spool::flush`], so lines of a rotated or deleted
+//!   file are durable before the file can vanish.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use logship_config::agent::WhenFull;
+use tokio::sync::Notify;
+
+use crate::identity::{FileKey, Fingerprint};
+
+/// Position of an entry in the spool.
+pub type Seq = u64;
+/// A byte offset in a file.
+pub type Offset = u64;
+
+/// sled's page cache: small, since entries are written once and read once.
+const CACHE_BYTES: u64 = 16 << 20;
+/// sled's background flush: the group commit of appends. A crash loses at most this much of
+/// the spool *together with* the checkpoint advances, and the lines are read again.
+const FLUSH_EVERY_MS: u64 = 50;
+
+/// A failure of the spool's database.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("cannot open spool in \"{}\"", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("spool database failed")]
+    Sled(#[from] sled::Error),
+}
+
+/// Where reading a file resumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// First byte not yet spooled.
+    pub offset: Offset,
+    /// Bumped on truncation, so offsets (and message ids) of a new generation never collide.
+    pub generation: u32,
+    /// Known once a line was shipped.
+    pub fingerprint: Option<Fingerprint>,
+    /// The path the file was read under (the envelope's `path`).
+    pub path: PathBuf,
+    /// Rotated away or deleted, drained, and closed.
+    pub finished: bool,
+}
+
+/// One spooled line, as the publisher sends it.
+pub struct Entry {
+    pub seq: Seq,
+    pub id: String,
+    pub body: Vec<u8>,
+}
+
+/// The spool: a sled database shared by the reader thread and the publisher.
+pub struct Spool {
+    db: sled::Db,
+    /// Next sequence number; held while appending (see the module invariants).
+    next_seq: Mutex<Seq>,
+    bytes: AtomicU64,
+    entries: AtomicU64,
+    dropped: AtomicU64,
+    max_bytes: u64,
+    when_full: WhenFull,
+    /// Wakes the publisher when entries are appended.
+    pub appended: Notify,
+}
+
+impl Spool {
+    /// Opens (or creates) the spool in `state_dir` and counts what it holds.
+    pub fn open(
+        state_dir: &Path,
+        max_bytes: u64,
+        when_full: WhenFull,
+    ) -> Result<Spool, SpoolError> {
+        let path = state_dir.join("agent.sled");
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(CACHE_BYTES)
+            .flush_every_ms(Some(FLUSH_EVERY_MS))
+            .open()
+            .map_err(|source| SpoolError::Open { path, source })?;
+        let (mut bytes, mut entries, mut next_seq) = (0, 0, 0);
+        for item in db.scan_prefix(b"q") {
+            let (key, value) = item?;
+            bytes += value.len() as u64;
+            entries += 1;
+            next_seq = decode_seq(&key) + 1;
+        }
+        Ok(Spool {
+            db,
+            next_seq: Mutex::new(next_seq),
+            bytes: AtomicU64::new(bytes),
+            entries: AtomicU64::new(entries),
+            dropped: AtomicU64::new(0),
+            max_bytes,
+            when_full,
+            appended: Notify::new(),
+        })
+    }
+
+    /// Appends lines (id, envelope JSON) of one file and its new checkpoint in one batch. With
+    /// `drop_oldest`, first drops the oldest entries to make room; returns how many.
+    pub fn append(
+        &self,
+        lines: &[(String, Vec<u8>)],
+        key: FileKey,
+        checkpoint: &Checkpoint,
+    ) -> Result<u64, SpoolError> {
+        let incoming: u64 = lines
+            .iter()
+            .map(|(id, body)| (2 + id.len() + body.len()) as u64)
+            .sum();
+        // unwrap: a poisoned lock means another append panicked; carrying on could reorder.
+        let mut next_seq = self.next_seq.lock().expect("spool lock poisoned");
+        let dropped = match self.when_full {
+            WhenFull::DropOldest => self.drop_oldest(incoming)?,
+            WhenFull::Block => 0,
+        };
+        let mut batch = sled::Batch::default();
+        for (id, body) in lines {
+            batch.insert(&seq_key(*next_seq), encode_entry(id, body));
+            *next_seq += 1;
+        }
+        batch.insert(&checkpoint_key(key), encode_checkpoint(checkpoint));
+        self.db.apply_batch(batch)?;
+        drop(next_seq);
+        if !lines.is_empty() {
+            self.bytes.fetch_add(incoming, Ordering::Relaxed);
+            self.entries
+                .fetch_add(lines.len() as u64, Ordering::Relaxed);
+            self.appended.notify_one();
+        }
+        Ok(dropped)
+    }
+
+    /// Removes the oldest entries until `incoming` more bytes fit under the cap.
+    fn drop_oldest(&self, incoming: u64) -> Result<u64, SpoolError> {
+        let mut dropped = 0;
+        while self.bytes() + incoming > self.max_bytes {
+            let Some((key, _)) = self.db.scan_prefix(b"q").next().transpose()? else {
+                break;
+            };
+            if self.remove(decode_seq(&key))? {
+                dropped += 1;
+            }
+        }
+        self.dropped.fetch_add(dropped, Ordering::Relaxed);
+        Ok(dropped)
+    }
+
+    /// Records a checkpoint alone (a new generation, a file finished, a start at the end).
+    pub fn set_checkpoint(&self, key: FileKey, checkpoint: &Checkpoint) -> Result<(), SpoolError> {
+        self.db
+            .insert(checkpoint_key(key), encode_checkpoint(checkpoint))?;
+        Ok(())
+    }
+
+    /// Forgets a file (deleted and drained).
+    pub fn remove_checkpoint(&self, key: FileKey) -> Result<(), SpoolError> {
+        self.db.remove(checkpoint_key(key))?;
+        Ok(())
+    }
+
+    /// The checkpoint of a file, if any.
+    pub fn checkpoint(&self, key: FileKey) -> Result<Option<Checkpoint>, SpoolError> {
+        Ok(self
+            .db
+            .get(checkpoint_key(key))?
+            .and_then(|v| decode_checkpoint(&v)))
+    }
+
+    /// Every checkpoint.
+    pub fn checkpoints(&self) -> Result<Vec<(FileKey, Checkpoint)>, SpoolError> {
+        let mut all = Vec::new();
+        for item in self.db.scan_prefix(b"c") {
+            let (key, value) = item?;
+            if let (Some(file), Some(checkpoint)) =
+                (decode_file_key(&key), decode_checkpoint(&value))
+            {
+                all.push((file, checkpoint));
+            }
+        }
+        Ok(all)
+    }
+
+    /// Up to `limit` entries from `from` on, in order.
+    pub fn page(&self, from: Seq, limit: usize) -> Result<Vec<Entry>, SpoolError> {
+        let mut page = Vec::with_capacity(limit.min(1024));
+        for item in self.db.range(seq_key(from)..=seq_key(Seq::MAX)).take(limit) {
+            let (key, value) = item?;
+            if let Some((id, body)) = decode_entry(&value) {
+                page.push(Entry {
+                    seq: decode_seq(&key),
+                    id,
+                    body,
+                });
+            }
+        }
+        Ok(page)
+    }
+
+    /// Removes a confirmed (or dropped) entry; `false` if it was already gone.
+    pub fn remove(&self, seq: Seq) -> Result<bool, SpoolError> {
+        match self.db.remove(seq_key(seq))? {
+            Some(value) => {
+                self.bytes.fetch_sub(value.len() as u64, Ordering::Relaxed);
+                self.entries.fetch_sub(1, Ordering::Relaxed);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Whether the reader may append more (always, with `drop_oldest`).
+    pub fn has_room(&self) -> bool {
+        self.when_full == WhenFull::DropOldest || self.bytes() < self.max_bytes
+    }
+
+    /// Bytes of spooled entries.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Number of spooled entries.
+    pub fn entries(&self) -> u64 {
+        self.entries.load(Ordering::Relaxed)
+    }
+
+    /// Entries dropped by `drop_oldest` since start.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Makes every write so far durable.
+    pub fn flush(&self) -> Result<(), SpoolError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+fn seq_key(seq: Seq) -> [u8; 9] {
+    let mut key = [b'q'; 9];
+    key[1..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn decode_seq(key: &[u8]) -> Seq {
+    key.get(1..9)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+fn checkpoint_key(key: FileKey) -> [u8; 17] {
+    let mut out = [b'c'; 17];
+    out[1..9].copy_from_slice(&key.dev.to_be_bytes());
+    out[9..].copy_from_slice(&key.ino.to_be_bytes());
+    out
+}
+
+fn decode_file_key(key: &[u8]) -> Option<FileKey> {
+    Some(FileKey {
+        dev: u64::from_be_bytes(key.get(1..9)?.try_into().ok()?),
+        ino: u64::from_be_bytes(key.get(9..17)?.try_into().ok()?),
+    })
+}
+
+fn encode_entry(id: &str, body: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(2 + id.len() + body.len());
+    // Ids are short (a host name plus numbers); a longer one is cut, never mis-framed.
+    let id = &id.as_bytes()[..id.len().min(u16::MAX as usize)];
+    value.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    value.extend_from_slice(id);
+    value.extend_from_slice(body);
+    value
+}
+
+fn decode_entry(value: &[u8]) -> Option<(String, Vec<u8>)> {
+    let len = u16::from_be_bytes(value.get(..2)?.try_into().ok()?) as usize;
+    let id = String::from_utf8(value.get(2..2 + len)?.to_vec()).ok()?;
+    Some((id, value[2 + len..].to_vec()))
+}
+
+/// offset u64, generation u32, fingerprint hash u64, fingerprint length u32 (0: none),
+/// finished u8, then the path's bytes.
+fn encode_checkpoint(checkpoint: &Checkpoint) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = checkpoint.path.as_os_str().as_bytes();
+    let mut value = Vec::with_capacity(25 + path.len());
+    value.extend_from_slice(&checkpoint.offset.to_be_bytes());
+    value.extend_from_slice(&checkpoint.generation.to_be_bytes());
+    let fp = checkpoint
+        .fingerprint
+        .unwrap_or(Fingerprint { hash: 0, len: 0 });
+    value.extend_from_slice(&fp.hash.to_be_bytes());
+    value.extend_from_slice(&fp.len.to_be_bytes());
+    value.push(u8::from(checkpoint.finished));
+    value.extend_from_slice(path);
+    value
+}
+
+fn decode_checkpoint(value: &[u8]) -> Option<Checkpoint> {
+    use std::os::unix::ffi::OsStrExt;
+    let hash = u64::from_be_bytes(value.get(12..20)?.try_into().ok()?);
+    let len = u32::from_be_bytes(value.get(20..24)?.try_into().ok()?);
+    Some(Checkpoint {
+        offset: u64::from_be_bytes(value.get(..8)?.try_into().ok()?),
+        generation: u32::from_be_bytes(value.get(8..12)?.try_into().ok()?),
+        fingerprint: (len > 0).then_some(Fingerprint { hash, len }),
+        finished: *value.get(24)? != 0,
+        path: Path::new(std::ffi::OsStr::from_bytes(value.get(25..)?)).to_path_buf(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkpoint(offset: Offset) -> Checkpoint {
+        Checkpoint {
+            offset,
+            generation: 3,
+            fingerprint: Some(Fingerprint { hash: 42, len: 7 }),
+            path: PathBuf::from("/var/log/a.log"),
+            finished: false,
+        }
+    }
+
+    const KEY: FileKey = FileKey { dev: 1, ino: 2 };
+
+    fn lines(n: usize) -> Vec<(String, Vec<u8>)> {
+        (0..n).map(|i| (format!("id{i}"), vec![b'x'; 10])).collect()
+    }
+
+    #[test]
+    fn entries_and_checkpoints_survive_a_reopen_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let spool = Spool::open(dir.path(), 1 << 20, WhenFull::Block).unwrap();
+            spool.append(&lines(3), KEY, &checkpoint(33)).unwrap();
+            assert!(spool.remove(0).unwrap());
+            spool.flush().unwrap();
+        }
+        let spool = Spool::open(dir.path(), 1 << 20, WhenFull::Block).unwrap();
+        assert_eq!(spool.entries(), 2);
+        let page = spool.page(0, 10).unwrap();
+        assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(page[0].id, "id1");
+        assert_eq!(spool.checkpoint(KEY).unwrap(), Some(checkpoint(33)));
+        spool.append(&lines(1), KEY, &checkpoint(44)).unwrap();
+        assert_eq!(spool.page(2, 10).unwrap().last().unwrap().seq, 3);
+    }
+
+    #[test]
+    fn block_reports_full_and_drop_oldest_makes_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 100, WhenFull::Block).unwrap();
+        spool.append(&lines(10), KEY, &checkpoint(1)).unwrap();
+        assert!(!spool.has_room());
+        drop(spool);
+        let spool = Spool::open(dir.path(), 100, WhenFull::DropOldest).unwrap();
+        let dropped = spool.append(&lines(2), KEY, &checkpoint(2)).unwrap();
+        assert_eq!(dropped, 6);
+        assert!(spool.bytes() <= 100);
+        assert_eq!(spool.page(0, 1).unwrap()[0].seq, 6);
+    }
+}

@@ -1,0 +1,351 @@
+//! One open file: reads bytes from the checkpoint on, cuts them into lines, and knows where it
+//! stands (offset, generation, fingerprint, partial line).
+//!
+//! Line rule: a line ends at `\n` (not shipped); its bytes are shipped exactly, `\r`, invalid
+//! UTF-8 and NUL included. A line longer than `max_line_bytes` is shipped as consecutive parts of
+//! exactly `max_line_bytes` bytes (the last part ends at the newline), each with its own offset,
+//! so memory holds at most one part per file. A last line without a newline waits, and is
+//! shipped when the file is finished (rotated away or deleted, and idle) or truncated.
+//!
+//! Invariant: `offset` is just past the last byte shipped; bytes between `offset` and the read
+//! position are the partial line, read again after a restart.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use logship_config::{Envelope, FileId};
+
+use crate::identity::{self, FileKey, Fingerprint};
+use crate::spool::{Checkpoint, Offset};
+
+/// Bytes read per `pread`.
+const READ_CHUNK: usize = 64 << 10;
+
+/// A line ready to spool: its message id and envelope JSON.
+pub type Shipped = (String, Vec<u8>);
+
+/// The state of one open file.
+pub struct Tailer {
+    /// The path it was found under, sent as the envelope's `path`.
+    pub path: PathBuf,
+    file: File,
+    pub key: FileKey,
+    fingerprint: Option<Fingerprint>,
+    generation: u32,
+    offset: Offset,
+    partial: Vec<u8>,
+    max_line: usize,
+    /// When the path stopped naming this file (rotated away or deleted).
+    pub rotated_at: Option<Instant>,
+    /// When a read last returned bytes.
+    pub last_growth: Instant,
+    /// Parts of over-long lines shipped since the caller last took this count.
+    pub parts: u64,
+    buf: Vec<u8>,
+}
+
+impl Tailer {
+    /// A tailer reading `file` from `checkpoint`.
+    pub fn new(
+        path: &Path,
+        file: File,
+        key: FileKey,
+        checkpoint: &Checkpoint,
+        max_line: usize,
+    ) -> Tailer {
+        Tailer {
+            path: path.to_path_buf(),
+            file,
+            key,
+            fingerprint: checkpoint.fingerprint,
+            generation: checkpoint.generation,
+            offset: checkpoint.offset,
+            partial: Vec::new(),
+            max_line: max_line.max(1),
+            rotated_at: None,
+            last_growth: Instant::now(),
+            parts: 0,
+            buf: vec![0; READ_CHUNK],
+        }
+    }
+
+    /// Where reading would resume after a restart.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            offset: self.offset,
+            generation: self.generation,
+            fingerprint: self.fingerprint,
+            path: self.path.clone(),
+            finished: false,
+        }
+    }
+
+    /// The next byte to read.
+    fn read_pos(&self) -> u64 {
+        self.offset + self.partial.len() as u64
+    }
+
+    /// Reads up to `budget` bytes and appends the complete lines to `out`. Returns the bytes read.
+    pub fn read(
+        &mut self,
+        host: &str,
+        budget: usize,
+        out: &mut Vec<Shipped>,
+    ) -> std::io::Result<usize> {
+        let mut total = 0;
+        while total < budget {
+            let position = self.read_pos();
+            let n = self.file.read_at(&mut self.buf, position)?;
+            if n == 0 {
+                break;
+            }
+            total += n;
+            let chunk = std::mem::take(&mut self.buf);
+            self.cut(host, &chunk[..n], out)?;
+            self.buf = chunk;
+        }
+        if total > 0 {
+            self.last_growth = Instant::now();
+        }
+        Ok(total)
+    }
+
+    /// Cuts `bytes` (which follow the partial line) into lines and parts.
+    fn cut(&mut self, host: &str, mut bytes: &[u8], out: &mut Vec<Shipped>) -> std::io::Result<()> {
+        while !bytes.is_empty() {
+            let room = self.max_line - self.partial.len();
+            match bytes.iter().take(room + 1).position(|&b| b == b'\n') {
+                Some(newline) if newline <= room => {
+                    self.partial.extend_from_slice(&bytes[..newline]);
+                    bytes = &bytes[newline + 1..];
+                    self.ship(host, 1, out)?;
+                }
+                // Only when a byte past the part is in sight and is not the newline, so the cut
+                // does not depend on where a read happened to end.
+                _ if bytes.len() > room => {
+                    self.partial.extend_from_slice(&bytes[..room]);
+                    bytes = &bytes[room..];
+                    self.parts += 1;
+                    self.ship(host, 0, out)?;
+                }
+                _ => {
+                    self.partial.extend_from_slice(bytes);
+                    bytes = &[];
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ships the partial buffer as a line; `terminator` is the newline's length (0 for a part).
+    fn ship(&mut self, host: &str, terminator: u64, out: &mut Vec<Shipped>) -> std::io::Result<()> {
+        let fingerprint = match self.fingerprint {
+            Some(fp) => fp,
+            None => {
+                // The head is complete: a line (or 1 KiB, or a part) was just read in full.
+                let fp = identity::fingerprint(&self.file, true)?
+                    .unwrap_or(Fingerprint { hash: 0, len: 0 });
+                self.fingerprint = Some(fp);
+                fp
+            }
+        };
+        let envelope = Envelope {
+            host: host.to_string(),
+            path: self.path.to_string_lossy().into_owned(),
+            file: FileId {
+                dev: self.key.dev,
+                ino: self.key.ino,
+                fp: fingerprint.hash,
+            },
+            generation: self.generation,
+            offset: self.offset,
+            timestamp_ms: now_ms(),
+            line: std::mem::take(&mut self.partial),
+        };
+        self.offset += envelope.line.len() as u64 + terminator;
+        out.push((envelope.message_id(), envelope.to_json()));
+        Ok(())
+    }
+
+    /// Ships a last line that never got its newline (the file is finished or truncated).
+    pub fn ship_partial(&mut self, host: &str, out: &mut Vec<Shipped>) -> std::io::Result<()> {
+        if self.partial.is_empty() {
+            return Ok(());
+        }
+        self.ship(host, 0, out)
+    }
+
+    /// Whether the file was truncated (shorter than what we read) or replaced in place (its head
+    /// no longer matches the fingerprint).
+    pub fn truncated(&self) -> std::io::Result<bool> {
+        let len = self.file.metadata()?.len();
+        if len < self.read_pos() {
+            return Ok(true);
+        }
+        match self.fingerprint {
+            Some(fp) if fp.len > 0 => Ok(!identity::matches(&self.file, fp)?),
+            _ => Ok(false),
+        }
+    }
+
+    /// Starts a new generation at offset 0, after a truncation.
+    pub fn restart(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+        self.offset = 0;
+        self.partial.clear();
+        self.fingerprint = None;
+    }
+
+    /// Whether the file has been deleted (no name left).
+    pub fn deleted(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        self.file.metadata().map(|m| m.nlink() == 0).unwrap_or(true)
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Seek, Write};
+
+    use logship_config::Envelope;
+
+    use super::*;
+
+    fn tailer(file: &File, max_line: usize) -> Tailer {
+        let checkpoint = Checkpoint {
+            offset: 0,
+            generation: 0,
+            fingerprint: None,
+            path: PathBuf::from("/t.log"),
+            finished: false,
+        };
+        Tailer::new(
+            Path::new("/t.log"),
+            file.try_clone().unwrap(),
+            FileKey { dev: 1, ino: 2 },
+            &checkpoint,
+            max_line,
+        )
+    }
+
+    fn lines(out: &[Shipped]) -> Vec<(u64, Vec<u8>)> {
+        out.iter()
+            .map(|(_, json)| {
+                let e = Envelope::from_json(json).unwrap();
+                (e.offset, e.line)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn partial_lines_wait_for_their_newline() {
+        let mut file = tempfile::tempfile().unwrap();
+        let mut t = tailer(&file, 1 << 20);
+        let mut out = Vec::new();
+        file.write_all(b"one\ntw").unwrap();
+        t.read("h", usize::MAX, &mut out).unwrap();
+        assert_eq!(lines(&out), [(0, b"one".to_vec())]);
+        assert_eq!(t.checkpoint().offset, 4);
+        file.write_all(b"o\r\n\xff\xfe\n").unwrap();
+        t.read("h", usize::MAX, &mut out).unwrap();
+        assert_eq!(
+            lines(&out),
+            [
+                (0, b"one".to_vec()),
+                (4, b"two\r".to_vec()),
+                (9, b"\xff\xfe".to_vec())
+            ]
+        );
+        assert_eq!(t.checkpoint().offset, 12);
+    }
+
+    #[test]
+    fn long_lines_are_split_into_parts() {
+        let mut file = tempfile::tempfile().unwrap();
+        let mut t = tailer(&file, 4);
+        let mut out = Vec::new();
+        file.write_all(b"abcdefghij\nxy\nabcd\n").unwrap();
+        t.read("h", usize::MAX, &mut out).unwrap();
+        assert_eq!(
+            lines(&out),
+            [
+                (0, b"abcd".to_vec()),
+                (4, b"efgh".to_vec()),
+                (8, b"ij".to_vec()),
+                (11, b"xy".to_vec()),
+                (14, b"abcd".to_vec()),
+            ]
+        );
+        assert_eq!(t.checkpoint().offset, 19);
+    }
+
+    #[test]
+    fn a_part_cut_does_not_depend_on_read_boundaries() {
+        let mut file = tempfile::tempfile().unwrap();
+        let mut t = tailer(&file, 4);
+        let mut out = Vec::new();
+        file.write_all(b"abcd").unwrap();
+        t.read("h", usize::MAX, &mut out).unwrap();
+        assert!(out.is_empty());
+        file.write_all(
+            b"
+efghi
+",
+        )
+        .unwrap();
+        t.read("h", usize::MAX, &mut out).unwrap();
+        assert_eq!(
+            lines(&out),
+            [
+                (0, b"abcd".to_vec()),
+                (5, b"efgh".to_vec()),
+                (9, b"i".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn ids_are_the_same_when_read_again() {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"a\nb\n").unwrap();
+        let (mut first, mut again) = (Vec::new(), Vec::new());
+        tailer(&file, 100)
+            .read("h", usize::MAX, &mut first)
+            .unwrap();
+        tailer(&file, 100)
+            .read("h", usize::MAX, &mut again)
+            .unwrap();
+        let ids = |out: &[Shipped]| out.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&first), ids(&again));
+    }
+
+    #[test]
+    fn truncation_is_detected_and_starts_a_generation() {
+        let mut file = tempfile::tempfile().unwrap();
+        let mut t = tailer(&file, 100);
+        let mut out = Vec::new();
+        file.write_all(b"first\nsecond\n").unwrap();
+        t.read("h", usize::MAX, &mut out).unwrap();
+        assert!(!t.truncated().unwrap());
+        file.set_len(0).unwrap();
+        file.rewind().unwrap();
+        assert!(t.truncated().unwrap());
+        t.restart();
+        file.write_all(b"new\n").unwrap();
+        out.clear();
+        t.read("h", usize::MAX, &mut out).unwrap();
+        let e = Envelope::from_json(&out[0].1).unwrap();
+        assert_eq!(
+            (e.generation, e.offset, e.line.as_slice()),
+            (1, 0, &b"new"[..])
+        );
+    }
+}
