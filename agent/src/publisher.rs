@@ -20,7 +20,7 @@ use logship_config::{Backoff, Broker, BrokerUri, amqp};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::spool::{Seq, Spool, SpoolError};
+use crate::spool::{Line, Seq, Spool, SpoolError};
 
 /// Publishes in flight without a confirm: enough to keep one broker busy, small in memory.
 const WINDOW: usize = 1024;
@@ -42,11 +42,31 @@ pub enum PublishError {
     Spool(#[from] SpoolError),
 }
 
+/// A spool segment being published.
+struct Loaded {
+    seq: Seq,
+    lines: Vec<Line>,
+    /// Next line to publish.
+    next: usize,
+    /// Lines confirmed, from the start (confirms are taken in order).
+    confirmed: usize,
+}
+
+/// A publish awaiting its confirm: segment, line, confirm.
+type InFlight = (Seq, usize, PublisherConfirm);
+
 /// The publisher task's state.
 pub struct Publisher {
     broker: Broker,
     spool: Arc<Spool>,
     metrics: Arc<Metrics>,
+    /// Segments read from the spool, oldest first; dropped once confirmed whole.
+    segments: VecDeque<Loaded>,
+    /// The next segment to read from the spool.
+    load_from: Seq,
+    /// Lines of the head segment already confirmed, kept across reconnects so they are not
+    /// sent again by this process.
+    head_confirmed: Option<(Seq, usize)>,
     /// Set while the broker blocks our connection.
     blocked: Arc<AtomicBool>,
     unroutable_logged: Option<Instant>,
@@ -59,6 +79,9 @@ impl Publisher {
             broker,
             spool,
             metrics,
+            segments: VecDeque::new(),
+            load_from: 0,
+            head_confirmed: None,
             blocked: Arc::new(AtomicBool::new(false)),
             unroutable_logged: None,
         }
@@ -150,17 +173,18 @@ impl Publisher {
         stop: &CancellationToken,
         drain: Duration,
     ) -> Result<(), PublishError> {
-        let mut inflight: VecDeque<(Seq, PublisherConfirm)> = VecDeque::with_capacity(WINDOW);
-        let mut cursor: Seq = 0;
+        let mut inflight: VecDeque<InFlight> = VecDeque::with_capacity(WINDOW);
         let mut drain_until: Option<Instant> = None;
+        self.rewind();
         loop {
             if drain_until.is_none() && stop.is_cancelled() {
                 drain_until = Some(Instant::now() + drain);
             }
-            if drain_until.is_none() {
-                self.fill(channel, &mut inflight, &mut cursor).await?;
+            // Refill at half the window: fewer, larger spool reads.
+            if drain_until.is_none() && inflight.len() <= WINDOW / 2 {
+                self.fill(channel, &mut inflight).await?;
             }
-            let Some((seq, confirm)) = inflight.front_mut() else {
+            let Some((_, _, confirm)) = inflight.front_mut() else {
                 if drain_until.is_some() {
                     return Ok(());
                 }
@@ -171,7 +195,6 @@ impl Publisher {
                     _ = stop.cancelled() => return Ok(()),
                 }
             };
-            let seq = *seq;
             let wait = match drain_until {
                 Some(until) => until.saturating_duration_since(Instant::now()),
                 None => CONFIRM_TIMEOUT,
@@ -198,16 +221,17 @@ impl Publisher {
                 }
                 return Err(PublishError::ConfirmTimeout(CONFIRM_TIMEOUT));
             };
-            inflight.pop_front();
-            if !self.settle(seq, result?)? {
+            let Some((seq, line, _)) = inflight.pop_front() else {
+                continue;
+            };
+            if !self.settle(seq, line, result?)? {
                 // Let the rest of the window settle, then resend from the first failure.
-                while let Some((seq, confirm)) = inflight.pop_front() {
-                    let result = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+                while let Some((_, _, confirm)) = inflight.pop_front() {
+                    tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
                         .await
                         .map_err(|_| PublishError::ConfirmTimeout(CONFIRM_TIMEOUT))??;
-                    self.settle(seq, result)?;
                 }
-                cursor = seq;
+                self.rewind();
                 tokio::select! {
                     // cancel-safe: a sleep
                     _ = tokio::time::sleep(RETRY_DELAY) => {}
@@ -218,54 +242,96 @@ impl Publisher {
         }
     }
 
-    /// Publishes spooled entries from `cursor` on until the window is full.
+    /// Forgets what was loaded, so publishing starts again at the spool's head (skipping the
+    /// head segment's lines already confirmed).
+    fn rewind(&mut self) {
+        self.segments.clear();
+        self.load_from = 0;
+    }
+
+    /// Publishes spooled lines until the window is full or the spool is drained.
     async fn fill(
-        &self,
+        &mut self,
         channel: &Channel,
-        inflight: &mut VecDeque<(Seq, PublisherConfirm)>,
-        cursor: &mut Seq,
+        inflight: &mut VecDeque<InFlight>,
     ) -> Result<(), PublishError> {
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         while inflight.len() < WINDOW {
-            let page = self.spool.page(*cursor, WINDOW - inflight.len())?;
-            if page.is_empty() {
-                break;
-            }
-            let timestamp = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            for entry in page {
-                let properties = BasicProperties::default()
-                    .with_delivery_mode(2)
-                    .with_content_type("application/json".into())
-                    .with_message_id(entry.id.into())
-                    .with_timestamp(timestamp)
-                    .with_app_id("logship-agent".into());
-                let confirm = channel
-                    .basic_publish(
-                        self.broker.exchange.as_str().into(),
-                        "".into(),
-                        BasicPublishOptions {
-                            mandatory: true,
-                            ..BasicPublishOptions::default()
-                        },
-                        &entry.body,
-                        properties,
-                    )
-                    .await?;
-                *cursor = entry.seq + 1;
-                inflight.push_back((entry.seq, confirm));
-                Metrics::add(&self.metrics.published, 1);
-            }
+            let Some(segment) = self.segments.iter_mut().find(|s| s.next < s.lines.len()) else {
+                if !self.load()? {
+                    break;
+                }
+                continue;
+            };
+            let (id, body) = &segment.lines[segment.next];
+            let properties = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into())
+                .with_message_id(id.as_str().into())
+                .with_timestamp(timestamp)
+                .with_app_id("logship-agent".into());
+            let confirm = channel
+                .basic_publish(
+                    self.broker.exchange.as_str().into(),
+                    "".into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    body,
+                    properties,
+                )
+                .await?;
+            inflight.push_back((segment.seq, segment.next, confirm));
+            segment.next += 1;
+            Metrics::add(&self.metrics.published, 1);
         }
         Ok(())
     }
 
-    /// Applies one confirm; `true` if delivered (and removed from the spool).
-    fn settle(&mut self, seq: Seq, confirmation: Confirmation) -> Result<bool, PublishError> {
+    /// Reads the next segments from the spool; `false` if there are none.
+    fn load(&mut self) -> Result<bool, PublishError> {
+        let page = self.spool.page(self.load_from, 2)?;
+        let loaded = !page.is_empty();
+        for segment in page {
+            let skip = match self.head_confirmed {
+                Some((seq, confirmed)) if seq == segment.seq => confirmed.min(segment.lines.len()),
+                _ => 0,
+            };
+            self.load_from = segment.seq + 1;
+            self.segments.push_back(Loaded {
+                seq: segment.seq,
+                lines: segment.lines,
+                next: skip,
+                confirmed: skip,
+            });
+        }
+        Ok(loaded)
+    }
+
+    /// Applies one confirm, in publish order; `true` if delivered.
+    fn settle(
+        &mut self,
+        seq: Seq,
+        line: usize,
+        confirmation: Confirmation,
+    ) -> Result<bool, PublishError> {
         match confirmation {
             Confirmation::Ack(None) => {
-                self.spool.remove(seq)?;
                 Metrics::add(&self.metrics.confirmed, 1);
+                let Some(head) = self.segments.front_mut().filter(|h| h.seq == seq) else {
+                    return Ok(true);
+                };
+                head.confirmed = line + 1;
+                if head.confirmed == head.lines.len() {
+                    self.spool.remove(seq)?;
+                    self.segments.pop_front();
+                    self.head_confirmed = None;
+                } else {
+                    self.head_confirmed = Some((seq, head.confirmed));
+                }
                 Ok(true)
             }
             Confirmation::Ack(Some(_returned)) => {

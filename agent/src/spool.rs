@@ -2,8 +2,10 @@
 //! The only code that touches sled.
 //!
 //! One sled tree, keys by prefix:
-//! - `q<seq: u64 BE>` -> `<id length: u16 BE><message id><envelope JSON>`: lines waiting for a
-//!   confirm, in the order they were read.
+//! - `q<seq: u64 BE>` -> a segment: the lines one read of one file produced, waiting for their
+//!   confirms, in the order they were read: `<count: u32 BE>` then per line
+//!   `<id length: u16 BE><message id><body length: u32 BE><envelope JSON>`. One sled write per
+//!   read rather than per line keeps the spool's cost per line tiny.
 //! - `c<dev: u64 BE><ino: u64 BE>` -> checkpoint (see [`Checkpoint`]).
 //!
 //! Invariants:
@@ -11,7 +13,9 @@
 //!   (sled keeps a prefix of the writes) a checkpoint never passes a line that is not spooled.
 //! - Entries are appended under one lock, so sequence numbers become visible in order and the
 //!   publisher, reading forward, never skips one.
-//! - An entry is removed only after a clean ack (or by `drop_oldest`, counted).
+//! - A segment is removed only after a clean ack of its every line (or by `drop_oldest`,
+//!   counted). A segment confirmed in part is sent again whole after a restart; the collector
+//!   drops the lines it already has by id.
 //! - A file's descriptor is closed only after [`Spool::flush`], so lines of a rotated or deleted
 //!   file are durable before the file can vanish.
 
@@ -63,11 +67,13 @@ pub struct Checkpoint {
     pub finished: bool,
 }
 
-/// One spooled line, as the publisher sends it.
-pub struct Entry {
+/// A spooled line: its message id and envelope JSON.
+pub type Line = (String, Vec<u8>);
+
+/// One spooled segment, as the publisher reads it.
+pub struct Segment {
     pub seq: Seq,
-    pub id: String,
-    pub body: Vec<u8>,
+    pub lines: Vec<Line>,
 }
 
 /// The spool: a sled database shared by the reader thread and the publisher.
@@ -76,6 +82,7 @@ pub struct Spool {
     /// Next sequence number; held while appending (see the module invariants).
     next_seq: Mutex<Seq>,
     bytes: AtomicU64,
+    /// Lines (not segments) spooled.
     entries: AtomicU64,
     dropped: AtomicU64,
     max_bytes: u64,
@@ -102,7 +109,7 @@ impl Spool {
         for item in db.scan_prefix(b"q") {
             let (key, value) = item?;
             bytes += value.len() as u64;
-            entries += 1;
+            entries += u64::from(segment_count(&value));
             next_seq = decode_seq(&key) + 1;
         }
         Ok(Spool {
@@ -117,18 +124,16 @@ impl Spool {
         })
     }
 
-    /// Appends lines (id, envelope JSON) of one file and its new checkpoint in one batch. With
-    /// `drop_oldest`, first drops the oldest entries to make room; returns how many.
+    /// Appends lines of one file as one segment, with the file's new checkpoint, in one batch.
+    /// With `drop_oldest`, first drops the oldest segments to make room; returns the lines dropped.
     pub fn append(
         &self,
-        lines: &[(String, Vec<u8>)],
+        lines: &[Line],
         key: FileKey,
         checkpoint: &Checkpoint,
     ) -> Result<u64, SpoolError> {
-        let incoming: u64 = lines
-            .iter()
-            .map(|(id, body)| (2 + id.len() + body.len()) as u64)
-            .sum();
+        let segment = (!lines.is_empty()).then(|| encode_segment(lines));
+        let incoming = segment.as_ref().map_or(0, |s| s.len() as u64);
         // unwrap: a poisoned lock means another append panicked; carrying on could reorder.
         let mut next_seq = self.next_seq.lock().expect("spool lock poisoned");
         let dropped = match self.when_full {
@@ -136,14 +141,14 @@ impl Spool {
             WhenFull::Block => 0,
         };
         let mut batch = sled::Batch::default();
-        for (id, body) in lines {
-            batch.insert(&seq_key(*next_seq), encode_entry(id, body));
+        if let Some(segment) = segment {
+            batch.insert(&seq_key(*next_seq), segment);
             *next_seq += 1;
         }
         batch.insert(&checkpoint_key(key), encode_checkpoint(checkpoint));
         self.db.apply_batch(batch)?;
         drop(next_seq);
-        if !lines.is_empty() {
+        if incoming > 0 {
             self.bytes.fetch_add(incoming, Ordering::Relaxed);
             self.entries
                 .fetch_add(lines.len() as u64, Ordering::Relaxed);
@@ -152,16 +157,14 @@ impl Spool {
         Ok(dropped)
     }
 
-    /// Removes the oldest entries until `incoming` more bytes fit under the cap.
+    /// Removes the oldest segments until `incoming` more bytes fit under the cap.
     fn drop_oldest(&self, incoming: u64) -> Result<u64, SpoolError> {
         let mut dropped = 0;
         while self.bytes() + incoming > self.max_bytes {
             let Some((key, _)) = self.db.scan_prefix(b"q").next().transpose()? else {
                 break;
             };
-            if self.remove(decode_seq(&key))? {
-                dropped += 1;
-            }
+            dropped += self.remove(decode_seq(&key))?;
         }
         self.dropped.fetch_add(dropped, Ordering::Relaxed);
         Ok(dropped)
@@ -202,31 +205,32 @@ impl Spool {
         Ok(all)
     }
 
-    /// Up to `limit` entries from `from` on, in order.
-    pub fn page(&self, from: Seq, limit: usize) -> Result<Vec<Entry>, SpoolError> {
-        let mut page = Vec::with_capacity(limit.min(1024));
+    /// Up to `limit` segments from `from` on, in order.
+    pub fn page(&self, from: Seq, limit: usize) -> Result<Vec<Segment>, SpoolError> {
+        let mut page = Vec::with_capacity(limit.min(16));
         for item in self.db.range(seq_key(from)..=seq_key(Seq::MAX)).take(limit) {
             let (key, value) = item?;
-            if let Some((id, body)) = decode_entry(&value) {
-                page.push(Entry {
+            if let Some(lines) = decode_segment(&value) {
+                page.push(Segment {
                     seq: decode_seq(&key),
-                    id,
-                    body,
+                    lines,
                 });
             }
         }
         Ok(page)
     }
 
-    /// Removes a confirmed (or dropped) entry; `false` if it was already gone.
-    pub fn remove(&self, seq: Seq) -> Result<bool, SpoolError> {
+    /// Removes a confirmed (or dropped) segment; returns its number of lines, 0 if it was
+    /// already gone.
+    pub fn remove(&self, seq: Seq) -> Result<u64, SpoolError> {
         match self.db.remove(seq_key(seq))? {
             Some(value) => {
+                let lines = u64::from(segment_count(&value));
                 self.bytes.fetch_sub(value.len() as u64, Ordering::Relaxed);
-                self.entries.fetch_sub(1, Ordering::Relaxed);
-                Ok(true)
+                self.entries.fetch_sub(lines, Ordering::Relaxed);
+                Ok(lines)
             }
-            None => Ok(false),
+            None => Ok(0),
         }
     }
 
@@ -240,12 +244,12 @@ impl Spool {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    /// Number of spooled entries.
+    /// Number of spooled lines.
     pub fn entries(&self) -> u64 {
         self.entries.load(Ordering::Relaxed)
     }
 
-    /// Entries dropped by `drop_oldest` since start.
+    /// Lines dropped by `drop_oldest` since start.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
@@ -283,20 +287,45 @@ fn decode_file_key(key: &[u8]) -> Option<FileKey> {
     })
 }
 
-fn encode_entry(id: &str, body: &[u8]) -> Vec<u8> {
-    let mut value = Vec::with_capacity(2 + id.len() + body.len());
-    // Ids are short (a host name plus numbers); a longer one is cut, never mis-framed.
-    let id = &id.as_bytes()[..id.len().min(u16::MAX as usize)];
-    value.extend_from_slice(&(id.len() as u16).to_be_bytes());
-    value.extend_from_slice(id);
-    value.extend_from_slice(body);
+fn encode_segment(lines: &[Line]) -> Vec<u8> {
+    let size: usize = lines
+        .iter()
+        .map(|(id, body)| 6 + id.len() + body.len())
+        .sum();
+    let mut value = Vec::with_capacity(4 + size);
+    value.extend_from_slice(&(lines.len() as u32).to_be_bytes());
+    for (id, body) in lines {
+        // Ids are short (a host name plus numbers); a longer one is cut, never mis-framed.
+        let id = &id.as_bytes()[..id.len().min(u16::MAX as usize)];
+        value.extend_from_slice(&(id.len() as u16).to_be_bytes());
+        value.extend_from_slice(id);
+        value.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        value.extend_from_slice(body);
+    }
     value
 }
 
-fn decode_entry(value: &[u8]) -> Option<(String, Vec<u8>)> {
-    let len = u16::from_be_bytes(value.get(..2)?.try_into().ok()?) as usize;
-    let id = String::from_utf8(value.get(2..2 + len)?.to_vec()).ok()?;
-    Some((id, value[2 + len..].to_vec()))
+fn segment_count(value: &[u8]) -> u32 {
+    value
+        .get(..4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(0, u32::from_be_bytes)
+}
+
+fn decode_segment(value: &[u8]) -> Option<Vec<Line>> {
+    let count = segment_count(value) as usize;
+    let mut lines = Vec::with_capacity(count);
+    let mut rest = value.get(4..)?;
+    for _ in 0..count {
+        let id_len = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize;
+        let id = String::from_utf8(rest.get(2..2 + id_len)?.to_vec()).ok()?;
+        rest = &rest[2 + id_len..];
+        let body_len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let body = rest.get(4..4 + body_len)?.to_vec();
+        rest = &rest[4 + body_len..];
+        lines.push((id, body));
+    }
+    Some(lines)
 }
 
 /// offset u64, generation u32, fingerprint hash u64, fingerprint length u32 (0: none),
@@ -346,40 +375,48 @@ mod tests {
 
     const KEY: FileKey = FileKey { dev: 1, ino: 2 };
 
-    fn lines(n: usize) -> Vec<(String, Vec<u8>)> {
+    fn lines(n: usize) -> Vec<Line> {
         (0..n).map(|i| (format!("id{i}"), vec![b'x'; 10])).collect()
     }
 
     #[test]
-    fn entries_and_checkpoints_survive_a_reopen_in_order() {
+    fn segments_and_checkpoints_survive_a_reopen_in_order() {
         let dir = tempfile::tempdir().unwrap();
         {
             let spool = Spool::open(dir.path(), 1 << 20, WhenFull::Block).unwrap();
             spool.append(&lines(3), KEY, &checkpoint(33)).unwrap();
-            assert!(spool.remove(0).unwrap());
+            spool.append(&lines(2), KEY, &checkpoint(44)).unwrap();
+            spool.append(&[], KEY, &checkpoint(55)).unwrap();
+            assert_eq!(spool.entries(), 5);
+            assert_eq!(spool.remove(0).unwrap(), 3);
             spool.flush().unwrap();
         }
         let spool = Spool::open(dir.path(), 1 << 20, WhenFull::Block).unwrap();
         assert_eq!(spool.entries(), 2);
         let page = spool.page(0, 10).unwrap();
-        assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
-        assert_eq!(page[0].id, "id1");
-        assert_eq!(spool.checkpoint(KEY).unwrap(), Some(checkpoint(33)));
-        spool.append(&lines(1), KEY, &checkpoint(44)).unwrap();
-        assert_eq!(spool.page(2, 10).unwrap().last().unwrap().seq, 3);
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].seq, 1);
+        assert_eq!(page[0].lines, lines(2));
+        assert_eq!(spool.checkpoint(KEY).unwrap(), Some(checkpoint(55)));
+        spool.append(&lines(1), KEY, &checkpoint(66)).unwrap();
+        assert_eq!(spool.page(2, 10).unwrap()[0].seq, 2);
     }
 
     #[test]
     fn block_reports_full_and_drop_oldest_makes_room() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path(), 100, WhenFull::Block).unwrap();
-        spool.append(&lines(10), KEY, &checkpoint(1)).unwrap();
+        for _ in 0..4 {
+            spool.append(&lines(2), KEY, &checkpoint(1)).unwrap();
+        }
+        // 4 segments of 4 + 2 * (6 + 3 + 10) = 42 bytes
+        assert_eq!(spool.bytes(), 168);
         assert!(!spool.has_room());
         drop(spool);
         let spool = Spool::open(dir.path(), 100, WhenFull::DropOldest).unwrap();
         let dropped = spool.append(&lines(2), KEY, &checkpoint(2)).unwrap();
         assert_eq!(dropped, 6);
         assert!(spool.bytes() <= 100);
-        assert_eq!(spool.page(0, 1).unwrap()[0].seq, 6);
+        assert_eq!(spool.page(0, 1).unwrap()[0].seq, 3);
     }
 }

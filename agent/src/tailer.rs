@@ -15,7 +15,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use logship_config::{Envelope, FileId};
+use logship_config::{EnvelopeRef, FileId};
 
 use crate::identity::{self, FileKey, Fingerprint};
 use crate::spool::{Checkpoint, Offset};
@@ -24,12 +24,14 @@ use crate::spool::{Checkpoint, Offset};
 const READ_CHUNK: usize = 64 << 10;
 
 /// A line ready to spool: its message id and envelope JSON.
-pub type Shipped = (String, Vec<u8>);
+pub use crate::spool::Line as Shipped;
 
 /// The state of one open file.
 pub struct Tailer {
     /// The path it was found under, sent as the envelope's `path`.
     pub path: PathBuf,
+    /// `path` as text once, not per line (lossy if not UTF-8).
+    path_text: String,
     file: File,
     pub key: FileKey,
     fingerprint: Option<Fingerprint>,
@@ -57,6 +59,7 @@ impl Tailer {
     ) -> Tailer {
         Tailer {
             path: path.to_path_buf(),
+            path_text: path.to_string_lossy().into_owned(),
             file,
             key,
             fingerprint: checkpoint.fingerprint,
@@ -151,9 +154,9 @@ impl Tailer {
                 fp
             }
         };
-        let envelope = Envelope {
-            host: host.to_string(),
-            path: self.path.to_string_lossy().into_owned(),
+        let envelope = EnvelopeRef {
+            host,
+            path: &self.path_text,
             file: FileId {
                 dev: self.key.dev,
                 ino: self.key.ino,
@@ -162,10 +165,11 @@ impl Tailer {
             generation: self.generation,
             offset: self.offset,
             timestamp_ms: now_ms(),
-            line: std::mem::take(&mut self.partial),
+            line: &self.partial,
         };
-        self.offset += envelope.line.len() as u64 + terminator;
         out.push((envelope.message_id(), envelope.to_json()));
+        self.offset += self.partial.len() as u64 + terminator;
+        self.partial.clear();
         Ok(())
     }
 

@@ -90,7 +90,19 @@ struct VersionOnly {
     v: u32,
 }
 
-impl Envelope {
+/// An envelope borrowed from its parts, so a sender can encode a line without copying it.
+#[derive(Debug, Clone, Copy)]
+pub struct EnvelopeRef<'a> {
+    pub host: &'a str,
+    pub path: &'a str,
+    pub file: FileId,
+    pub generation: u32,
+    pub offset: u64,
+    pub timestamp_ms: i64,
+    pub line: &'a [u8],
+}
+
+impl EnvelopeRef<'_> {
     /// The message id: `<dev>.<ino>.<fp>.<gen>.<offset>@<host>` (hex numbers). The host comes
     /// last, after a fixed-shape prefix, so distinct sources can never share an id.
     pub fn message_id(&self) -> String {
@@ -102,14 +114,14 @@ impl Envelope {
 
     /// Encodes to JSON.
     pub fn to_json(&self) -> Vec<u8> {
-        let (line, line_b64) = match std::str::from_utf8(&self.line) {
+        let (line, line_b64) = match std::str::from_utf8(self.line) {
             Ok(text) => (Some(Cow::Borrowed(text)), None),
-            Err(_) => (None, Some(BASE64.encode(&self.line))),
+            Err(_) => (None, Some(BASE64.encode(self.line))),
         };
         let wire = Wire {
             v: VERSION,
-            host: Cow::Borrowed(&self.host),
-            path: Cow::Borrowed(&self.path),
+            host: Cow::Borrowed(self.host),
+            path: Cow::Borrowed(self.path),
             file: self.file,
             generation: self.generation,
             offset: self.offset,
@@ -119,6 +131,31 @@ impl Envelope {
         };
         // unwrap: a struct of strings and integers always serializes
         serde_json::to_vec(&wire).expect("envelope serializes")
+    }
+}
+
+impl Envelope {
+    /// This envelope, borrowed.
+    pub fn as_ref(&self) -> EnvelopeRef<'_> {
+        EnvelopeRef {
+            host: &self.host,
+            path: &self.path,
+            file: self.file,
+            generation: self.generation,
+            offset: self.offset,
+            timestamp_ms: self.timestamp_ms,
+            line: &self.line,
+        }
+    }
+
+    /// See [`EnvelopeRef::message_id`].
+    pub fn message_id(&self) -> String {
+        self.as_ref().message_id()
+    }
+
+    /// Encodes to JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        self.as_ref().to_json()
     }
 
     /// Decodes and checks a message body.

@@ -24,5 +24,5 @@ pub mod units;
 pub use agent::AgentConfig;
 pub use broker::{Backoff, Broker, BrokerUri};
 pub use collector::CollectorConfig;
-pub use envelope::{Envelope, EnvelopeError, FileId};
+pub use envelope::{Envelope, EnvelopeError, EnvelopeRef, FileId};
 pub use error::ConfigError;
