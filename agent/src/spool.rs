@@ -34,7 +34,7 @@ pub type Seq = u64;
 pub type Offset = u64;
 
 /// sled's page cache: small, since entries are written once and read once.
-const CACHE_BYTES: u64 = 16 << 20;
+const CACHE_BYTES: u64 = 8 << 20;
 /// sled's background flush: the group commit of appends. A crash loses at most this much of
 /// the spool *together with* the checkpoint advances, and the lines are read again.
 const FLUSH_EVERY_MS: u64 = 50;

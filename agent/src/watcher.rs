@@ -35,7 +35,7 @@ const SCAN: Duration = Duration::from_secs(1);
 /// A rotated-away file is closed after this long without growth.
 pub const ROTATE_IDLE: Duration = Duration::from_secs(1);
 /// Bytes read from one file per turn, so one busy file cannot starve the others.
-const READ_BUDGET: usize = 1 << 20;
+const READ_BUDGET: usize = 128 << 10;
 
 /// The reader's state.
 pub struct Watcher {
