@@ -386,23 +386,24 @@ async fn queue_len(connection: &Connection, queue: &str) -> u32 {
 }
 
 async fn wait_for_queue(connection: &Connection, queue: &str) {
-    let channel = connection.create_channel().await.expect("channel");
+    // A failed passive declare closes its channel: use a fresh one per attempt.
     for _ in 0..200 {
+        let channel = connection.create_channel().await.expect("channel");
         let passive = QueueDeclareOptions {
             passive: true,
             ..Default::default()
         };
-        match channel
+        if channel
             .queue_declare(queue.into(), passive, FieldTable::default())
             .await
+            .is_ok()
         {
-            Ok(_) => return,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                return Box::pin(wait_for_queue(connection, queue)).await;
-            }
+            let _ = channel.close(200, "".into()).await;
+            return;
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    panic!("{queue} was never declared");
 }
 
 fn rss_hwm_kib(pid: u32) -> u64 {
