@@ -36,3 +36,54 @@ pub fn line(body: &[u8]) -> Result<Line, Rejection> {
         bytes: envelope.line,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use logship_config::FileId;
+
+    use super::*;
+
+    fn body(host: &str, path: &str) -> Vec<u8> {
+        Envelope {
+            host: host.into(),
+            path: path.into(),
+            file: FileId {
+                dev: 1,
+                ino: 2,
+                fp: 3,
+            },
+            generation: 0,
+            offset: 0,
+            timestamp_ms: 0,
+            line: b"x".to_vec(),
+        }
+        .to_json()
+    }
+
+    #[test]
+    fn malformed_and_hostile_bodies_are_rejected() {
+        let mut bodies: Vec<Vec<u8>> = vec![
+            b"not json at all".to_vec(),
+            b"".to_vec(),
+            b"{\"v\":2,\"host\":\"h\"}".to_vec(),
+            b"{\"v\":1}".to_vec(),
+            b"[1,2,3]".to_vec(),
+            vec![0xff; 64],
+        ];
+        for (host, path) in [
+            ("h", "/../../etc/passwd"),
+            ("h", "../escape"),
+            ("..", "/x.log"),
+            ("a/b", "/x.log"),
+            ("h", "/with\0nul"),
+            ("h\0", "/x.log"),
+            ("h", "/"),
+        ] {
+            bodies.push(body(host, path));
+        }
+        for body in bodies {
+            assert!(line(&body).is_err(), "{:?}", String::from_utf8_lossy(&body));
+        }
+        assert!(line(&body("h", "/var/log/ok.log")).is_ok());
+    }
+}

@@ -1,0 +1,208 @@
+//! The broker at `AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`), with names unique
+//! to one test and deleted when its [`Topology`] drops.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
+use logship_config::Envelope;
+
+/// Publishes in flight at most.
+const WINDOW: usize = 1000;
+
+/// The broker URL tests use.
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A name no other test (or run) uses.
+pub fn unique(label: &str) -> String {
+    format!("t.{label}.{}.{:08x}", std::process::id(), fastrand::u32(..))
+}
+
+/// A test's exchange and queues: everything the daemons may declare for them. Deleted on drop.
+pub struct Topology {
+    pub exchange: String,
+    pub queues: Vec<String>,
+}
+
+impl Topology {
+    /// An exchange and `queues` collector queues, all uniquely named.
+    pub fn new(label: &str, queues: usize) -> Topology {
+        let exchange = unique(label);
+        let queues = (0..queues).map(|i| format!("{exchange}.q{i}")).collect();
+        Topology { exchange, queues }
+    }
+
+    /// The dead-letter queue the collector declares for queue `i`.
+    pub fn dead_letter_queue(&self, i: usize) -> String {
+        format!("{}.dead-letter", self.queues[i])
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let exchanges = vec![
+            self.exchange.clone(),
+            format!("{}.dead-letter", self.exchange),
+        ];
+        let mut queues = self.queues.clone();
+        queues.extend(self.queues.iter().map(|q| format!("{q}.dead-letter")));
+        // Drop may run inside a test's runtime: clean up from a thread with a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                let Ok(connection) =
+                    Connection::connect(&amqp_url(), ConnectionProperties::default()).await
+                else {
+                    return;
+                };
+                if let Ok(channel) = connection.create_channel().await {
+                    for queue in &queues {
+                        let _ = channel
+                            .queue_delete(queue.as_str().into(), Default::default())
+                            .await;
+                    }
+                    for exchange in &exchanges {
+                        let _ = channel
+                            .exchange_delete(exchange.as_str().into(), Default::default())
+                            .await;
+                    }
+                }
+                let _ = connection.close(200, "".into()).await;
+            });
+        })
+        .join();
+    }
+}
+
+/// A connection with a channel in confirm mode.
+pub struct Broker {
+    pub connection: Connection,
+    channel: Channel,
+}
+
+impl Broker {
+    /// Connects to [`amqp_url`].
+    pub async fn connect() -> Broker {
+        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+            .await
+            .expect(
+                "test broker reachable at AMQP_URL (see README: bash scripts/ensure-rabbitmq.sh)",
+            );
+        let channel = connection.create_channel().await.expect("channel");
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirm mode");
+        Broker {
+            connection,
+            channel,
+        }
+    }
+
+    /// Declares the durable fanout exchange, as the daemons do.
+    pub async fn declare_exchange(&self, exchange: &str) {
+        let options = lapin::options::ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        self.channel
+            .exchange_declare(
+                exchange.into(),
+                ExchangeKind::Fanout,
+                options,
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare exchange");
+    }
+
+    /// Publishes envelopes as the agent does and checks every confirm is a clean ack.
+    pub async fn publish(&self, exchange: &str, envelopes: &[Envelope]) {
+        let bodies: Vec<(Vec<u8>, String)> = envelopes
+            .iter()
+            .map(|e| (e.to_json(), e.message_id()))
+            .collect();
+        self.publish_bodies(exchange, &bodies).await;
+    }
+
+    /// Publishes arbitrary bodies (for malformed messages), each with a message id.
+    pub async fn publish_bodies(&self, exchange: &str, bodies: &[(Vec<u8>, String)]) {
+        let mut pending = VecDeque::new();
+        for (body, id) in bodies {
+            let properties = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into())
+                .with_message_id(id.as_str().into());
+            let options = BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            };
+            let confirm = self
+                .channel
+                .basic_publish(exchange.into(), "".into(), options, body, properties)
+                .await
+                .expect("publish");
+            pending.push_back(confirm);
+            if pending.len() >= WINDOW {
+                check(
+                    pending
+                        .pop_front()
+                        .expect("pending")
+                        .await
+                        .expect("confirm"),
+                );
+            }
+        }
+        for confirm in pending {
+            check(confirm.await.expect("confirm"));
+        }
+    }
+
+    /// Messages ready in a queue (not unacked ones); `None` if the queue does not exist.
+    pub async fn queue_len(&self, queue: &str) -> Option<u32> {
+        // A failed passive declare closes its channel: use a fresh one.
+        let channel = self.connection.create_channel().await.expect("channel");
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let count = channel
+            .queue_declare(queue.into(), passive, FieldTable::default())
+            .await
+            .ok()
+            .map(|q| q.message_count());
+        let _ = channel.close(200, "".into()).await;
+        count
+    }
+
+    /// Waits until a queue holds `n` ready messages.
+    pub async fn wait_queue_len(&self, queue: &str, n: u32, timeout: Duration) -> u32 {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let len = self.queue_len(queue).await.unwrap_or(0);
+            if len >= n || std::time::Instant::now() > deadline {
+                return len;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn check(confirmation: Confirmation) {
+    assert_eq!(
+        confirmation,
+        Confirmation::Ack(None),
+        "the broker must route and confirm every test message"
+    );
+}

@@ -1,0 +1,134 @@
+//! The real daemons as child processes: started with a config, killed with SIGKILL or stopped
+//! with SIGTERM, their stderr kept in a log file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A built binary of this workspace (`target/<profile>/<name>`), or `LOGSHIP_<NAME>_BIN`.
+pub fn binary(name: &str) -> PathBuf {
+    let var = format!("{}_BIN", name.to_uppercase().replace('-', "_"));
+    if let Ok(path) = std::env::var(&var) {
+        return PathBuf::from(path);
+    }
+    // The test binary is target/<profile>/deps/e2e-<hash>.
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` first (or set {var})",
+        path.display()
+    );
+    path
+}
+
+/// A running daemon.
+pub struct Daemon {
+    child: Child,
+    /// Its stderr.
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `binary --config config`, appending its stderr to `log`.
+    pub fn start(binary: &Path, config: &Path, log: &Path) -> Daemon {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("daemon log");
+        let child = Command::new(binary)
+            .arg("--config")
+            .arg(config)
+            .env("LOGSHIP_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn daemon");
+        Daemon {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle` (counted from `skip` occurrences on), or panics.
+    pub fn wait_for_log(&self, needle: &str, occurrences: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.log_text().matches(needle).count() < occurrences {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in log within {timeout:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid, not yet reaped.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// SIGTERM, then waits for the exit (panics after `timeout`).
+    pub fn stop(&mut self, timeout: Duration) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait_exit(timeout).unwrap_or_else(|| {
+            panic!(
+                "no exit within {timeout:?} of SIGTERM:\n{}",
+                self.log_text()
+            )
+        })
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs a binary to completion with `args`; returns (exit code, stdout, stderr).
+pub fn run(binary: &Path, args: &[&std::ffi::OsStr]) -> (Option<i32>, String, String) {
+    let out = Command::new(binary).args(args).output().expect("run");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,379 @@
+//! logship-collector against the real broker, with envelopes published as the agent would.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use logship_config::{Envelope, FileId};
+use logship_tests::broker::{Broker, Topology, amqp_url};
+use logship_tests::daemon::{Daemon, binary};
+use logship_tests::lines::{
+    assert_same_lines, envelopes, output_file, read_lines, text, wait_for_lines,
+};
+
+const HOST: &str = "web-1";
+const STARTUP: Duration = Duration::from_secs(20);
+
+/// A collector's config and directories in a tempdir.
+struct Collector {
+    config: PathBuf,
+    output: PathBuf,
+    log: PathBuf,
+}
+
+impl Collector {
+    fn new(dir: &Path, name: &str, exchange: &str, queue: &str, extra: &str) -> Collector {
+        let root = dir.join(name);
+        std::fs::create_dir_all(&root).unwrap();
+        let output = root.join("out");
+        let config = root.join("collector.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = \"{state}\"\n[broker]\nuris = [\"{url}\"]\nexchange = \"{exchange}\"\nqueue = \"{queue}\"\nprefetch = 500\nreconnect_delay = \"100ms\"\nreconnect_max_delay = \"1s\"\n[output]\ndir = \"{out}\"\n{extra}",
+                state = root.join("state").display(),
+                url = amqp_url(),
+                out = output.display(),
+            ),
+        )
+        .unwrap();
+        Collector {
+            config,
+            output,
+            log: root.join("collector.log"),
+        }
+    }
+
+    /// Starts it and waits until it consumes (the queue is bound from then on).
+    fn start(&self) -> Daemon {
+        let consuming = std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches("consuming")
+            .count();
+        let daemon = Daemon::start(&binary("logship-collector"), &self.config, &self.log);
+        daemon.wait_for_log("consuming", consuming + 1, STARTUP);
+        daemon
+    }
+
+    fn file(&self, path: &str) -> PathBuf {
+        output_file(&self.output, HOST, path)
+    }
+}
+
+fn expected(path: &str, n: usize) -> Vec<Vec<u8>> {
+    (0..n).map(|i| text(path, i)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_collectors_on_their_own_queues_each_receive_every_line() {
+    let topology = Topology::new("fanout", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let a = Collector::new(dir.path(), "a", &topology.exchange, &topology.queues[0], "");
+    let b = Collector::new(dir.path(), "b", &topology.exchange, &topology.queues[1], "");
+    let (mut da, mut db) = (a.start(), b.start());
+    let broker = Broker::connect().await;
+    let sources = ["/var/log/one.log", "/var/log/two.log", "/srv/app/three.log"];
+    for (ino, path) in sources.iter().enumerate() {
+        broker
+            .publish(
+                &topology.exchange,
+                &envelopes(HOST, path, ino as u64, 0..3000),
+            )
+            .await;
+    }
+    for collector in [&a, &b] {
+        for path in sources {
+            let lines = wait_for_lines(&collector.file(path), 3000, Duration::from_secs(60));
+            assert_same_lines(&lines, &expected(path, 3000), path);
+        }
+    }
+    assert!(da.stop(Duration::from_secs(20)).success());
+    assert!(db.stop(Duration::from_secs(20)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_killed_nine_five_times_mid_stream_writes_every_line_once_in_order() {
+    const LINES: usize = 100_000;
+    let topology = Topology::new("kill9", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::new(dir.path(), "c", &topology.exchange, &topology.queues[0], "");
+    let mut daemon = collector.start();
+    let sources = ["/var/log/a.log", "/var/log/b.log"];
+    let exchange = topology.exchange.clone();
+    let publisher = tokio::spawn(async move {
+        let broker = Broker::connect().await;
+        for chunk in (0..LINES / 2).step_by(2500) {
+            for (ino, path) in sources.iter().enumerate() {
+                broker
+                    .publish(
+                        &exchange,
+                        &envelopes(HOST, path, ino as u64, chunk..chunk + 2500),
+                    )
+                    .await;
+            }
+        }
+    });
+    for kill in 0..5 {
+        // Kill at a different moment each time: the collector is mid-batch most of the time.
+        tokio::time::sleep(Duration::from_millis(400 + fastrand::u64(0..900))).await;
+        daemon.kill9();
+        let written: usize = sources
+            .iter()
+            .map(|p| read_lines(&collector.file(p)).len())
+            .sum();
+        eprintln!("kill {kill}: {written} lines on disk");
+        daemon = collector.start();
+    }
+    publisher.await.unwrap();
+    for path in sources {
+        let lines = wait_for_lines(&collector.file(path), LINES / 2, Duration::from_secs(120));
+        assert!(
+            lines.len() >= LINES / 2,
+            "{path}: only {} lines",
+            lines.len()
+        );
+    }
+    assert!(daemon.stop(Duration::from_secs(20)).success());
+    let broker = Broker::connect().await;
+    assert_eq!(
+        broker.queue_len(&topology.queues[0]).await,
+        Some(0),
+        "everything acked"
+    );
+    for path in sources {
+        assert_same_lines(
+            &read_lines(&collector.file(path)),
+            &expected(path, LINES / 2),
+            path,
+        );
+    }
+    assert_eq!(daemon_log_count(&collector.log, "state recovered"), 6);
+}
+
+fn daemon_log_count(log: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches(needle)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_published_twice_is_written_once() {
+    let topology = Topology::new("dup", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::new(dir.path(), "c", &topology.exchange, &topology.queues[0], "");
+    let mut daemon = collector.start();
+    let broker = Broker::connect().await;
+    let path = "/var/log/dup.log";
+    let batch = envelopes(HOST, path, 7, 0..500);
+    broker.publish(&topology.exchange, &batch).await;
+    // The same lines again (an agent's resend), one of them twice within a batch.
+    broker.publish(&topology.exchange, &batch).await;
+    broker
+        .publish(&topology.exchange, &[batch[3].clone(), batch[3].clone()])
+        .await;
+    broker
+        .publish(&topology.exchange, &envelopes(HOST, path, 7, 500..600))
+        .await;
+    wait_for_lines(&collector.file(path), 600, Duration::from_secs(30));
+    assert!(daemon.stop(Duration::from_secs(20)).success());
+    assert_same_lines(
+        &read_lines(&collector.file(path)),
+        &expected(path, 600),
+        path,
+    );
+    assert!(
+        daemon.log_text().contains("duplicates=502"),
+        "{}",
+        daemon.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_messages_are_dead_lettered_and_nothing_is_written_outside_the_output_dir() {
+    let topology = Topology::new("hostile", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::new(dir.path(), "c", &topology.exchange, &topology.queues[0], "");
+    let mut daemon = collector.start();
+    let broker = Broker::connect().await;
+    // Distinct offsets, so no two share a message id.
+    let offset = std::cell::Cell::new(0);
+    let good = |host: &str, path: &str| Envelope {
+        host: host.into(),
+        path: path.into(),
+        file: FileId {
+            dev: 1,
+            ino: 2,
+            fp: 3,
+        },
+        generation: 0,
+        offset: offset.replace(offset.get() + 6),
+        timestamp_ms: 0,
+        line: b"pwned".to_vec(),
+    };
+    let mut bodies: Vec<Vec<u8>> = vec![
+        b"not json at all".to_vec(),
+        b"".to_vec(),
+        b"{\"v\":2,\"host\":\"h\"}".to_vec(),
+        b"{\"v\":1}".to_vec(),
+        b"[1,2,3]".to_vec(),
+        br#"{"v":1,"host":"h","path":"/p","file":{"dev":1,"ino":2,"fp":"0000000000000003"},"gen":0,"offset":0,"ts":0,"line_b64":"!!"}"#.to_vec(),
+        vec![0xff; 64],
+    ];
+    for (host, path) in [
+        ("h", "/../../etc/passwd"),
+        ("h", "../escape"),
+        ("h", "/var/../../../escape"),
+        ("..", "/x.log"),
+        (".", "/x.log"),
+        ("", "/x.log"),
+        ("a/b", "/x.log"),
+        ("h", "/with\0nul"),
+        ("h\0", "/x.log"),
+        ("h", "/"),
+    ] {
+        bodies.push(good(host, path).to_json());
+    }
+    // A file where a directory is needed: the first line creates /x/file, the second needs it as a directory.
+    bodies.push(good("h", "/x/file").to_json());
+    bodies.push(good("h", "/x/file/inside").to_json());
+    let hostile = bodies.len() - 1;
+    let with_ids: Vec<(Vec<u8>, String)> = bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| (b, format!("hostile-{i}")))
+        .collect();
+    broker.publish_bodies(&topology.exchange, &with_ids).await;
+    // Still consuming: a valid line, with bytes that are not UTF-8, arrives byte-exact.
+    let mut binary_line = envelopes(HOST, "/var/log/after.log", 9, 0..1).remove(0);
+    binary_line.line = b"caf\xe9 \xff\xfe\x00 \r end".to_vec();
+    broker
+        .publish(&topology.exchange, std::slice::from_ref(&binary_line))
+        .await;
+    let lines = wait_for_lines(
+        &collector.file("/var/log/after.log"),
+        1,
+        Duration::from_secs(30),
+    );
+    assert_eq!(lines, vec![binary_line.line.clone()]);
+    let dead = broker
+        .wait_queue_len(
+            &topology.dead_letter_queue(0),
+            hostile as u32,
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(daemon.stop(Duration::from_secs(20)).success());
+    let log = daemon.log_text();
+    assert_eq!(
+        dead as usize, hostile,
+        "every hostile message dead-lettered; collector log:\n{log}"
+    );
+    assert!(log.contains(&format!("dead_lettered={hostile}")), "{log}");
+    // Nothing outside the output dir: the tempdir holds only the collector's own files.
+    let mut outside = Vec::new();
+    walk(dir.path(), &mut outside);
+    outside.retain(|p| {
+        !p.starts_with(&collector.output) && !p.starts_with(dir.path().join("c/state"))
+    });
+    outside.sort();
+    let expected: Vec<PathBuf> = ["c", "c/collector.log", "c/collector.toml"]
+        .iter()
+        .map(|p| dir.path().join(p))
+        .collect();
+    assert_eq!(outside, expected);
+    assert!(!dir.path().join("escape").exists() && !Path::new("/escape").exists());
+    assert!(
+        daemon
+            .log_text()
+            .contains(&format!("dead_lettered={hostile}")),
+        "{}",
+        daemon.log_text()
+    );
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        out.push(entry.path());
+        if entry.file_type().unwrap().is_dir() {
+            walk(&entry.path(), out);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_stream_exits_zero_and_a_restart_delivers_the_rest_once() {
+    const LINES: usize = 30_000;
+    let topology = Topology::new("sigterm", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::new(dir.path(), "c", &topology.exchange, &topology.queues[0], "");
+    let mut daemon = collector.start();
+    let broker = Broker::connect().await;
+    let path = "/var/log/term.log";
+    broker
+        .publish(&topology.exchange, &envelopes(HOST, path, 1, 0..LINES))
+        .await;
+    wait_for_lines(&collector.file(path), 1000, Duration::from_secs(30));
+    let status = daemon.stop(Duration::from_secs(10));
+    assert!(status.success(), "exit status {status}");
+    let on_disk = read_lines(&collector.file(path));
+    assert_same_lines(
+        &on_disk,
+        &expected(path, on_disk.len()),
+        "after SIGTERM, an exact prefix",
+    );
+    let mut daemon = collector.start();
+    let lines = wait_for_lines(&collector.file(path), LINES, Duration::from_secs(60));
+    assert!(daemon.stop(Duration::from_secs(20)).success());
+    assert_same_lines(
+        &read_lines(&collector.file(path)),
+        &expected(path, LINES),
+        path,
+    );
+    assert!(lines.len() >= LINES);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reopens_output_files_after_logrotate_moved_them() {
+    let topology = Topology::new("sighup", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::new(dir.path(), "c", &topology.exchange, &topology.queues[0], "");
+    let mut daemon = collector.start();
+    let broker = Broker::connect().await;
+    let path = "/var/log/rot.log";
+    broker
+        .publish(&topology.exchange, &envelopes(HOST, path, 1, 0..100))
+        .await;
+    wait_for_lines(&collector.file(path), 100, Duration::from_secs(30));
+    let rotated = collector.file(path).with_extension("log.1");
+    std::fs::rename(collector.file(path), &rotated).unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for_log("reloading", 1, Duration::from_secs(10));
+    broker
+        .publish(&topology.exchange, &envelopes(HOST, path, 1, 100..150))
+        .await;
+    let lines = wait_for_lines(&collector.file(path), 50, Duration::from_secs(30));
+    assert_same_lines(
+        &lines,
+        &(100..150).map(|i| text(path, i)).collect::<Vec<_>>(),
+        "after SIGHUP",
+    );
+    assert_same_lines(
+        &read_lines(&rotated),
+        &expected(path, 100),
+        "rotated file untouched",
+    );
+    // A restart keeps both intact: the new file's committed length was recorded on reopen.
+    daemon.kill9();
+    let mut daemon = collector.start();
+    broker
+        .publish(&topology.exchange, &envelopes(HOST, path, 1, 150..160))
+        .await;
+    let lines = wait_for_lines(&collector.file(path), 60, Duration::from_secs(30));
+    assert!(daemon.stop(Duration::from_secs(20)).success());
+    assert_eq!(lines.len(), 60);
+    assert_same_lines(
+        &read_lines(&rotated),
+        &expected(path, 100),
+        "rotated file untouched",
+    );
+}

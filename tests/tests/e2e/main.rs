@@ -1,0 +1,4 @@
+//! End-to-end tests: the real daemons against the real broker at `AMQP_URL`.
+
+mod collector;
+mod config_errors;
