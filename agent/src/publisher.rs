@@ -36,6 +36,8 @@ const UNROUTABLE_LOG_INTERVAL: Duration = Duration::from_secs(30);
 pub enum PublishError {
     #[error("broker connection failed")]
     Broker(#[from] lapin::Error),
+    #[error("connection closed")]
+    Lost,
     #[error("no confirm within {0:?}")]
     ConfirmTimeout(Duration),
     #[error(transparent)]
@@ -69,6 +71,8 @@ pub struct Publisher {
     head_confirmed: Option<(Seq, usize)>,
     /// Set while the broker blocks our connection.
     blocked: Arc<AtomicBool>,
+    /// Notified when the connection fails, so an idle publisher notices an outage at once.
+    lost: Arc<tokio::sync::Notify>,
     unroutable_logged: Option<Instant>,
 }
 
@@ -83,6 +87,7 @@ impl Publisher {
             load_from: 0,
             head_confirmed: None,
             blocked: Arc::new(AtomicBool::new(false)),
+            lost: Arc::new(tokio::sync::Notify::new()),
             unroutable_logged: None,
         }
     }
@@ -158,11 +163,13 @@ impl Publisher {
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
         amqp::declare_exchange(&channel, &self.broker).await?;
-        let listener = self.watch_blocked(connection);
+        let listener = self.watch_events(connection);
         backoff.reset();
         tracing::info!(uri = %uri, exchange = %self.broker.exchange, spooled = self.spool.entries(), "publishing");
         let result = self.publish_loop(&channel, stop, drain).await;
         listener.abort();
+        // A failure notice of this connection must not end the next one's session.
+        let _ = tokio::time::timeout(Duration::ZERO, self.lost.notified()).await;
         self.blocked.store(false, Ordering::Relaxed);
         result
     }
@@ -193,6 +200,8 @@ impl Publisher {
                     _ = self.spool.appended.notified() => continue,
                     // cancel-safe: only observes the token
                     _ = stop.cancelled() => return Ok(()),
+                    // cancel-safe: a Notify permit is kept until taken
+                    _ = self.lost.notified() => return Err(PublishError::Lost),
                 }
             };
             let wait = match drain_until {
@@ -353,10 +362,11 @@ impl Publisher {
         }
     }
 
-    /// Follows the connection's blocked/unblocked events (resource alarms).
-    fn watch_blocked(&self, connection: &Connection) -> tokio::task::JoinHandle<()> {
+    /// Follows the connection's events: blocked/unblocked (resource alarms) and failure.
+    fn watch_events(&self, connection: &Connection) -> tokio::task::JoinHandle<()> {
         let mut events = connection.events_listener();
         let blocked = self.blocked.clone();
+        let lost = self.lost.clone();
         tokio::spawn(async move {
             let mut since: Option<Instant> = None;
             while let Some(event) = events.next().await {
@@ -374,6 +384,7 @@ impl Publisher {
                         let secs = since.take().map_or(0, |s| s.elapsed().as_secs());
                         tracing::info!(blocked_secs = secs, "broker unblocked publishing");
                     }
+                    Event::Error(_) => lost.notify_one(),
                     _ => {}
                 }
             }

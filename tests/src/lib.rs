@@ -1,6 +1,9 @@
 //! Support for the end-to-end tests: a real broker (with names of its own per test, deleted
-//! afterwards), the real daemons as child processes, and their output.
+//! afterwards), a TCP proxy that can cut it off, the real daemons as child processes, and their
+//! output.
 
 pub mod broker;
 pub mod daemon;
+pub mod fixture;
 pub mod lines;
+pub mod proxy;

@@ -4,60 +4,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use logship_config::{Envelope, FileId};
-use logship_tests::broker::{Broker, Topology, amqp_url};
-use logship_tests::daemon::{Daemon, binary};
-use logship_tests::lines::{
-    assert_same_lines, envelopes, output_file, read_lines, text, wait_for_lines,
-};
+use logship_tests::broker::{Broker, Topology};
+use logship_tests::fixture::Collector;
+use logship_tests::lines::{assert_same_lines, envelopes, read_lines, text, wait_for_lines};
 
 const HOST: &str = "web-1";
-const STARTUP: Duration = Duration::from_secs(20);
-
-/// A collector's config and directories in a tempdir.
-struct Collector {
-    config: PathBuf,
-    output: PathBuf,
-    log: PathBuf,
-}
-
-impl Collector {
-    fn new(dir: &Path, name: &str, exchange: &str, queue: &str, extra: &str) -> Collector {
-        let root = dir.join(name);
-        std::fs::create_dir_all(&root).unwrap();
-        let output = root.join("out");
-        let config = root.join("collector.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "state_dir = \"{state}\"\n[broker]\nuris = [\"{url}\"]\nexchange = \"{exchange}\"\nqueue = \"{queue}\"\nprefetch = 500\nreconnect_delay = \"100ms\"\nreconnect_max_delay = \"1s\"\n[output]\ndir = \"{out}\"\n{extra}",
-                state = root.join("state").display(),
-                url = amqp_url(),
-                out = output.display(),
-            ),
-        )
-        .unwrap();
-        Collector {
-            config,
-            output,
-            log: root.join("collector.log"),
-        }
-    }
-
-    /// Starts it and waits until it consumes (the queue is bound from then on).
-    fn start(&self) -> Daemon {
-        let consuming = std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .matches("consuming")
-            .count();
-        let daemon = Daemon::start(&binary("logship-collector"), &self.config, &self.log);
-        daemon.wait_for_log("consuming", consuming + 1, STARTUP);
-        daemon
-    }
-
-    fn file(&self, path: &str) -> PathBuf {
-        output_file(&self.output, HOST, path)
-    }
-}
 
 fn expected(path: &str, n: usize) -> Vec<Vec<u8>> {
     (0..n).map(|i| text(path, i)).collect()
@@ -82,7 +33,11 @@ async fn two_collectors_on_their_own_queues_each_receive_every_line() {
     }
     for collector in [&a, &b] {
         for path in sources {
-            let lines = wait_for_lines(&collector.file(path), 3000, Duration::from_secs(60));
+            let lines = wait_for_lines(
+                &collector.file(HOST, Path::new(path)),
+                3000,
+                Duration::from_secs(60),
+            );
             assert_same_lines(&lines, &expected(path, 3000), path);
         }
     }
@@ -118,14 +73,18 @@ async fn collector_killed_nine_five_times_mid_stream_writes_every_line_once_in_o
         daemon.kill9();
         let written: usize = sources
             .iter()
-            .map(|p| read_lines(&collector.file(p)).len())
+            .map(|p| read_lines(&collector.file(HOST, Path::new(p))).len())
             .sum();
         eprintln!("kill {kill}: {written} lines on disk");
         daemon = collector.start();
     }
     publisher.await.unwrap();
     for path in sources {
-        let lines = wait_for_lines(&collector.file(path), LINES / 2, Duration::from_secs(120));
+        let lines = wait_for_lines(
+            &collector.file(HOST, Path::new(path)),
+            LINES / 2,
+            Duration::from_secs(120),
+        );
         assert!(
             lines.len() >= LINES / 2,
             "{path}: only {} lines",
@@ -141,7 +100,7 @@ async fn collector_killed_nine_five_times_mid_stream_writes_every_line_once_in_o
     );
     for path in sources {
         assert_same_lines(
-            &read_lines(&collector.file(path)),
+            &read_lines(&collector.file(HOST, Path::new(path))),
             &expected(path, LINES / 2),
             path,
         );
@@ -174,10 +133,14 @@ async fn a_line_published_twice_is_written_once() {
     broker
         .publish(&topology.exchange, &envelopes(HOST, path, 7, 500..600))
         .await;
-    wait_for_lines(&collector.file(path), 600, Duration::from_secs(30));
+    wait_for_lines(
+        &collector.file(HOST, Path::new(path)),
+        600,
+        Duration::from_secs(30),
+    );
     assert!(daemon.stop(Duration::from_secs(20)).success());
     assert_same_lines(
-        &read_lines(&collector.file(path)),
+        &read_lines(&collector.file(HOST, Path::new(path))),
         &expected(path, 600),
         path,
     );
@@ -250,7 +213,7 @@ async fn hostile_messages_are_dead_lettered_and_nothing_is_written_outside_the_o
         .publish(&topology.exchange, std::slice::from_ref(&binary_line))
         .await;
     let lines = wait_for_lines(
-        &collector.file("/var/log/after.log"),
+        &collector.file(HOST, Path::new("/var/log/after.log")),
         1,
         Duration::from_secs(30),
     );
@@ -312,20 +275,28 @@ async fn sigterm_mid_stream_exits_zero_and_a_restart_delivers_the_rest_once() {
     broker
         .publish(&topology.exchange, &envelopes(HOST, path, 1, 0..LINES))
         .await;
-    wait_for_lines(&collector.file(path), 1000, Duration::from_secs(30));
+    wait_for_lines(
+        &collector.file(HOST, Path::new(path)),
+        1000,
+        Duration::from_secs(30),
+    );
     let status = daemon.stop(Duration::from_secs(10));
     assert!(status.success(), "exit status {status}");
-    let on_disk = read_lines(&collector.file(path));
+    let on_disk = read_lines(&collector.file(HOST, Path::new(path)));
     assert_same_lines(
         &on_disk,
         &expected(path, on_disk.len()),
         "after SIGTERM, an exact prefix",
     );
     let mut daemon = collector.start();
-    let lines = wait_for_lines(&collector.file(path), LINES, Duration::from_secs(60));
+    let lines = wait_for_lines(
+        &collector.file(HOST, Path::new(path)),
+        LINES,
+        Duration::from_secs(60),
+    );
     assert!(daemon.stop(Duration::from_secs(20)).success());
     assert_same_lines(
-        &read_lines(&collector.file(path)),
+        &read_lines(&collector.file(HOST, Path::new(path))),
         &expected(path, LINES),
         path,
     );
@@ -343,15 +314,25 @@ async fn sighup_reopens_output_files_after_logrotate_moved_them() {
     broker
         .publish(&topology.exchange, &envelopes(HOST, path, 1, 0..100))
         .await;
-    wait_for_lines(&collector.file(path), 100, Duration::from_secs(30));
-    let rotated = collector.file(path).with_extension("log.1");
-    std::fs::rename(collector.file(path), &rotated).unwrap();
+    wait_for_lines(
+        &collector.file(HOST, Path::new(path)),
+        100,
+        Duration::from_secs(30),
+    );
+    let rotated = collector
+        .file(HOST, Path::new(path))
+        .with_extension("log.1");
+    std::fs::rename(collector.file(HOST, Path::new(path)), &rotated).unwrap();
     daemon.signal(libc::SIGHUP);
     daemon.wait_for_log("reloading", 1, Duration::from_secs(10));
     broker
         .publish(&topology.exchange, &envelopes(HOST, path, 1, 100..150))
         .await;
-    let lines = wait_for_lines(&collector.file(path), 50, Duration::from_secs(30));
+    let lines = wait_for_lines(
+        &collector.file(HOST, Path::new(path)),
+        50,
+        Duration::from_secs(30),
+    );
     assert_same_lines(
         &lines,
         &(100..150).map(|i| text(path, i)).collect::<Vec<_>>(),
@@ -368,7 +349,11 @@ async fn sighup_reopens_output_files_after_logrotate_moved_them() {
     broker
         .publish(&topology.exchange, &envelopes(HOST, path, 1, 150..160))
         .await;
-    let lines = wait_for_lines(&collector.file(path), 60, Duration::from_secs(30));
+    let lines = wait_for_lines(
+        &collector.file(HOST, Path::new(path)),
+        60,
+        Duration::from_secs(30),
+    );
     assert!(daemon.stop(Duration::from_secs(20)).success());
     assert_eq!(lines.len(), 60);
     assert_same_lines(

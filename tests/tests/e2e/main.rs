@@ -1,4 +1,5 @@
 //! End-to-end tests: the real daemons against the real broker at `AMQP_URL`.
 
+mod agent;
 mod collector;
 mod config_errors;

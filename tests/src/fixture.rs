@@ -1,0 +1,123 @@
+//! Config files and directories for the daemons, one tempdir per test.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::broker::amqp_url;
+use crate::daemon::{Daemon, binary};
+use crate::lines::output_file;
+
+/// How long a daemon may take to start.
+pub const STARTUP: Duration = Duration::from_secs(30);
+
+/// A collector's config and directories.
+pub struct Collector {
+    pub config: PathBuf,
+    pub output: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Collector {
+    /// A collector consuming `queue` bound to `exchange`; `extra` is appended to its config.
+    pub fn new(dir: &Path, name: &str, exchange: &str, queue: &str, extra: &str) -> Collector {
+        let root = dir.join(name);
+        std::fs::create_dir_all(&root).expect("collector dir");
+        let output = root.join("out");
+        let config = root.join("collector.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = \"{state}\"\n[broker]\nuris = [\"{url}\"]\nexchange = \"{exchange}\"\nqueue = \"{queue}\"\nprefetch = 500\nreconnect_delay = \"100ms\"\nreconnect_max_delay = \"1s\"\n[output]\ndir = \"{out}\"\n{extra}",
+                state = root.join("state").display(),
+                url = amqp_url(),
+                out = output.display(),
+            ),
+        )
+        .expect("collector config");
+        Collector {
+            config,
+            output,
+            log: root.join("collector.log"),
+        }
+    }
+
+    /// Starts it and waits until it consumes (its queue is bound from then on).
+    pub fn start(&self) -> Daemon {
+        let before = count(&self.log, "consuming");
+        let daemon = Daemon::start(&binary("logship-collector"), &self.config, &self.log);
+        daemon.wait_for_log("consuming", before + 1, STARTUP);
+        daemon
+    }
+
+    /// Where the lines of `(host, path)` go.
+    pub fn file(&self, host: &str, path: &Path) -> PathBuf {
+        output_file(&self.output, host, &path.to_string_lossy())
+    }
+}
+
+/// An agent's config and directories.
+pub struct Agent {
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub host: String,
+    pub state: PathBuf,
+}
+
+impl Agent {
+    /// An agent publishing to `exchange` at `url`, reading `globs`; `extra` goes into `[[inputs]]`
+    /// and `top` at the top of the file.
+    pub fn new(
+        dir: &Path,
+        name: &str,
+        url: &str,
+        exchange: &str,
+        globs: &[&Path],
+        top: &str,
+        extra: &str,
+    ) -> Agent {
+        let root = dir.join(name);
+        std::fs::create_dir_all(&root).expect("agent dir");
+        let host = crate::broker::unique("host");
+        let globs: Vec<String> = globs
+            .iter()
+            .map(|g| format!("\"{}\"", g.display()))
+            .collect();
+        let state = root.join("state");
+        let config = root.join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "host = \"{host}\"\nstate_dir = \"{state}\"\nshutdown_timeout = \"5s\"\n{top}\n[broker]\nuris = [\"{url}\"]\nexchange = \"{exchange}\"\nreconnect_delay = \"100ms\"\nreconnect_max_delay = \"1s\"\n[[inputs]]\npaths = [{globs}]\n{extra}\n",
+                state = state.display(),
+                globs = globs.join(", "),
+            ),
+        )
+        .expect("agent config");
+        Agent {
+            config,
+            log: root.join("agent.log"),
+            host,
+            state,
+        }
+    }
+
+    /// Starts it and waits until it publishes (or tries to, when `connected` is false).
+    pub fn start(&self, connected: bool) -> Daemon {
+        let needle = if connected {
+            "publishing"
+        } else {
+            "agent starting"
+        };
+        let before = count(&self.log, needle);
+        let daemon = Daemon::start(&binary("logship-agent"), &self.config, &self.log);
+        daemon.wait_for_log(needle, before + 1, STARTUP);
+        daemon
+    }
+}
+
+fn count(log: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches(needle)
+        .count()
+}
