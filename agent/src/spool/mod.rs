@@ -1,23 +1,25 @@
 //! The spool: every line read, until the broker confirms it; and every file's checkpoint.
 //! The only code that touches sled.
 //!
-//! One sled tree, keys by prefix:
-//! - `q<seq: u64 BE>` -> a segment: the lines one read of one file produced, waiting for their
-//!   confirms, in the order they were read: `<count: u32 BE>` then per line
-//!   `<id length: u16 BE><message id><body length: u32 BE><envelope JSON>`. One sled write per
-//!   read rather than per line keeps the spool's cost per line tiny.
+//! Lines live in segment files ([`segment`]); sled holds only small records, so memory stays
+//! small whatever the backlog. One sled tree, keys by prefix:
+//! - `q<seq: u64 BE>` -> `<lines: u32 BE><bytes: u64 BE>`: the index of segment `seq`, the lines
+//!   one read of one file produced, in the order they were read.
 //! - `c<dev: u64 BE><ino: u64 BE>` -> checkpoint (see [`Checkpoint`]).
 //!
 //! Invariants:
-//! - A line's entry and its file's checkpoint advance go in one sled batch, so after a crash
-//!   (sled keeps a prefix of the writes) a checkpoint never passes a line that is not spooled.
-//! - Entries are appended under one lock, so sequence numbers become visible in order and the
+//! - A segment file is durable before its index record; the record and the file's checkpoint
+//!   advance go in one sled batch. After a crash (sled keeps a prefix of its writes) a checkpoint
+//!   never passes a line that is not spooled.
+//! - Segments are appended under one lock, so sequence numbers become visible in order and the
 //!   publisher, reading forward, never skips one.
 //! - A segment is removed only after a clean ack of its every line (or by `drop_oldest`,
 //!   counted). A segment confirmed in part is sent again whole after a restart; the collector
 //!   drops the lines it already has by id.
 //! - A file's descriptor is closed only after [`Spool::flush`], so lines of a rotated or deleted
 //!   file are durable before the file can vanish.
+
+pub mod segment;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -27,14 +29,15 @@ use logship_config::agent::WhenFull;
 use tokio::sync::Notify;
 
 use crate::identity::{FileKey, Fingerprint};
+use segment::Segments;
 
 /// Position of an entry in the spool.
 pub type Seq = u64;
 /// A byte offset in a file.
 pub type Offset = u64;
 
-/// sled's page cache: small, since entries are written once and read once.
-const CACHE_BYTES: u64 = 8 << 20;
+/// sled's page cache: it holds only checkpoints and segment index records.
+const CACHE_BYTES: u64 = 4 << 20;
 /// sled's background flush: the group commit of appends. A crash loses at most this much of
 /// the spool *together with* the checkpoint advances, and the lines are read again.
 const FLUSH_EVERY_MS: u64 = 50;
@@ -50,6 +53,12 @@ pub enum SpoolError {
     },
     #[error("spool database failed")]
     Sled(#[from] sled::Error),
+    #[error("spool segment {seq:016x} failed")]
+    Segment {
+        seq: Seq,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Where reading a file resumes.
@@ -79,6 +88,7 @@ pub struct Segment {
 /// The spool: a sled database shared by the reader thread and the publisher.
 pub struct Spool {
     db: sled::Db,
+    segments: Segments,
     /// Next sequence number; held while appending (see the module invariants).
     next_seq: Mutex<Seq>,
     bytes: AtomicU64,
@@ -92,7 +102,8 @@ pub struct Spool {
 }
 
 impl Spool {
-    /// Opens (or creates) the spool in `state_dir` and counts what it holds.
+    /// Opens (or creates) the spool in `state_dir`, counts what it holds, and deletes segment
+    /// files no record points at (written just before a crash; their lines are read again).
     pub fn open(
         state_dir: &Path,
         max_bytes: u64,
@@ -105,15 +116,30 @@ impl Spool {
             .flush_every_ms(Some(FLUSH_EVERY_MS))
             .open()
             .map_err(|source| SpoolError::Open { path, source })?;
+        let segments_dir = state_dir.join("spool");
+        let segments = Segments::open(&segments_dir)
+            .map_err(|source| SpoolError::Segment { seq: 0, source })?;
         let (mut bytes, mut entries, mut next_seq) = (0, 0, 0);
+        let mut indexed = std::collections::HashSet::new();
         for item in db.scan_prefix(b"q") {
             let (key, value) = item?;
-            bytes += value.len() as u64;
-            entries += u64::from(segment_count(&value));
+            let (lines, size) = decode_index(&value);
+            bytes += size;
+            entries += u64::from(lines);
             next_seq = decode_seq(&key) + 1;
+            indexed.insert(decode_seq(&key));
+        }
+        let listed = segments
+            .list()
+            .map_err(|source| SpoolError::Segment { seq: 0, source })?;
+        for seq in listed.into_iter().filter(|seq| !indexed.contains(seq)) {
+            segments
+                .remove(seq)
+                .map_err(|source| SpoolError::Segment { seq, source })?;
         }
         Ok(Spool {
             db,
+            segments,
             next_seq: Mutex::new(next_seq),
             bytes: AtomicU64::new(bytes),
             entries: AtomicU64::new(entries),
@@ -132,8 +158,10 @@ impl Spool {
         key: FileKey,
         checkpoint: &Checkpoint,
     ) -> Result<u64, SpoolError> {
-        let segment = (!lines.is_empty()).then(|| encode_segment(lines));
-        let incoming = segment.as_ref().map_or(0, |s| s.len() as u64);
+        let incoming: u64 = lines
+            .iter()
+            .map(|(id, body)| (6 + id.len() + body.len()) as u64)
+            .sum();
         // unwrap: a poisoned lock means another append panicked; carrying on could reorder.
         let mut next_seq = self.next_seq.lock().expect("spool lock poisoned");
         let dropped = match self.when_full {
@@ -141,15 +169,21 @@ impl Spool {
             WhenFull::Block => 0,
         };
         let mut batch = sled::Batch::default();
-        if let Some(segment) = segment {
-            batch.insert(&seq_key(*next_seq), segment);
+        let mut written = 0;
+        if !lines.is_empty() {
+            let seq = *next_seq;
+            written = self
+                .segments
+                .write(seq, lines)
+                .map_err(|source| SpoolError::Segment { seq, source })?;
+            batch.insert(&seq_key(seq), &encode_index(lines.len() as u32, written));
             *next_seq += 1;
         }
         batch.insert(&checkpoint_key(key), encode_checkpoint(checkpoint));
         self.db.apply_batch(batch)?;
         drop(next_seq);
-        if incoming > 0 {
-            self.bytes.fetch_add(incoming, Ordering::Relaxed);
+        if written > 0 {
+            self.bytes.fetch_add(written, Ordering::Relaxed);
             self.entries
                 .fetch_add(lines.len() as u64, Ordering::Relaxed);
             self.appended.notify_one();
@@ -205,16 +239,31 @@ impl Spool {
         Ok(all)
     }
 
-    /// Up to `limit` segments from `from` on, in order.
+    /// Up to `limit` segments from `from` on, in order. A damaged or missing segment file is
+    /// logged, counted as dropped, and skipped rather than blocking the spool forever.
     pub fn page(&self, from: Seq, limit: usize) -> Result<Vec<Segment>, SpoolError> {
         let mut page = Vec::with_capacity(limit.min(16));
-        for item in self.db.range(seq_key(from)..=seq_key(Seq::MAX)).take(limit) {
-            let (key, value) = item?;
-            if let Some(lines) = decode_segment(&value) {
-                page.push(Segment {
-                    seq: decode_seq(&key),
-                    lines,
-                });
+        let keys: Vec<Seq> = self
+            .db
+            .range(seq_key(from)..=seq_key(Seq::MAX))
+            .keys()
+            .take(limit)
+            .map(|key| key.map(|k| decode_seq(&k)))
+            .collect::<Result<_, _>>()?;
+        for seq in keys {
+            match self.segments.read(seq) {
+                Ok(lines) => page.push(Segment { seq, lines }),
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidData
+                    ) =>
+                {
+                    let lost = self.remove(seq)?;
+                    self.dropped.fetch_add(lost, Ordering::Relaxed);
+                    tracing::error!(segment = seq, lines = lost, error = %err, "spool segment unreadable, its lines are lost");
+                }
+                Err(source) => return Err(SpoolError::Segment { seq, source }),
             }
         }
         Ok(page)
@@ -223,15 +272,17 @@ impl Spool {
     /// Removes a confirmed (or dropped) segment; returns its number of lines, 0 if it was
     /// already gone.
     pub fn remove(&self, seq: Seq) -> Result<u64, SpoolError> {
-        match self.db.remove(seq_key(seq))? {
-            Some(value) => {
-                let lines = u64::from(segment_count(&value));
-                self.bytes.fetch_sub(value.len() as u64, Ordering::Relaxed);
-                self.entries.fetch_sub(lines, Ordering::Relaxed);
-                Ok(lines)
-            }
-            None => Ok(0),
-        }
+        let Some(value) = self.db.remove(seq_key(seq))? else {
+            return Ok(0);
+        };
+        let (lines, size) = decode_index(&value);
+        self.bytes.fetch_sub(size, Ordering::Relaxed);
+        self.entries.fetch_sub(u64::from(lines), Ordering::Relaxed);
+        // The record is gone first: a crash here leaves an orphan file, deleted on open.
+        self.segments
+            .remove(seq)
+            .map_err(|source| SpoolError::Segment { seq, source })?;
+        Ok(u64::from(lines))
     }
 
     /// Whether the reader may append more (always, with `drop_oldest`).
@@ -287,45 +338,23 @@ fn decode_file_key(key: &[u8]) -> Option<FileKey> {
     })
 }
 
-fn encode_segment(lines: &[Line]) -> Vec<u8> {
-    let size: usize = lines
-        .iter()
-        .map(|(id, body)| 6 + id.len() + body.len())
-        .sum();
-    let mut value = Vec::with_capacity(4 + size);
-    value.extend_from_slice(&(lines.len() as u32).to_be_bytes());
-    for (id, body) in lines {
-        // Ids are short (a host name plus numbers); a longer one is cut, never mis-framed.
-        let id = &id.as_bytes()[..id.len().min(u16::MAX as usize)];
-        value.extend_from_slice(&(id.len() as u16).to_be_bytes());
-        value.extend_from_slice(id);
-        value.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        value.extend_from_slice(body);
-    }
+fn encode_index(lines: u32, bytes: u64) -> [u8; 12] {
+    let mut value = [0u8; 12];
+    value[..4].copy_from_slice(&lines.to_be_bytes());
+    value[4..].copy_from_slice(&bytes.to_be_bytes());
     value
 }
 
-fn segment_count(value: &[u8]) -> u32 {
-    value
+fn decode_index(value: &[u8]) -> (u32, u64) {
+    let lines = value
         .get(..4)
         .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map_or(0, u32::from_be_bytes)
-}
-
-fn decode_segment(value: &[u8]) -> Option<Vec<Line>> {
-    let count = segment_count(value) as usize;
-    let mut lines = Vec::with_capacity(count);
-    let mut rest = value.get(4..)?;
-    for _ in 0..count {
-        let id_len = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize;
-        let id = String::from_utf8(rest.get(2..2 + id_len)?.to_vec()).ok()?;
-        rest = &rest[2 + id_len..];
-        let body_len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-        let body = rest.get(4..4 + body_len)?.to_vec();
-        rest = &rest[4 + body_len..];
-        lines.push((id, body));
-    }
-    Some(lines)
+        .map_or(0, u32::from_be_bytes);
+    let bytes = value
+        .get(4..12)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_be_bytes);
+    (lines, bytes)
 }
 
 /// offset u64, generation u32, fingerprint hash u64, fingerprint length u32 (0: none),
@@ -411,6 +440,10 @@ mod tests {
         }
         // 4 segments of 4 + 2 * (6 + 3 + 10) = 42 bytes
         assert_eq!(spool.bytes(), 168);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("spool")).unwrap().count(),
+            4
+        );
         assert!(!spool.has_room());
         drop(spool);
         let spool = Spool::open(dir.path(), 100, WhenFull::DropOldest).unwrap();
