@@ -25,14 +25,7 @@ fn main() -> ExitCode {
         println!("{}: ok", path.display());
         return ExitCode::SUCCESS;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LOGSHIP_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    cli::init_logging();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => return fail(&format!("cannot start runtime: {err}"), 1),
@@ -47,8 +40,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// One line on stderr, as ripgrep does: never the multi-line "Caused by" form.
 fn fail(message: &str, code: u8) -> ExitCode {
-    eprintln!("logship-collector: {message}");
-    ExitCode::from(code)
+    cli::fail("logship-collector", message, code)
 }

@@ -1,6 +1,8 @@
-//! The command line both daemons share: `--config FILE`, `--check-config FILE`, `--version`.
+//! The command line both daemons share: `--config FILE`, `--check-config FILE`, `--version`;
+//! and what happens at the binary's edge: logging set-up and the one-line error.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -26,6 +28,26 @@ pub fn parse(binary: &str, mut args: impl Iterator<Item = String>) -> Result<Com
         }
     };
     Ok(command)
+}
+
+/// Logs to stderr through `tracing`, filtered by `LOGSHIP_LOG` (default `info`), without colours
+/// unless stderr is a terminal (journald shows escape codes as they are).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LOGSHIP_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// Prints `<binary>: <message>` as one line on stderr (never the multi-line "Caused by" form)
+/// and returns `code`.
+pub fn fail(binary: &str, message: &str, code: u8) -> ExitCode {
+    eprintln!("{binary}: {message}");
+    ExitCode::from(code)
 }
 
 #[cfg(test)]
