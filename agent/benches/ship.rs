@@ -278,6 +278,7 @@ fn broker_for(exchange: &str) -> logship_config::Broker {
         connection_name: "bench".into(),
         reconnect_delay: Duration::from_millis(100),
         reconnect_max_delay: Duration::from_secs(1),
+        tls: Default::default(),
     }
 }
 

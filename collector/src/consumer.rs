@@ -21,6 +21,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ExchangeKind};
+use logship_config::collector::QueueType;
 use logship_config::{Backoff, BrokerUri, CollectorConfig, amqp};
 
 use crate::metrics::Metrics;
@@ -238,6 +239,12 @@ impl Consumer {
             arguments.insert(
                 "x-dead-letter-routing-key".into(),
                 AMQPValue::LongString(queue.into()),
+            );
+        }
+        if self.config.queue.queue_type == QueueType::Quorum {
+            arguments.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
             );
         }
         channel

@@ -97,6 +97,7 @@ impl Validate for RawAgentConfig {
     fn validate(self) -> Result<AgentConfig, KeyError> {
         for (key, set) in [
             ("broker.queue", self.broker.queue.is_some()),
+            ("broker.queue_type", self.broker.queue_type.is_some()),
             ("broker.prefetch", self.broker.prefetch.is_some()),
             (
                 "broker.dead_letter_exchange",

@@ -1,7 +1,9 @@
-//! Broker settings shared by both daemons: the URIs to try in turn, the exchange, heartbeats and
-//! reconnect backoff. A [`BrokerUri`] never prints its password, in `Display` or in `Debug`.
+//! Broker settings shared by both daemons: the URIs to try in turn, the exchange, heartbeats,
+//! reconnect backoff, TLS, and where the password comes from. A [`BrokerUri`] never prints its
+//! password, in `Display` or in `Debug`.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use amq_protocol_uri::AMQPUri;
@@ -21,6 +23,12 @@ pub struct RawBroker {
     pub connect_timeout: Option<String>,
     pub reconnect_delay: Option<String>,
     pub reconnect_max_delay: Option<String>,
+    /// A file holding the password for every URI (instead of writing it in the URIs).
+    pub password_file: Option<PathBuf>,
+    /// `[broker.tls]`: how `amqps://` URIs verify the broker (and present a client certificate).
+    pub tls: Option<RawTls>,
+    /// Collector only: `classic` or `quorum`.
+    pub queue_type: Option<String>,
     /// Collector only: this collector's own durable queue.
     pub queue: Option<String>,
     /// Collector only: unacknowledged deliveries in flight.
@@ -28,6 +36,41 @@ pub struct RawBroker {
     /// Collector only: where rejected messages go; `""` disables dead-lettering.
     pub dead_letter_exchange: Option<String>,
 }
+
+/// `[broker.tls]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM file of the CA(s) that signed the broker's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate, for brokers that require one (with `key_file`).
+    pub cert_file: Option<PathBuf>,
+    /// PEM PKCS#8 private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+}
+
+/// TLS material, read at load time so a missing file is a config error, not a runtime one.
+#[derive(Clone, Default)]
+pub struct Tls {
+    /// PEM CA chain added to the system's roots.
+    pub ca_pem: Option<String>,
+    /// PEM certificate and key presented to the broker.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Tls(ca: {}, client: {})",
+            self.ca_pem.is_some(),
+            self.client.is_some()
+        )
+    }
+}
+
+/// Environment variable that, when set, supplies the broker password for every URI.
+pub const PASSWORD_ENV: &str = "LOGSHIP_BROKER_PASSWORD";
 
 /// Validated broker settings.
 #[derive(Debug, Clone)]
@@ -41,6 +84,8 @@ pub struct Broker {
     /// First delay after a failed connect; doubles up to `reconnect_max_delay`, with jitter.
     pub reconnect_delay: Duration,
     pub reconnect_max_delay: Duration,
+    /// For `amqps://` URIs.
+    pub tls: Tls,
 }
 
 /// Default exchange: the fanout every collector binds its queue to.
@@ -60,15 +105,21 @@ impl RawBroker {
         if self.uris.is_empty() {
             return Err(KeyError::new("broker.uris", "needs at least one URI"));
         }
+        let password = self.password()?;
         let uris = self
             .uris
             .iter()
             .enumerate()
             .map(|(i, text)| {
-                BrokerUri::parse(text, heartbeat, connect_timeout)
-                    .map_err(|problem| KeyError::new(format!("broker.uris[{i}]"), problem))
+                let mut uri = BrokerUri::parse(text, heartbeat, connect_timeout)
+                    .map_err(|problem| KeyError::new(format!("broker.uris[{i}]"), problem))?;
+                if let Some(password) = &password {
+                    uri.uri.authority.userinfo.password = password.clone();
+                }
+                Ok(uri)
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, KeyError>>()?;
+        let tls = self.tls()?;
         let exchange = self.exchange.as_deref().unwrap_or(DEFAULT_EXCHANGE);
         check_name("broker.exchange", exchange)?;
         let reconnect_delay = duration_or(
@@ -97,7 +148,77 @@ impl RawBroker {
             connection_name,
             reconnect_delay,
             reconnect_max_delay,
+            tls,
         })
+    }
+
+    /// The password from `password_file`, else from [`PASSWORD_ENV`], else none (the URIs').
+    fn password(&self) -> Result<Option<String>, KeyError> {
+        if let Some(path) = &self.password_file {
+            let text = std::fs::read_to_string(path).map_err(|err| {
+                KeyError::new(
+                    "broker.password_file",
+                    format!("cannot read \"{}\": {err}", path.display()),
+                )
+            })?;
+            let password = text.trim_end_matches(['\n', '\r']).to_string();
+            if password.is_empty() {
+                return Err(KeyError::new(
+                    "broker.password_file",
+                    format!("\"{}\" is empty", path.display()),
+                ));
+            }
+            return Ok(Some(password));
+        }
+        Ok(std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()))
+    }
+
+    /// Reads the TLS files named in `[broker.tls]`.
+    fn tls(&self) -> Result<Tls, KeyError> {
+        let Some(raw) = &self.tls else {
+            return Ok(Tls::default());
+        };
+        let read = |key: &str, path: &PathBuf| {
+            std::fs::read(path).map_err(|err| {
+                KeyError::new(
+                    format!("broker.tls.{key}"),
+                    format!("cannot read \"{}\": {err}", path.display()),
+                )
+            })
+        };
+        let ca_pem = match &raw.ca_file {
+            Some(path) => {
+                let pem = read("ca_file", path)?;
+                let text = String::from_utf8(pem)
+                    .ok()
+                    .filter(|t| t.contains("-----BEGIN CERTIFICATE-----"))
+                    .ok_or_else(|| {
+                        KeyError::new(
+                            "broker.tls.ca_file",
+                            format!("\"{}\" holds no PEM certificate", path.display()),
+                        )
+                    })?;
+                Some(text)
+            }
+            None => None,
+        };
+        let client = match (&raw.cert_file, &raw.key_file) {
+            (Some(cert), Some(key)) => Some((read("cert_file", cert)?, read("key_file", key)?)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(KeyError::new(
+                    "broker.tls.key_file",
+                    "missing key (cert_file needs it)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(KeyError::new(
+                    "broker.tls.cert_file",
+                    "missing key (key_file needs it)",
+                ));
+            }
+        };
+        Ok(Tls { ca_pem, client })
     }
 }
 
@@ -244,6 +365,9 @@ mod tests {
             connect_timeout: None,
             reconnect_delay: Some("100ms".into()),
             reconnect_max_delay: Some("1s".into()),
+            password_file: None,
+            tls: None,
+            queue_type: None,
             queue: None,
             prefetch: None,
             dead_letter_exchange: None,
@@ -256,6 +380,29 @@ mod tests {
         assert!(delays[7] >= Duration::from_millis(500) && delays[7] <= Duration::from_secs(1));
         backoff.reset();
         assert!(backoff.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_password_file_replaces_the_uris_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let mut raw: RawBroker =
+            toml::from_str("uris = [\"amqp://u:old@h/%2f\", \"amqp://u@h2/%2f\"]").unwrap();
+        raw.password_file = Some(file.clone());
+        let broker = raw.validate_common("t").unwrap();
+        assert!(
+            broker
+                .uris
+                .iter()
+                .all(|u| u.uri.authority.userinfo.password == "s3cret")
+        );
+        assert!(!format!("{:?}", broker).contains("s3cret"));
+        raw.password_file = Some(dir.path().join("missing"));
+        assert_eq!(
+            raw.validate_common("t").unwrap_err().key,
+            "broker.password_file"
+        );
     }
 
     #[test]

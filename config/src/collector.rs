@@ -67,6 +67,17 @@ pub struct QueueSettings {
     pub prefetch: u16,
     /// Rejected (malformed or hostile) messages go here, routed by the queue's name.
     pub dead_letter_exchange: Option<String>,
+    /// Quorum queues survive the loss of a minority of cluster nodes.
+    pub queue_type: QueueType,
+}
+
+/// The kind of queue a collector declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueType {
+    /// One node holds the queue (the default; fastest).
+    Classic,
+    /// Replicated with Raft over the cluster's nodes.
+    Quorum,
 }
 
 /// When a batch ends.
@@ -108,6 +119,16 @@ impl Validate for RawCollectorConfig {
             }
             None => Some(format!("{}.dead-letter", broker.exchange)),
         };
+        let queue_type = match self.broker.queue_type.as_deref() {
+            None | Some("classic") => QueueType::Classic,
+            Some("quorum") => QueueType::Quorum,
+            Some(other) => {
+                return Err(KeyError::new(
+                    "broker.queue_type",
+                    format!("unknown queue type \"{other}\" (classic or quorum)"),
+                ));
+            }
+        };
         let max_messages = match self.batch.max_messages {
             Some(0) => return Err(KeyError::new("batch.max_messages", "must be at least 1")),
             Some(n) if n > u32::from(prefetch) => {
@@ -140,6 +161,7 @@ impl Validate for RawCollectorConfig {
                 name: queue_name,
                 prefetch,
                 dead_letter_exchange,
+                queue_type,
             },
             output_dir: self.output.dir,
             batch: BatchSettings {

@@ -7,3 +7,4 @@ pub mod daemon;
 pub mod fixture;
 pub mod lines;
 pub mod proxy;
+pub mod rabbit;
