@@ -124,12 +124,14 @@ impl Node {
             .unwrap();
         let mut command = Command::new(SERVER);
         self.env(&mut command);
-        command
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(console.try_clone().unwrap())
             .stderr(console)
             .spawn()
             .expect("start rabbitmq-server");
+        // Reap the launcher whenever it exits, so no zombie is left behind.
+        std::thread::spawn(move || child.wait());
         let pid_file = self.base.join("pid");
         let out = self.ctl(&["wait", "--timeout", "90", &pid_file.to_string_lossy()]);
         assert!(
@@ -217,11 +219,11 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(self.base.join("pid")) {
-            if let Ok(pid) = pid.trim().parse::<i32>() {
-                // SAFETY: kill(2) on the pid of the VM this node started; a node is never shared.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+        if let Ok(pid) = std::fs::read_to_string(self.base.join("pid"))
+            && let Ok(pid) = pid.trim().parse::<i32>()
+        {
+            // SAFETY: kill(2) on the pid of the VM this node started; a node is never shared.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
 }
