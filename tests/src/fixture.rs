@@ -20,6 +20,20 @@ pub struct Collector {
 impl Collector {
     /// A collector consuming `queue` bound to `exchange`; `extra` is appended to its config.
     pub fn new(dir: &Path, name: &str, exchange: &str, queue: &str, extra: &str) -> Collector {
+        Collector::with_uris(dir, name, &[&amqp_url()], exchange, queue, "", extra)
+    }
+
+    /// Like [`Collector::new`], on other brokers; `broker` goes into `[broker]`.
+    pub fn with_uris(
+        dir: &Path,
+        name: &str,
+        uris: &[&str],
+        exchange: &str,
+        queue: &str,
+        broker: &str,
+        extra: &str,
+    ) -> Collector {
+        let uris: Vec<String> = uris.iter().map(|u| format!("\"{u}\"")).collect();
         let root = dir.join(name);
         std::fs::create_dir_all(&root).expect("collector dir");
         let output = root.join("out");
@@ -27,9 +41,9 @@ impl Collector {
         std::fs::write(
             &config,
             format!(
-                "state_dir = \"{state}\"\n[broker]\nuris = [\"{url}\"]\nexchange = \"{exchange}\"\nqueue = \"{queue}\"\nprefetch = 500\nreconnect_delay = \"100ms\"\nreconnect_max_delay = \"1s\"\n[output]\ndir = \"{out}\"\n{extra}",
+                "state_dir = \"{state}\"\n[broker]\nuris = [{uris}]\nexchange = \"{exchange}\"\nqueue = \"{queue}\"\nprefetch = 500\nreconnect_delay = \"100ms\"\nreconnect_max_delay = \"1s\"\n{broker}\n[output]\ndir = \"{out}\"\n{extra}",
                 state = root.join("state").display(),
-                url = amqp_url(),
+                uris = uris.join(", "),
                 out = output.display(),
             ),
         )
@@ -75,6 +89,22 @@ impl Agent {
         top: &str,
         extra: &str,
     ) -> Agent {
+        Agent::with_uris(dir, name, &[url], exchange, globs, top, "", extra)
+    }
+
+    /// Like [`Agent::new`], with several URIs; `broker` goes into `[broker]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_uris(
+        dir: &Path,
+        name: &str,
+        uris: &[&str],
+        exchange: &str,
+        globs: &[&Path],
+        top: &str,
+        broker: &str,
+        extra: &str,
+    ) -> Agent {
+        let uris: Vec<String> = uris.iter().map(|u| format!("\"{u}\"")).collect();
         let root = dir.join(name);
         std::fs::create_dir_all(&root).expect("agent dir");
         let host = crate::broker::unique("host");
@@ -87,8 +117,9 @@ impl Agent {
         std::fs::write(
             &config,
             format!(
-                "host = \"{host}\"\nstate_dir = \"{state}\"\nshutdown_timeout = \"5s\"\n{top}\n[broker]\nuris = [\"{url}\"]\nexchange = \"{exchange}\"\nreconnect_delay = \"100ms\"\nreconnect_max_delay = \"1s\"\n[[inputs]]\npaths = [{globs}]\n{extra}\n",
+                "host = \"{host}\"\nstate_dir = \"{state}\"\nshutdown_timeout = \"5s\"\n{top}\n[broker]\nuris = [{uris}]\nexchange = \"{exchange}\"\nreconnect_delay = \"100ms\"\nreconnect_max_delay = \"1s\"\n{broker}\n[[inputs]]\npaths = [{globs}]\n{extra}\n",
                 state = state.display(),
+                uris = uris.join(", "),
                 globs = globs.join(", "),
             ),
         )

@@ -37,6 +37,9 @@ pub struct Node {
     base: PathBuf,
     /// Shared by clustered nodes: the Erlang cookie lives in `$HOME`.
     home: PathBuf,
+    /// The running VM's pid, kept in memory: the pid file may be gone with its tempdir by the
+    /// time the node is dropped.
+    pid: std::cell::Cell<Option<i32>>,
 }
 
 impl Node {
@@ -76,6 +79,7 @@ impl Node {
             tls_port,
             base,
             home,
+            pid: std::cell::Cell::new(None),
         };
         node.boot();
         node
@@ -141,6 +145,11 @@ impl Node {
             out.1,
             self.console()
         );
+        self.pid.set(
+            std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|p| p.trim().parse().ok()),
+        );
         // `wait` returns when the app runs; the listener may take a moment more.
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
@@ -159,6 +168,7 @@ impl Node {
         let pid_file = self.base.join("pid");
         let out = self.ctl(&["stop", &pid_file.to_string_lossy()]);
         assert!(out.0, "stop {}: {}", self.name, out.1);
+        self.pid.set(None);
     }
 
     /// SIGKILL to the node's Erlang VM.
@@ -219,9 +229,7 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(self.base.join("pid"))
-            && let Ok(pid) = pid.trim().parse::<i32>()
-        {
+        if let Some(pid) = self.pid.take() {
             // SAFETY: kill(2) on the pid of the VM this node started; a node is never shared.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }

@@ -3,3 +3,4 @@
 mod agent;
 mod collector;
 mod config_errors;
+mod faults;
