@@ -34,7 +34,7 @@ const UNROUTABLE_LOG_INTERVAL: Duration = Duration::from_secs(30);
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    #[error("broker connection failed")]
+    #[error(transparent)]
     Broker(#[from] lapin::Error),
     #[error("connection closed")]
     Lost,

@@ -83,6 +83,8 @@ impl Consumer {
     pub async fn run(mut self, signals: &Signals) -> anyhow::Result<()> {
         let mut backoff = Backoff::new(&self.config.broker);
         let mut next_uri = 0;
+        // Since when the broker is unreachable: the first failure warns, the rest are debug.
+        let mut outage: Option<Instant> = None;
         let mut first = true;
         while !signals.shutdown.is_cancelled() {
             if !first {
@@ -104,11 +106,20 @@ impl Consumer {
                 result = amqp::connect(&self.config.broker, &uri) => match result {
                     Ok(connection) => connection,
                     Err(err) => {
-                        tracing::warn!(uri = %uri, error = %err, "cannot connect to broker");
+                        if outage.is_none() {
+                            tracing::warn!(uri = %uri, error = %err, "cannot connect to broker, retrying");
+                        } else {
+                            tracing::debug!(uri = %uri, error = %err, "cannot connect to broker");
+                        }
+                        outage.get_or_insert_with(Instant::now);
                         continue;
                     }
                 },
             };
+            if let Some(since) = outage.take() {
+                tracing::info!(uri = %uri, outage_secs = since.elapsed().as_secs(), "broker reachable again");
+                Metrics::add(&self.metrics.reconnects, 1);
+            }
             let end = self.session(&connection, &uri, signals, &mut backoff).await;
             let _ = connection
                 .close(200, "logship-collector closing".into())
@@ -121,7 +132,7 @@ impl Consumer {
                             format!("{uri}: the broker refused our declarations (queue or exchange exists with other arguments)")
                         });
                     }
-                    tracing::warn!(uri = %uri, error = %err, "connection to broker lost");
+                    tracing::warn!(uri = %uri, error = %err, "connection to broker lost, unacked lines will be redelivered");
                 }
                 Err(SessionEnd::Sink(err)) => {
                     tracing::error!(
@@ -133,7 +144,7 @@ impl Consumer {
                         .context("cannot recover output after a write failure")?;
                 }
             }
-            Metrics::add(&self.metrics.reconnects, 1);
+            outage = Some(Instant::now());
         }
         Ok(())
     }

@@ -30,13 +30,17 @@ pub fn parse(binary: &str, mut args: impl Iterator<Item = String>) -> Result<Com
     Ok(command)
 }
 
-/// Logs to stderr through `tracing`, filtered by `LOGSHIP_LOG` (default `info`), without colours
-/// unless stderr is a terminal (journald shows escape codes as they are).
+/// Default log filter. lapin logs every connection error itself, and the daemons log each one
+/// with its URI and what they do about it: one line per event, so lapin's own lines are off.
+pub const DEFAULT_LOG_FILTER: &str = "info,lapin=off";
+
+/// Logs to stderr through `tracing`, filtered by `LOGSHIP_LOG` (default [`DEFAULT_LOG_FILTER`]),
+/// without colours unless stderr is a terminal (journald shows escape codes as they are).
 pub fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LOGSHIP_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
