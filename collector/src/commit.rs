@@ -3,8 +3,10 @@
 //! One sled tree, keys by prefix:
 //! - `f/<output file, relative to output.dir>` -> committed length (u64 BE): every byte before it
 //!   was fsync'd and its message acked or about to be; bytes past it were never acked.
-//! - `s/<message id>` -> sequence number (u64 BE): ids already written, for dedup.
-//! - `a/<sequence (u64 BE)>` -> time recorded (ms, i64 BE) + message id: the same ids in the order
+//! - `s/<id hash>` -> sequence number (u64 BE): ids already written, for dedup. The id is kept
+//!   as its 128-bit FNV-1a hash (16 bytes instead of ~60), which keeps the database, and sled's
+//!   memory, small; a collision among a million ids has odds of about 10^-26.
+//! - `a/<sequence (u64 BE)>` -> time recorded (ms, i64 BE) + id hash: the same ids in the order
 //!   they were recorded, so the oldest can be pruned.
 //! - `m/seq`, `m/count`: next sequence number and number of ids held (sled's `len()` walks the tree).
 //!
@@ -110,9 +112,9 @@ impl Commit {
             let seq = self.next_seq;
             self.next_seq += 1;
             batch.insert(seen_key(id), &seq.to_be_bytes());
-            let mut value = Vec::with_capacity(8 + id.len());
+            let mut value = Vec::with_capacity(8 + 16);
             value.extend_from_slice(&now_ms.to_be_bytes());
-            value.extend_from_slice(id.as_bytes());
+            value.extend_from_slice(&id_hash(id));
             batch.insert(&age_key(seq), value);
         }
         let mut count = self.count + ids.len() as u64;
@@ -155,7 +157,16 @@ fn file_key(file: &Path) -> Vec<u8> {
 }
 
 fn seen_key(id: &str) -> Vec<u8> {
-    seen_key_bytes(id.as_bytes())
+    seen_key_bytes(&id_hash(id))
+}
+
+/// FNV-1a, 128 bits: stable across builds and platforms, unlike std's hasher.
+fn id_hash(id: &str) -> [u8; 16] {
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    id.bytes()
+        .fold(OFFSET, |hash, b| (hash ^ u128::from(b)).wrapping_mul(PRIME))
+        .to_be_bytes()
 }
 
 fn seen_key_bytes(id: &[u8]) -> Vec<u8> {
