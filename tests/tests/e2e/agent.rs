@@ -447,3 +447,42 @@ async fn spool_full_with_drop_oldest_drops_counts_and_keeps_the_newest() {
         "the newest lines, in order",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_inputs_and_refuses_a_bad_config() {
+    let setup = Setup::new("reload");
+    let mut collector = setup.collector.start();
+    let agent = setup.agent(&amqp_url(), "", "");
+    let mut daemon = agent.start(true);
+    let other = setup.dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    append(&other.join("late.txt"), "late", 0..50);
+    // A bad edit is refused with one error line; the running inputs stay.
+    let good = std::fs::read_to_string(&agent.config).unwrap();
+    std::fs::write(
+        &agent.config,
+        good.replace("[[inputs]]", "[[inputs]]\nbogus = 1"),
+    )
+    .unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for_log("reload refused", 1, Duration::from_secs(10));
+    append(&setup.log("still.log"), "still", 0..10);
+    wait_for_lines(&setup.out(&agent, "still.log"), 10, ARRIVAL);
+    // A good edit adds a glob without a restart.
+    let glob = other.join("*.txt");
+    std::fs::write(
+        &agent.config,
+        good.replace("paths = [", &format!("paths = [\"{}\", ", glob.display())),
+    )
+    .unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for_log("inputs reloaded", 1, Duration::from_secs(10));
+    let out = setup.collector.file(&agent.host, &other.join("late.txt"));
+    assert_same_lines(
+        &wait_for_lines(&out, 50, ARRIVAL),
+        &expected("late", 0..50),
+        "late",
+    );
+    assert!(daemon.stop(Duration::from_secs(20)).success());
+    assert!(collector.stop(Duration::from_secs(20)).success());
+}
