@@ -19,6 +19,7 @@
 //! - A file's descriptor is closed only after [`Spool::flush`], so lines of a rotated or deleted
 //!   file are durable before the file can vanish.
 
+pub mod checkpoint;
 pub mod segment;
 
 use std::path::{Path, PathBuf};
@@ -28,7 +29,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use logship_config::agent::WhenFull;
 use tokio::sync::Notify;
 
-use crate::identity::{FileKey, Fingerprint};
+use crate::identity::FileKey;
+pub use checkpoint::Checkpoint;
+use checkpoint::{checkpoint_key, decode_checkpoint, decode_file_key, encode_checkpoint};
 use segment::Segments;
 
 /// Position of an entry in the spool.
@@ -59,21 +62,6 @@ pub enum SpoolError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// Where reading a file resumes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Checkpoint {
-    /// First byte not yet spooled.
-    pub offset: Offset,
-    /// Bumped on truncation, so offsets (and message ids) of a new generation never collide.
-    pub generation: u32,
-    /// Known once a line was shipped.
-    pub fingerprint: Option<Fingerprint>,
-    /// The path the file was read under (the envelope's `path`).
-    pub path: PathBuf,
-    /// Rotated away or deleted, drained, and closed.
-    pub finished: bool,
 }
 
 /// A spooled line: its message id and envelope JSON.
@@ -324,20 +312,6 @@ fn decode_seq(key: &[u8]) -> Seq {
         .map_or(0, u64::from_be_bytes)
 }
 
-fn checkpoint_key(key: FileKey) -> [u8; 17] {
-    let mut out = [b'c'; 17];
-    out[1..9].copy_from_slice(&key.dev.to_be_bytes());
-    out[9..].copy_from_slice(&key.ino.to_be_bytes());
-    out
-}
-
-fn decode_file_key(key: &[u8]) -> Option<FileKey> {
-    Some(FileKey {
-        dev: u64::from_be_bytes(key.get(1..9)?.try_into().ok()?),
-        ino: u64::from_be_bytes(key.get(9..17)?.try_into().ok()?),
-    })
-}
-
 fn encode_index(lines: u32, bytes: u64) -> [u8; 12] {
     let mut value = [0u8; 12];
     value[..4].copy_from_slice(&lines.to_be_bytes());
@@ -357,40 +331,10 @@ fn decode_index(value: &[u8]) -> (u32, u64) {
     (lines, bytes)
 }
 
-/// offset u64, generation u32, fingerprint hash u64, fingerprint length u32 (0: none),
-/// finished u8, then the path's bytes.
-fn encode_checkpoint(checkpoint: &Checkpoint) -> Vec<u8> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = checkpoint.path.as_os_str().as_bytes();
-    let mut value = Vec::with_capacity(25 + path.len());
-    value.extend_from_slice(&checkpoint.offset.to_be_bytes());
-    value.extend_from_slice(&checkpoint.generation.to_be_bytes());
-    let fp = checkpoint
-        .fingerprint
-        .unwrap_or(Fingerprint { hash: 0, len: 0 });
-    value.extend_from_slice(&fp.hash.to_be_bytes());
-    value.extend_from_slice(&fp.len.to_be_bytes());
-    value.push(u8::from(checkpoint.finished));
-    value.extend_from_slice(path);
-    value
-}
-
-fn decode_checkpoint(value: &[u8]) -> Option<Checkpoint> {
-    use std::os::unix::ffi::OsStrExt;
-    let hash = u64::from_be_bytes(value.get(12..20)?.try_into().ok()?);
-    let len = u32::from_be_bytes(value.get(20..24)?.try_into().ok()?);
-    Some(Checkpoint {
-        offset: u64::from_be_bytes(value.get(..8)?.try_into().ok()?),
-        generation: u32::from_be_bytes(value.get(8..12)?.try_into().ok()?),
-        fingerprint: (len > 0).then_some(Fingerprint { hash, len }),
-        finished: *value.get(24)? != 0,
-        path: Path::new(std::ffi::OsStr::from_bytes(value.get(25..)?)).to_path_buf(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::Fingerprint;
 
     fn checkpoint(offset: Offset) -> Checkpoint {
         Checkpoint {

@@ -1,0 +1,67 @@
+//! Checkpoints: where reading each file resumes, keyed by (device, inode), and their encoding
+//! in the spool's sled tree (`c<dev: u64 BE><ino: u64 BE>`).
+
+use std::path::{Path, PathBuf};
+
+use super::Offset;
+use crate::identity::{FileKey, Fingerprint};
+
+/// Where reading a file resumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// First byte not yet spooled.
+    pub offset: Offset,
+    /// Bumped on truncation, so offsets (and message ids) of a new generation never collide.
+    pub generation: u32,
+    /// Known once a line was shipped.
+    pub fingerprint: Option<Fingerprint>,
+    /// The path the file was read under (the envelope's `path`).
+    pub path: PathBuf,
+    /// Rotated away or deleted, drained, and closed.
+    pub finished: bool,
+}
+
+pub(super) fn checkpoint_key(key: FileKey) -> [u8; 17] {
+    let mut out = [b'c'; 17];
+    out[1..9].copy_from_slice(&key.dev.to_be_bytes());
+    out[9..].copy_from_slice(&key.ino.to_be_bytes());
+    out
+}
+
+pub(super) fn decode_file_key(key: &[u8]) -> Option<FileKey> {
+    Some(FileKey {
+        dev: u64::from_be_bytes(key.get(1..9)?.try_into().ok()?),
+        ino: u64::from_be_bytes(key.get(9..17)?.try_into().ok()?),
+    })
+}
+
+/// offset u64, generation u32, fingerprint hash u64, fingerprint length u32 (0: none),
+/// finished u8, then the path's bytes.
+pub(super) fn encode_checkpoint(checkpoint: &Checkpoint) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = checkpoint.path.as_os_str().as_bytes();
+    let mut value = Vec::with_capacity(25 + path.len());
+    value.extend_from_slice(&checkpoint.offset.to_be_bytes());
+    value.extend_from_slice(&checkpoint.generation.to_be_bytes());
+    let fp = checkpoint
+        .fingerprint
+        .unwrap_or(Fingerprint { hash: 0, len: 0 });
+    value.extend_from_slice(&fp.hash.to_be_bytes());
+    value.extend_from_slice(&fp.len.to_be_bytes());
+    value.push(u8::from(checkpoint.finished));
+    value.extend_from_slice(path);
+    value
+}
+
+pub(super) fn decode_checkpoint(value: &[u8]) -> Option<Checkpoint> {
+    use std::os::unix::ffi::OsStrExt;
+    let hash = u64::from_be_bytes(value.get(12..20)?.try_into().ok()?);
+    let len = u32::from_be_bytes(value.get(20..24)?.try_into().ok()?);
+    Some(Checkpoint {
+        offset: u64::from_be_bytes(value.get(..8)?.try_into().ok()?),
+        generation: u32::from_be_bytes(value.get(8..12)?.try_into().ok()?),
+        fingerprint: (len > 0).then_some(Fingerprint { hash, len }),
+        finished: *value.get(24)? != 0,
+        path: Path::new(std::ffi::OsStr::from_bytes(value.get(25..)?)).to_path_buf(),
+    })
+}
