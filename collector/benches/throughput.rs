@@ -3,7 +3,8 @@
 //! Pre-fills two queues bound to one fanout exchange with the same N envelopes (~250 bytes),
 //! then drains one with a bare consumer (same prefetch, ack `multiple` every half prefetch, no
 //! disk) and the other with the real `logship-collector` (written, fsync'd, committed, acked).
-//! Prints both rates and their ratio. `BENCH_LINES` sets N (default 500000); `AMQP_URL` the broker.
+//! Prints both rates and their ratio. `BENCH_LINES` sets N (default 500000); `AMQP_URL` the broker;
+//! `BENCH_COLLECTOR_EXTRA` is appended to the collector's config (`\n` for newlines).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -43,7 +44,7 @@ async fn main() {
             "state_dir = \"{state}\"\n[broker]\nuris = [\"{url}\"]\nexchange = \"{exchange}\"\nqueue = \"{collector_queue}\"\nprefetch = {PREFETCH}\n[output]\ndir = \"{out}\"\n",
             state = dir.path().join("state").display(),
             out = dir.path().join("out").display(),
-        ),
+        ) + &std::env::var("BENCH_COLLECTOR_EXTRA").unwrap_or_default().replace("\\n", "\n"),
     )
     .expect("write config");
 
