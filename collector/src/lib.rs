@@ -15,6 +15,7 @@ pub mod consumer;
 pub mod dedup;
 pub mod metrics;
 pub mod outpath;
+pub mod seen;
 pub mod sink;
 pub mod validate;
 pub mod writer;

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use logship_config::CollectorConfig;
-use logship_config::collector::DedupSettings;
 
 use crate::commit::Commit;
 use crate::dedup;
@@ -29,13 +28,12 @@ pub struct Writer {
     output_dir: PathBuf,
     sink: Sink,
     commit: Commit,
-    bounds: DedupSettings,
 }
 
 impl Writer {
     /// Opens the record and truncates every output file back to its committed length.
     pub fn open(config: &CollectorConfig) -> Result<Writer, SinkError> {
-        let commit = Commit::open(&config.state_dir)?;
+        let commit = Commit::open(&config.state_dir, &config.dedup, now_ms())?;
         let sink = Sink::recover(&config.output_dir, &commit)?;
         tracing::info!(
             files = commit.files()?.len(),
@@ -46,14 +44,13 @@ impl Writer {
             output_dir: config.output_dir.clone(),
             sink,
             commit,
-            bounds: config.dedup.clone(),
         })
     }
 
     /// Writes a batch of lines, in order.
     pub fn write(&mut self, lines: Vec<Line>) -> Result<Outcome, SinkError> {
         let numbered: Vec<(usize, Line)> = lines.into_iter().enumerate().collect();
-        let (fresh, duplicates) = dedup::fresh(numbered, &self.commit)?;
+        let (fresh, duplicates) = dedup::fresh(numbered, &self.commit);
         let refused_files = self.sink.open_all(
             fresh.iter().map(|(_, line)| line.file.as_path()),
             &self.commit,
@@ -72,7 +69,7 @@ impl Writer {
             ids.push(line.id);
         }
         let lengths = self.sink.sync()?;
-        self.commit.record(&ids, &lengths, now_ms(), &self.bounds)?;
+        self.commit.record(&ids, &lengths, now_ms())?;
         outcome.written = ids.len() as u64;
         Ok(outcome)
     }
