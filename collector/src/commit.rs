@@ -177,17 +177,29 @@ mod tests {
         DedupSettings { max_ids, max_age }
     }
 
+    /// Opens the record, waiting out the lock of one just dropped in this process (sled
+    /// releases it from a background thread).
+    fn open(dir: &Path, bounds: &DedupSettings, now_ms: i64) -> Commit {
+        for _ in 0..100 {
+            match Commit::open(dir, bounds, now_ms) {
+                Ok(commit) => return commit,
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+        Commit::open(dir, bounds, now_ms).unwrap()
+    }
+
     #[test]
     fn ids_and_lengths_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let wide = bounds(10, Duration::from_secs(60));
         {
-            let mut commit = Commit::open(dir.path(), &wide, 1_000).unwrap();
+            let mut commit = open(dir.path(), &wide, 1_000);
             let ids = vec!["a".to_string(), "b".to_string()];
             let lengths = vec![(PathBuf::from("h/x.log"), 42)];
             commit.record(&ids, &lengths, 1_000).unwrap();
         }
-        let commit = Commit::open(dir.path(), &wide, 1_000).unwrap();
+        let commit = open(dir.path(), &wide, 1_000);
         assert!(commit.is_seen("a") && commit.is_seen("b"));
         assert!(!commit.is_seen("c"));
         assert_eq!(
@@ -201,7 +213,7 @@ mod tests {
     fn oldest_ids_are_pruned_by_count_and_age() {
         let dir = tempfile::tempdir().unwrap();
         let by_count = bounds(3, Duration::from_secs(3600));
-        let mut commit = Commit::open(dir.path(), &by_count, 1_000).unwrap();
+        let mut commit = open(dir.path(), &by_count, 1_000);
         for (i, id) in ["1", "2", "3", "4", "5"].iter().enumerate() {
             commit
                 .record(&[id.to_string()], &[], 1_000 + i as i64)
@@ -212,7 +224,7 @@ mod tests {
         assert!(commit.is_seen("3") && commit.is_seen("5"));
         drop(commit);
         let by_age = bounds(100, Duration::from_millis(10));
-        let mut commit = Commit::open(dir.path(), &by_age, 1_004).unwrap();
+        let mut commit = open(dir.path(), &by_age, 1_004);
         commit.record(&["6".into()], &[], 1_013).unwrap();
         assert!(!commit.is_seen("3") && commit.is_seen("4"));
         assert_eq!(commit.seen_count(), 3);
@@ -222,7 +234,7 @@ mod tests {
     fn an_uncommitted_log_tail_is_ignored_and_compaction_keeps_the_live_ids() {
         let dir = tempfile::tempdir().unwrap();
         let small = bounds(1000, Duration::from_secs(3600));
-        let mut commit = Commit::open(dir.path(), &small, 0).unwrap();
+        let mut commit = open(dir.path(), &small, 0);
         // Enough ids to compact several times: only the last 1000 stay.
         for round in 0..300 {
             let ids: Vec<String> = (0..1000).map(|i| format!("{round}-{i}")).collect();
@@ -242,7 +254,7 @@ mod tests {
         // A crash after the log write but before the sled commit: the tail is not seen.
         commit.seen.write(&[seen::hash("ghost")], 0).unwrap();
         drop(commit);
-        let commit = Commit::open(dir.path(), &small, 0).unwrap();
+        let commit = open(dir.path(), &small, 0);
         assert!(!commit.is_seen("ghost"));
         assert!(commit.is_seen("299-999") && !commit.is_seen("298-999"));
         assert_eq!(commit.seen_count(), 1000);

@@ -348,6 +348,18 @@ mod tests {
 
     const KEY: FileKey = FileKey { dev: 1, ino: 2 };
 
+    /// Opens a spool, waiting out the lock of one just dropped in this process (sled releases
+    /// it from a background thread).
+    fn open(dir: &std::path::Path, max_bytes: u64, when_full: WhenFull) -> Spool {
+        for _ in 0..100 {
+            match Spool::open(dir, max_bytes, when_full) {
+                Ok(spool) => return spool,
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            }
+        }
+        Spool::open(dir, max_bytes, when_full).unwrap()
+    }
+
     fn lines(n: usize) -> Vec<Line> {
         (0..n).map(|i| (format!("id{i}"), vec![b'x'; 10])).collect()
     }
@@ -356,7 +368,7 @@ mod tests {
     fn segments_and_checkpoints_survive_a_reopen_in_order() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let spool = Spool::open(dir.path(), 1 << 20, WhenFull::Block).unwrap();
+            let spool = open(dir.path(), 1 << 20, WhenFull::Block);
             spool.append(&lines(3), KEY, &checkpoint(33)).unwrap();
             spool.append(&lines(2), KEY, &checkpoint(44)).unwrap();
             spool.append(&[], KEY, &checkpoint(55)).unwrap();
@@ -364,7 +376,7 @@ mod tests {
             assert_eq!(spool.remove(0).unwrap(), 3);
             spool.flush().unwrap();
         }
-        let spool = Spool::open(dir.path(), 1 << 20, WhenFull::Block).unwrap();
+        let spool = open(dir.path(), 1 << 20, WhenFull::Block);
         assert_eq!(spool.entries(), 2);
         let page = spool.page(0, 10).unwrap();
         assert_eq!(page.len(), 1);
@@ -378,7 +390,7 @@ mod tests {
     #[test]
     fn block_reports_full_and_drop_oldest_makes_room() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path(), 100, WhenFull::Block).unwrap();
+        let spool = open(dir.path(), 100, WhenFull::Block);
         for _ in 0..4 {
             spool.append(&lines(2), KEY, &checkpoint(1)).unwrap();
         }
@@ -390,7 +402,7 @@ mod tests {
         );
         assert!(!spool.has_room());
         drop(spool);
-        let spool = Spool::open(dir.path(), 100, WhenFull::DropOldest).unwrap();
+        let spool = open(dir.path(), 100, WhenFull::DropOldest);
         let dropped = spool.append(&lines(2), KEY, &checkpoint(2)).unwrap();
         assert_eq!(dropped, 6);
         assert!(spool.bytes() <= 100);
