@@ -114,11 +114,26 @@ impl Daemon {
     }
 }
 
+/// Lines of a daemon's log shown when its test fails.
+const LOG_TAIL: usize = 80;
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+        // A failing test shows what the daemon said; cargo prints it with the test's output.
+        if std::thread::panicking() {
+            let text = self.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
+            eprintln!(
+                "--- last {} lines of {} ---\n{}\n---",
+                tail.len(),
+                self.log.display(),
+                tail.join("\n")
+            );
         }
     }
 }

@@ -149,6 +149,28 @@ async fn a_line_published_twice_is_written_once() {
         "{}",
         daemon.log_text()
     );
+    // The seen ids outlive the process: after a restart the same lines are still dropped.
+    let mut daemon = collector.start();
+    broker.publish(&topology.exchange, &batch).await;
+    broker
+        .publish(&topology.exchange, &envelopes(HOST, path, 7, 600..610))
+        .await;
+    wait_for_lines(
+        &collector.file(HOST, Path::new(path)),
+        610,
+        Duration::from_secs(30),
+    );
+    assert!(daemon.stop(Duration::from_secs(20)).success());
+    assert_same_lines(
+        &read_lines(&collector.file(HOST, Path::new(path))),
+        &expected(path, 610),
+        "after a restart",
+    );
+    assert!(
+        daemon.log_text().contains("written=10 duplicates=500"),
+        "{}",
+        daemon.log_text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,6 +199,11 @@ async fn hostile_messages_are_dead_lettered_and_nothing_is_written_outside_the_o
         b"not json at all".to_vec(),
         b"".to_vec(),
         b"{\"v\":2,\"host\":\"h\"}".to_vec(),
+        // Complete but for what each one gets wrong: a version from the future, both line
+        // fields, neither line field.
+        br#"{"v":2,"host":"h","path":"/v2.log","file":{"dev":1,"ino":2,"fp":"0000000000000003"},"gen":0,"offset":0,"ts":0,"line":"from the future"}"#.to_vec(),
+        br#"{"v":1,"host":"h","path":"/two.log","file":{"dev":1,"ino":2,"fp":"0000000000000003"},"gen":0,"offset":0,"ts":0,"line":"a","line_b64":"YQ=="}"#.to_vec(),
+        br#"{"v":1,"host":"h","path":"/none.log","file":{"dev":1,"ino":2,"fp":"0000000000000003"},"gen":0,"offset":0,"ts":0}"#.to_vec(),
         b"{\"v\":1}".to_vec(),
         b"[1,2,3]".to_vec(),
         br#"{"v":1,"host":"h","path":"/p","file":{"dev":1,"ino":2,"fp":"0000000000000003"},"gen":0,"offset":0,"ts":0,"line_b64":"!!"}"#.to_vec(),
@@ -245,6 +272,18 @@ async fn hostile_messages_are_dead_lettered_and_nothing_is_written_outside_the_o
         .collect();
     assert_eq!(outside, expected);
     assert!(!dir.path().join("escape").exists() && !Path::new("/escape").exists());
+    // Inside it, only the two valid lines' files.
+    let mut inside = Vec::new();
+    walk(&collector.output, &mut inside);
+    inside.retain(|p| p.is_file());
+    inside.sort();
+    assert_eq!(
+        inside,
+        vec![
+            collector.file("h", Path::new("/x/file")),
+            collector.file(HOST, Path::new("/var/log/after.log")),
+        ]
+    );
     assert!(
         daemon
             .log_text()
@@ -270,11 +309,17 @@ async fn sigterm_mid_stream_exits_zero_and_a_restart_delivers_the_rest_once() {
     let dir = tempfile::tempdir().unwrap();
     let collector = Collector::new(dir.path(), "c", &topology.exchange, &topology.queues[0], "");
     let mut daemon = collector.start();
-    let broker = Broker::connect().await;
     let path = "/var/log/term.log";
-    broker
-        .publish(&topology.exchange, &envelopes(HOST, path, 1, 0..LINES))
-        .await;
+    // The stream goes on while the collector stops: SIGTERM lands mid-stream, not after it.
+    let exchange = topology.exchange.clone();
+    let publisher = tokio::spawn(async move {
+        let broker = Broker::connect().await;
+        for chunk in (0..LINES).step_by(1000) {
+            broker
+                .publish(&exchange, &envelopes(HOST, path, 1, chunk..chunk + 1000))
+                .await;
+        }
+    });
     wait_for_lines(
         &collector.file(HOST, Path::new(path)),
         1000,
@@ -283,10 +328,20 @@ async fn sigterm_mid_stream_exits_zero_and_a_restart_delivers_the_rest_once() {
     let status = daemon.stop(Duration::from_secs(10));
     assert!(status.success(), "exit status {status}");
     let on_disk = read_lines(&collector.file(HOST, Path::new(path)));
+    eprintln!("{} of {LINES} lines on disk after SIGTERM", on_disk.len());
+    publisher.await.unwrap();
     assert_same_lines(
         &on_disk,
         &expected(path, on_disk.len()),
         "after SIGTERM, an exact prefix",
+    );
+    // What was written was acked, and only that: the queue holds exactly the rest.
+    let broker = Broker::connect().await;
+    assert_eq!(
+        broker.queue_len(&topology.queues[0]).await,
+        Some((LINES - on_disk.len()) as u32),
+        "lines left in the queue after SIGTERM with {} on disk",
+        on_disk.len()
     );
     let mut daemon = collector.start();
     let lines = wait_for_lines(
