@@ -4,6 +4,7 @@
 //! then drains one with a bare consumer (same prefetch, ack `multiple` every half prefetch, no
 //! disk) and the other with the real `logship-collector` (written, fsync'd, committed, acked).
 //! Prints both rates and their ratio. `BENCH_LINES` sets N (default 500000); `AMQP_URL` the broker;
+//! `BENCH_ORDER=collector-first` drains the collector's queue before the bare one;
 //! `BENCH_COLLECTOR_EXTRA` is appended to the collector's config (`\n` for newlines).
 
 use std::path::Path;
@@ -94,7 +95,13 @@ async fn main() {
         started.elapsed().as_secs_f64()
     );
 
-    let bare = drain_bare(&connection, &bare_queue, lines).await;
+    // Whichever drains first does so while the broker still holds both queues: run it both
+    // ways (BENCH_ORDER=collector-first) to see the order's effect.
+    let collector_first = std::env::var("BENCH_ORDER").is_ok_and(|o| o == "collector-first");
+    let mut bare = Duration::ZERO;
+    if !collector_first {
+        bare = drain_bare(&connection, &bare_queue, lines).await;
+    }
 
     let mut collector = spawn_collector(&config, dir.path());
     let pid = collector.id();
@@ -113,6 +120,9 @@ async fn main() {
     let collector_time = started.elapsed();
     peak_rss_kib = peak_rss_kib.max(rss_hwm_kib(pid));
     stop(&mut collector);
+    if collector_first {
+        bare = drain_bare(&connection, &bare_queue, lines).await;
+    }
     let left = channel
         .queue_declare(
             collector_queue.as_str().into(),
