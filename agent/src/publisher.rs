@@ -16,7 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::StreamExt as _;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, Event, PublisherConfirm};
-use logship_config::{Backoff, Broker, BrokerUri, amqp};
+use logship_config::amqp::{self, Reconnect};
+use logship_config::{Broker, BrokerUri};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -95,44 +96,15 @@ impl Publisher {
     /// Connects and publishes until `stop`; then waits up to `drain` for outstanding confirms.
     /// Returns an error only if the spool fails.
     pub async fn run(mut self, stop: CancellationToken, drain: Duration) -> Result<(), SpoolError> {
-        let mut backoff = Backoff::new(&self.broker);
-        let mut next_uri = 0;
-        let mut outage: Option<Instant> = None;
-        while !stop.is_cancelled() {
-            if outage.is_some() {
-                let delay = backoff.next_delay();
-                tokio::select! {
-                    // cancel-safe: only observes the token
-                    _ = stop.cancelled() => break,
-                    // cancel-safe: a sleep
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
-            let uri = self.broker.uris[next_uri % self.broker.uris.len()].clone();
-            next_uri += 1;
-            let connection = tokio::select! {
-                // cancel-safe: abandoning a connect in progress loses nothing
-                _ = stop.cancelled() => break,
-                result = amqp::connect(&self.broker, &uri) => match result {
-                    Ok(connection) => connection,
-                    Err(err) => {
-                        if outage.is_none() {
-                            tracing::warn!(uri = %uri, error = %err, spooled = self.spool.entries(), "cannot connect to broker, spooling");
-                        } else {
-                            tracing::debug!(uri = %uri, error = %err, "cannot connect to broker");
-                        }
-                        outage.get_or_insert_with(Instant::now);
-                        continue;
-                    }
-                },
-            };
-            if let Some(since) = outage.take() {
-                tracing::info!(uri = %uri, outage_secs = since.elapsed().as_secs(), spooled = self.spool.entries(),
+        let mut reconnect = Reconnect::new(&self.broker);
+        while let Some((connection, uri, outage)) = reconnect.connect(&self.broker, &stop).await {
+            if let Some(outage) = outage {
+                tracing::info!(uri = %uri, outage_secs = outage.as_secs(), spooled = self.spool.entries(),
                     "broker reachable again, draining the spool");
                 Metrics::add(&self.metrics.reconnects, 1);
             }
             let end = self
-                .session(&connection, &uri, &stop, drain, &mut backoff)
+                .session(&connection, &uri, &stop, drain, &mut reconnect)
                 .await;
             let _ = connection.close(200, "logship-agent closing".into()).await;
             match end {
@@ -141,7 +113,7 @@ impl Publisher {
                 Err(err) => {
                     tracing::warn!(uri = %uri, error = %err, spooled = self.spool.entries(),
                         "connection to broker lost, spooling");
-                    outage = Some(Instant::now());
+                    reconnect.lost();
                 }
             }
         }
@@ -156,7 +128,7 @@ impl Publisher {
         uri: &BrokerUri,
         stop: &CancellationToken,
         drain: Duration,
-        backoff: &mut Backoff,
+        reconnect: &mut Reconnect,
     ) -> Result<(), PublishError> {
         let channel = connection.create_channel().await?;
         channel
@@ -164,7 +136,7 @@ impl Publisher {
             .await?;
         amqp::declare_exchange(&channel, &self.broker).await?;
         let listener = self.watch_events(connection);
-        backoff.reset();
+        reconnect.established();
         tracing::info!(uri = %uri, exchange = %self.broker.exchange, spooled = self.spool.entries(), "publishing");
         let result = self.publish_loop(&channel, stop, drain).await;
         listener.abort();

@@ -21,8 +21,9 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ExchangeKind};
+use logship_config::amqp::{self, Reconnect};
 use logship_config::collector::QueueType;
-use logship_config::{Backoff, BrokerUri, CollectorConfig, amqp};
+use logship_config::{BrokerUri, CollectorConfig};
 
 use crate::metrics::Metrics;
 use crate::sink::SinkError;
@@ -81,46 +82,18 @@ impl Consumer {
 
     /// Connects, consumes and reconnects until shutdown; then commits the open batch and acks.
     pub async fn run(mut self, signals: &Signals) -> anyhow::Result<()> {
-        let mut backoff = Backoff::new(&self.config.broker);
-        let mut next_uri = 0;
-        // Since when the broker is unreachable: the first failure warns, the rest are debug.
-        let mut outage: Option<Instant> = None;
-        let mut first = true;
-        while !signals.shutdown.is_cancelled() {
-            if !first {
-                let delay = backoff.next_delay();
-                tokio::select! {
-                    // cancel-safe: only observes the token
-                    _ = signals.shutdown.cancelled() => break,
-                    // cancel-safe: a sleep
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
-            first = false;
-            let uris = &self.config.broker.uris;
-            let uri = uris[next_uri % uris.len()].clone();
-            next_uri += 1;
-            let connection = tokio::select! {
-                // cancel-safe: dropping a connect in progress just abandons it
-                _ = signals.shutdown.cancelled() => break,
-                result = amqp::connect(&self.config.broker, &uri) => match result {
-                    Ok(connection) => connection,
-                    Err(err) => {
-                        if outage.is_none() {
-                            tracing::warn!(uri = %uri, error = %err, "cannot connect to broker, retrying");
-                        } else {
-                            tracing::debug!(uri = %uri, error = %err, "cannot connect to broker");
-                        }
-                        outage.get_or_insert_with(Instant::now);
-                        continue;
-                    }
-                },
-            };
-            if let Some(since) = outage.take() {
-                tracing::info!(uri = %uri, outage_secs = since.elapsed().as_secs(), "broker reachable again");
+        let mut reconnect = Reconnect::new(&self.config.broker);
+        while let Some((connection, uri, outage)) = reconnect
+            .connect(&self.config.broker, &signals.shutdown)
+            .await
+        {
+            if let Some(outage) = outage {
+                tracing::info!(uri = %uri, outage_secs = outage.as_secs(), "broker reachable again");
                 Metrics::add(&self.metrics.reconnects, 1);
             }
-            let end = self.session(&connection, &uri, signals, &mut backoff).await;
+            let end = self
+                .session(&connection, &uri, signals, &mut reconnect)
+                .await;
             let _ = connection
                 .close(200, "logship-collector closing".into())
                 .await;
@@ -144,7 +117,7 @@ impl Consumer {
                         .context("cannot recover output after a write failure")?;
                 }
             }
-            outage = Some(Instant::now());
+            reconnect.lost();
         }
         Ok(())
     }
@@ -156,7 +129,7 @@ impl Consumer {
         connection: &Connection,
         uri: &BrokerUri,
         signals: &Signals,
-        backoff: &mut Backoff,
+        reconnect: &mut Reconnect,
     ) -> Result<(), SessionEnd> {
         let channel = connection.create_channel().await?;
         channel
@@ -173,7 +146,7 @@ impl Consumer {
             .await?;
         tracing::info!(uri = %uri, queue = %self.config.queue.name, exchange = %self.config.broker.exchange,
             prefetch = self.config.queue.prefetch, "consuming");
-        backoff.reset();
+        reconnect.established();
         let mut batch = Batch::default();
         loop {
             let deadline = batch

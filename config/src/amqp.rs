@@ -5,7 +5,11 @@ use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 
-use crate::broker::{Broker, BrokerUri};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{Backoff, Broker, BrokerUri};
 
 /// Opens one connection to `uri`, named after this daemon and host in the management UI; an
 /// `amqps://` URI verifies the broker with the system roots plus `broker.tls.ca_file`.
@@ -45,5 +49,80 @@ pub fn durable_exchange() -> ExchangeDeclareOptions {
     ExchangeDeclareOptions {
         durable: true,
         ..ExchangeDeclareOptions::default()
+    }
+}
+
+/// The reconnect policy both daemons share: the URIs in turn, a backoff delay (exponential, with
+/// jitter) between attempts after a failure, one warning per outage.
+pub struct Reconnect {
+    backoff: Backoff,
+    next_uri: usize,
+    /// Since when the broker is unreachable (or the last session was lost).
+    outage: Option<Instant>,
+}
+
+/// A connection, the URI it went to, and how long the outage before it lasted (if any).
+pub type Connected = (Connection, BrokerUri, Option<Duration>);
+
+impl Reconnect {
+    /// A policy for `broker`'s URIs and delays.
+    pub fn new(broker: &Broker) -> Reconnect {
+        Reconnect {
+            backoff: Backoff::new(broker),
+            next_uri: 0,
+            outage: None,
+        }
+    }
+
+    /// Connects to the next URI, after a backoff delay when the last attempt or session failed.
+    /// Logs the first failure of an outage at warn and the rest at debug. `None` once `stop` is
+    /// cancelled.
+    pub async fn connect(
+        &mut self,
+        broker: &Broker,
+        stop: &CancellationToken,
+    ) -> Option<Connected> {
+        loop {
+            if self.outage.is_some() {
+                let delay = self.backoff.next_delay();
+                tokio::select! {
+                    // cancel-safe: only observes the token
+                    _ = stop.cancelled() => return None,
+                    // cancel-safe: a sleep
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+            let uri = broker.uris[self.next_uri % broker.uris.len()].clone();
+            self.next_uri += 1;
+            let result = tokio::select! {
+                // cancel-safe: abandoning a connect in progress loses nothing
+                _ = stop.cancelled() => return None,
+                result = connect(broker, &uri) => result,
+            };
+            match result {
+                Ok(connection) => {
+                    let outage = self.outage.take().map(|since| since.elapsed());
+                    return Some((connection, uri, outage));
+                }
+                Err(err) => {
+                    if self.outage.is_none() {
+                        tracing::warn!(uri = %uri, error = %err, "cannot connect to broker, retrying");
+                    } else {
+                        tracing::debug!(uri = %uri, error = %err, "cannot connect to broker");
+                    }
+                    self.outage.get_or_insert_with(Instant::now);
+                }
+            }
+        }
+    }
+
+    /// The session is up: the next failure starts with the shortest delay again.
+    pub fn established(&mut self) {
+        self.backoff.reset();
+    }
+
+    /// The session was lost: the next connect waits a backoff delay first.
+    pub fn lost(&mut self) {
+        self.outage = Some(Instant::now());
     }
 }
