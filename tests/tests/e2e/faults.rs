@@ -129,17 +129,26 @@ fn stop(daemon: &mut Daemon) {
     assert!(status.success(), "exit {status}:\n{}", daemon.log_text());
 }
 
-/// A broker outage of the given kind in the middle of a stream.
-fn outage(test: &str, fault: impl FnOnce(&Node)) {
+/// A private node with a collector and an agent on it, both running; `None` (test skipped) where
+/// rabbitmq-server is not installed.
+fn single_node(test: &str) -> Option<(Node, Stage, Daemon, Daemon)> {
     if !rabbit::available(test) {
-        return;
+        return None;
     }
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), "n", None);
     let url = node.url();
     let stage = Stage::new(dir, &[&url], &[&url], "", "");
-    let mut collector = stage.collector.start();
-    let mut agent = stage.agent.start(true);
+    let collector = stage.collector.start();
+    let agent = stage.agent.start(true);
+    Some((node, stage, collector, agent))
+}
+
+/// A broker outage of the given kind in the middle of a stream.
+fn outage(test: &str, fault: impl FnOnce(&Node)) {
+    let Some((node, stage, mut collector, mut agent)) = single_node(test) else {
+        return;
+    };
     let writer = stage.stream(20_000);
     wait_for_lines(&stage.out(), 2000, ARRIVAL);
     fault(&node);
@@ -171,15 +180,9 @@ fn broker_killed_nine_mid_stream_and_restarted_loses_nothing() {
 #[test]
 fn broker_restarted_while_the_agent_is_down_both_orders() {
     let test = "broker_restart_agent_down";
-    if !rabbit::available(test) {
+    let Some((node, stage, mut collector, mut agent)) = single_node(test) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), "n", None);
-    let url = node.url();
-    let stage = Stage::new(dir, &[&url], &[&url], "", "");
-    let mut collector = stage.collector.start();
-    let mut agent = stage.agent.start(true);
+    };
     stage.write(0..1000);
     wait_for_lines(&stage.out(), 1000, ARRIVAL);
     // Agent down, broker down; lines written; agent back first, then the broker.
@@ -211,15 +214,9 @@ fn broker_restarted_while_the_agent_is_down_both_orders() {
 #[test]
 fn a_resource_alarm_pauses_the_agent_which_keeps_spooling_and_resumes() {
     let test = "resource_alarm";
-    if !rabbit::available(test) {
+    let Some((node, stage, mut collector, mut agent)) = single_node(test) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), "n", None);
-    let url = node.url();
-    let stage = Stage::new(dir, &[&url], &[&url], "", "");
-    let mut collector = stage.collector.start();
-    let mut agent = stage.agent.start(true);
+    };
     stage.write(0..1000);
     wait_for_lines(&stage.out(), 1000, ARRIVAL);
     assert!(node.ctl(&["set_disk_free_limit", "1000GB"]).0);
