@@ -29,6 +29,8 @@ const WINDOW: usize = 1024;
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 /// Wait before resending what was returned (no queue bound) or nacked.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// The head segment's confirmed prefix is saved every this many confirms (and on shutdown).
+const SAVE_HEAD_EVERY: u64 = 256;
 /// At most one "no queue bound" warning per this interval.
 const UNROUTABLE_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -78,15 +80,16 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// A publisher draining `spool` to `broker`.
+    /// A publisher draining `spool` to `broker`, resuming after the confirmed lines it saved.
     pub fn new(broker: Broker, spool: Arc<Spool>, metrics: Arc<Metrics>) -> Publisher {
+        let head_confirmed = spool.head_confirmed().unwrap_or(None);
         Publisher {
             broker,
             spool,
             metrics,
             segments: VecDeque::new(),
             load_from: 0,
-            head_confirmed: None,
+            head_confirmed,
             blocked: Arc::new(AtomicBool::new(false)),
             lost: Arc::new(tokio::sync::Notify::new()),
             unroutable_logged: None,
@@ -117,6 +120,7 @@ impl Publisher {
                 }
             }
         }
+        self.spool.set_head_confirmed(self.head_confirmed)?;
         Ok(())
     }
 
@@ -312,6 +316,9 @@ impl Publisher {
                     self.head_confirmed = None;
                 } else {
                     self.head_confirmed = Some((seq, head.confirmed));
+                    if (head.confirmed as u64).is_multiple_of(SAVE_HEAD_EVERY) {
+                        self.spool.set_head_confirmed(self.head_confirmed)?;
+                    }
                 }
                 Ok(true)
             }

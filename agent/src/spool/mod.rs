@@ -6,6 +6,9 @@
 //! - `q<seq: u64 BE>` -> `<lines: u32 BE><bytes: u64 BE>`: the index of segment `seq`, the lines
 //!   one read of one file produced, in the order they were read.
 //! - `c<dev: u64 BE><ino: u64 BE>` -> checkpoint (see [`Checkpoint`]).
+//! - `n` -> next sequence number (u64 BE), so numbers are never reused.
+//! - `h` -> `<seq: u64 BE><lines: u64 BE>`: lines of the head segment already confirmed, saved
+//!   every few hundred confirms and on shutdown, so a restart resends fewer of them.
 //!
 //! Invariants:
 //! - A segment file is durable before its index record; the record and the file's checkpoint
@@ -117,6 +120,11 @@ impl Spool {
             next_seq = decode_seq(&key) + 1;
             indexed.insert(decode_seq(&key));
         }
+        let floor = db
+            .get(b"n")?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes);
+        next_seq = next_seq.max(floor);
         let listed = segments
             .list()
             .map_err(|source| SpoolError::Segment { seq: 0, source })?;
@@ -166,6 +174,9 @@ impl Spool {
                 .map_err(|source| SpoolError::Segment { seq, source })?;
             batch.insert(&seq_key(seq), &encode_index(lines.len() as u32, written));
             *next_seq += 1;
+            // Sequence numbers are never reused, even once the spool is empty: a saved head
+            // position ("h") can only ever name the segment it was saved for.
+            batch.insert(b"n", &next_seq.to_be_bytes());
         }
         batch.insert(&checkpoint_key(key), encode_checkpoint(checkpoint));
         self.db.apply_batch(batch)?;
@@ -293,6 +304,32 @@ impl Spool {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// Remembers how many lines of segment `seq` (the head) are confirmed, so a restart does
+    /// not send them again; `None` forgets it.
+    pub fn set_head_confirmed(&self, head: Option<(Seq, usize)>) -> Result<(), SpoolError> {
+        match head {
+            Some((seq, lines)) => {
+                let mut value = [0u8; 16];
+                value[..8].copy_from_slice(&seq.to_be_bytes());
+                value[8..].copy_from_slice(&(lines as u64).to_be_bytes());
+                self.db.insert(b"h", &value)?;
+            }
+            None => {
+                self.db.remove(b"h")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What [`Spool::set_head_confirmed`] last remembered.
+    pub fn head_confirmed(&self) -> Result<Option<(Seq, usize)>, SpoolError> {
+        Ok(self.db.get(b"h")?.and_then(|v| {
+            let seq = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
+            let lines = u64::from_be_bytes(v.get(8..16)?.try_into().ok()?);
+            Some((seq, usize::try_from(lines).ok()?))
+        }))
+    }
+
     /// Makes every write so far durable.
     pub fn flush(&self) -> Result<(), SpoolError> {
         self.db.flush()?;
@@ -385,6 +422,22 @@ mod tests {
         assert_eq!(spool.checkpoint(KEY).unwrap(), Some(checkpoint(55)));
         spool.append(&lines(1), KEY, &checkpoint(66)).unwrap();
         assert_eq!(spool.page(2, 10).unwrap()[0].seq, 2);
+    }
+
+    #[test]
+    fn sequence_numbers_are_never_reused_and_the_head_position_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let spool = open(dir.path(), 1 << 20, WhenFull::Block);
+            spool.append(&lines(3), KEY, &checkpoint(1)).unwrap();
+            spool.set_head_confirmed(Some((0, 2))).unwrap();
+            spool.remove(0).unwrap();
+            spool.flush().unwrap();
+        }
+        let spool = open(dir.path(), 1 << 20, WhenFull::Block);
+        assert_eq!(spool.head_confirmed().unwrap(), Some((0, 2)));
+        spool.append(&lines(1), KEY, &checkpoint(2)).unwrap();
+        assert_eq!(spool.page(0, 10).unwrap()[0].seq, 1);
     }
 
     #[test]
