@@ -26,6 +26,7 @@ use anyhow::Context as _;
 use logship_config::AgentConfig;
 use logship_config::agent::RawAgentConfig;
 use logship_config::signals::Signals;
+use logship_config::systemd;
 use tokio_util::sync::CancellationToken;
 
 pub use metrics::Metrics;
@@ -73,6 +74,22 @@ pub async fn run(
             .run(publisher_stop.clone(), config.shutdown_timeout),
     );
 
+    // Ready even while the broker is down: lines are spooled meanwhile.
+    systemd::ready("shipping");
+    systemd::stopping_on(signals.shutdown.clone());
+    let (status_metrics, status_spool) = (metrics.clone(), spool.clone());
+    systemd::spawn_watchdog(signals.shutdown.clone(), move || {
+        format!(
+            "files={} spooled={} confirmed={}",
+            status_metrics
+                .files_watched
+                .load(std::sync::atomic::Ordering::Relaxed),
+            status_spool.entries(),
+            status_metrics
+                .confirmed
+                .load(std::sync::atomic::Ordering::Relaxed)
+        )
+    });
     loop {
         tokio::select! {
             // cancel-safe: only observes the token

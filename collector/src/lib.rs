@@ -40,6 +40,13 @@ pub async fn run(
         .await
         .context("state recovery panicked")?
         .context("cannot recover state")?;
+    // Ready once the state is recovered; the consumer keeps reconnecting to the broker.
+    logship_config::systemd::ready("consuming");
+    logship_config::systemd::stopping_on(signals.shutdown.clone());
+    let status_metrics = metrics.clone();
+    logship_config::systemd::spawn_watchdog(signals.shutdown.clone(), move || {
+        status_metrics.summary()
+    });
     consumer::Consumer::new(config, writer, metrics.clone())
         .run(&signals)
         .await?;

@@ -19,6 +19,7 @@ pub mod envelope;
 pub mod error;
 pub mod load;
 pub mod signals;
+pub mod systemd;
 pub mod tls;
 pub mod units;
 

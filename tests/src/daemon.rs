@@ -33,6 +33,16 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `binary --config config`, appending its stderr to `log`.
     pub fn start(binary: &Path, config: &Path, log: &Path) -> Daemon {
+        Daemon::start_with_env(binary, config, log, &[])
+    }
+
+    /// Like [`Daemon::start`], with extra environment variables.
+    pub fn start_with_env(
+        binary: &Path,
+        config: &Path,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -42,6 +52,7 @@ impl Daemon {
             .arg("--config")
             .arg(config)
             .env("LOGSHIP_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
