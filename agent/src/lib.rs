@@ -74,6 +74,12 @@ pub async fn run(
             .run(publisher_stop.clone(), config.shutdown_timeout),
     );
 
+    if let Some(addr) = config.metrics {
+        let (render_metrics, render_spool) = (metrics.clone(), spool.clone());
+        let render: logship_config::http::Render =
+            Arc::new(move || render_metrics.render(render_spool.bytes(), render_spool.entries()));
+        logship_config::http::serve(addr, signals.shutdown.clone(), render).await?;
+    }
     // Ready even while the broker is down: lines are spooled meanwhile.
     systemd::ready("shipping");
     systemd::stopping_on(signals.shutdown.clone());

@@ -23,12 +23,106 @@ pub struct Metrics {
     pub nacked: AtomicU64,
     /// Connections lost and re-established.
     pub reconnects: AtomicU64,
+    /// Milliseconds the broker kept publishing blocked (resource alarms), finished spells only.
+    pub blocked_ms: AtomicU64,
 }
 
 impl Metrics {
     /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text page; the spool's gauges are passed in.
+    pub fn render(&self, spool_bytes: u64, spool_entries: u64) -> String {
+        use logship_config::http::metric;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = String::with_capacity(2048);
+        metric(
+            &mut out,
+            "logship_agent_files_watched",
+            "gauge",
+            "Files open for reading.",
+            get(&self.files_watched),
+        );
+        metric(
+            &mut out,
+            "logship_agent_lines_read_total",
+            "counter",
+            "Lines read and spooled.",
+            get(&self.lines_read),
+        );
+        metric(
+            &mut out,
+            "logship_agent_lines_split_total",
+            "counter",
+            "Parts of lines longer than max_line_bytes.",
+            get(&self.lines_split),
+        );
+        metric(
+            &mut out,
+            "logship_agent_dropped_total",
+            "counter",
+            "Spooled lines dropped by drop_oldest.",
+            get(&self.dropped),
+        );
+        metric(
+            &mut out,
+            "logship_agent_published_total",
+            "counter",
+            "Publishes sent, resends included.",
+            get(&self.published),
+        );
+        metric(
+            &mut out,
+            "logship_agent_confirmed_total",
+            "counter",
+            "Publishes the broker confirmed.",
+            get(&self.confirmed),
+        );
+        metric(
+            &mut out,
+            "logship_agent_returned_total",
+            "counter",
+            "Publishes returned unroutable (no queue bound).",
+            get(&self.returned),
+        );
+        metric(
+            &mut out,
+            "logship_agent_nacked_total",
+            "counter",
+            "Publishes the broker nacked.",
+            get(&self.nacked),
+        );
+        metric(
+            &mut out,
+            "logship_agent_reconnects_total",
+            "counter",
+            "Broker connections re-established.",
+            get(&self.reconnects),
+        );
+        metric(
+            &mut out,
+            "logship_agent_blocked_seconds_total",
+            "counter",
+            "Time the broker blocked publishing.",
+            get(&self.blocked_ms) as f64 / 1000.0,
+        );
+        metric(
+            &mut out,
+            "logship_agent_spool_bytes",
+            "gauge",
+            "Bytes of lines in the spool.",
+            spool_bytes,
+        );
+        metric(
+            &mut out,
+            "logship_agent_spool_entries",
+            "gauge",
+            "Lines in the spool.",
+            spool_entries,
+        );
+        out
     }
 
     /// A one-line summary for logs.

@@ -346,6 +346,7 @@ impl Publisher {
         let mut events = connection.events_listener();
         let blocked = self.blocked.clone();
         let lost = self.lost.clone();
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
             let mut since: Option<Instant> = None;
             while let Some(event) = events.next().await {
@@ -360,8 +361,12 @@ impl Publisher {
                     }
                     Event::ConnectionUnblocked => {
                         blocked.store(false, Ordering::Relaxed);
-                        let secs = since.take().map_or(0, |s| s.elapsed().as_secs());
-                        tracing::info!(blocked_secs = secs, "broker unblocked publishing");
+                        let spell = since.take().map_or(Duration::ZERO, |s| s.elapsed());
+                        Metrics::add(&metrics.blocked_ms, spell.as_millis() as u64);
+                        tracing::info!(
+                            blocked_secs = spell.as_secs(),
+                            "broker unblocked publishing"
+                        );
                     }
                     Event::Error(_) => lost.notify_one(),
                     _ => {}

@@ -300,6 +300,9 @@ impl Consumer {
         Metrics::add(&self.metrics.duplicates, outcome.duplicates);
         Metrics::add(&self.metrics.dead_lettered, outcome.refused.len() as u64);
         Metrics::add(&self.metrics.batches, 1);
+        Metrics::add(&self.metrics.batch_lines, ackers.len() as u64);
+        Metrics::add(&self.metrics.fsync_micros, outcome.fsync.as_micros() as u64);
+        Metrics::add(&self.metrics.fsyncs, 1);
         Ok(())
     }
 

@@ -40,6 +40,11 @@ pub async fn run(
         .await
         .context("state recovery panicked")?
         .context("cannot recover state")?;
+    if let Some(addr) = config.metrics {
+        let render_metrics = metrics.clone();
+        let render: logship_config::http::Render = Arc::new(move || render_metrics.render());
+        logship_config::http::serve(addr, signals.shutdown.clone(), render).await?;
+    }
     // Ready once the state is recovered; the consumer keeps reconnecting to the broker.
     logship_config::systemd::ready("consuming");
     logship_config::systemd::stopping_on(signals.shutdown.clone());

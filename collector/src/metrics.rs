@@ -17,12 +17,88 @@ pub struct Metrics {
     pub batches: AtomicU64,
     /// Connections lost and re-established.
     pub reconnects: AtomicU64,
+    /// Lines in committed batches (with `batches`: the mean batch size).
+    pub batch_lines: AtomicU64,
+    /// Microseconds spent writing and fsyncing output files, and how many times.
+    pub fsync_micros: AtomicU64,
+    pub fsyncs: AtomicU64,
 }
 
 impl Metrics {
     /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text page.
+    pub fn render(&self) -> String {
+        use logship_config::http::metric;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = String::with_capacity(2048);
+        metric(
+            &mut out,
+            "logship_collector_received_total",
+            "counter",
+            "Deliveries taken from the queue.",
+            get(&self.received),
+        );
+        metric(
+            &mut out,
+            "logship_collector_written_total",
+            "counter",
+            "Lines written, fsync'd and committed.",
+            get(&self.written),
+        );
+        metric(
+            &mut out,
+            "logship_collector_duplicates_total",
+            "counter",
+            "Lines dropped as already written.",
+            get(&self.duplicates),
+        );
+        metric(
+            &mut out,
+            "logship_collector_dead_lettered_total",
+            "counter",
+            "Messages rejected to the dead-letter exchange.",
+            get(&self.dead_lettered),
+        );
+        metric(
+            &mut out,
+            "logship_collector_reconnects_total",
+            "counter",
+            "Broker connections re-established.",
+            get(&self.reconnects),
+        );
+        metric(
+            &mut out,
+            "logship_collector_batches_total",
+            "counter",
+            "Batches committed and acked.",
+            get(&self.batches),
+        );
+        metric(
+            &mut out,
+            "logship_collector_batch_lines_total",
+            "counter",
+            "Deliveries in committed batches.",
+            get(&self.batch_lines),
+        );
+        metric(
+            &mut out,
+            "logship_collector_fsync_seconds_total",
+            "counter",
+            "Time writing and fsyncing output files.",
+            get(&self.fsync_micros) as f64 / 1e6,
+        );
+        metric(
+            &mut out,
+            "logship_collector_fsyncs_total",
+            "counter",
+            "Batches written and fsync'd.",
+            get(&self.fsyncs),
+        );
+        out
     }
 
     /// A one-line summary for logs.

@@ -21,6 +21,8 @@ pub struct Outcome {
     pub duplicates: u64,
     /// Positions in the batch of lines whose output path can never be written, with why.
     pub refused: Vec<(usize, String)>,
+    /// Time spent writing and fsyncing the output files.
+    pub fsync: std::time::Duration,
 }
 
 /// Owns the output files and the commit record.
@@ -68,7 +70,9 @@ impl Writer {
             self.sink.append(&line.file, &line.bytes)?;
             ids.push(line.id);
         }
+        let started = std::time::Instant::now();
         let lengths = self.sink.sync()?;
+        outcome.fsync = started.elapsed();
         self.commit.record(&ids, &lengths, now_ms())?;
         outcome.written = ids.len() as u64;
         Ok(outcome)

@@ -22,6 +22,8 @@ pub struct RawAgentConfig {
     #[serde(default)]
     pub buffer: RawBuffer,
     pub inputs: Vec<RawInput>,
+    #[serde(default)]
+    pub metrics: crate::http::RawMetrics,
 }
 
 /// `[buffer]`: the on-disk spool.
@@ -72,6 +74,8 @@ pub struct AgentConfig {
     pub broker: Broker,
     pub buffer: BufferSettings,
     pub inputs: Vec<Input>,
+    /// Where `/metrics` and `/health` are served; `None`: not at all.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// The spool's cap and policy.
@@ -150,6 +154,7 @@ impl Validate for RawAgentConfig {
                 when_full: self.buffer.when_full.unwrap_or(WhenFull::Block),
             },
             inputs,
+            metrics: self.metrics.validate()?,
         })
     }
 

@@ -20,6 +20,8 @@ pub struct RawCollectorConfig {
     pub batch: RawBatch,
     #[serde(default)]
     pub dedup: RawDedup,
+    #[serde(default)]
+    pub metrics: crate::http::RawMetrics,
 }
 
 /// `[output]`.
@@ -56,6 +58,8 @@ pub struct CollectorConfig {
     pub output_dir: PathBuf,
     pub batch: BatchSettings,
     pub dedup: DedupSettings,
+    /// Where `/metrics` and `/health` are served; `None`: not at all.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// This collector's own queue.
@@ -169,6 +173,7 @@ impl Validate for RawCollectorConfig {
                 max_delay,
             },
             dedup: DedupSettings { max_ids, max_age },
+            metrics: self.metrics.validate()?,
         })
     }
 

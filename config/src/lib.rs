@@ -17,6 +17,7 @@ pub mod cli;
 pub mod collector;
 pub mod envelope;
 pub mod error;
+pub mod http;
 pub mod load;
 pub mod signals;
 pub mod systemd;

@@ -4,4 +4,4 @@ mod agent;
 mod collector;
 mod config_errors;
 mod faults;
-mod systemd;
+mod service;

@@ -1,0 +1,111 @@
+//! A tiny HTTP/1.1 responder for operators: `GET /metrics` (Prometheus text format) and
+//! `GET /health`. One request per connection; anything else gets 404. No framework needed for
+//! two read-only pages, and nothing here is on the lines' path.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// `[metrics]` as written: absent or without `listen`, nothing is served.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// e.g. `"127.0.0.1:9187"`; keep it on loopback unless the network is trusted.
+    pub listen: Option<String>,
+}
+
+impl RawMetrics {
+    /// The address to serve on, if any.
+    pub fn validate(&self) -> Result<Option<SocketAddr>, crate::error::KeyError> {
+        self.listen
+            .as_deref()
+            .map(|text| {
+                text.parse().map_err(|_| {
+                    crate::error::KeyError::new(
+                        "metrics.listen",
+                        format!("invalid address \"{text}\" (e.g. \"127.0.0.1:9187\")"),
+                    )
+                })
+            })
+            .transpose()
+    }
+}
+
+/// How long a client may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Renders the metrics page.
+pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Binds `addr` and serves until `stop`. The bind happens before this returns, so a busy
+/// address is an error at start-up, naming the address.
+pub async fn serve(
+    addr: SocketAddr,
+    stop: CancellationToken,
+    render: Render,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|err| std::io::Error::new(err.kind(), format!("metrics.listen {addr}: {err}")))?;
+    tracing::info!(addr = %addr, "serving /metrics and /health");
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                // cancel-safe: only observes the token
+                _ = stop.cancelled() => break,
+                // cancel-safe: a connection not yet accepted stays in the backlog
+                accepted = listener.accept() => {
+                    if let Ok((stream, _)) = accepted {
+                        let render = render.clone();
+                        tokio::spawn(async move {
+                            let _ = tokio::time::timeout(REQUEST_TIMEOUT, respond(stream, render)).await;
+                        });
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn respond(mut stream: TcpStream, render: Render) -> std::io::Result<()> {
+    let mut request = Vec::with_capacity(512);
+    let mut buf = [0u8; 512];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        request.extend_from_slice(&buf[..n]);
+    }
+    let line = request.split(|&b| b == b'\r').next().unwrap_or_default();
+    let (status, content_type, body) = match line {
+        b"GET /metrics HTTP/1.1" | b"GET /metrics HTTP/1.0" => {
+            ("200 OK", "text/plain; version=0.0.4", render())
+        }
+        b"GET /health HTTP/1.1" | b"GET /health HTTP/1.0" => {
+            ("200 OK", "text/plain", "ok\n".to_string())
+        }
+        _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// Appends one metric in Prometheus text format.
+pub fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
+}
