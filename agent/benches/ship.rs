@@ -279,6 +279,7 @@ fn broker_for(exchange: &str) -> logship_config::Broker {
         reconnect_delay: Duration::from_millis(100),
         reconnect_max_delay: Duration::from_secs(1),
         tls: Default::default(),
+        password_in_config: false,
     }
 }
 

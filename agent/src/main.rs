@@ -27,6 +27,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     cli::init_logging();
+    if config.broker.password_in_config && logship_config::load::world_readable(&path) {
+        tracing::warn!(file = %path.display(),
+            "the config holds a broker password and is world-readable: chmod o-r it, or use broker.password_file");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => return fail(&format!("cannot start runtime: {err}"), 1),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::broker::{Broker, RawBroker, duration_or};
-use crate::collector::ensure_writable_dir;
+use crate::collector::{check_state_version, ensure_writable_dir};
 use crate::error::KeyError;
 use crate::load::Validate;
 use crate::units::parse_size;
@@ -159,7 +159,8 @@ impl Validate for RawAgentConfig {
     }
 
     fn prepare(config: &AgentConfig) -> Result<(), KeyError> {
-        ensure_writable_dir("state_dir", &config.state_dir)
+        ensure_writable_dir("state_dir", &config.state_dir)?;
+        check_state_version(&config.state_dir)
     }
 }
 

@@ -55,6 +55,9 @@ pub struct Broker {
     pub reconnect_max_delay: Duration,
     /// For `amqps://` URIs.
     pub tls: Tls,
+    /// A URI in the config file itself carries the password in use (no password_file or
+    /// environment variable replaced it): the file must not be world-readable.
+    pub password_in_config: bool,
 }
 
 /// Default exchange: the fanout every collector binds its queue to.
@@ -75,6 +78,7 @@ impl RawBroker {
             return Err(KeyError::new("broker.uris", "needs at least one URI"));
         }
         let password = self.password()?;
+        let mut password_in_config = false;
         let uris = self
             .uris
             .iter()
@@ -82,8 +86,9 @@ impl RawBroker {
             .map(|(i, text)| {
                 let mut uri = BrokerUri::parse(text, heartbeat, connect_timeout)
                     .map_err(|problem| KeyError::new(format!("broker.uris[{i}]"), problem))?;
-                if let Some(password) = &password {
-                    uri.uri.authority.userinfo.password = password.clone();
+                match &password {
+                    Some(password) => uri.uri.authority.userinfo.password = password.clone(),
+                    None => password_in_config |= !uri.uri.authority.userinfo.password.is_empty(),
                 }
                 Ok(uri)
             })
@@ -118,6 +123,7 @@ impl RawBroker {
             reconnect_delay,
             reconnect_max_delay,
             tls,
+            password_in_config,
         })
     }
 

@@ -179,6 +179,7 @@ impl Validate for RawCollectorConfig {
 
     fn prepare(config: &CollectorConfig) -> Result<(), KeyError> {
         ensure_writable_dir("state_dir", &config.state_dir)?;
+        check_state_version(&config.state_dir)?;
         ensure_writable_dir("output.dir", &config.output_dir)
     }
 }
@@ -202,6 +203,42 @@ pub(crate) fn ensure_writable_dir(key: &str, dir: &std::path::Path) -> Result<()
     let probe = dir.join(format!(".logship-probe-{}", std::process::id()));
     std::fs::write(&probe, b"").map_err(fail)?;
     std::fs::remove_file(&probe).map_err(fail)
+}
+
+/// The layout of a state directory this build reads and writes.
+pub const STATE_VERSION: &str = "logship-state 1";
+
+/// Refuses a state directory written by an incompatible version (nothing in it is touched);
+/// marks a new one with [`STATE_VERSION`].
+pub(crate) fn check_state_version(dir: &std::path::Path) -> Result<(), KeyError> {
+    let marker = dir.join("VERSION");
+    match std::fs::read_to_string(&marker) {
+        Ok(text) if text.trim() == STATE_VERSION => Ok(()),
+        Ok(text) => Err(KeyError::new(
+            "state_dir",
+            format!(
+                "\"{}\" holds state of an incompatible version \"{}\" (this build reads \"{STATE_VERSION}\")",
+                dir.display(),
+                text.trim()
+            ),
+        )),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&marker, format!("{STATE_VERSION}\n")).map_err(|err| {
+                KeyError::new(
+                    "state_dir",
+                    format!(
+                        "cannot write to \"{}\": {}",
+                        dir.display(),
+                        error_text(&err)
+                    ),
+                )
+            })
+        }
+        Err(err) => Err(KeyError::new(
+            "state_dir",
+            format!("cannot read \"{}\": {}", marker.display(), error_text(&err)),
+        )),
+    }
 }
 
 /// An io::Error's text without the `(os error N)` suffix.

@@ -58,6 +58,12 @@ pub fn parse<R: DeserializeOwned + Validate>(
     })
 }
 
+/// Whether `path` can be read by every user of the machine (mode `o+r`).
+pub fn world_readable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
+}
+
 /// `line L, column C: message`, on one line (toml's `Display` is a multi-line snippet).
 fn syntax_problem(text: &str, err: &toml::de::Error) -> String {
     let message = one_line(err.message());

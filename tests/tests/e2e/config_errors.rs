@@ -85,3 +85,53 @@ fn a_missing_config_file_exits_2() {
         "logship-collector: /nonexistent/collector.toml: cannot read: No such file or directory (os error 2)"
     );
 }
+
+#[test]
+fn a_state_dir_of_an_incompatible_version_exits_2_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("VERSION"), "logship-state 99\n").unwrap();
+    std::fs::write(state.join("precious"), "keep").unwrap();
+    let good = GOOD
+        .replace("STATE", &state.display().to_string())
+        .replace("OUT", &dir.path().join("out").display().to_string());
+    check(
+        dir.path(),
+        &good,
+        &format!(
+            "state_dir: \"{}\" holds state of an incompatible version \"logship-state 99\"",
+            state.display()
+        ),
+    );
+    assert_eq!(
+        std::fs::read_to_string(state.join("precious")).unwrap(),
+        "keep"
+    );
+    assert_eq!(std::fs::read_dir(&state).unwrap().count(), 2);
+}
+
+#[test]
+fn a_world_readable_config_with_a_password_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let agent = logship_tests::fixture::Agent::new(
+        dir.path(),
+        "a",
+        "amqp://guest:hunter2@127.0.0.1:1/%2f",
+        "x.logs",
+        &[&logs.join("*.log")],
+        "",
+        "",
+    );
+    std::fs::set_permissions(&agent.config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut daemon = agent.start(false);
+    assert!(daemon.stop(std::time::Duration::from_secs(20)).success());
+    let log = daemon.log_text();
+    assert!(
+        log.contains("world-readable") && !log.contains("hunter2"),
+        "{log}"
+    );
+}
