@@ -200,3 +200,9 @@ pub fn hostname() -> String {
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "localhost".to_string())
 }
+
+impl crate::cli::DaemonConfig for AgentConfig {
+    fn broker(&self) -> &Broker {
+        &self.broker
+    }
+}

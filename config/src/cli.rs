@@ -1,8 +1,15 @@
 //! The command line both daemons share: `--config FILE`, `--check-config FILE`, `--version`;
 //! and what happens at the binary's edge: logging set-up and the one-line error.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+use serde::de::DeserializeOwned;
+
+use crate::broker::Broker;
+use crate::load::{self, Validate};
+use crate::signals::{self, Signals};
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -52,6 +59,59 @@ pub fn init_logging() {
 pub fn fail(binary: &str, message: &str, code: u8) -> ExitCode {
     eprintln!("{binary}: {message}");
     ExitCode::from(code)
+}
+
+/// A validated config that names its broker (for the password warning).
+pub trait DaemonConfig {
+    /// The `[broker]` settings.
+    fn broker(&self) -> &Broker;
+}
+
+/// The whole of a daemon's `main`: parses the command line, loads and validates the config
+/// (`--check-config` stops there), sets up logging, installs the signal handlers before anything
+/// is spawned, and runs `run` on a tokio runtime. Exit codes: 0, 2 for usage and config errors,
+/// 1 for failures at run time; errors are one line on stderr.
+pub fn daemon_main<R, F, Fut>(binary: &str, version: &str, run: F) -> ExitCode
+where
+    R: DeserializeOwned + Validate,
+    R::Config: DaemonConfig,
+    F: FnOnce(R::Config, PathBuf, Signals) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let (path, check_only) = match parse(binary, std::env::args().skip(1)) {
+        Ok(Command::Version) => {
+            println!("{binary} {version}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Run(path)) => (path, false),
+        Ok(Command::Check(path)) => (path, true),
+        Err(usage) => return fail(binary, &usage, 2),
+    };
+    let config = match load::load::<R>(&path) {
+        Ok(config) => config,
+        Err(err) => return fail(binary, &format!("{:#}", anyhow::Error::from(err)), 2),
+    };
+    if check_only {
+        println!("{}: ok", path.display());
+        return ExitCode::SUCCESS;
+    }
+    init_logging();
+    if config.broker().password_in_config && load::world_readable(&path) {
+        tracing::warn!(file = %path.display(),
+            "the config holds a broker password and is world-readable: chmod o-r it, or use broker.password_file");
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(binary, &format!("cannot start runtime: {err}"), 1),
+    };
+    let result = runtime.block_on(async {
+        let signals = signals::install()?;
+        run(config, path, signals).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(binary, &format!("{err:#}"), 1),
+    }
 }
 
 #[cfg(test)]

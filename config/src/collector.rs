@@ -249,3 +249,9 @@ fn error_text(err: &std::io::Error) -> String {
         None => text,
     }
 }
+
+impl crate::cli::DaemonConfig for CollectorConfig {
+    fn broker(&self) -> &Broker {
+        &self.broker
+    }
+}
