@@ -48,6 +48,10 @@ const CACHE_BYTES: u64 = 4 << 20;
 /// the spool *together with* the checkpoint advances, and the lines are read again.
 const FLUSH_EVERY_MS: u64 = 50;
 
+/// Free space a segment write always leaves on the state disk, so that sled can still record
+/// removals (and the publisher free space) when the disk is otherwise full.
+pub const RESERVE: u64 = 4 << 20;
+
 /// A failure of the spool's database.
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -59,12 +63,31 @@ pub enum SpoolError {
     },
     #[error("spool database failed")]
     Sled(#[from] sled::Error),
+    #[error("only {free} bytes free under \"{}\", {RESERVE} are kept for the spool's index", path.display())]
+    LowSpace { path: PathBuf, free: u64 },
     #[error("spool segment {seq:016x} failed")]
     Segment {
         seq: Seq,
         #[source]
         source: std::io::Error,
     },
+}
+
+impl SpoolError {
+    /// The disk under the spool failed in a way that may pass (full, quota, I/O error, read
+    /// only): reading pauses and retries instead of ending the agent.
+    pub fn is_disk_failure(&self) -> bool {
+        let io = match self {
+            SpoolError::Segment { source, .. } => Some(source),
+            SpoolError::Sled(sled::Error::Io(source)) => Some(source),
+            SpoolError::LowSpace { .. } => return true,
+            SpoolError::Open { .. } | SpoolError::Sled(_) => None,
+        };
+        io.and_then(std::io::Error::raw_os_error)
+            .is_some_and(|code| {
+                [libc::ENOSPC, libc::EDQUOT, libc::EIO, libc::EROFS].contains(&code)
+            })
+    }
 }
 
 /// A spooled line: its message id and envelope JSON.
@@ -76,7 +99,8 @@ pub struct Segment {
     pub lines: Vec<Line>,
 }
 
-/// The spool: a sled database shared by the reader thread and the publisher.
+/// The spool: segment files and their sled index, shared by the reader thread and the
+/// publisher.
 pub struct Spool {
     db: sled::Db,
     segments: Segments,
@@ -86,6 +110,9 @@ pub struct Spool {
     /// Lines (not segments) spooled.
     entries: AtomicU64,
     dropped: AtomicU64,
+    /// Segments whose records are removed but whose files wait for a durable flush.
+    doomed: Mutex<Vec<Seq>>,
+    state_dir: PathBuf,
     max_bytes: u64,
     when_full: WhenFull,
     /// Wakes the publisher when entries are appended.
@@ -140,23 +167,26 @@ impl Spool {
             bytes: AtomicU64::new(bytes),
             entries: AtomicU64::new(entries),
             dropped: AtomicU64::new(0),
+            doomed: Mutex::new(Vec::new()),
+            state_dir: state_dir.to_path_buf(),
             max_bytes,
             when_full,
             appended: Notify::new(),
         })
     }
 
-    /// Appends lines of one file as one segment, with the file's new checkpoint, in one batch.
-    /// With `drop_oldest`, first drops the oldest segments to make room; returns the lines dropped.
+    /// Appends what one reader turn read (lines of any number of files, each file's lines in
+    /// order) as one segment, durable with one fsync, then its index record and every file's
+    /// new checkpoint in one sled batch. With `drop_oldest`, first drops the oldest segments to
+    /// make room; returns the lines dropped.
     pub fn append(
         &self,
         lines: &[Line],
-        key: FileKey,
-        checkpoint: &Checkpoint,
+        checkpoints: &[(FileKey, Checkpoint)],
     ) -> Result<u64, SpoolError> {
         let incoming: u64 = lines
             .iter()
-            .map(|(id, body)| (6 + id.len() + body.len()) as u64)
+            .map(|(id, body)| segment::framed_len(id, body))
             .sum();
         // unwrap: a poisoned lock means another append panicked; carrying on could reorder.
         let mut next_seq = self.next_seq.lock().expect("spool lock poisoned");
@@ -167,6 +197,7 @@ impl Spool {
         let mut batch = sled::Batch::default();
         let mut written = 0;
         if !lines.is_empty() {
+            self.check_space(incoming)?;
             let seq = *next_seq;
             written = self
                 .segments
@@ -178,8 +209,17 @@ impl Spool {
             // position ("h") can only ever name the segment it was saved for.
             batch.insert(b"n", &next_seq.to_be_bytes());
         }
-        batch.insert(&checkpoint_key(key), encode_checkpoint(checkpoint));
-        self.db.apply_batch(batch)?;
+        for (key, checkpoint) in checkpoints {
+            batch.insert(&checkpoint_key(*key), encode_checkpoint(checkpoint));
+        }
+        if let Err(err) = self.db.apply_batch(batch) {
+            if written > 0 {
+                // No record points at it: remove it now (or on the next open).
+                let _ = self.segments.remove(*next_seq - 1);
+                *next_seq -= 1;
+            }
+            return Err(err.into());
+        }
         drop(next_seq);
         if written > 0 {
             self.bytes.fetch_add(written, Ordering::Relaxed);
@@ -188,6 +228,28 @@ impl Spool {
             self.appended.notify_one();
         }
         Ok(dropped)
+    }
+
+    /// Fails with `LowSpace` unless `incoming` bytes fit on the state disk above [`RESERVE`].
+    fn check_space(&self, incoming: u64) -> Result<(), SpoolError> {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(path) = std::ffi::CString::new(self.state_dir.as_os_str().as_bytes()) else {
+            return Ok(());
+        };
+        // SAFETY: statvfs(3) with a NUL-terminated path and a zeroed out-parameter it fills.
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+            return Ok(());
+        }
+        #[allow(clippy::unnecessary_cast)]
+        let free = (stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64);
+        if free < incoming.saturating_add(RESERVE) {
+            return Err(SpoolError::LowSpace {
+                path: self.state_dir.clone(),
+                free,
+            });
+        }
+        Ok(())
     }
 
     /// Removes the oldest segments until `incoming` more bytes fit under the cap.
@@ -268,8 +330,9 @@ impl Spool {
         Ok(page)
     }
 
-    /// Removes a confirmed (or dropped) segment; returns its number of lines, 0 if it was
-    /// already gone.
+    /// Removes a confirmed (or dropped) segment's record; returns its number of lines, 0 if it
+    /// was already gone. Its file is deleted by [`Spool::collect`] once the removal is durable:
+    /// a segment file missing under a record then always means real loss.
     pub fn remove(&self, seq: Seq) -> Result<u64, SpoolError> {
         let Some(value) = self.db.remove(seq_key(seq))? else {
             return Ok(0);
@@ -277,16 +340,48 @@ impl Spool {
         let (lines, size) = decode_index(&value);
         self.bytes.fetch_sub(size, Ordering::Relaxed);
         self.entries.fetch_sub(u64::from(lines), Ordering::Relaxed);
-        // The record is gone first: a crash here leaves an orphan file, deleted on open.
-        self.segments
-            .remove(seq)
-            .map_err(|source| SpoolError::Segment { seq, source })?;
+        // unwrap: a poisoned lock means a panic elsewhere; the process is going down.
+        self.doomed.lock().expect("spool lock poisoned").push(seq);
         Ok(u64::from(lines))
+    }
+
+    /// Makes the removals so far durable, then deletes their segment files. Until then the
+    /// files stay, so a crash can only leave a file without a record (deleted on open), never
+    /// a record without its file.
+    pub fn collect(&self) -> Result<(), SpoolError> {
+        // unwrap: as in `remove`.
+        let doomed = std::mem::take(&mut *self.doomed.lock().expect("spool lock poisoned"));
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        if let Err(err) = self.db.flush() {
+            self.doomed
+                .lock()
+                .expect("spool lock poisoned")
+                .extend_from_slice(&doomed);
+            return Err(err.into());
+        }
+        for seq in doomed {
+            self.segments
+                .remove(seq)
+                .map_err(|source| SpoolError::Segment { seq, source })?;
+        }
+        Ok(())
+    }
+
+    /// Segments removed whose files are not deleted yet.
+    pub fn uncollected(&self) -> usize {
+        self.doomed.lock().map_or(0, |d| d.len())
     }
 
     /// Whether the reader may append more (always, with `drop_oldest`).
     pub fn has_room(&self) -> bool {
         self.when_full == WhenFull::DropOldest || self.bytes() < self.max_bytes
+    }
+
+    /// The spool's cap, `buffer.max_bytes`.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
     }
 
     /// Bytes of spooled entries.
@@ -330,10 +425,15 @@ impl Spool {
         }))
     }
 
-    /// Makes every write so far durable.
+    /// Makes every write so far durable (and deletes the files of removed segments).
     pub fn flush(&self) -> Result<(), SpoolError> {
         self.db.flush()?;
-        Ok(())
+        self.collect()
+    }
+
+    /// The directory the spool lives in, for messages about a failing disk.
+    pub fn dir(&self) -> &Path {
+        &self.state_dir
     }
 }
 
@@ -406,9 +506,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let spool = open(dir.path(), 1 << 20, WhenFull::Block);
-            spool.append(&lines(3), KEY, &checkpoint(33)).unwrap();
-            spool.append(&lines(2), KEY, &checkpoint(44)).unwrap();
-            spool.append(&[], KEY, &checkpoint(55)).unwrap();
+            spool.append(&lines(3), &[(KEY, checkpoint(33))]).unwrap();
+            spool.append(&lines(2), &[(KEY, checkpoint(44))]).unwrap();
+            spool.append(&[], &[(KEY, checkpoint(55))]).unwrap();
             assert_eq!(spool.entries(), 5);
             assert_eq!(spool.remove(0).unwrap(), 3);
             spool.flush().unwrap();
@@ -420,7 +520,7 @@ mod tests {
         assert_eq!(page[0].seq, 1);
         assert_eq!(page[0].lines, lines(2));
         assert_eq!(spool.checkpoint(KEY).unwrap(), Some(checkpoint(55)));
-        spool.append(&lines(1), KEY, &checkpoint(66)).unwrap();
+        spool.append(&lines(1), &[(KEY, checkpoint(66))]).unwrap();
         assert_eq!(spool.page(2, 10).unwrap()[0].seq, 2);
     }
 
@@ -429,14 +529,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let spool = open(dir.path(), 1 << 20, WhenFull::Block);
-            spool.append(&lines(3), KEY, &checkpoint(1)).unwrap();
+            spool.append(&lines(3), &[(KEY, checkpoint(1))]).unwrap();
             spool.set_head_confirmed(Some((0, 2))).unwrap();
             spool.remove(0).unwrap();
             spool.flush().unwrap();
         }
         let spool = open(dir.path(), 1 << 20, WhenFull::Block);
         assert_eq!(spool.head_confirmed().unwrap(), Some((0, 2)));
-        spool.append(&lines(1), KEY, &checkpoint(2)).unwrap();
+        spool.append(&lines(1), &[(KEY, checkpoint(2))]).unwrap();
         assert_eq!(spool.page(0, 10).unwrap()[0].seq, 1);
     }
 
@@ -445,7 +545,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = open(dir.path(), 100, WhenFull::Block);
         for _ in 0..4 {
-            spool.append(&lines(2), KEY, &checkpoint(1)).unwrap();
+            spool.append(&lines(2), &[(KEY, checkpoint(1))]).unwrap();
         }
         // 4 segments of 4 + 2 * (6 + 3 + 10) = 42 bytes
         assert_eq!(spool.bytes(), 168);
@@ -456,7 +556,7 @@ mod tests {
         assert!(!spool.has_room());
         drop(spool);
         let spool = open(dir.path(), 100, WhenFull::DropOldest);
-        let dropped = spool.append(&lines(2), KEY, &checkpoint(2)).unwrap();
+        let dropped = spool.append(&lines(2), &[(KEY, checkpoint(2))]).unwrap();
         assert_eq!(dropped, 6);
         assert!(spool.bytes() <= 100);
         assert_eq!(spool.page(0, 1).unwrap()[0].seq, 3);
