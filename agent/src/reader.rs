@@ -58,9 +58,15 @@ pub enum ReaderError {
     Injected,
 }
 
+/// A pause that starts this soon after the last one ended is the same outage: not said again
+/// (a disk that the spool refills as fast as the publisher empties it flaps).
+const OUTAGE_QUIET: Duration = Duration::from_secs(60);
+
 /// Reading paused because the state disk failed.
 struct Pause {
     since: Instant,
+    /// Whether this pause was said (the first of an outage).
+    said: bool,
     retry_at: Instant,
     delay: Duration,
 }
@@ -81,6 +87,8 @@ pub struct Reader {
     /// Since when `block` has stopped reading because the spool is full.
     full_since: Option<Instant>,
     pause: Option<Pause>,
+    /// When the last pause ended.
+    resumed_at: Option<Instant>,
     last_collect: Instant,
 }
 
@@ -104,6 +112,7 @@ impl Reader {
             warned: HashSet::new(),
             full_since: None,
             pause: None,
+            resumed_at: None,
             last_collect: Instant::now(),
         }
     }
@@ -278,10 +287,13 @@ impl Reader {
                     );
                 }
                 if let Some(pause) = self.pause.take() {
-                    tracing::info!(
-                        paused_secs = pause.since.elapsed().as_secs(),
-                        "spool writable again, reading resumed"
-                    );
+                    self.resumed_at = Some(Instant::now());
+                    let paused_secs = pause.since.elapsed().as_secs();
+                    if pause.said {
+                        tracing::info!(paused_secs, "spool writable again, reading resumed");
+                    } else {
+                        tracing::debug!(paused_secs, "spool writable again, reading resumed");
+                    }
                 }
                 Ok(true)
             }
@@ -306,11 +318,19 @@ impl Reader {
                 pause.retry_at = now + pause.delay;
             }
             None => {
-                Metrics::add(&self.metrics.disk_pauses, 1);
-                tracing::warn!(state_dir = %self.spool.dir().display(), error = %chain(err),
-                    "cannot write the spool, reading paused; retrying");
+                let said = self
+                    .resumed_at
+                    .is_none_or(|at| at.elapsed() >= OUTAGE_QUIET);
+                if said {
+                    Metrics::add(&self.metrics.disk_pauses, 1);
+                    tracing::warn!(state_dir = %self.spool.dir().display(), error = %chain(err),
+                        "cannot write the spool, reading paused; retrying");
+                } else {
+                    tracing::debug!(error = %chain(err), "cannot write the spool, reading paused again");
+                }
                 self.pause = Some(Pause {
                     since: now,
+                    said,
                     retry_at: now + RETRY_MIN,
                     delay: RETRY_MIN,
                 });

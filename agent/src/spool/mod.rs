@@ -4,25 +4,29 @@
 //! Lines live in segment files ([`segment`]); sled holds only small records, so memory stays
 //! small whatever the backlog. One sled tree, keys by prefix:
 //! - `q<seq: u64 BE>` -> `<lines: u32 BE><bytes: u64 BE>`: the index of segment `seq`, the lines
-//!   one read of one file produced, in the order they were read.
+//!   one reader turn produced (of any number of files, each file's in order).
 //! - `c<dev: u64 BE><ino: u64 BE>` -> checkpoint (see [`Checkpoint`]).
 //! - `n` -> next sequence number (u64 BE), so numbers are never reused.
 //! - `h` -> `<seq: u64 BE><lines: u64 BE>`: lines of the head segment already confirmed, saved
 //!   every few hundred confirms and on shutdown, so a restart resends fewer of them.
 //!
 //! Invariants:
-//! - A segment file is durable before its index record; the record and the file's checkpoint
-//!   advance go in one sled batch. After a crash (sled keeps a prefix of its writes) a checkpoint
-//!   never passes a line that is not spooled.
+//! - A segment file is durable before its index record; the record and the checkpoint advance
+//!   of every file it holds lines of go in one sled batch. After a crash (sled keeps a prefix of
+//!   its writes) a checkpoint never passes a line that is not spooled.
+//! - A segment is written only while it leaves [`RESERVE`] bytes free on the state disk, so
+//!   sled can always record removals and the publisher can free space.
 //! - Segments are appended under one lock, so sequence numbers become visible in order and the
 //!   publisher, reading forward, never skips one.
 //! - A segment is removed only after a clean ack of its every line (or by `drop_oldest`,
 //!   counted). A segment confirmed in part is sent again whole after a restart; the collector
-//!   drops the lines it already has by id.
+//!   drops the lines it already has by id. Its file is deleted only once the removal of its
+//!   record is flushed ([`Spool::collect`]): a record without its file means real loss.
 //! - A file's descriptor is closed only after [`Spool::flush`], so lines of a rotated or deleted
 //!   file are durable before the file can vanish.
 
 pub mod checkpoint;
+mod index;
 pub mod segment;
 
 use std::path::{Path, PathBuf};
@@ -35,6 +39,7 @@ use tokio::sync::Notify;
 use crate::identity::FileKey;
 pub use checkpoint::Checkpoint;
 use checkpoint::{checkpoint_key, decode_checkpoint, decode_file_key, encode_checkpoint};
+use index::{decode_index, decode_seq, encode_index, seq_key};
 use segment::Segments;
 
 /// Position of an entry in the spool.
@@ -232,24 +237,13 @@ impl Spool {
 
     /// Fails with `LowSpace` unless `incoming` bytes fit on the state disk above [`RESERVE`].
     fn check_space(&self, incoming: u64) -> Result<(), SpoolError> {
-        use std::os::unix::ffi::OsStrExt;
-        let Ok(path) = std::ffi::CString::new(self.state_dir.as_os_str().as_bytes()) else {
-            return Ok(());
-        };
-        // SAFETY: statvfs(3) with a NUL-terminated path and a zeroed out-parameter it fills.
-        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-        if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
-            return Ok(());
-        }
-        #[allow(clippy::unnecessary_cast)]
-        let free = (stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64);
-        if free < incoming.saturating_add(RESERVE) {
-            return Err(SpoolError::LowSpace {
+        match self.segments.free_bytes() {
+            Some(free) if free < incoming.saturating_add(RESERVE) => Err(SpoolError::LowSpace {
                 path: self.state_dir.clone(),
                 free,
-            });
+            }),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Removes the oldest segments until `incoming` more bytes fit under the cap.
@@ -437,128 +431,5 @@ impl Spool {
     }
 }
 
-fn seq_key(seq: Seq) -> [u8; 9] {
-    let mut key = [b'q'; 9];
-    key[1..].copy_from_slice(&seq.to_be_bytes());
-    key
-}
-
-fn decode_seq(key: &[u8]) -> Seq {
-    key.get(1..9)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map_or(0, u64::from_be_bytes)
-}
-
-fn encode_index(lines: u32, bytes: u64) -> [u8; 12] {
-    let mut value = [0u8; 12];
-    value[..4].copy_from_slice(&lines.to_be_bytes());
-    value[4..].copy_from_slice(&bytes.to_be_bytes());
-    value
-}
-
-fn decode_index(value: &[u8]) -> (u32, u64) {
-    let lines = value
-        .get(..4)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map_or(0, u32::from_be_bytes);
-    let bytes = value
-        .get(4..12)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map_or(0, u64::from_be_bytes);
-    (lines, bytes)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::identity::Fingerprint;
-
-    fn checkpoint(offset: Offset) -> Checkpoint {
-        Checkpoint {
-            offset,
-            generation: 3,
-            fingerprint: Some(Fingerprint { hash: 42, len: 7 }),
-            path: PathBuf::from("/var/log/a.log"),
-            finished: false,
-        }
-    }
-
-    const KEY: FileKey = FileKey { dev: 1, ino: 2 };
-
-    /// Opens a spool, waiting out the lock of one just dropped in this process (sled releases
-    /// it from a background thread).
-    fn open(dir: &std::path::Path, max_bytes: u64, when_full: WhenFull) -> Spool {
-        for _ in 0..100 {
-            match Spool::open(dir, max_bytes, when_full) {
-                Ok(spool) => return spool,
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
-            }
-        }
-        Spool::open(dir, max_bytes, when_full).unwrap()
-    }
-
-    fn lines(n: usize) -> Vec<Line> {
-        (0..n).map(|i| (format!("id{i}"), vec![b'x'; 10])).collect()
-    }
-
-    #[test]
-    fn segments_and_checkpoints_survive_a_reopen_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let spool = open(dir.path(), 1 << 20, WhenFull::Block);
-            spool.append(&lines(3), &[(KEY, checkpoint(33))]).unwrap();
-            spool.append(&lines(2), &[(KEY, checkpoint(44))]).unwrap();
-            spool.append(&[], &[(KEY, checkpoint(55))]).unwrap();
-            assert_eq!(spool.entries(), 5);
-            assert_eq!(spool.remove(0).unwrap(), 3);
-            spool.flush().unwrap();
-        }
-        let spool = open(dir.path(), 1 << 20, WhenFull::Block);
-        assert_eq!(spool.entries(), 2);
-        let page = spool.page(0, 10).unwrap();
-        assert_eq!(page.len(), 1);
-        assert_eq!(page[0].seq, 1);
-        assert_eq!(page[0].lines, lines(2));
-        assert_eq!(spool.checkpoint(KEY).unwrap(), Some(checkpoint(55)));
-        spool.append(&lines(1), &[(KEY, checkpoint(66))]).unwrap();
-        assert_eq!(spool.page(2, 10).unwrap()[0].seq, 2);
-    }
-
-    #[test]
-    fn sequence_numbers_are_never_reused_and_the_head_position_is_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let spool = open(dir.path(), 1 << 20, WhenFull::Block);
-            spool.append(&lines(3), &[(KEY, checkpoint(1))]).unwrap();
-            spool.set_head_confirmed(Some((0, 2))).unwrap();
-            spool.remove(0).unwrap();
-            spool.flush().unwrap();
-        }
-        let spool = open(dir.path(), 1 << 20, WhenFull::Block);
-        assert_eq!(spool.head_confirmed().unwrap(), Some((0, 2)));
-        spool.append(&lines(1), &[(KEY, checkpoint(2))]).unwrap();
-        assert_eq!(spool.page(0, 10).unwrap()[0].seq, 1);
-    }
-
-    #[test]
-    fn block_reports_full_and_drop_oldest_makes_room() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = open(dir.path(), 100, WhenFull::Block);
-        for _ in 0..4 {
-            spool.append(&lines(2), &[(KEY, checkpoint(1))]).unwrap();
-        }
-        // 4 segments of 4 + 2 * (6 + 3 + 10) = 42 bytes
-        assert_eq!(spool.bytes(), 168);
-        assert_eq!(
-            std::fs::read_dir(dir.path().join("spool")).unwrap().count(),
-            4
-        );
-        assert!(!spool.has_room());
-        drop(spool);
-        let spool = open(dir.path(), 100, WhenFull::DropOldest);
-        let dropped = spool.append(&lines(2), &[(KEY, checkpoint(2))]).unwrap();
-        assert_eq!(dropped, 6);
-        assert!(spool.bytes() <= 100);
-        assert_eq!(spool.page(0, 1).unwrap()[0].seq, 3);
-    }
-}
+mod tests;
