@@ -39,6 +39,24 @@ impl Tmpfs {
     pub fn path(&self) -> &Path {
         &self.dir
     }
+
+    /// (bytes used, bytes in all), for messages that show whether it filled.
+    pub fn usage(&self) -> (u64, u64) {
+        use std::os::unix::ffi::OsStrExt as _;
+        let Ok(path) = std::ffi::CString::new(self.dir.as_os_str().as_bytes()) else {
+            return (0, 0);
+        };
+        // SAFETY: statvfs(3) writes into the zeroed struct we pass; the path is NUL-terminated.
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+            return (0, 0);
+        }
+        let block = stat.f_frsize;
+        (
+            (stat.f_blocks - stat.f_bfree) * block,
+            stat.f_blocks * block,
+        )
+    }
 }
 
 impl Drop for Tmpfs {

@@ -6,7 +6,7 @@
 //! The disk tests mount a small tmpfs as the agent's `state_dir` and skip themselves (with a
 //! message) where that is not possible: not root, or no tmpfs mounts in this container.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use logship_tests::broker::amqp_url;
 use logship_tests::daemon::{Daemon, binary};
@@ -58,7 +58,7 @@ async fn fill_state_disk(label: &str) -> Option<FullDisk> {
             return None;
         }
     };
-    let daemon = agent.start(false);
+    let mut daemon = agent.start(false);
     let want: Vec<Vec<u8>> = (0..FLOOD_LINES).map(flood_line).collect();
     let mut bytes = Vec::new();
     for line in &want {
@@ -68,7 +68,21 @@ async fn fill_state_disk(label: &str) -> Option<FullDisk> {
     std::fs::write(setup.log("flood.log"), &bytes).expect("flood");
     // The agent logs `spool write failed, reading paused` or `state disk nearly full, reading
     // paused`, with the path and the cause.
-    daemon.wait_for_log("reading paused", 1, Duration::from_secs(90));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !daemon.log_text().contains("reading paused") {
+        if Instant::now() > deadline {
+            let (used, all) = disk.usage();
+            panic!(
+                "no \"reading paused\" in the agent log within 90 s; state disk {used} of {all} bytes used, agent {}:\n{}",
+                match daemon.wait_exit(Duration::ZERO) {
+                    Some(status) => format!("exited ({status})"),
+                    None => "running".into(),
+                },
+                daemon.log_text()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     eprintln!(
         "{label}: {}",
         daemon
