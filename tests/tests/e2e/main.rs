@@ -4,4 +4,6 @@ mod agent;
 mod collector;
 mod config_errors;
 mod faults;
+mod rotation;
 mod service;
+mod state_disk;
