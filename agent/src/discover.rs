@@ -1,13 +1,18 @@
 //! From the inputs' globs to the files to tail.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use logship_config::agent::{Input, ReadFrom};
+
+use crate::identity::FileKey;
 
 /// A file an input matches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
     pub path: PathBuf,
+    /// The file's key when the scan stat'ed it (`None` for a path an event named).
+    pub key: Option<FileKey>,
     pub read_from: ReadFrom,
     pub max_line_bytes: usize,
 }
@@ -24,6 +29,7 @@ pub struct Scan {
 /// several inputs is taken once, with the first input's settings.
 pub fn scan(inputs: &[Input]) -> Scan {
     let mut scan = Scan::default();
+    let mut seen = HashSet::new();
     for input in inputs {
         for pattern in &input.paths {
             let Ok(paths) = glob::glob(pattern) else {
@@ -38,13 +44,19 @@ pub fn scan(inputs: &[Input]) -> Scan {
                         continue;
                     }
                 };
-                if excluded(input, &path)
-                    || path.is_dir()
-                    || scan.found.iter().any(|f| f.path == path)
-                {
+                if excluded(input, &path) || seen.contains(&path) {
                     continue;
                 }
-                scan.found.push(found(input, path));
+                // One stat per file and scan: it tells directories apart and names the file.
+                let meta = match std::fs::metadata(&path) {
+                    Ok(meta) if meta.is_dir() => continue,
+                    Ok(meta) => Some(meta),
+                    Err(_) => None,
+                };
+                seen.insert(path.clone());
+                let mut file = found(input, path);
+                file.key = meta.as_ref().map(FileKey::of);
+                scan.found.push(file);
             }
         }
     }
@@ -107,6 +119,7 @@ fn excluded(input: &Input, path: &Path) -> bool {
 fn found(input: &Input, path: PathBuf) -> Found {
     Found {
         path,
+        key: None,
         read_from: input.read_from,
         max_line_bytes: usize::try_from(input.max_line_bytes).unwrap_or(usize::MAX),
     }

@@ -32,8 +32,9 @@ use crate::wakeup::{Wake, Wakeups};
 
 /// Polling interval: files inotify cannot see, and files draining after a rotation.
 const POLL: Duration = Duration::from_millis(100);
-/// The safety net under inotify: globs expanded and every file looked at this often.
-const SAFETY_SCAN: Duration = Duration::from_secs(2);
+/// The safety net under inotify (lost events): globs expanded and every file looked at this
+/// often. An overflow of inotify's queue is reported, and asks for a pass at once.
+const SAFETY_SCAN: Duration = Duration::from_secs(5);
 /// Globs expanded this often when polling.
 const POLL_SCAN: Duration = Duration::from_secs(1);
 /// Events are gathered this long after a turn, so a busy host makes one turn (one fsync) per
@@ -179,8 +180,7 @@ impl Reader {
         if self.sources.iter().any(|s| s.dirty && !s.waiting()) {
             return Duration::ZERO;
         }
-        let next_scan = last_scan.map_or(Duration::ZERO, |at| every.saturating_sub(at.elapsed()));
-        next_scan.min(POLL * 10)
+        last_scan.map_or(Duration::ZERO, |at| every.saturating_sub(at.elapsed()))
     }
 
     /// Folds what the events said into the sources.

@@ -49,6 +49,8 @@ pub struct Tailer {
     parts: u64,
     /// The checkpoint the spool holds.
     spooled: Checkpoint,
+    /// (length, mtime) of the file when its head last matched the fingerprint.
+    head_checked: Option<(u64, Option<SystemTime>)>,
     buf: Vec<u8>,
 }
 
@@ -74,6 +76,7 @@ impl Tailer {
             last_growth: Instant::now(),
             parts: 0,
             spooled: checkpoint.clone(),
+            head_checked: None,
             buf: vec![0; READ_CHUNK],
         }
     }
@@ -102,6 +105,7 @@ impl Tailer {
     /// the one read so far. The position does not change.
     pub fn swap_file(&mut self, file: File) -> File {
         self.partial.clear();
+        self.head_checked = None;
         std::mem::replace(&mut self.file, file)
     }
 
@@ -131,6 +135,7 @@ impl Tailer {
         self.generation = self.spooled.generation;
         self.fingerprint = self.spooled.fingerprint;
         self.partial.clear();
+        self.head_checked = None;
     }
 
     /// Where reading would resume after a restart.
@@ -242,15 +247,24 @@ impl Tailer {
 
     /// Whether the file was truncated (shorter than what we read) or replaced in place (its head
     /// no longer matches the fingerprint).
-    pub fn truncated(&self) -> std::io::Result<bool> {
-        let len = self.file.metadata()?.len();
+    pub fn truncated(&mut self) -> std::io::Result<bool> {
+        let meta = self.file.metadata()?;
+        let len = meta.len();
         if len < self.read_pos() {
             return Ok(true);
         }
-        match self.fingerprint {
-            Some(fp) if fp.len > 0 => Ok(!identity::matches(&self.file, fp)?),
-            _ => Ok(false),
+        // Unchanged since the head last matched: no need to read it again (idle files cost a
+        // fstat per look, not a read).
+        let stamp = (len, meta.modified().ok());
+        if self.head_checked == Some(stamp) {
+            return Ok(false);
         }
+        let truncated = match self.fingerprint {
+            Some(fp) if fp.len > 0 => !identity::matches(&self.file, fp)?,
+            _ => false,
+        };
+        self.head_checked = (!truncated && self.fingerprint.is_some()).then_some(stamp);
+        Ok(truncated)
     }
 
     /// Starts a new generation at offset 0, after a truncation.
@@ -259,6 +273,7 @@ impl Tailer {
         self.offset = 0;
         self.partial.clear();
         self.fingerprint = None;
+        self.head_checked = None;
     }
 
     /// Bytes read past the checkpoint.

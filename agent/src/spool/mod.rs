@@ -51,7 +51,7 @@ pub type Offset = u64;
 const CACHE_BYTES: u64 = 4 << 20;
 /// sled's background flush: the group commit of appends. A crash loses at most this much of
 /// the spool *together with* the checkpoint advances, and the lines are read again.
-const FLUSH_EVERY_MS: u64 = 50;
+const FLUSH_EVERY_MS: u64 = 500;
 
 /// Free space a segment write always leaves on the state disk, so that sled can still record
 /// removals (and the publisher free space) when the disk is otherwise full.
