@@ -88,6 +88,8 @@ pub struct Reader {
     /// Since when `block` has stopped reading because the spool is full.
     full_since: Option<Instant>,
     pause: Option<Pause>,
+    /// Where the next turn starts (the last one ran out of budget there).
+    resume_at: usize,
     /// When the last pause ended.
     resumed_at: Option<Instant>,
     last_collect: Instant,
@@ -113,6 +115,7 @@ impl Reader {
             warned: HashSet::new(),
             full_since: None,
             pause: None,
+            resume_at: 0,
             resumed_at: None,
             last_collect: Instant::now(),
         }
@@ -180,7 +183,12 @@ impl Reader {
         if self.sources.iter().any(|s| s.dirty && !s.waiting()) {
             return Duration::ZERO;
         }
-        last_scan.map_or(Duration::ZERO, |at| every.saturating_sub(at.elapsed()))
+        let next_scan = last_scan.map_or(Duration::ZERO, |at| every.saturating_sub(at.elapsed()));
+        // A file that may be read once it settled.
+        (0..self.sources.len())
+            .filter(|&i| self.sources[i].waiting() && !self.sources[i].held)
+            .map(|i| self.sources[i].settling())
+            .fold(next_scan, Duration::min)
     }
 
     /// Folds what the events said into the sources.
@@ -222,14 +230,22 @@ impl Reader {
         let cap = usize::try_from(self.spool.max_bytes() / 16).unwrap_or(usize::MAX);
         let mut budget = TURN_BUDGET.min(cap.max(4096));
         let poll_all = self.wakeups.polling();
-        for index in 0..self.sources.len() {
+        // Each turn starts where the last one ran out of budget, so a backlog in the first
+        // files cannot starve the others.
+        let count = self.sources.len();
+        let start = self.resume_at.min(count);
+        self.resume_at = 0;
+        for index in (start..count).chain(0..start) {
             if budget == 0 {
+                self.resume_at = index;
                 break;
             }
-            if self.sources[index].waiting() && !self.has_elder(index) {
-                self.sources[index].activate();
-            }
             let source = &mut self.sources[index];
+            // An older file of its path is still open: its lines come first.
+            if source.held {
+                continue;
+            }
+            source.activate();
             if source.waiting() || !(source.dirty || source.busy() || poll_all) {
                 continue;
             }
@@ -251,6 +267,7 @@ impl Reader {
             Metrics::add(&self.metrics.lines_split, parts);
         }
         if self.spool_turn(lines)? {
+            finished.sort_unstable();
             self.close(finished)?;
         }
         self.metrics.files_watched.store(
@@ -360,10 +377,13 @@ impl Reader {
         true
     }
 
-    /// Whether an older file of the same path is still open.
-    fn has_elder(&self, index: usize) -> bool {
-        let path = self.sources[index].path();
-        self.sources[..index].iter().any(|s| s.path() == path)
+    /// Marks the files that an older file of the same path still holds back; called whenever
+    /// the list of sources changes.
+    fn relink(&mut self) {
+        let mut seen = HashSet::new();
+        for source in &mut self.sources {
+            source.held = !seen.insert(source.path().to_path_buf());
+        }
     }
 
     /// Closes drained files: the spool is flushed first, so their lines outlive the files.
@@ -383,6 +403,8 @@ impl Reader {
             }
             tracing::info!(path = %source.path().display(), "file closed");
         }
+        // The next file of each path, held since it appeared, is read from now on.
+        self.relink();
         Ok(())
     }
 

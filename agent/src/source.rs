@@ -9,7 +9,9 @@
 //!
 //! - **Waiting.** A file is opened, and its descriptor held, the moment it is seen under a
 //!   matching name, even while an older file of the same path still drains. It is read only
-//!   once every older file of its path is closed, so the path's lines stay in order.
+//!   once every older file of its path is closed, and [`SETTLE`] after it was opened (so a
+//!   trailing rename event can still put an older file before it): the path's lines stay in
+//!   order.
 //! - **Active.** The path names this file. A file shorter than what was read, or whose head no
 //!   longer matches its fingerprint, was truncated: the lines written after our last read are
 //!   in the copy a copytruncate left next to it (same head). They are read from there, from our
@@ -29,6 +31,10 @@ use crate::tailer::{Shipped, Tailer};
 
 /// A rotated-away file is closed after this long without growth.
 pub const ROTATE_IDLE: Duration = Duration::from_secs(1);
+/// A file opened at sight is read only this long after it was opened: the event of an older
+/// file of its path leaving its name (renamed away before it was ever opened) can trail the
+/// one that made us open this file, and that older file must be read first.
+pub const SETTLE: Duration = Duration::from_millis(20);
 
 /// Where a file is in its lifecycle.
 enum State {
@@ -59,6 +65,12 @@ pub struct Source {
     pub dirty: bool,
     /// inotify cannot see it change: look at it on every poll.
     pub polled: bool,
+    /// An older file of its path is still open: not read until that one is closed.
+    pub held: bool,
+    /// It is known to have left its name (renamed away, deleted): a file found renamed away
+    /// later held the name after it.
+    pub left: bool,
+    opened_at: Instant,
 }
 
 impl Source {
@@ -75,6 +87,9 @@ impl Source {
             state: State::Waiting,
             dirty: true,
             polled: false,
+            held: false,
+            left: false,
+            opened_at: Instant::now(),
         }
     }
 
@@ -91,6 +106,7 @@ impl Source {
         source.state = State::Draining {
             since: Instant::now(),
         };
+        source.left = true;
         source
     }
 
@@ -120,9 +136,14 @@ impl Source {
         self.polled || matches!(self.state, State::Draining { .. } | State::Copy { .. })
     }
 
-    /// Every older file of its path is closed: it is the path's file now.
+    /// How long a waiting file still settles before it may be read ([`SETTLE`]).
+    pub fn settling(&self) -> Duration {
+        SETTLE.saturating_sub(self.opened_at.elapsed())
+    }
+
+    /// The path's file from now on (every older file of its path is closed), once settled.
     pub fn activate(&mut self) {
-        if self.waiting() {
+        if self.waiting() && self.settling().is_zero() {
             self.state = State::Active;
             self.dirty = true;
         }
@@ -171,6 +192,7 @@ impl Source {
             std::fs::metadata(path).is_ok_and(|meta| FileKey::of(&meta) == self.tailer.key());
         if !same {
             tracing::info!(path = %path.display(), "file rotated away or deleted, draining it");
+            self.left = true;
             self.state = State::Draining {
                 since: Instant::now(),
             };

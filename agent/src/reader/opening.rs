@@ -56,16 +56,23 @@ impl Reader {
             source.polled = self.wakeups.polled(dir);
         }
         self.sources.push(source);
+        self.relink();
         Ok(())
     }
 
     /// A file was renamed from `from` to `to`. If `from` is a matching name and the file was
     /// never opened (it lived there between two looks), open it by its new name and drain it
-    /// as `from`'s file, before any newer file of that path.
+    /// as `from`'s file: after the files of that path known to have left the name before it,
+    /// before the one that still holds it (opened at sight while this event was on its way).
     pub(super) fn follow(&mut self, from: &Path, to: &Path) -> Result<(), ReaderError> {
         let Some(found) = discover::matching(&self.inputs, from) else {
             return Ok(());
         };
+        let moved = std::fs::metadata(to).ok().map(|m| FileKey::of(&m));
+        if let Some(source) = self.sources.iter_mut().find(|s| Some(s.key()) == moved) {
+            source.left = true;
+            return Ok(());
+        }
         if discover::matching(&self.inputs, to).is_some() {
             return Ok(());
         }
@@ -82,15 +89,22 @@ impl Reader {
         let at = self
             .sources
             .iter()
-            .position(|s| s.waiting() && s.path() == from)
+            .position(|s| !s.left && s.path() == from)
             .unwrap_or(self.sources.len());
         self.sources.insert(at, source);
+        self.relink();
         Ok(())
     }
 
     /// Files rotated while we were stopped: find each unfinished checkpoint's inode next to
     /// its old path and drain it from the checkpoint before the new file at the path.
     pub(super) fn resume_rotated(&mut self) -> Result<(), ReaderError> {
+        self.resume_rotated_files()?;
+        self.relink();
+        Ok(())
+    }
+
+    fn resume_rotated_files(&mut self) -> Result<(), ReaderError> {
         for (key, checkpoint) in self.spool.checkpoints()? {
             if checkpoint.finished {
                 continue;
