@@ -13,6 +13,7 @@
 pub mod commit;
 pub mod consumer;
 pub mod dedup;
+pub mod durable;
 pub mod metrics;
 pub mod outpath;
 pub mod seen;

@@ -14,6 +14,7 @@ use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
 use crate::commit::{Commit, CommitError};
+use crate::durable::{OutputFs, SyncError, Target};
 
 /// More open output files than this and all are closed after a batch (they reopen on demand).
 const MAX_OPEN_FILES: usize = 1024;
@@ -40,6 +41,8 @@ pub enum SinkError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Sync(#[from] SyncError),
     #[error("\"{}\" was appended to before it was opened", path.display())]
     NotOpen { path: PathBuf },
     #[error(transparent)]
@@ -64,20 +67,41 @@ struct OutputFile {
     len: u64,
     /// Bytes appended since the last sync, written in one call.
     pending: Vec<u8>,
+    /// Whether a syncfs of `output.dir` covers it (not on a mount below it).
+    on_output_fs: bool,
 }
 
 /// The open output files under `output.dir`.
 pub struct Sink {
     dir: PathBuf,
+    /// Kept across recoveries: its syncfs reports errors since it was opened.
+    fs: OutputFs,
     open: HashMap<PathBuf, OutputFile>,
 }
 
 impl Sink {
-    /// Truncates every recorded file back to its committed length and returns an empty sink.
-    pub fn recover(dir: &Path, commit: &Commit) -> Result<Sink, SinkError> {
+    /// Opens `dir` and truncates every recorded file back to its committed length.
+    pub fn open(dir: &Path, commit: &Commit) -> Result<Sink, SinkError> {
+        let fs = OutputFs::open(dir).map_err(|source| SinkError::Open {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut sink = Sink {
+            dir: dir.to_path_buf(),
+            fs,
+            open: HashMap::new(),
+        };
+        sink.recover(commit)?;
+        Ok(sink)
+    }
+
+    /// Closes every file (dropping unsynced appends) and truncates every recorded file back to
+    /// its committed length.
+    pub fn recover(&mut self, commit: &Commit) -> Result<(), SinkError> {
+        self.close_all();
         let mut forget = Vec::new();
         for (relative, committed) in commit.files()? {
-            let path = dir.join(&relative);
+            let path = self.dir.join(&relative);
             match std::fs::metadata(&path) {
                 Ok(meta) if meta.len() > committed => {
                     truncate(&path, committed)?;
@@ -96,10 +120,7 @@ impl Sink {
         if !forget.is_empty() {
             commit.set_lengths(&forget)?;
         }
-        Ok(Sink {
-            dir: dir.to_path_buf(),
-            open: HashMap::new(),
-        })
+        Ok(())
     }
 
     /// Opens every file in `files` that is not open yet, recording intent lengths for new ones
@@ -154,7 +175,8 @@ impl Sink {
             .append(true)
             .open(&path)
             .map_err(open_err)?;
-        let actual = file.metadata().map_err(open_err)?.len();
+        let meta = file.metadata().map_err(open_err)?;
+        let actual = meta.len();
         let (len, intent) = match commit.committed_len(relative)? {
             Some(committed) if actual > committed => {
                 truncate(&path, committed)?;
@@ -176,6 +198,7 @@ impl Sink {
                 file,
                 len,
                 pending: Vec::new(),
+                on_output_fs: self.fs.covers(&meta),
             },
             intent,
         ))
@@ -196,22 +219,38 @@ impl Sink {
         Ok(())
     }
 
-    /// Writes what was appended, fsyncs every touched file, and returns their new lengths.
+    /// Writes what was appended, makes every touched file durable (see [`OutputFs::sync`]), and
+    /// returns their new lengths.
     pub fn sync(&mut self) -> Result<Vec<(PathBuf, u64)>, SinkError> {
         let mut lengths = Vec::new();
         for (relative, output) in &mut self.open {
             if output.pending.is_empty() {
                 continue;
             }
-            let write_err = |source| SinkError::Write {
-                path: self.dir.join(relative),
-                source,
-            };
-            output.file.write_all(&output.pending).map_err(write_err)?;
-            output.file.sync_data().map_err(write_err)?;
+            output
+                .file
+                .write_all(&output.pending)
+                .map_err(|source| SinkError::Write {
+                    path: self.dir.join(relative),
+                    source,
+                })?;
             output.pending.clear();
             lengths.push((relative.clone(), output.len));
         }
+        let paths: Vec<PathBuf> = lengths.iter().map(|(r, _)| self.dir.join(r)).collect();
+        let targets: Vec<Target<'_>> = lengths
+            .iter()
+            .zip(&paths)
+            .filter_map(|((relative, _), path)| {
+                let output = self.open.get(relative)?;
+                Some(Target {
+                    file: &output.file,
+                    path,
+                    on_output_fs: output.on_output_fs,
+                })
+            })
+            .collect();
+        self.fs.sync(&targets)?;
         if self.open.len() > MAX_OPEN_FILES {
             self.open.clear();
         }

@@ -4,7 +4,6 @@
 //! its id and file length are flushed in the commit record, so the batch may be acked. When it
 //! returns `Err`, nothing may be acked: call [`Writer::recover`] before the next batch.
 
-use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use logship_config::CollectorConfig;
@@ -27,7 +26,6 @@ pub struct Outcome {
 
 /// Owns the output files and the commit record.
 pub struct Writer {
-    output_dir: PathBuf,
     sink: Sink,
     commit: Commit,
 }
@@ -36,17 +34,13 @@ impl Writer {
     /// Opens the record and truncates every output file back to its committed length.
     pub fn open(config: &CollectorConfig) -> Result<Writer, SinkError> {
         let commit = Commit::open(&config.state_dir, &config.dedup, now_ms())?;
-        let sink = Sink::recover(&config.output_dir, &commit)?;
+        let sink = Sink::open(&config.output_dir, &commit)?;
         tracing::info!(
             files = commit.files()?.len(),
             seen_ids = commit.seen_count(),
             "state recovered"
         );
-        Ok(Writer {
-            output_dir: config.output_dir.clone(),
-            sink,
-            commit,
-        })
+        Ok(Writer { sink, commit })
     }
 
     /// Writes a batch of lines, in order.
@@ -80,9 +74,7 @@ impl Writer {
 
     /// After a failed batch: close every file and truncate back to the committed lengths.
     pub fn recover(&mut self) -> Result<(), SinkError> {
-        self.sink.close_all();
-        self.sink = Sink::recover(&self.output_dir, &self.commit)?;
-        Ok(())
+        self.sink.recover(&self.commit)
     }
 
     /// SIGHUP: close every output file; each is reopened (and re-checked) when next written.
