@@ -14,6 +14,7 @@ pub mod commit;
 pub mod consumer;
 pub mod dedup;
 pub mod durable;
+pub mod lru;
 pub mod metrics;
 pub mod outpath;
 pub mod seen;

@@ -10,7 +10,7 @@ use logship_config::CollectorConfig;
 
 use crate::commit::Commit;
 use crate::dedup;
-use crate::sink::{Sink, SinkError};
+use crate::sink::{self, Sink, SinkError};
 use crate::validate::Line;
 
 /// What became of a batch.
@@ -34,10 +34,23 @@ impl Writer {
     /// Opens the record and truncates every output file back to its committed length.
     pub fn open(config: &CollectorConfig) -> Result<Writer, SinkError> {
         let commit = Commit::open(&config.state_dir, &config.dedup, now_ms())?;
-        let sink = Sink::open(&config.output_dir, &commit)?;
+        let max_open = sink::budget(
+            config.max_open_files,
+            logship_config::cli::open_file_limit(),
+        );
+        if max_open < config.max_open_files {
+            tracing::warn!(
+                configured = config.max_open_files,
+                open_file_limit = logship_config::cli::open_file_limit(),
+                using = max_open,
+                "output.max_open_files leaves too few descriptors under the open-file limit; keeping fewer output files open"
+            );
+        }
+        let sink = Sink::open(&config.output_dir, &commit, max_open)?;
         tracing::info!(
             files = commit.files()?.len(),
             seen_ids = commit.seen_count(),
+            max_open_files = sink.max_open(),
             "state recovered"
         );
         Ok(Writer { sink, commit })
@@ -61,11 +74,11 @@ impl Writer {
                 outcome.refused.push((position, format!("{err:#}")));
                 continue;
             }
-            self.sink.append(&line.file, &line.bytes)?;
+            self.sink.append(&line.file, &line.bytes);
             ids.push(line.id);
         }
         let started = std::time::Instant::now();
-        let lengths = self.sink.sync()?;
+        let lengths = self.sink.sync(&self.commit)?;
         outcome.fsync = started.elapsed();
         self.commit.record(&ids, &lengths, now_ms())?;
         outcome.written = ids.len() as u64;
