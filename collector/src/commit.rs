@@ -105,7 +105,7 @@ impl Commit {
     /// Records a written batch: its ids and the new file lengths. Only then may it be acked.
     pub fn record(
         &mut self,
-        ids: &[String],
+        ids: &[&str],
         lengths: &[(PathBuf, u64)],
         now_ms: i64,
     ) -> Result<(), CommitError> {
@@ -195,7 +195,7 @@ mod tests {
         let wide = bounds(10, Duration::from_secs(60));
         {
             let mut commit = open(dir.path(), &wide, 1_000);
-            let ids = vec!["a".to_string(), "b".to_string()];
+            let ids = ["a", "b"];
             let lengths = vec![(PathBuf::from("h/x.log"), 42)];
             commit.record(&ids, &lengths, 1_000).unwrap();
         }
@@ -215,9 +215,7 @@ mod tests {
         let by_count = bounds(3, Duration::from_secs(3600));
         let mut commit = open(dir.path(), &by_count, 1_000);
         for (i, id) in ["1", "2", "3", "4", "5"].iter().enumerate() {
-            commit
-                .record(&[id.to_string()], &[], 1_000 + i as i64)
-                .unwrap();
+            commit.record(&[id], &[], 1_000 + i as i64).unwrap();
         }
         assert_eq!(commit.seen_count(), 3);
         assert!(!commit.is_seen("1") && !commit.is_seen("2"));
@@ -225,7 +223,7 @@ mod tests {
         drop(commit);
         let by_age = bounds(100, Duration::from_millis(10));
         let mut commit = open(dir.path(), &by_age, 1_004);
-        commit.record(&["6".into()], &[], 1_013).unwrap();
+        commit.record(&["6"], &[], 1_013).unwrap();
         assert!(!commit.is_seen("3") && commit.is_seen("4"));
         assert_eq!(commit.seen_count(), 3);
     }
@@ -238,6 +236,7 @@ mod tests {
         // Enough ids to compact several times: only the last 1000 stay.
         for round in 0..300 {
             let ids: Vec<String> = (0..1000).map(|i| format!("{round}-{i}")).collect();
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
             commit.record(&ids, &[], 0).unwrap();
         }
         let logs = std::fs::read_dir(dir.path())

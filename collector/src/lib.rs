@@ -16,9 +16,11 @@ pub mod dedup;
 pub mod durable;
 pub mod lru;
 pub mod metrics;
+pub mod outage;
 pub mod outpath;
 pub mod seen;
 pub mod sink;
+pub mod topology;
 pub mod validate;
 pub mod writer;
 

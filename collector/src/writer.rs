@@ -1,8 +1,10 @@
 //! Applying one batch: dedup, append, fsync, commit. Blocking; run it off the async threads.
 //!
-//! Invariant: when [`Writer::write`] returns `Ok`, every line it reports written is fsync'd and
+//! Invariant: when [`Writer::write`] returns `Ok`, every line it reports written is durable and
 //! its id and file length are flushed in the commit record, so the batch may be acked. When it
-//! returns `Err`, nothing may be acked: call [`Writer::recover`] before the next batch.
+//! returns `Err`, nothing may be acked; the output has been truncated back to the committed
+//! lengths (or, if even that failed, will be before the next batch is written), so the same
+//! batch can simply be written again.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -28,6 +30,8 @@ pub struct Outcome {
 pub struct Writer {
     sink: Sink,
     commit: Commit,
+    /// A failed batch could not be truncated back: do it before writing anything else.
+    needs_recovery: bool,
 }
 
 impl Writer {
@@ -53,13 +57,34 @@ impl Writer {
             max_open_files = sink.max_open(),
             "state recovered"
         );
-        Ok(Writer { sink, commit })
+        Ok(Writer {
+            sink,
+            commit,
+            needs_recovery: false,
+        })
     }
 
-    /// Writes a batch of lines, in order.
-    pub fn write(&mut self, lines: Vec<Line>) -> Result<Outcome, SinkError> {
-        let numbered: Vec<(usize, Line)> = lines.into_iter().enumerate().collect();
-        let (fresh, duplicates) = dedup::fresh(numbered, &self.commit);
+    /// Writes a batch of lines, in order. On failure the output is truncated back at once (on
+    /// a full disk that frees what the failed attempt took).
+    pub fn write(&mut self, lines: &[Line]) -> Result<Outcome, SinkError> {
+        if self.needs_recovery {
+            self.sink.recover(&self.commit)?;
+            self.needs_recovery = false;
+        }
+        let result = self.write_batch(lines);
+        if result.is_err()
+            && let Err(err) = self.sink.recover(&self.commit)
+        {
+            // Files are closed whatever failed, and each is re-checked when reopened; the full
+            // recovery is tried again before the next batch.
+            tracing::debug!(error = %crate::outage::chain(&err), "cannot truncate output back yet");
+            self.needs_recovery = true;
+        }
+        result
+    }
+
+    fn write_batch(&mut self, lines: &[Line]) -> Result<Outcome, SinkError> {
+        let (fresh, duplicates) = dedup::fresh(lines, &self.commit);
         let refused_files = self.sink.open_all(
             fresh.iter().map(|(_, line)| line.file.as_path()),
             &self.commit,
@@ -75,7 +100,7 @@ impl Writer {
                 continue;
             }
             self.sink.append(&line.file, &line.bytes);
-            ids.push(line.id);
+            ids.push(line.id.as_str());
         }
         let started = std::time::Instant::now();
         let lengths = self.sink.sync(&self.commit)?;
@@ -83,11 +108,6 @@ impl Writer {
         self.commit.record(&ids, &lengths, now_ms())?;
         outcome.written = ids.len() as u64;
         Ok(outcome)
-    }
-
-    /// After a failed batch: close every file and truncate back to the committed lengths.
-    pub fn recover(&mut self) -> Result<(), SinkError> {
-        self.sink.recover(&self.commit)
     }
 
     /// SIGHUP: close every output file; each is reopened (and re-checked) when next written.

@@ -67,6 +67,15 @@ impl SinkError {
         ))
     }
 
+    /// Whether the state database failed: the collector then exits (and systemd restarts it),
+    /// since sled keeps failing once it hit an I/O error. Everything else is an outage.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            SinkError::Commit(CommitError::Sled(_) | CommitError::Open { .. })
+        )
+    }
+
     /// The operating system's error and the path it concerns, if the failure has them.
     pub fn io_error(&self) -> Option<(&Path, &std::io::Error)> {
         match self {
@@ -118,13 +127,19 @@ impl Sink {
             pending: Vec::new(),
             pending_index: HashMap::new(),
         };
-        sink.recover(commit)?;
+        sink.truncate_back(commit, true)?;
         Ok(sink)
     }
 
-    /// Closes every file (dropping unsynced appends) and truncates every recorded file back to
-    /// its committed length.
+    /// After a failed batch: closes every file (dropping unsynced appends) and truncates every
+    /// recorded file back to its committed length. Quiet: an outage is reported once elsewhere.
     pub fn recover(&mut self, commit: &Commit) -> Result<(), SinkError> {
+        self.truncate_back(commit, false)
+    }
+
+    /// Truncates every recorded file back to its committed length; `on_start` logs each file
+    /// cut at info (at debug after a failed batch, where it happens on every retry).
+    fn truncate_back(&mut self, commit: &Commit, on_start: bool) -> Result<(), SinkError> {
         self.close_all();
         let mut forget = Vec::new();
         for (relative, committed) in commit.files()? {
@@ -132,8 +147,12 @@ impl Sink {
             match std::fs::metadata(&path) {
                 Ok(meta) if meta.len() > committed => {
                     truncate(&path, committed)?;
-                    tracing::info!(file = %path.display(), committed, dropped = meta.len() - committed,
-                        "truncated unacknowledged tail");
+                    let dropped = meta.len() - committed;
+                    if on_start {
+                        tracing::info!(file = %path.display(), committed, dropped, "truncated unacknowledged tail");
+                    } else {
+                        tracing::debug!(file = %path.display(), committed, dropped, "truncated unacknowledged tail");
+                    }
                 }
                 Ok(meta) if meta.len() < committed => {
                     tracing::info!(file = %path.display(), "output file shorter than committed, starting anew");
@@ -164,14 +183,15 @@ impl Sink {
             if self.open.get_mut(relative).is_some() || refused.iter().any(|(r, _)| r == relative) {
                 continue;
             }
+            // Make room first, so the budget holds even while the new file is opened. Nothing
+            // waits in an open file outside `sync`'s write-then-sync: closing loses nothing.
+            while self.open.len() >= self.max_open {
+                self.open.pop_oldest();
+            }
             match self.open_one(relative, commit) {
                 Ok((output, intent)) => {
                     if let Some(len) = intent {
                         intents.push((relative.to_path_buf(), Some(len)));
-                    }
-                    while self.open.len() >= self.max_open {
-                        // Nothing is pending in an open file outside `sync`: closing loses nothing.
-                        self.open.pop_oldest();
                     }
                     self.open.insert(relative.to_path_buf(), output);
                 }
