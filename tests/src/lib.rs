@@ -1,6 +1,6 @@
 //! Support for the end-to-end tests: a real broker (with names of its own per test, deleted
-//! afterwards), a TCP proxy that can cut it off, the real daemons as child processes, and their
-//! output.
+//! afterwards), a TCP proxy that can cut it off, the real daemons as child processes (under an
+//! open-file limit if need be), a tmpfs to fill, and their output.
 
 pub mod broker;
 pub mod daemon;
@@ -8,3 +8,4 @@ pub mod fixture;
 pub mod lines;
 pub mod proxy;
 pub mod rabbit;
+pub mod tmpfs;

@@ -4,4 +4,5 @@ mod agent;
 mod collector;
 mod config_errors;
 mod faults;
+mod fleet;
 mod service;
