@@ -21,6 +21,7 @@ pub mod lru;
 pub mod metrics;
 pub mod outage;
 pub mod outpath;
+pub mod positions;
 pub mod seen;
 pub mod sink;
 pub mod topology;

@@ -54,6 +54,7 @@ impl Writer {
         tracing::info!(
             files = commit.files()?.len(),
             seen_ids = commit.seen_count(),
+            sources = commit.source_count(),
             max_open_files = sink.max_open(),
             "state recovered"
         );
@@ -94,6 +95,7 @@ impl Writer {
             ..Outcome::default()
         };
         let mut ids = Vec::with_capacity(fresh.len());
+        let mut positions = Vec::with_capacity(fresh.len());
         for (position, line) in fresh {
             if let Some((_, err)) = refused_files.iter().find(|(file, _)| *file == line.file) {
                 outcome.refused.push((position, format!("{err:#}")));
@@ -101,11 +103,12 @@ impl Writer {
             }
             self.sink.append(&line.file, &line.bytes);
             ids.push(line.id.as_str());
+            positions.push((line.source, line.offset, line.bytes.len()));
         }
         let started = std::time::Instant::now();
         let lengths = self.sink.sync(&self.commit)?;
         outcome.fsync = started.elapsed();
-        self.commit.record(&ids, &lengths, now_ms())?;
+        self.commit.record(&ids, &positions, &lengths, now_ms())?;
         outcome.written = ids.len() as u64;
         Ok(outcome)
     }

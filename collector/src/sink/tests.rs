@@ -42,7 +42,7 @@ fn a_batch_over_more_files_than_may_be_open_is_written_whole() {
         assert_eq!(lengths.len(), files.len());
         assert!(sink.open_count() <= 4);
         assert!(lengths.iter().all(|(_, len)| *len == 4 * (round + 1)));
-        commit.record(&[], &lengths, 0).unwrap();
+        commit.record(&[], &[], &lengths, 0).unwrap();
     }
     for file in &files {
         let text = std::fs::read_to_string(out.path().join(file)).unwrap();
@@ -60,7 +60,7 @@ fn bytes_synced_but_never_committed_are_truncated_on_recovery() {
         .unwrap();
     files.iter().for_each(|f| sink.append(f, b"kept"));
     let lengths = sink.sync(&commit).unwrap();
-    commit.record(&[], &lengths, 0).unwrap();
+    commit.record(&[], &[], &lengths, 0).unwrap();
     // A second batch reaches the disk but its commit never happens.
     files.iter().for_each(|f| sink.append(f, b"lost"));
     sink.sync(&commit).unwrap();

@@ -177,3 +177,44 @@ async fn output_disk_filled_and_freed_mid_stream_writes_every_line_once_and_says
     assert!(failures >= 2, "disk_full counter: {failures}\n{log}");
     drop(tmpfs);
 }
+
+/// Regression test for issue 9: with `dedup.max_ids` at 1000, lines resent after 5000 lines of
+/// another host were written twice (their ids forgotten); their committed offsets now catch them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_resent_after_the_id_window_moved_on_are_dropped_by_their_offset() {
+    let topology = Topology::new("window", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::new(
+        dir.path(),
+        "c",
+        &topology.exchange,
+        &topology.queues[0],
+        "[dedup]\nmax_ids = 1000\n",
+    );
+    let mut daemon = collector.start();
+    let a = vec![("host-a".to_string(), "/var/log/a.log".to_string(), 1)];
+    let b = vec![("host-b".to_string(), "/var/log/b.log".to_string(), 2)];
+    let broker = Broker::connect().await;
+    broker
+        .publish(&topology.exchange, &interleaved(&a, 0..2000))
+        .await;
+    broker
+        .publish(&topology.exchange, &interleaved(&b, 0..5000))
+        .await;
+    wait_all(&collector, &b, 5000, Duration::from_secs(60), || {});
+    // What an agent killed -9 sends again: everything since its last checkpoint, and more.
+    broker
+        .publish(&topology.exchange, &interleaved(&a, 1000..3000))
+        .await;
+    // One publisher, one queue: once line 2999 is on disk, the resent copies of 1000..1999,
+    // published before it, were either dropped or written ahead of it.
+    wait_all(&collector, &a, 3000, Duration::from_secs(60), || {});
+    assert!(daemon.stop(Duration::from_secs(20)).success());
+    assert_every_line_once(&collector, &a, 3000);
+    assert_every_line_once(&collector, &b, 5000);
+    assert!(
+        daemon.log_text().contains("duplicates=1000"),
+        "{}",
+        daemon.log_text()
+    );
+}
