@@ -101,10 +101,13 @@ pub struct BatchSettings {
     pub max_delay: Duration,
 }
 
-/// Bounds of the seen-id set; an id is forgotten when either is exceeded.
+/// Bounds of what dedup remembers.
 #[derive(Debug, Clone)]
 pub struct DedupSettings {
+    /// Ids in the seen-id set at most; the oldest are forgotten.
     pub max_ids: u64,
+    /// Ids older than this, and the committed positions of a source with no commit for this
+    /// long, are forgotten.
     pub max_age: Duration,
 }
 
