@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use logship_config::Envelope;
-use logship_tests::broker::{Broker, Topology};
+use logship_tests::broker::{Broker, Topology, amqp_url};
 use logship_tests::daemon::Daemon;
-use logship_tests::fixture::Collector;
-use logship_tests::lines::{assert_same_lines, envelopes, read_lines, text};
+use logship_tests::fixture::{Agent, Collector};
+use logship_tests::lines::{assert_same_lines, envelopes, read_lines, text, wait_for_lines};
 use logship_tests::tmpfs::Tmpfs;
 
 /// Lines of one collector's log at WARN level, but the one about the test config's password.
@@ -217,4 +217,88 @@ async fn lines_resent_after_the_id_window_moved_on_are_dropped_by_their_offset()
         "{}",
         daemon.log_text()
     );
+}
+
+/// Appends lines `range` of `source` (as [`text`] makes them) to `path`.
+fn append(path: &Path, source: &str, range: std::ops::Range<usize>) {
+    use std::io::Write as _;
+    let mut bytes = Vec::new();
+    for i in range {
+        bytes.extend_from_slice(&text(source, i));
+        bytes.push(b'\n');
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    file.write_all(&bytes).unwrap();
+}
+
+/// The scenario with real agents: `dedup.max_ids = 1000`, agent A killed -9 three times
+/// and restarted 3 s later while agent B (another host) keeps shipping, so A's resent lines come
+/// back long after their ids left the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_killed_nine_and_restarted_after_more_traffic_than_the_id_window_duplicates_nothing()
+{
+    const PER_FILE: usize = 20_000;
+    let topology = Topology::new("agentwindow", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::new(
+        dir.path(),
+        "c",
+        &topology.exchange,
+        &topology.queues[0],
+        "[dedup]\nmax_ids = 1000\n",
+    );
+    let mut collector_daemon = collector.start();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let (a_log, b_log) = (logs.join("a.log"), logs.join("b.log"));
+    let agent = |name: &str, log: &Path| {
+        Agent::new(
+            dir.path(),
+            name,
+            &amqp_url(),
+            &topology.exchange,
+            &[log],
+            "",
+            "",
+        )
+    };
+    let (a, b) = (agent("a", &a_log), agent("b", &b_log));
+    let (mut a_daemon, mut b_daemon) = (a.start(true), b.start(true));
+    let (a_path, b_path) = (a_log.clone(), b_log.clone());
+    let writer = std::thread::spawn(move || {
+        for chunk in (0..PER_FILE).step_by(500) {
+            append(&a_path, "a", chunk..chunk + 500);
+            append(&b_path, "b", chunk..chunk + 500);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(500 + fastrand::u64(0..1000))).await;
+        a_daemon.kill9();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        a_daemon = a.start(false);
+    }
+    writer.join().unwrap();
+    for (agent, log) in [(&a, &a_log), (&b, &b_log)] {
+        wait_for_lines(
+            &collector.file(&agent.host, log),
+            PER_FILE,
+            Duration::from_secs(180),
+        );
+    }
+    assert!(a_daemon.stop(Duration::from_secs(20)).success());
+    assert!(b_daemon.stop(Duration::from_secs(20)).success());
+    assert!(collector_daemon.stop(Duration::from_secs(20)).success());
+    for (agent, log, name) in [(&a, &a_log, "a"), (&b, &b_log, "b")] {
+        let expected: Vec<Vec<u8>> = (0..PER_FILE).map(|i| text(name, i)).collect();
+        assert_same_lines(
+            &read_lines(&collector.file(&agent.host, log)),
+            &expected,
+            name,
+        );
+    }
 }
