@@ -25,6 +25,13 @@ pub type SourceHash = u128;
 /// At most one pass over all sources to forget idle ones per this many milliseconds.
 const PRUNE_INTERVAL_MS: i64 = 60_000;
 
+/// Ranges kept per source at most. A well-behaved agent leaves one (a few while resends are
+/// outstanding); a producer whose offsets leave gaps would otherwise make every batch copy and
+/// store a record as large as its history. Past the cap the lowest (oldest) ranges are
+/// forgotten: their lines fall back to the seen-id set, which can only let a duplicate through,
+/// never drop a line.
+const MAX_RANGES: usize = 256;
+
 /// Sorted, disjoint, non-adjacent half-open ranges `[start, end)`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ranges(Vec<(u64, u64)>);
@@ -55,6 +62,12 @@ impl Ranges {
     pub fn contains(&self, start: u64, end: u64) -> bool {
         let i = self.0.partition_point(|&(_, e)| e < end);
         self.0.get(i).is_some_and(|&(s, e)| s <= start && end <= e)
+    }
+
+    /// Forgets the lowest ranges beyond the `keep` highest.
+    pub fn keep_highest(&mut self, keep: usize) {
+        let excess = self.0.len().saturating_sub(keep);
+        self.0.drain(..excess);
     }
 
     /// Number of ranges.
@@ -155,6 +168,9 @@ impl Positions {
             });
             let (start, end) = extent(offset, len);
             source.ranges.insert(start, end);
+        }
+        for source in touched.values_mut() {
+            source.ranges.keep_highest(MAX_RANGES);
         }
         let mut staged = Staged::default();
         if now_ms >= self.next_prune_ms {
@@ -257,6 +273,16 @@ mod tests {
         assert!(!only_first.covers(S, 4, 4) && !only_first.covers(S + 1, 0, 4));
         // An empty line right after a line is its own line.
         assert!(!positions.covers(S, 14, 0));
+    }
+
+    #[test]
+    fn a_source_full_of_gaps_keeps_only_its_highest_ranges() {
+        let mut positions = Positions::default();
+        let lines = (0..MAX_RANGES as u64 + 10).map(|i| (S, i * 100, 9));
+        positions.apply(positions.stage(lines, 0, 1000), 0);
+        assert_eq!(positions.sources[&S].ranges.len(), MAX_RANGES);
+        assert!(!positions.covers(S, 900, 9) && positions.covers(S, 1000, 9));
+        assert!(positions.covers(S, (MAX_RANGES as u64 + 9) * 100, 9));
     }
 
     #[test]
