@@ -3,8 +3,8 @@
 //! Invariants:
 //! - A delivery is acked only after the writer committed its batch (`ack` with `multiple`
 //!   up to the batch's last line); a malformed one is rejected without requeue, never acked.
-//! - A batch whose channel died is dropped unacked: the broker redelivers it, and the seen-id set
-//!   drops whatever of it was already written.
+//! - A batch whose channel died is dropped unacked: the broker redelivers it, and dedup (committed
+//!   source positions, then the seen-id set) drops whatever of it was already written.
 //! - A failed write keeps the batch unacked, truncates the output back to the committed lengths,
 //!   and writes the same batch again after a backoff delay on the same channel (see
 //!   [`crate::outage`]); only a failure of the state database stops the collector.
