@@ -1,13 +1,18 @@
 //! From the inputs' globs to the files to tail.
 
-use std::path::PathBuf;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
 use logship_config::agent::{Input, ReadFrom};
+
+use crate::identity::FileKey;
 
 /// A file an input matches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
     pub path: PathBuf,
+    /// The file's key when the scan stat'ed it (`None` for a path an event named).
+    pub key: Option<FileKey>,
     pub read_from: ReadFrom,
     pub max_line_bytes: usize,
 }
@@ -24,12 +29,8 @@ pub struct Scan {
 /// several inputs is taken once, with the first input's settings.
 pub fn scan(inputs: &[Input]) -> Scan {
     let mut scan = Scan::default();
+    let mut seen = HashSet::new();
     for input in inputs {
-        let excludes: Vec<glob::Pattern> = input
-            .exclude
-            .iter()
-            .filter_map(|p| glob::Pattern::new(p).ok())
-            .collect();
         for pattern in &input.paths {
             let Ok(paths) = glob::glob(pattern) else {
                 continue;
@@ -43,24 +44,85 @@ pub fn scan(inputs: &[Input]) -> Scan {
                         continue;
                     }
                 };
-                let excluded = excludes.iter().any(|e| {
-                    e.matches_path(&path)
-                        || path
-                            .file_name()
-                            .is_some_and(|n| e.matches(&n.to_string_lossy()))
-                });
-                if excluded || path.is_dir() || scan.found.iter().any(|f| f.path == path) {
+                if excluded(input, &path) || seen.contains(&path) {
                     continue;
                 }
-                scan.found.push(Found {
-                    path,
-                    read_from: input.read_from,
-                    max_line_bytes: usize::try_from(input.max_line_bytes).unwrap_or(usize::MAX),
-                });
+                // One stat per file and scan: it tells directories apart and names the file.
+                let meta = match std::fs::metadata(&path) {
+                    Ok(meta) if meta.is_dir() => continue,
+                    Ok(meta) => Some(meta),
+                    Err(_) => None,
+                };
+                seen.insert(path.clone());
+                let mut file = found(input, path);
+                file.key = meta.as_ref().map(FileKey::of);
+                scan.found.push(file);
             }
         }
     }
     scan
+}
+
+/// The input that matches `path`, if any (for a file an event names): the same rule as
+/// [`scan`], for one path.
+pub fn matching(inputs: &[Input], path: &Path) -> Option<Found> {
+    let input = inputs.iter().find(|input| {
+        let matched = input
+            .paths
+            .iter()
+            .any(|pattern| glob::Pattern::new(pattern).is_ok_and(|p| p.matches_path(path)));
+        matched && !excluded(input, path)
+    })?;
+    Some(found(input, path.to_path_buf()))
+}
+
+/// The directories a watch must cover: each matched file's, and each glob's longest
+/// wildcard-free directory prefix (so files appearing there are seen at once).
+pub fn directories(inputs: &[Input], found: &[Found]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = found
+        .iter()
+        .filter_map(|f| f.path.parent().map(Path::to_path_buf))
+        .collect();
+    for pattern in inputs.iter().flat_map(|i| &i.paths) {
+        let (mut prefix, mut wild) = (PathBuf::new(), false);
+        for part in Path::new(pattern).components() {
+            if part.as_os_str().to_string_lossy().contains(['*', '?', '[']) {
+                wild = true;
+                break;
+            }
+            prefix.push(part);
+        }
+        if !wild {
+            prefix.pop();
+        }
+        dirs.push(prefix);
+    }
+    dirs.retain(|d| !d.as_os_str().is_empty());
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+fn excluded(input: &Input, path: &Path) -> bool {
+    input
+        .exclude
+        .iter()
+        .filter_map(|p| glob::Pattern::new(p).ok())
+        .any(|e| {
+            e.matches_path(path)
+                || path
+                    .file_name()
+                    .is_some_and(|n| e.matches(&n.to_string_lossy()))
+        })
+}
+
+fn found(input: &Input, path: PathBuf) -> Found {
+    Found {
+        path,
+        key: None,
+        read_from: input.read_from,
+        max_line_bytes: usize::try_from(input.max_line_bytes).unwrap_or(usize::MAX),
+    }
 }
 
 #[cfg(test)]
@@ -80,6 +142,12 @@ mod tests {
             read_from: ReadFrom::Beginning,
             max_line_bytes: 1024,
         };
+        let inputs = [input];
+        assert!(matching(&inputs, &dir.path().join("later.log")).is_some());
+        assert!(matching(&inputs, &dir.path().join("later.log.gz")).is_none());
+        assert!(matching(&inputs, &dir.path().join("later.txt")).is_none());
+        assert_eq!(directories(&inputs, &[]), [dir.path().to_path_buf()]);
+        let [input] = inputs;
         let mut names: Vec<_> = scan(&[input])
             .found
             .into_iter()

@@ -4,9 +4,13 @@
 //! taken from bytes that can no longer change (a complete first line, or 1 KiB), so it is stable
 //! while the file grows, and it is only needed once a line is shipped. Its length is kept with
 //! the checkpoint, so the same bytes can be hashed again after a restart.
+//!
+//! Identity also finds a file again after it left its name: by key (rotated while the agent was
+//! stopped) or by head (the copy a copytruncate left next to the file).
 
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
 
 /// The most bytes fingerprinted.
 pub const FINGERPRINT_MAX: usize = 1024;
@@ -59,6 +63,51 @@ pub fn matches(file: &File, expected: Fingerprint) -> std::io::Result<bool> {
     Ok(read == len && fnv1a(&head[..len]) == expected.hash)
 }
 
+/// Looks in `path`'s directory for the file with `key` (a file rotated while the agent was
+/// stopped); returns it open, with its size.
+pub fn find_by_key(path: &Path, key: FileKey) -> Option<(File, u64)> {
+    let dir = path.parent()?;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_file() && FileKey::of(&meta) == key {
+            let file = File::open(entry.path()).ok()?;
+            return Some((file, meta.len()));
+        }
+    }
+    None
+}
+
+/// A copytruncate copy found next to a truncated file.
+pub struct Copy {
+    pub path: PathBuf,
+    pub file: File,
+    pub size: u64,
+}
+
+/// Looks in `path`'s directory for the copy of a file that was just truncated: another regular
+/// file starting with the bytes `head` was taken from. When several do (files whose first line
+/// repeats), the most recently modified one is the copy just made.
+pub fn find_copy(path: &Path, key: FileKey, head: Fingerprint) -> Option<Copy> {
+    let dir = path.parent()?;
+    let mut candidates: Vec<(std::time::SystemTime, PathBuf, u64)> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let meta = entry.metadata().ok()?;
+            let wanted =
+                meta.is_file() && FileKey::of(&meta) != key && meta.len() >= u64::from(head.len);
+            wanted.then_some((meta.modified().ok()?, entry.path(), meta.len()))
+        })
+        .collect();
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
+    candidates.into_iter().find_map(|(_, path, size)| {
+        let file = File::open(&path).ok()?;
+        matches(&file, head)
+            .ok()?
+            .then_some(Copy { path, file, size })
+    })
+}
+
 fn read_head(file: &File, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
@@ -106,6 +155,29 @@ mod tests {
         assert!(!matches(&b, fp).unwrap());
         let empty = tempfile::tempfile().unwrap();
         assert!(!matches(&empty, fp).unwrap());
+    }
+
+    #[test]
+    fn the_copy_of_a_truncated_file_is_found_by_its_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        std::fs::write(dir.path().join("other.log"), b"another head\n").unwrap();
+        std::fs::write(&path, b"first line\nsecond\n").unwrap();
+        let file = File::open(&path).unwrap();
+        let fp = fingerprint(&file, false).unwrap().unwrap();
+        let key = FileKey::of(&file.metadata().unwrap());
+        assert!(
+            find_copy(&path, key, fp).is_none(),
+            "the file itself is no copy"
+        );
+        std::fs::copy(&path, dir.path().join("app.log.1")).unwrap();
+        std::fs::write(&path, b"").unwrap();
+        let copy = find_copy(&path, key, fp).unwrap();
+        assert_eq!(
+            (copy.path.file_name().unwrap(), copy.size),
+            ("app.log.1".as_ref(), 18)
+        );
+        assert_eq!(find_by_key(&dir.path().join("gone.log"), key).unwrap().1, 0);
     }
 
     #[test]

@@ -3,21 +3,27 @@
 //!
 //! The path of a line:
 //! ```text
-//! discover -> tailer (reader thread) -> spool (sled: entry + checkpoint in one batch)
-//!          -> publisher (confirm window) -> exchange; clean ack => entry removed
+//! wakeup (inotify, or polls) + discover (globs) -> source (one per file: lifecycle) + tailer
+//!   (bytes to lines) on the reader thread -> spool (one segment file per turn, fsync'd, then
+//!   its index record and the checkpoints in one sled batch) -> publisher (confirm window)
+//!   -> exchange; a segment is removed once every line of it is cleanly acked
 //! ```
 //! Promises: no line lost (a checkpoint never passes a line that is neither spooled nor
 //! confirmed; rotated files are drained and flushed before they are closed), no line duplicated
 //! at the collector (message ids are a pure function of where a line came from, so resends are
-//! recognisable), lines of a file in order (one reader per file, one spool, one channel).
+//! recognisable), lines of a file in order (one reader per path, one spool, one channel).
+//! Never up but idle: a reader or publisher that stops for any reason but a failing state disk
+//! (which pauses reading) ends the agent with exit 1 and the cause.
 
 pub mod discover;
 pub mod identity;
 pub mod metrics;
 pub mod publisher;
+pub mod reader;
+pub mod source;
 pub mod spool;
 pub mod tailer;
-pub mod watcher;
+pub mod wakeup;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,20 +62,24 @@ pub async fn run(
 
     let (reload_tx, reload_rx) = std::sync::mpsc::channel();
     let reader_stop = CancellationToken::new();
-    let watcher = watcher::Watcher::new(
+    let reader = reader::Reader::new(
         config.host.clone(),
         config.inputs.clone(),
+        config.watch,
         spool.clone(),
         metrics.clone(),
     );
     let stop = reader_stop.clone();
-    let reader = std::thread::Builder::new()
+    let (reader_tx, mut reader_done) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
         .name("logship-reader".into())
-        .spawn(move || watcher.run(stop, reload_rx))
+        .spawn(move || {
+            let _ = reader_tx.send(reader.run(stop, reload_rx));
+        })
         .context("cannot start the reader thread")?;
 
     let publisher_stop = CancellationToken::new();
-    let publisher = tokio::spawn(
+    let mut publisher = tokio::spawn(
         publisher::Publisher::new(config.broker.clone(), spool.clone(), metrics.clone())
             .run(publisher_stop.clone(), config.shutdown_timeout),
     );
@@ -109,14 +119,31 @@ pub async fn run(
                     Err(err) => tracing::error!(error = format!("{:#}", anyhow::Error::from(err)), "reload refused, keeping the running config"),
                 }
             }
+            // cancel-safe: polling a oneshot receiver by reference keeps it
+            result = &mut reader_done => {
+                let cause = match result {
+                    Ok(Ok(())) => anyhow::anyhow!("stopped without being asked to"),
+                    Ok(Err(err)) => anyhow::Error::from(err),
+                    Err(_) => anyhow::anyhow!("panicked"),
+                };
+                return Err(cause.context("reader failed"));
+            }
+            // cancel-safe: polling a JoinHandle by reference keeps it
+            result = &mut publisher => {
+                let cause = match result {
+                    Ok(Ok(())) => anyhow::anyhow!("stopped without being asked to"),
+                    Ok(Err(err)) => anyhow::Error::from(err),
+                    Err(err) => anyhow::Error::from(err),
+                };
+                return Err(cause.context("publisher failed"));
+            }
         }
     }
 
     // Stop reading first; the reader flushes the spool as it exits.
     reader_stop.cancel();
-    tokio::task::spawn_blocking(move || reader.join())
+    (&mut reader_done)
         .await
-        .context("reader thread lost")?
         .map_err(|_| anyhow::anyhow!("reader thread panicked"))?
         .context("spool failed while reading")?;
     publisher_stop.cancel();
@@ -125,10 +152,15 @@ pub async fn run(
         .context("publisher panicked")?
         .context("spool failed while publishing")?;
     let spool_for_flush = spool.clone();
-    tokio::task::spawn_blocking(move || spool_for_flush.flush())
+    let flushed = tokio::task::spawn_blocking(move || spool_for_flush.flush())
         .await
-        .context("spool flush panicked")?
-        .context("cannot flush the spool")?;
+        .context("spool flush panicked")?;
+    match flushed {
+        Err(err) if err.is_disk_failure() => {
+            tracing::warn!(error = %err, "cannot flush the spool on the way out; unconfirmed lines are sent again on start")
+        }
+        other => other.context("cannot flush the spool")?,
+    }
     tracing::info!(counters = %metrics.summary(), spooled = spool.entries(), "agent stopped");
     Ok(())
 }

@@ -13,6 +13,11 @@ pub struct Metrics {
     pub lines_split: AtomicU64,
     /// Spooled lines dropped by `when_full = "drop_oldest"`.
     pub dropped: AtomicU64,
+    /// Truncations with no copy found next to the file: lines written since the last read may
+    /// be lost.
+    pub truncated_without_copy: AtomicU64,
+    /// Spells of reading paused because the state disk failed (full, I/O error).
+    pub disk_pauses: AtomicU64,
     /// Publishes sent (resends included).
     pub published: AtomicU64,
     /// Publishes the broker confirmed cleanly; their entries left the spool.
@@ -65,6 +70,20 @@ impl Metrics {
             "counter",
             "Spooled lines dropped by drop_oldest.",
             get(&self.dropped),
+        );
+        metric(
+            &mut out,
+            "logship_agent_truncated_without_copy_total",
+            "counter",
+            "Truncations with no copy found next to the file (lines may be lost).",
+            get(&self.truncated_without_copy),
+        );
+        metric(
+            &mut out,
+            "logship_agent_disk_pauses_total",
+            "counter",
+            "Times reading paused because the state disk failed (full, I/O error).",
+            get(&self.disk_pauses),
         );
         metric(
             &mut out,
@@ -129,11 +148,13 @@ impl Metrics {
     pub fn summary(&self) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
-            "files={} read={} split={} dropped={} published={} confirmed={} returned={} nacked={} reconnects={}",
+            "files={} read={} split={} dropped={} truncated_without_copy={} disk_pauses={} published={} confirmed={} returned={} nacked={} reconnects={}",
             get(&self.files_watched),
             get(&self.lines_read),
             get(&self.lines_split),
             get(&self.dropped),
+            get(&self.truncated_without_copy),
+            get(&self.disk_pauses),
             get(&self.published),
             get(&self.confirmed),
             get(&self.returned),

@@ -1,5 +1,6 @@
-//! One open file: reads bytes from the checkpoint on, cuts them into lines, and knows where it
-//! stands (offset, generation, fingerprint, partial line).
+//! The byte cursor of one open file: reads bytes from the checkpoint on, cuts them into lines,
+//! and knows where it stands (offset, generation, fingerprint, partial line). Its lifecycle
+//! (rotation, truncation, closing) belongs to [`crate::source`].
 //!
 //! Line rule: a line ends at `\n` (not shipped); its bytes are shipped exactly, `\r`, invalid
 //! UTF-8 and NUL included. A line longer than `max_line_bytes` is shipped as consecutive parts of
@@ -7,8 +8,10 @@
 //! so memory holds at most one part per file. A last line without a newline waits, and is
 //! shipped when the file is finished (rotated away or deleted, and idle) or truncated.
 //!
-//! Invariant: `offset` is just past the last byte shipped; bytes between `offset` and the read
-//! position are the partial line, read again after a restart.
+//! Invariants: `offset` is just past the last byte shipped; bytes between `offset` and the read
+//! position are the partial line, read again after a restart. `spooled` is the last checkpoint
+//! the spool holds: [`Tailer::rewind`] goes back to it when a spool write failed, so the lines
+//! shipped since are read again (same offsets, same message ids).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -26,25 +29,28 @@ const READ_CHUNK: usize = 64 << 10;
 /// A line ready to spool: its message id and envelope JSON.
 pub use crate::spool::Line as Shipped;
 
-/// The state of one open file.
+/// The read state of one open file.
 pub struct Tailer {
     /// The path it was found under, sent as the envelope's `path`.
-    pub path: PathBuf,
+    path: PathBuf,
     /// `path` as text once, not per line (lossy if not UTF-8).
     path_text: String,
+    /// What is read: the file itself, or for a while its copytruncate copy.
     file: File,
-    pub key: FileKey,
+    key: FileKey,
     fingerprint: Option<Fingerprint>,
     generation: u32,
     offset: Offset,
     partial: Vec<u8>,
     max_line: usize,
-    /// When the path stopped naming this file (rotated away or deleted).
-    pub rotated_at: Option<Instant>,
     /// When a read last returned bytes.
-    pub last_growth: Instant,
+    last_growth: Instant,
     /// Parts of over-long lines shipped since the caller last took this count.
-    pub parts: u64,
+    parts: u64,
+    /// The checkpoint the spool holds.
+    spooled: Checkpoint,
+    /// (length, mtime) of the file when its head last matched the fingerprint.
+    head_checked: Option<(u64, Option<SystemTime>)>,
     buf: Vec<u8>,
 }
 
@@ -67,11 +73,69 @@ impl Tailer {
             offset: checkpoint.offset,
             partial: Vec::new(),
             max_line: max_line.max(1),
-            rotated_at: None,
             last_growth: Instant::now(),
             parts: 0,
+            spooled: checkpoint.clone(),
+            head_checked: None,
             buf: vec![0; READ_CHUNK],
         }
+    }
+
+    /// The path the file was found under.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Which file this is.
+    pub fn key(&self) -> FileKey {
+        self.key
+    }
+
+    /// The head's fingerprint, once a line was shipped.
+    pub fn fingerprint(&self) -> Option<Fingerprint> {
+        self.fingerprint
+    }
+
+    /// The descriptor being read.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Reads `file` instead from now on (a copytruncate copy, then the file again); returns
+    /// the one read so far. The position does not change.
+    pub fn swap_file(&mut self, file: File) -> File {
+        self.partial.clear();
+        self.head_checked = None;
+        std::mem::replace(&mut self.file, file)
+    }
+
+    /// When a read last returned bytes.
+    pub fn last_growth(&self) -> Instant {
+        self.last_growth
+    }
+
+    /// Parts of over-long lines shipped since the last call.
+    pub fn take_parts(&mut self) -> u64 {
+        std::mem::take(&mut self.parts)
+    }
+
+    /// The spool now holds everything shipped so far.
+    pub fn spooled(&mut self) {
+        self.spooled = self.checkpoint();
+    }
+
+    /// Whether lines were shipped (or the generation changed) since the spool last took them.
+    pub fn unspooled(&self) -> bool {
+        self.spooled.offset != self.offset || self.spooled.generation != self.generation
+    }
+
+    /// Back to the checkpoint the spool holds: what was shipped since is read again.
+    pub fn rewind(&mut self) {
+        self.offset = self.spooled.offset;
+        self.generation = self.spooled.generation;
+        self.fingerprint = self.spooled.fingerprint;
+        self.partial.clear();
+        self.head_checked = None;
     }
 
     /// Where reading would resume after a restart.
@@ -183,15 +247,24 @@ impl Tailer {
 
     /// Whether the file was truncated (shorter than what we read) or replaced in place (its head
     /// no longer matches the fingerprint).
-    pub fn truncated(&self) -> std::io::Result<bool> {
-        let len = self.file.metadata()?.len();
+    pub fn truncated(&mut self) -> std::io::Result<bool> {
+        let meta = self.file.metadata()?;
+        let len = meta.len();
         if len < self.read_pos() {
             return Ok(true);
         }
-        match self.fingerprint {
-            Some(fp) if fp.len > 0 => Ok(!identity::matches(&self.file, fp)?),
-            _ => Ok(false),
+        // Unchanged since the head last matched: no need to read it again (idle files cost a
+        // fstat per look, not a read).
+        let stamp = (len, meta.modified().ok());
+        if self.head_checked == Some(stamp) {
+            return Ok(false);
         }
+        let truncated = match self.fingerprint {
+            Some(fp) if fp.len > 0 => !identity::matches(&self.file, fp)?,
+            _ => false,
+        };
+        self.head_checked = (!truncated && self.fingerprint.is_some()).then_some(stamp);
+        Ok(truncated)
     }
 
     /// Starts a new generation at offset 0, after a truncation.
@@ -200,6 +273,12 @@ impl Tailer {
         self.offset = 0;
         self.partial.clear();
         self.fingerprint = None;
+        self.head_checked = None;
+    }
+
+    /// Bytes read past the checkpoint.
+    pub fn read_position(&self) -> u64 {
+        self.read_pos()
     }
 
     /// Whether the file has been deleted (no name left).

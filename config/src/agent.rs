@@ -18,6 +18,7 @@ pub struct RawAgentConfig {
     pub host: Option<String>,
     pub state_dir: PathBuf,
     pub shutdown_timeout: Option<String>,
+    pub watch: Option<WatchMode>,
     pub broker: RawBroker,
     #[serde(default)]
     pub buffer: RawBuffer,
@@ -42,6 +43,18 @@ pub enum WhenFull {
     Block,
     /// Drop the oldest spooled lines, counted and logged.
     DropOldest,
+}
+
+/// How the reader learns that files changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchMode {
+    /// inotify events on the watched directories, a slow rescan as the safety net, and
+    /// polling where inotify is unavailable (logged once).
+    #[default]
+    Inotify,
+    /// Poll every file (for filesystems whose changes inotify does not see, e.g. NFS).
+    Poll,
 }
 
 /// Where a file seen for the first time starts; a checkpointed file always resumes.
@@ -71,6 +84,8 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     /// How long SIGTERM waits for outstanding confirms.
     pub shutdown_timeout: Duration,
+    /// How the reader learns that files changed.
+    pub watch: WatchMode,
     pub broker: Broker,
     pub buffer: BufferSettings,
     pub inputs: Vec<Input>,
@@ -148,6 +163,7 @@ impl Validate for RawAgentConfig {
             host,
             state_dir: self.state_dir,
             shutdown_timeout,
+            watch: self.watch.unwrap_or_default(),
             broker,
             buffer: BufferSettings {
                 max_bytes,

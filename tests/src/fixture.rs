@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::broker::amqp_url;
+use crate::broker::{Topology, amqp_url};
 use crate::daemon::{Daemon, binary};
 use crate::lines::output_file;
 
@@ -156,6 +156,63 @@ impl Agent {
         let daemon = Daemon::start(&binary("logship-agent"), &self.config, &self.log);
         daemon.wait_for_log(needle, before + 1, STARTUP);
         daemon
+    }
+}
+
+/// A test's tempdir with a `logs` directory, its own exchange and queue, and a collector on them.
+pub struct Setup {
+    /// Everything of the test lives here and goes with it.
+    pub dir: tempfile::TempDir,
+    pub logs: PathBuf,
+    pub topology: Topology,
+    pub collector: Collector,
+}
+
+impl Setup {
+    /// A fresh one; `label` goes into the broker names.
+    pub fn new(label: &str) -> Setup {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logs = dir.path().join("logs");
+        std::fs::create_dir_all(&logs).expect("logs dir");
+        let topology = Topology::new(label, 1);
+        let collector = Collector::new(
+            dir.path(),
+            "collector",
+            &topology.exchange,
+            &topology.queues[0],
+            "",
+        );
+        Setup {
+            dir,
+            logs,
+            topology,
+            collector,
+        }
+    }
+
+    /// An agent at `url` reading `logs/*.log` (so rotated copies such as `app.log.1` do not
+    /// match); `top` and `input` as for [`Agent::new`].
+    pub fn agent(&self, url: &str, top: &str, input: &str) -> Agent {
+        let glob = self.logs.join("*.log");
+        Agent::new(
+            self.dir.path(),
+            "agent",
+            url,
+            &self.topology.exchange,
+            &[&glob],
+            top,
+            input,
+        )
+    }
+
+    /// A file in the logs directory.
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.logs.join(name)
+    }
+
+    /// The collector's copy of a file in the logs directory.
+    pub fn out(&self, agent: &Agent, name: &str) -> PathBuf {
+        self.collector.file(&agent.host, &self.log(name))
     }
 }
 

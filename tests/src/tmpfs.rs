@@ -1,75 +1,72 @@
-//! A small tmpfs to fill up: a real "No space left on device" without touching a real disk.
-//! Mounting needs root; tests skip (with a message) without it.
+//! A small tmpfs mounted for one test (a disk that fills up), unmounted when dropped. Needs
+//! root; tests that use it skip themselves when it cannot be had.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
-/// A mounted tmpfs, unmounted on drop (lazily if still busy, so a failing test never leaves a
-/// mount behind).
+/// A mounted tmpfs.
 pub struct Tmpfs {
-    path: PathBuf,
+    dir: PathBuf,
 }
 
 impl Tmpfs {
-    /// Mounts a tmpfs of `size` (as `mount -o size=` takes it, e.g. `"1m"`) on `path`, created
-    /// if missing; `None`, after saying why, when not root or when mounting fails.
-    pub fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
-        // SAFETY: geteuid(2) cannot fail.
+    /// Mounts a tmpfs of `size` (as `mount -o size=` takes it, e.g. `"16m"`) on `dir`, creating
+    /// the directory. `Err` says why not (not root, or the mount refused), for the skip message.
+    pub fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
+        // SAFETY: geteuid(2) cannot fail and touches no memory.
         if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: mounting a tmpfs needs root");
-            return None;
+            return Err("not root".into());
         }
-        std::fs::create_dir_all(path).expect("mount point");
-        let status = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0755"),
-                "tmpfs",
-            ])
-            .arg(path)
-            .status();
-        match status {
-            Ok(status) if status.success() => Some(Tmpfs {
-                path: path.to_path_buf(),
-            }),
-            other => {
-                eprintln!(
-                    "skipped: cannot mount a tmpfs on {}: {other:?}",
-                    path.display()
-                );
-                None
-            }
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
         }
+        Ok(Tmpfs {
+            dir: dir.to_path_buf(),
+        })
     }
 
-    /// Writes a file of zeros until the filesystem is full; returns its path.
-    pub fn fill(&self, name: &str) -> PathBuf {
-        use std::io::Write as _;
-        let path = self.path.join(name);
-        let mut file = std::fs::File::create(&path).expect("ballast");
-        let chunk = vec![0u8; 64 << 10];
-        loop {
-            match file.write(&chunk) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(err) if err.raw_os_error() == Some(libc::ENOSPC) => break,
-                Err(err) => panic!("filling {}: {err}", path.display()),
-            }
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// (bytes used, bytes in all), for messages that show whether it filled.
+    pub fn usage(&self) -> (u64, u64) {
+        use std::os::unix::ffi::OsStrExt as _;
+        let Ok(path) = std::ffi::CString::new(self.dir.as_os_str().as_bytes()) else {
+            return (0, 0);
+        };
+        // SAFETY: statvfs(3) writes into the zeroed struct we pass; the path is NUL-terminated.
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+            return (0, 0);
         }
-        path
+        let block = stat.f_frsize;
+        (
+            (stat.f_blocks - stat.f_bfree) * block,
+            stat.f_blocks * block,
+        )
     }
 }
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let unmounted = Command::new("umount")
-            .arg(&self.path)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unmounted {
-            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-        }
+        // Lazy: a daemon still holding files in it must not keep the mount alive, nor a failed
+        // test leave it behind.
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .status();
     }
 }

@@ -4,25 +4,29 @@
 //! Lines live in segment files ([`segment`]); sled holds only small records, so memory stays
 //! small whatever the backlog. One sled tree, keys by prefix:
 //! - `q<seq: u64 BE>` -> `<lines: u32 BE><bytes: u64 BE>`: the index of segment `seq`, the lines
-//!   one read of one file produced, in the order they were read.
+//!   one reader turn produced (of any number of files, each file's in order).
 //! - `c<dev: u64 BE><ino: u64 BE>` -> checkpoint (see [`Checkpoint`]).
 //! - `n` -> next sequence number (u64 BE), so numbers are never reused.
 //! - `h` -> `<seq: u64 BE><lines: u64 BE>`: lines of the head segment already confirmed, saved
 //!   every few hundred confirms and on shutdown, so a restart resends fewer of them.
 //!
 //! Invariants:
-//! - A segment file is durable before its index record; the record and the file's checkpoint
-//!   advance go in one sled batch. After a crash (sled keeps a prefix of its writes) a checkpoint
-//!   never passes a line that is not spooled.
+//! - A segment file is durable before its index record; the record and the checkpoint advance
+//!   of every file it holds lines of go in one sled batch. After a crash (sled keeps a prefix of
+//!   its writes) a checkpoint never passes a line that is not spooled.
+//! - A segment is written only while it leaves [`RESERVE`] bytes free on the state disk, so
+//!   sled can always record removals and the publisher can free space.
 //! - Segments are appended under one lock, so sequence numbers become visible in order and the
 //!   publisher, reading forward, never skips one.
 //! - A segment is removed only after a clean ack of its every line (or by `drop_oldest`,
 //!   counted). A segment confirmed in part is sent again whole after a restart; the collector
-//!   drops the lines it already has by id.
+//!   drops the lines it already has by id. Its file is deleted only once the removal of its
+//!   record is flushed ([`Spool::collect`]): a record without its file means real loss.
 //! - A file's descriptor is closed only after [`Spool::flush`], so lines of a rotated or deleted
 //!   file are durable before the file can vanish.
 
 pub mod checkpoint;
+mod index;
 pub mod segment;
 
 use std::path::{Path, PathBuf};
@@ -35,6 +39,7 @@ use tokio::sync::Notify;
 use crate::identity::FileKey;
 pub use checkpoint::Checkpoint;
 use checkpoint::{checkpoint_key, decode_checkpoint, decode_file_key, encode_checkpoint};
+use index::{decode_index, decode_seq, encode_index, seq_key};
 use segment::Segments;
 
 /// Position of an entry in the spool.
@@ -46,7 +51,11 @@ pub type Offset = u64;
 const CACHE_BYTES: u64 = 4 << 20;
 /// sled's background flush: the group commit of appends. A crash loses at most this much of
 /// the spool *together with* the checkpoint advances, and the lines are read again.
-const FLUSH_EVERY_MS: u64 = 50;
+const FLUSH_EVERY_MS: u64 = 500;
+
+/// Free space a segment write always leaves on the state disk, so that sled can still record
+/// removals (and the publisher free space) when the disk is otherwise full.
+pub const RESERVE: u64 = 4 << 20;
 
 /// A failure of the spool's database.
 #[derive(Debug, thiserror::Error)]
@@ -59,12 +68,31 @@ pub enum SpoolError {
     },
     #[error("spool database failed")]
     Sled(#[from] sled::Error),
+    #[error("only {free} bytes free under \"{}\", {RESERVE} are kept for the spool's index", path.display())]
+    LowSpace { path: PathBuf, free: u64 },
     #[error("spool segment {seq:016x} failed")]
     Segment {
         seq: Seq,
         #[source]
         source: std::io::Error,
     },
+}
+
+impl SpoolError {
+    /// The disk under the spool failed in a way that may pass (full, quota, I/O error, read
+    /// only): reading pauses and retries instead of ending the agent.
+    pub fn is_disk_failure(&self) -> bool {
+        let io = match self {
+            SpoolError::Segment { source, .. } => Some(source),
+            SpoolError::Sled(sled::Error::Io(source)) => Some(source),
+            SpoolError::LowSpace { .. } => return true,
+            SpoolError::Open { .. } | SpoolError::Sled(_) => None,
+        };
+        io.and_then(std::io::Error::raw_os_error)
+            .is_some_and(|code| {
+                [libc::ENOSPC, libc::EDQUOT, libc::EIO, libc::EROFS].contains(&code)
+            })
+    }
 }
 
 /// A spooled line: its message id and envelope JSON.
@@ -76,7 +104,8 @@ pub struct Segment {
     pub lines: Vec<Line>,
 }
 
-/// The spool: a sled database shared by the reader thread and the publisher.
+/// The spool: segment files and their sled index, shared by the reader thread and the
+/// publisher.
 pub struct Spool {
     db: sled::Db,
     segments: Segments,
@@ -86,6 +115,9 @@ pub struct Spool {
     /// Lines (not segments) spooled.
     entries: AtomicU64,
     dropped: AtomicU64,
+    /// Segments whose records are removed but whose files wait for a durable flush.
+    doomed: Mutex<Vec<Seq>>,
+    state_dir: PathBuf,
     max_bytes: u64,
     when_full: WhenFull,
     /// Wakes the publisher when entries are appended.
@@ -140,23 +172,26 @@ impl Spool {
             bytes: AtomicU64::new(bytes),
             entries: AtomicU64::new(entries),
             dropped: AtomicU64::new(0),
+            doomed: Mutex::new(Vec::new()),
+            state_dir: state_dir.to_path_buf(),
             max_bytes,
             when_full,
             appended: Notify::new(),
         })
     }
 
-    /// Appends lines of one file as one segment, with the file's new checkpoint, in one batch.
-    /// With `drop_oldest`, first drops the oldest segments to make room; returns the lines dropped.
+    /// Appends what one reader turn read (lines of any number of files, each file's lines in
+    /// order) as one segment, durable with one fsync, then its index record and every file's
+    /// new checkpoint in one sled batch. With `drop_oldest`, first drops the oldest segments to
+    /// make room; returns the lines dropped.
     pub fn append(
         &self,
         lines: &[Line],
-        key: FileKey,
-        checkpoint: &Checkpoint,
+        checkpoints: &[(FileKey, Checkpoint)],
     ) -> Result<u64, SpoolError> {
         let incoming: u64 = lines
             .iter()
-            .map(|(id, body)| (6 + id.len() + body.len()) as u64)
+            .map(|(id, body)| segment::framed_len(id, body))
             .sum();
         // unwrap: a poisoned lock means another append panicked; carrying on could reorder.
         let mut next_seq = self.next_seq.lock().expect("spool lock poisoned");
@@ -167,6 +202,7 @@ impl Spool {
         let mut batch = sled::Batch::default();
         let mut written = 0;
         if !lines.is_empty() {
+            self.check_space(incoming)?;
             let seq = *next_seq;
             written = self
                 .segments
@@ -178,8 +214,17 @@ impl Spool {
             // position ("h") can only ever name the segment it was saved for.
             batch.insert(b"n", &next_seq.to_be_bytes());
         }
-        batch.insert(&checkpoint_key(key), encode_checkpoint(checkpoint));
-        self.db.apply_batch(batch)?;
+        for (key, checkpoint) in checkpoints {
+            batch.insert(&checkpoint_key(*key), encode_checkpoint(checkpoint));
+        }
+        if let Err(err) = self.db.apply_batch(batch) {
+            if written > 0 {
+                // No record points at it: remove it now (or on the next open).
+                let _ = self.segments.remove(*next_seq - 1);
+                *next_seq -= 1;
+            }
+            return Err(err.into());
+        }
         drop(next_seq);
         if written > 0 {
             self.bytes.fetch_add(written, Ordering::Relaxed);
@@ -188,6 +233,17 @@ impl Spool {
             self.appended.notify_one();
         }
         Ok(dropped)
+    }
+
+    /// Fails with `LowSpace` unless `incoming` bytes fit on the state disk above [`RESERVE`].
+    fn check_space(&self, incoming: u64) -> Result<(), SpoolError> {
+        match self.segments.free_bytes() {
+            Some(free) if free < incoming.saturating_add(RESERVE) => Err(SpoolError::LowSpace {
+                path: self.state_dir.clone(),
+                free,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Removes the oldest segments until `incoming` more bytes fit under the cap.
@@ -268,8 +324,9 @@ impl Spool {
         Ok(page)
     }
 
-    /// Removes a confirmed (or dropped) segment; returns its number of lines, 0 if it was
-    /// already gone.
+    /// Removes a confirmed (or dropped) segment's record; returns its number of lines, 0 if it
+    /// was already gone. Its file is deleted by [`Spool::collect`] once the removal is durable:
+    /// a segment file missing under a record then always means real loss.
     pub fn remove(&self, seq: Seq) -> Result<u64, SpoolError> {
         let Some(value) = self.db.remove(seq_key(seq))? else {
             return Ok(0);
@@ -277,16 +334,48 @@ impl Spool {
         let (lines, size) = decode_index(&value);
         self.bytes.fetch_sub(size, Ordering::Relaxed);
         self.entries.fetch_sub(u64::from(lines), Ordering::Relaxed);
-        // The record is gone first: a crash here leaves an orphan file, deleted on open.
-        self.segments
-            .remove(seq)
-            .map_err(|source| SpoolError::Segment { seq, source })?;
+        // unwrap: a poisoned lock means a panic elsewhere; the process is going down.
+        self.doomed.lock().expect("spool lock poisoned").push(seq);
         Ok(u64::from(lines))
+    }
+
+    /// Makes the removals so far durable, then deletes their segment files. Until then the
+    /// files stay, so a crash can only leave a file without a record (deleted on open), never
+    /// a record without its file.
+    pub fn collect(&self) -> Result<(), SpoolError> {
+        // unwrap: as in `remove`.
+        let doomed = std::mem::take(&mut *self.doomed.lock().expect("spool lock poisoned"));
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        if let Err(err) = self.db.flush() {
+            self.doomed
+                .lock()
+                .expect("spool lock poisoned")
+                .extend_from_slice(&doomed);
+            return Err(err.into());
+        }
+        for seq in doomed {
+            self.segments
+                .remove(seq)
+                .map_err(|source| SpoolError::Segment { seq, source })?;
+        }
+        Ok(())
+    }
+
+    /// Segments removed whose files are not deleted yet.
+    pub fn uncollected(&self) -> usize {
+        self.doomed.lock().map_or(0, |d| d.len())
     }
 
     /// Whether the reader may append more (always, with `drop_oldest`).
     pub fn has_room(&self) -> bool {
         self.when_full == WhenFull::DropOldest || self.bytes() < self.max_bytes
+    }
+
+    /// The spool's cap, `buffer.max_bytes`.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
     }
 
     /// Bytes of spooled entries.
@@ -330,135 +419,17 @@ impl Spool {
         }))
     }
 
-    /// Makes every write so far durable.
+    /// Makes every write so far durable (and deletes the files of removed segments).
     pub fn flush(&self) -> Result<(), SpoolError> {
         self.db.flush()?;
-        Ok(())
+        self.collect()
     }
-}
 
-fn seq_key(seq: Seq) -> [u8; 9] {
-    let mut key = [b'q'; 9];
-    key[1..].copy_from_slice(&seq.to_be_bytes());
-    key
-}
-
-fn decode_seq(key: &[u8]) -> Seq {
-    key.get(1..9)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map_or(0, u64::from_be_bytes)
-}
-
-fn encode_index(lines: u32, bytes: u64) -> [u8; 12] {
-    let mut value = [0u8; 12];
-    value[..4].copy_from_slice(&lines.to_be_bytes());
-    value[4..].copy_from_slice(&bytes.to_be_bytes());
-    value
-}
-
-fn decode_index(value: &[u8]) -> (u32, u64) {
-    let lines = value
-        .get(..4)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map_or(0, u32::from_be_bytes);
-    let bytes = value
-        .get(4..12)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map_or(0, u64::from_be_bytes);
-    (lines, bytes)
+    /// The directory the spool lives in, for messages about a failing disk.
+    pub fn dir(&self) -> &Path {
+        &self.state_dir
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::identity::Fingerprint;
-
-    fn checkpoint(offset: Offset) -> Checkpoint {
-        Checkpoint {
-            offset,
-            generation: 3,
-            fingerprint: Some(Fingerprint { hash: 42, len: 7 }),
-            path: PathBuf::from("/var/log/a.log"),
-            finished: false,
-        }
-    }
-
-    const KEY: FileKey = FileKey { dev: 1, ino: 2 };
-
-    /// Opens a spool, waiting out the lock of one just dropped in this process (sled releases
-    /// it from a background thread).
-    fn open(dir: &std::path::Path, max_bytes: u64, when_full: WhenFull) -> Spool {
-        for _ in 0..100 {
-            match Spool::open(dir, max_bytes, when_full) {
-                Ok(spool) => return spool,
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
-            }
-        }
-        Spool::open(dir, max_bytes, when_full).unwrap()
-    }
-
-    fn lines(n: usize) -> Vec<Line> {
-        (0..n).map(|i| (format!("id{i}"), vec![b'x'; 10])).collect()
-    }
-
-    #[test]
-    fn segments_and_checkpoints_survive_a_reopen_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let spool = open(dir.path(), 1 << 20, WhenFull::Block);
-            spool.append(&lines(3), KEY, &checkpoint(33)).unwrap();
-            spool.append(&lines(2), KEY, &checkpoint(44)).unwrap();
-            spool.append(&[], KEY, &checkpoint(55)).unwrap();
-            assert_eq!(spool.entries(), 5);
-            assert_eq!(spool.remove(0).unwrap(), 3);
-            spool.flush().unwrap();
-        }
-        let spool = open(dir.path(), 1 << 20, WhenFull::Block);
-        assert_eq!(spool.entries(), 2);
-        let page = spool.page(0, 10).unwrap();
-        assert_eq!(page.len(), 1);
-        assert_eq!(page[0].seq, 1);
-        assert_eq!(page[0].lines, lines(2));
-        assert_eq!(spool.checkpoint(KEY).unwrap(), Some(checkpoint(55)));
-        spool.append(&lines(1), KEY, &checkpoint(66)).unwrap();
-        assert_eq!(spool.page(2, 10).unwrap()[0].seq, 2);
-    }
-
-    #[test]
-    fn sequence_numbers_are_never_reused_and_the_head_position_is_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let spool = open(dir.path(), 1 << 20, WhenFull::Block);
-            spool.append(&lines(3), KEY, &checkpoint(1)).unwrap();
-            spool.set_head_confirmed(Some((0, 2))).unwrap();
-            spool.remove(0).unwrap();
-            spool.flush().unwrap();
-        }
-        let spool = open(dir.path(), 1 << 20, WhenFull::Block);
-        assert_eq!(spool.head_confirmed().unwrap(), Some((0, 2)));
-        spool.append(&lines(1), KEY, &checkpoint(2)).unwrap();
-        assert_eq!(spool.page(0, 10).unwrap()[0].seq, 1);
-    }
-
-    #[test]
-    fn block_reports_full_and_drop_oldest_makes_room() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = open(dir.path(), 100, WhenFull::Block);
-        for _ in 0..4 {
-            spool.append(&lines(2), KEY, &checkpoint(1)).unwrap();
-        }
-        // 4 segments of 4 + 2 * (6 + 3 + 10) = 42 bytes
-        assert_eq!(spool.bytes(), 168);
-        assert_eq!(
-            std::fs::read_dir(dir.path().join("spool")).unwrap().count(),
-            4
-        );
-        assert!(!spool.has_room());
-        drop(spool);
-        let spool = open(dir.path(), 100, WhenFull::DropOldest);
-        let dropped = spool.append(&lines(2), KEY, &checkpoint(2)).unwrap();
-        assert_eq!(dropped, 6);
-        assert!(spool.bytes() <= 100);
-        assert_eq!(spool.page(0, 1).unwrap()[0].seq, 3);
-    }
-}
+mod tests;

@@ -1,4 +1,4 @@
-//! Segment files: the lines of one read of one file, one file per segment, named by sequence
+//! Segment files: the lines of one reader turn (of any number of files), one file per segment, named by sequence
 //! number (`<seq as 16 hex digits>.seg`) in `<state_dir>/spool/`.
 //!
 //! Format: `<count: u32 BE>` then per line `<id length: u16 BE><message id><body length: u32
@@ -58,6 +58,19 @@ impl Segments {
         }
     }
 
+    /// Bytes free for us on the directory's filesystem; `None` if it cannot be told.
+    pub fn free_bytes(&self) -> Option<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(self.dir.as_os_str().as_bytes()).ok()?;
+        // SAFETY: statvfs(3) with a NUL-terminated path and a zeroed out-parameter it fills.
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+            return None;
+        }
+        #[allow(clippy::unnecessary_cast)]
+        Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+    }
+
     /// Every segment file's sequence number.
     pub fn list(&self) -> std::io::Result<Vec<Seq>> {
         let mut seqs = Vec::new();
@@ -75,12 +88,14 @@ impl Segments {
     }
 }
 
+/// Bytes a line takes in a segment: its two length prefixes, its id and its body.
+pub fn framed_len(id: &str, body: &[u8]) -> u64 {
+    (6 + id.len().min(u16::MAX as usize) + body.len()) as u64
+}
+
 fn encode(lines: &[Line]) -> Vec<u8> {
-    let size: usize = lines
-        .iter()
-        .map(|(id, body)| 6 + id.len() + body.len())
-        .sum();
-    let mut value = Vec::with_capacity(4 + size);
+    let size: u64 = lines.iter().map(|(id, body)| framed_len(id, body)).sum();
+    let mut value = Vec::with_capacity(4 + size as usize);
     value.extend_from_slice(&(lines.len() as u32).to_be_bytes());
     for (id, body) in lines {
         // Ids are short (a host name plus numbers); a longer one is cut, never mis-framed.

@@ -1,12 +1,12 @@
 //! logship-agent end to end: real files, the real agent and collector, the real broker.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use logship_tests::broker::{Topology, amqp_url};
+use logship_tests::broker::amqp_url;
 use logship_tests::daemon::Daemon;
-use logship_tests::fixture::{Agent, Collector};
+use logship_tests::fixture::{Agent, Setup};
 use logship_tests::lines::{assert_same_lines, read_lines, text, wait_for_lines};
 use logship_tests::proxy::Proxy;
 
@@ -29,58 +29,6 @@ fn append(path: &Path, source: &str, range: std::ops::Range<usize>) {
 
 fn expected(source: &str, range: std::ops::Range<usize>) -> Vec<Vec<u8>> {
     range.map(|i| text(source, i)).collect()
-}
-
-/// A test's directories, collector and agent config.
-struct Setup {
-    dir: tempfile::TempDir,
-    logs: PathBuf,
-    topology: Topology,
-    collector: Collector,
-}
-
-impl Setup {
-    fn new(label: &str) -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let logs = dir.path().join("logs");
-        std::fs::create_dir_all(&logs).unwrap();
-        let topology = Topology::new(label, 1);
-        let collector = Collector::new(
-            dir.path(),
-            "collector",
-            &topology.exchange,
-            &topology.queues[0],
-            "",
-        );
-        Setup {
-            dir,
-            logs,
-            topology,
-            collector,
-        }
-    }
-
-    fn agent(&self, url: &str, top: &str, input: &str) -> Agent {
-        let glob = self.logs.join("*.log");
-        Agent::new(
-            self.dir.path(),
-            "agent",
-            url,
-            &self.topology.exchange,
-            &[&glob],
-            top,
-            input,
-        )
-    }
-
-    fn log(&self, name: &str) -> PathBuf {
-        self.logs.join(name)
-    }
-
-    /// The collector's copy of a log file.
-    fn out(&self, agent: &Agent, name: &str) -> PathBuf {
-        self.collector.file(&agent.host, &self.log(name))
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

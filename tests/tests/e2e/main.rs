@@ -5,4 +5,6 @@ mod collector;
 mod config_errors;
 mod faults;
 mod fleet;
+mod rotation;
 mod service;
+mod state_disk;

@@ -1,0 +1,420 @@
+//! The reader thread: finds files, wakes on inotify events (or polls), steps every [`Source`]
+//! that may have changed, and spools what one turn read with one durable write. Blocking file
+//! I/O and fsyncs, so it runs on its own OS thread.
+//!
+//! Invariants:
+//! - A file seen under a matching name is opened at once (an event, a rename followed to the
+//!   file's new name, or the safety rescan), and its descriptor is held until it is drained.
+//! - One turn is one spool append: one segment file, one fsync, and one sled batch holding its
+//!   index record and every checkpoint the turn advanced. A checkpoint never passes a line that
+//!   is not spooled.
+//! - A spool write that fails because the state disk is full or failing pauses reading: the
+//!   sources go back to their spooled checkpoints (the lines are still in the files), the
+//!   reader says why once, retries with backoff, and says when it resumes. Any other failure
+//!   ends the thread with an error, and the agent with exit 1.
+//! - A drained file is closed only after the spool is flushed.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use logship_config::agent::{Input, WatchMode};
+use tokio_util::sync::CancellationToken;
+
+use crate::discover;
+use crate::identity::FileKey;
+use crate::metrics::Metrics;
+use crate::source::{Source, Step};
+use crate::spool::{Checkpoint, Spool, SpoolError};
+use crate::wakeup::{Wake, Wakeups};
+
+/// Polling interval: files inotify cannot see, and files draining after a rotation.
+const POLL: Duration = Duration::from_millis(100);
+/// The safety net under inotify (lost events): globs expanded and every file looked at this
+/// often. An overflow of inotify's queue is reported, and asks for a pass at once.
+const SAFETY_SCAN: Duration = Duration::from_secs(5);
+/// Globs expanded this often when polling.
+const POLL_SCAN: Duration = Duration::from_secs(1);
+/// Events are gathered this long after a turn, so a busy host makes one turn (one fsync) per
+/// window rather than one per write.
+const COALESCE: Duration = Duration::from_millis(5);
+/// Bytes read from one file per turn, so one busy file cannot starve the others.
+const FILE_BUDGET: usize = 512 << 10;
+/// Bytes read per turn in all: bounds a segment, and the memory holding it.
+const TURN_BUDGET: usize = 2 << 20;
+/// First and last wait before a spool write is tried again on a failing disk.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Removed segments' files are deleted (after a flush) at most this often.
+const COLLECT_EVERY: Duration = Duration::from_millis(100);
+
+/// Why the reader stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReaderError {
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error("injected reader fault (LOGSHIP_TEST_FAULT=reader)")]
+    Injected,
+}
+
+/// A pause that starts this soon after the last one ended is the same outage: not said again
+/// (a disk that the spool refills as fast as the publisher empties it flaps).
+const OUTAGE_QUIET: Duration = Duration::from_secs(60);
+
+/// Reading paused because the state disk failed.
+struct Pause {
+    since: Instant,
+    /// Whether this pause was said (the first of an outage).
+    said: bool,
+    retry_at: Instant,
+    delay: Duration,
+}
+
+/// The reader's state.
+pub struct Reader {
+    host: String,
+    spool: Arc<Spool>,
+    metrics: Arc<Metrics>,
+    inputs: Vec<Input>,
+    /// Oldest first: of several files of one path, the first is read, the others wait.
+    sources: Vec<Source>,
+    wakeups: Wakeups,
+    /// `read_from` applies to files without a checkpoint found by the first scan of a config.
+    first_scan: bool,
+    /// Paths already warned about, so a permanently unreadable file warns once.
+    warned: HashSet<PathBuf>,
+    /// Since when `block` has stopped reading because the spool is full.
+    full_since: Option<Instant>,
+    pause: Option<Pause>,
+    /// When the last pause ended.
+    resumed_at: Option<Instant>,
+    last_collect: Instant,
+}
+
+impl Reader {
+    /// A reader for these inputs.
+    pub fn new(
+        host: String,
+        inputs: Vec<Input>,
+        watch: WatchMode,
+        spool: Arc<Spool>,
+        metrics: Arc<Metrics>,
+    ) -> Reader {
+        Reader {
+            host,
+            spool,
+            metrics,
+            inputs,
+            sources: Vec::new(),
+            wakeups: Wakeups::new(watch),
+            first_scan: true,
+            warned: HashSet::new(),
+            full_since: None,
+            pause: None,
+            resumed_at: None,
+            last_collect: Instant::now(),
+        }
+    }
+
+    /// Reads until `stop` is cancelled, then flushes the spool.
+    pub fn run(
+        mut self,
+        stop: CancellationToken,
+        reload: Receiver<Vec<Input>>,
+    ) -> Result<(), ReaderError> {
+        if std::env::var_os("LOGSHIP_TEST_FAULT").is_some_and(|v| v == "reader") {
+            return Err(ReaderError::Injected);
+        }
+        self.resume_rotated()?;
+        let mut last_scan: Option<Instant> = None;
+        let mut last_turn = Instant::now();
+        while !stop.is_cancelled() {
+            if let Some(inputs) = reload.try_iter().last() {
+                self.inputs = inputs;
+                self.first_scan = true;
+                last_scan = None;
+                tracing::info!(inputs = self.inputs.len(), "inputs reloaded");
+            }
+            let every = if self.wakeups.polling() {
+                POLL_SCAN
+            } else {
+                SAFETY_SCAN
+            };
+            if last_scan.is_none_or(|at| at.elapsed() >= every) {
+                self.scan()?;
+                self.sources.iter_mut().for_each(|s| s.dirty = true);
+                last_scan = Some(Instant::now());
+            }
+            last_turn = self.turn(last_turn)?;
+            self.collect()?;
+            let timeout = self.timeout(last_scan, every);
+            let settle = COALESCE.saturating_sub(last_turn.elapsed());
+            let wake = self.wakeups.wait(timeout, settle);
+            if wake.rescan {
+                last_scan = None;
+            }
+            self.apply(wake)?;
+        }
+        match self.spool.flush() {
+            Err(err) if err.is_disk_failure() => {
+                tracing::warn!(error = %chain(&err), "cannot flush the spool on the way out; lines not flushed are read again on start");
+                Ok(())
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// How long to wait for an event.
+    fn timeout(&self, last_scan: Option<Instant>, every: Duration) -> Duration {
+        if let Some(pause) = &self.pause {
+            return pause.retry_at.saturating_duration_since(Instant::now());
+        }
+        if self.full_since.is_some()
+            || self.wakeups.polling()
+            || self.sources.iter().any(Source::busy)
+        {
+            return POLL;
+        }
+        if self.sources.iter().any(|s| s.dirty && !s.waiting()) {
+            return Duration::ZERO;
+        }
+        last_scan.map_or(Duration::ZERO, |at| every.saturating_sub(at.elapsed()))
+    }
+
+    /// Folds what the events said into the sources.
+    fn apply(&mut self, wake: Wake) -> Result<(), ReaderError> {
+        if wake.all {
+            self.sources.iter_mut().for_each(|s| s.dirty = true);
+        }
+        for (from, to) in &wake.renamed {
+            self.follow(from, to)?;
+        }
+        for path in &wake.appeared {
+            if let Some(found) = discover::matching(&self.inputs, path) {
+                self.open(found)?;
+            }
+        }
+        if !wake.changed.is_empty() {
+            for source in &mut self.sources {
+                if wake.changed.contains(source.path()) {
+                    source.dirty = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Steps every source that may have changed and spools what they read; returns when the
+    /// turn started.
+    fn turn(&mut self, last_turn: Instant) -> Result<Instant, ReaderError> {
+        let now = Instant::now();
+        if !self.has_room() {
+            return Ok(last_turn);
+        }
+        if self.pause.as_ref().is_some_and(|p| now < p.retry_at) {
+            return Ok(last_turn);
+        }
+        let (mut lines, mut finished) = (Vec::new(), Vec::new());
+        // A segment is dropped whole by `drop_oldest`: keep it a small part of the cap (an
+        // envelope is a few times the size of its line).
+        let cap = usize::try_from(self.spool.max_bytes() / 16).unwrap_or(usize::MAX);
+        let mut budget = TURN_BUDGET.min(cap.max(4096));
+        let poll_all = self.wakeups.polling();
+        for index in 0..self.sources.len() {
+            if budget == 0 {
+                break;
+            }
+            if self.sources[index].waiting() && !self.has_elder(index) {
+                self.sources[index].activate();
+            }
+            let source = &mut self.sources[index];
+            if source.waiting() || !(source.dirty || source.busy() || poll_all) {
+                continue;
+            }
+            match source.step(
+                &self.host,
+                budget.min(FILE_BUDGET),
+                &mut lines,
+                &self.metrics,
+            ) {
+                Ok(Step::Read(read)) => budget -= read.min(budget),
+                Ok(Step::Finished) => finished.push(index),
+                Err(err) => {
+                    let path = source.path().to_path_buf();
+                    source.dirty = false;
+                    self.warn_once(&path, "read failed, will retry", &err);
+                }
+            }
+            let parts = self.sources[index].tailer().take_parts();
+            Metrics::add(&self.metrics.lines_split, parts);
+        }
+        if self.spool_turn(lines)? {
+            self.close(finished)?;
+        }
+        self.metrics.files_watched.store(
+            self.sources.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(now)
+    }
+
+    /// Spools one turn; `false` if the disk failed (reading is paused, the sources rewound).
+    fn spool_turn(&mut self, lines: Vec<crate::tailer::Shipped>) -> Result<bool, ReaderError> {
+        let touched: Vec<usize> = (0..self.sources.len())
+            .filter(|&i| self.sources[i].tailer().unspooled())
+            .collect();
+        if touched.is_empty() {
+            return Ok(true);
+        }
+        let checkpoints: Vec<(FileKey, Checkpoint)> = touched
+            .iter()
+            .map(|&i| (self.sources[i].key(), self.sources[i].tailer().checkpoint()))
+            .collect();
+        match self.spool.append(&lines, &checkpoints) {
+            Ok(dropped) => {
+                touched
+                    .iter()
+                    .for_each(|&i| self.sources[i].tailer().spooled());
+                Metrics::add(&self.metrics.lines_read, lines.len() as u64);
+                if dropped > 0 {
+                    Metrics::add(&self.metrics.dropped, dropped);
+                    tracing::warn!(
+                        dropped,
+                        total = self.spool.dropped(),
+                        "spool full, dropped the oldest lines"
+                    );
+                }
+                if let Some(pause) = self.pause.take() {
+                    self.resumed_at = Some(Instant::now());
+                    let paused_secs = pause.since.elapsed().as_secs();
+                    if pause.said {
+                        tracing::info!(paused_secs, "spool writable again, reading resumed");
+                    } else {
+                        tracing::debug!(paused_secs, "spool writable again, reading resumed");
+                    }
+                }
+                Ok(true)
+            }
+            Err(err) if err.is_disk_failure() => {
+                for &i in &touched {
+                    self.sources[i].tailer().rewind();
+                    self.sources[i].dirty = true;
+                }
+                self.pause_for(&err);
+                Ok(false)
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// The state disk failed: pause (said once per outage), or back off further.
+    fn pause_for(&mut self, err: &SpoolError) {
+        let now = Instant::now();
+        match &mut self.pause {
+            Some(pause) => {
+                pause.delay = (pause.delay * 2).min(RETRY_MAX);
+                pause.retry_at = now + pause.delay;
+            }
+            None => {
+                let said = self
+                    .resumed_at
+                    .is_none_or(|at| at.elapsed() >= OUTAGE_QUIET);
+                if said {
+                    Metrics::add(&self.metrics.disk_pauses, 1);
+                    tracing::warn!(state_dir = %self.spool.dir().display(), error = %chain(err),
+                        "cannot write the spool, reading paused; retrying");
+                } else {
+                    tracing::debug!(error = %chain(err), "cannot write the spool, reading paused again");
+                }
+                self.pause = Some(Pause {
+                    since: now,
+                    said,
+                    retry_at: now + RETRY_MIN,
+                    delay: RETRY_MIN,
+                });
+            }
+        }
+    }
+
+    /// Whether the spool's cap lets reading go on (`block`), said once each way.
+    fn has_room(&mut self) -> bool {
+        if !self.spool.has_room() {
+            if self.full_since.is_none() {
+                tracing::warn!(
+                    bytes = self.spool.bytes(),
+                    entries = self.spool.entries(),
+                    "spool full, reading paused until the broker drains it"
+                );
+                self.full_since = Some(Instant::now());
+            }
+            return false;
+        }
+        if let Some(since) = self.full_since.take() {
+            tracing::info!(
+                paused_secs = since.elapsed().as_secs(),
+                "spool has room, reading resumed"
+            );
+        }
+        true
+    }
+
+    /// Whether an older file of the same path is still open.
+    fn has_elder(&self, index: usize) -> bool {
+        let path = self.sources[index].path();
+        self.sources[..index].iter().any(|s| s.path() == path)
+    }
+
+    /// Closes drained files: the spool is flushed first, so their lines outlive the files.
+    fn close(&mut self, finished: Vec<usize>) -> Result<(), ReaderError> {
+        if finished.is_empty() {
+            return Ok(());
+        }
+        match self.spool.flush() {
+            Err(err) if err.is_disk_failure() => return Ok(()),
+            other => other?,
+        }
+        for index in finished.into_iter().rev() {
+            let source = self.sources.remove(index);
+            match source.closing_checkpoint() {
+                Some(checkpoint) => self.spool.set_checkpoint(source.key(), &checkpoint)?,
+                None => self.spool.remove_checkpoint(source.key())?,
+            }
+            tracing::info!(path = %source.path().display(), "file closed");
+        }
+        Ok(())
+    }
+
+    /// Deletes the files of segments the publisher removed, once that is durable.
+    fn collect(&mut self) -> Result<(), ReaderError> {
+        if self.spool.uncollected() == 0 || self.last_collect.elapsed() < COLLECT_EVERY {
+            return Ok(());
+        }
+        self.last_collect = Instant::now();
+        match self.spool.collect() {
+            Err(err) if err.is_disk_failure() => Ok(()),
+            other => Ok(other?),
+        }
+    }
+
+    fn warn_once(&mut self, path: &Path, what: &str, err: &std::io::Error) {
+        if self.warned.insert(path.to_path_buf()) {
+            tracing::warn!(path = %path.display(), error = %err, "{what}");
+        }
+    }
+}
+
+mod opening;
+
+/// An error with its causes, on one line.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

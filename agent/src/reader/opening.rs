@@ -1,0 +1,199 @@
+//! How files enter the reader: the glob scan, a name an event reports, a rename followed to
+//! the file's new name, and files rotated while the agent was stopped.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::ErrorKind;
+use std::path::Path;
+
+use logship_config::agent::ReadFrom;
+
+use super::{Reader, ReaderError};
+use crate::discover::{self, Found};
+use crate::identity::{self, FileKey};
+use crate::source::Source;
+use crate::spool::Checkpoint;
+
+impl Reader {
+    /// Expands the globs: opens what is not open yet, and watches the directories.
+    pub(super) fn scan(&mut self) -> Result<(), ReaderError> {
+        let scan = discover::scan(&self.inputs);
+        for (path, err) in &scan.errors {
+            self.warn_once(path, "cannot read file, will retry", err);
+        }
+        for dir in discover::directories(&self.inputs, &scan.found) {
+            self.wakeups.watch(&dir);
+        }
+        let known: HashSet<FileKey> = self.sources.iter().map(Source::key).collect();
+        for found in scan.found {
+            // stat, not open: a file already followed costs no descriptor and no event.
+            let seen =
+                std::fs::metadata(&found.path).is_ok_and(|m| known.contains(&FileKey::of(&m)));
+            if !seen {
+                self.open(found)?;
+            }
+        }
+        self.first_scan = false;
+        Ok(())
+    }
+
+    /// Opens a file found under a matching name, unless it is open already. It waits behind an
+    /// older file of the same path, if one is still open.
+    pub(super) fn open(&mut self, found: Found) -> Result<(), ReaderError> {
+        let Some((file, key)) = self.open_file(&found.path) else {
+            return Ok(());
+        };
+        if self.sources.iter().any(|s| s.key() == key) {
+            return Ok(());
+        }
+        self.warned.remove(&found.path);
+        let checkpoint = self.checkpoint_for(&found, &file, key)?;
+        tracing::info!(path = %found.path.display(), offset = checkpoint.offset,
+            generation = checkpoint.generation, "file opened");
+        let mut source = Source::opened(&found.path, file, key, &checkpoint, found.max_line_bytes);
+        if let Some(dir) = found.path.parent() {
+            self.wakeups.watch(dir);
+            source.polled = self.wakeups.polled(dir);
+        }
+        self.sources.push(source);
+        Ok(())
+    }
+
+    /// A file was renamed from `from` to `to`. If `from` is a matching name and the file was
+    /// never opened (it lived there between two looks), open it by its new name and drain it
+    /// as `from`'s file, before any newer file of that path.
+    pub(super) fn follow(&mut self, from: &Path, to: &Path) -> Result<(), ReaderError> {
+        let Some(found) = discover::matching(&self.inputs, from) else {
+            return Ok(());
+        };
+        if discover::matching(&self.inputs, to).is_some() {
+            return Ok(());
+        }
+        let Some((file, key)) = self.open_file(to) else {
+            return Ok(());
+        };
+        if self.sources.iter().any(|s| s.key() == key) {
+            return Ok(());
+        }
+        let checkpoint = self.checkpoint_for(&found, &file, key)?;
+        tracing::info!(path = %from.display(), renamed_to = %to.display(), offset = checkpoint.offset,
+            "file renamed away before it was read, draining it");
+        let source = Source::rotated(from, file, key, &checkpoint, found.max_line_bytes);
+        let at = self
+            .sources
+            .iter()
+            .position(|s| s.waiting() && s.path() == from)
+            .unwrap_or(self.sources.len());
+        self.sources.insert(at, source);
+        Ok(())
+    }
+
+    /// Files rotated while we were stopped: find each unfinished checkpoint's inode next to
+    /// its old path and drain it from the checkpoint before the new file at the path.
+    pub(super) fn resume_rotated(&mut self) -> Result<(), ReaderError> {
+        for (key, checkpoint) in self.spool.checkpoints()? {
+            if checkpoint.finished {
+                continue;
+            }
+            let still_there =
+                std::fs::metadata(&checkpoint.path).is_ok_and(|m| FileKey::of(&m) == key);
+            if still_there {
+                continue;
+            }
+            match identity::find_by_key(&checkpoint.path, key) {
+                Some((file, size)) if resumable(&file, &checkpoint, size) => {
+                    tracing::info!(path = %checkpoint.path.display(), offset = checkpoint.offset,
+                        "file rotated while stopped, draining it first");
+                    let max_line = self.max_line_for(&checkpoint.path);
+                    self.sources.push(Source::rotated(
+                        &checkpoint.path,
+                        file,
+                        key,
+                        &checkpoint,
+                        max_line,
+                    ));
+                }
+                _ => {
+                    tracing::warn!(path = %checkpoint.path.display(), offset = checkpoint.offset,
+                        "file rotated and removed while stopped; lines written after the checkpoint are gone");
+                    self.spool.remove_checkpoint(key)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens a file; `None` (said once, unless it is simply gone) if it cannot be.
+    fn open_file(&mut self, path: &Path) -> Option<(File, FileKey)> {
+        let opened = File::open(path).and_then(|file| {
+            let meta = file.metadata()?;
+            Ok((file, FileKey::of(&meta)))
+        });
+        match opened {
+            Ok(opened) => Some(opened),
+            Err(err) if err.kind() == ErrorKind::NotFound => None,
+            Err(err) => {
+                let what = if err.raw_os_error() == Some(libc::EMFILE)
+                    || err.raw_os_error() == Some(libc::ENFILE)
+                {
+                    "cannot open file: out of file descriptors (raise LimitNOFILE), will retry"
+                } else {
+                    "cannot read file, will retry"
+                };
+                self.warn_once(path, what, &err);
+                None
+            }
+        }
+    }
+
+    /// Where reading a newly opened file starts: its checkpoint if it still fits, else a new
+    /// generation, else (first scan, `read_from = "end"`) its end.
+    fn checkpoint_for(
+        &mut self,
+        found: &Found,
+        file: &File,
+        key: FileKey,
+    ) -> Result<Checkpoint, ReaderError> {
+        let size = file.metadata().map_or(0, |m| m.len());
+        Ok(match self.spool.checkpoint(key)? {
+            Some(checkpoint) if resumable(file, &checkpoint, size) => checkpoint,
+            Some(old) => Checkpoint {
+                offset: 0,
+                generation: old.generation.wrapping_add(1),
+                fingerprint: None,
+                path: found.path.clone(),
+                finished: false,
+            },
+            None => {
+                let at_end = self.first_scan && found.read_from == ReadFrom::End;
+                let checkpoint = Checkpoint {
+                    offset: if at_end { size } else { 0 },
+                    generation: 0,
+                    fingerprint: None,
+                    path: found.path.clone(),
+                    finished: false,
+                };
+                if at_end {
+                    self.spool.set_checkpoint(key, &checkpoint)?;
+                }
+                checkpoint
+            }
+        })
+    }
+
+    fn max_line_for(&self, path: &Path) -> usize {
+        let found = discover::scan(&self.inputs);
+        discover::matching(&self.inputs, path)
+            .or(found.found.into_iter().next())
+            .map_or(1 << 20, |f| f.max_line_bytes)
+    }
+}
+
+/// Whether reading `file` may resume at `checkpoint`: same head, and not shorter.
+fn resumable(file: &File, checkpoint: &Checkpoint, size: u64) -> bool {
+    size >= checkpoint.offset
+        && match checkpoint.fingerprint {
+            Some(fp) => identity::matches(file, fp).unwrap_or(false),
+            None => true,
+        }
+}

@@ -1,0 +1,248 @@
+//! One watched file's lifecycle, and the only code that decides it:
+//!
+//! ```text
+//! found ──> waiting ──> active ──> draining ──> closed
+//!   (open at sight)   │   ▲   (path names another file, or none: read to the end, late
+//!                     ▼   │    writes included; closed once idle and spooled)
+//!                    copy ┘  (truncated: the rest of this generation from the copy next to it)
+//! ```
+//!
+//! - **Waiting.** A file is opened, and its descriptor held, the moment it is seen under a
+//!   matching name, even while an older file of the same path still drains. It is read only
+//!   once every older file of its path is closed, so the path's lines stay in order.
+//! - **Active.** The path names this file. A file shorter than what was read, or whose head no
+//!   longer matches its fingerprint, was truncated: the lines written after our last read are
+//!   in the copy a copytruncate left next to it (same head). They are read from there, from our
+//!   offset, as the same generation (same message ids); then a new generation starts at 0. No
+//!   copy: said and counted, and the new generation starts.
+//! - **Draining.** The path names another file, or none: this one is read to its end, and
+//!   closed after [`ROTATE_IDLE`] without growth. The reader flushes the spool before closing.
+
+use std::fs::File;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::identity::{self, FileKey};
+use crate::metrics::Metrics;
+use crate::spool::Checkpoint;
+use crate::tailer::{Shipped, Tailer};
+
+/// A rotated-away file is closed after this long without growth.
+pub const ROTATE_IDLE: Duration = Duration::from_secs(1);
+
+/// Where a file is in its lifecycle.
+enum State {
+    /// Open, behind an older file of the same path.
+    Waiting,
+    /// The path names this file.
+    Active,
+    /// Reading the copytruncate copy; the file itself is read again from 0 afterwards.
+    Copy { original: File },
+    /// The path no longer names this file.
+    Draining { since: Instant },
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Bytes read (0: nothing new).
+    Read(usize),
+    /// Drained and idle: flush the spool, then close it.
+    Finished,
+}
+
+/// One watched file.
+pub struct Source {
+    tailer: Tailer,
+    state: State,
+    /// Something may have changed: an event named it, or its last read hit the budget.
+    pub dirty: bool,
+    /// inotify cannot see it change: look at it on every poll.
+    pub polled: bool,
+}
+
+impl Source {
+    /// A file just opened, waiting for its turn.
+    pub fn opened(
+        path: &Path,
+        file: File,
+        key: FileKey,
+        checkpoint: &Checkpoint,
+        max_line: usize,
+    ) -> Source {
+        Source {
+            tailer: Tailer::new(path, file, key, checkpoint, max_line),
+            state: State::Waiting,
+            dirty: true,
+            polled: false,
+        }
+    }
+
+    /// A file found after it left its name (renamed away before it was seen, or rotated while
+    /// the agent was stopped): drained, then closed.
+    pub fn rotated(
+        path: &Path,
+        file: File,
+        key: FileKey,
+        checkpoint: &Checkpoint,
+        max_line: usize,
+    ) -> Source {
+        let mut source = Source::opened(path, file, key, checkpoint, max_line);
+        source.state = State::Draining {
+            since: Instant::now(),
+        };
+        source
+    }
+
+    /// The path it was found under.
+    pub fn path(&self) -> &Path {
+        self.tailer.path()
+    }
+
+    /// Which file it is.
+    pub fn key(&self) -> FileKey {
+        self.tailer.key()
+    }
+
+    /// The reading cursor.
+    pub fn tailer(&mut self) -> &mut Tailer {
+        &mut self.tailer
+    }
+
+    /// Whether it waits behind an older file of its path.
+    pub fn waiting(&self) -> bool {
+        matches!(self.state, State::Waiting)
+    }
+
+    /// Whether it must be looked at on every poll whatever the events say (draining files are
+    /// renamed or unlinked: their events carry another name, or none).
+    pub fn busy(&self) -> bool {
+        self.polled || matches!(self.state, State::Draining { .. } | State::Copy { .. })
+    }
+
+    /// Every older file of its path is closed: it is the path's file now.
+    pub fn activate(&mut self) {
+        if self.waiting() {
+            self.state = State::Active;
+            self.dirty = true;
+        }
+    }
+
+    /// Checks identity and truncation, then reads up to `budget` bytes into `out`.
+    pub fn step(
+        &mut self,
+        host: &str,
+        budget: usize,
+        out: &mut Vec<Shipped>,
+        metrics: &Metrics,
+    ) -> std::io::Result<Step> {
+        if matches!(self.state, State::Waiting) {
+            return Ok(Step::Read(0));
+        }
+        if matches!(self.state, State::Active) {
+            self.check(host, out, metrics)?;
+        }
+        let read = self.tailer.read(host, budget, out)?;
+        self.dirty = read >= budget;
+        match &self.state {
+            State::Copy { .. } if read < budget => self.copy_done(host, out)?,
+            State::Draining { since }
+                if read == 0
+                    && since.elapsed() >= ROTATE_IDLE
+                    && self.tailer.last_growth().elapsed() >= ROTATE_IDLE =>
+            {
+                self.tailer.ship_partial(host, out)?;
+                return Ok(Step::Finished);
+            }
+            _ => {}
+        }
+        Ok(Step::Read(read))
+    }
+
+    /// Whether the path still names this file, and whether it was truncated.
+    fn check(
+        &mut self,
+        host: &str,
+        out: &mut Vec<Shipped>,
+        metrics: &Metrics,
+    ) -> std::io::Result<()> {
+        let path = self.tailer.path();
+        let same =
+            std::fs::metadata(path).is_ok_and(|meta| FileKey::of(&meta) == self.tailer.key());
+        if !same {
+            tracing::info!(path = %path.display(), "file rotated away or deleted, draining it");
+            self.state = State::Draining {
+                since: Instant::now(),
+            };
+            return Ok(());
+        }
+        if self.tailer.truncated()? {
+            self.truncated(host, out, metrics)?;
+        }
+        Ok(())
+    }
+
+    /// The file was truncated: read the rest of this generation from its copy, if there is one.
+    fn truncated(
+        &mut self,
+        host: &str,
+        out: &mut Vec<Shipped>,
+        metrics: &Metrics,
+    ) -> std::io::Result<()> {
+        let offset = self.tailer.checkpoint().offset;
+        let path = self.tailer.path().to_path_buf();
+        let copy = self
+            .tailer
+            .fingerprint()
+            .filter(|_| offset > 0)
+            .map(|head| identity::find_copy(&path, self.tailer.key(), head));
+        match copy {
+            Some(Some(copy)) => {
+                tracing::info!(path = %path.display(), copy = %copy.path.display(), offset,
+                    unread = copy.size.saturating_sub(offset), "file truncated, reading the rest from its copy");
+                let original = self.tailer.swap_file(copy.file);
+                self.state = State::Copy { original };
+            }
+            Some(None) => {
+                Metrics::add(&metrics.truncated_without_copy, 1);
+                tracing::warn!(path = %path.display(), offset,
+                    "file truncated and no copy of it found next to it: lines written since the last read may be lost");
+                self.restart(host, out)?;
+            }
+            None => {
+                tracing::info!(path = %path.display(), "file truncated, reading it again from the start");
+                self.restart(host, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The copy is read to its end: back to the file itself, as a new generation.
+    fn copy_done(&mut self, host: &str, out: &mut Vec<Shipped>) -> std::io::Result<()> {
+        let state = std::mem::replace(&mut self.state, State::Active);
+        if let State::Copy { original } = state {
+            self.tailer.ship_partial(host, out)?;
+            self.tailer.swap_file(original);
+            self.tailer.restart();
+            self.dirty = true;
+            tracing::info!(path = %self.tailer.path().display(), "copy read, reading the truncated file from the start");
+        }
+        Ok(())
+    }
+
+    fn restart(&mut self, host: &str, out: &mut Vec<Shipped>) -> std::io::Result<()> {
+        self.tailer.ship_partial(host, out)?;
+        self.tailer.restart();
+        Ok(())
+    }
+
+    /// The checkpoint to record once it is closed: finished, or `None` for a deleted file.
+    pub fn closing_checkpoint(&self) -> Option<Checkpoint> {
+        if self.tailer.deleted() {
+            return None;
+        }
+        let mut checkpoint = self.tailer.checkpoint();
+        checkpoint.finished = true;
+        Some(checkpoint)
+    }
+}

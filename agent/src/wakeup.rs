@@ -1,0 +1,236 @@
+//! What wakes the reader: inotify events on the watched directories, or a poll timer.
+//!
+//! inotify (through the `notify` crate) watches directories, not files, without recursion: a
+//! write, a creation, a rename or a deletion of any name in them wakes the reader at once, and
+//! idle files cost nothing between events. Where inotify is unavailable (no instance, no watch
+//! left, a network filesystem whose remote writes it never sees) the reader falls back to
+//! polling, said once. A lost event is never fatal: the reader also rescans on a slow timer,
+//! and an inotify queue overflow asks for a full pass at once.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::Duration;
+
+use logship_config::agent::WatchMode;
+use notify::event::{EventKind, ModifyKind, RenameMode};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
+
+/// Filesystems whose changes made on another machine inotify does not report (statfs magic
+/// numbers): NFS, SMB/CIFS (two), FUSE, 9p, Ceph, AFS.
+const REMOTE_FILESYSTEMS: [i64; 8] = [
+    0x6969,
+    0xff53_4d42,
+    0xfe53_4d42,
+    0x6573_5546,
+    0x0102_1997,
+    0x00c3_6400,
+    0x5346_414f,
+    0x6b41_4653,
+];
+
+/// What happened since the last wait.
+#[derive(Debug, Default)]
+pub struct Wake {
+    /// Look at every file (polling, a queue overflow, an error of the watcher).
+    pub all: bool,
+    /// Expand the globs again now (events were lost).
+    pub rescan: bool,
+    /// Names written to, truncated, renamed away or deleted.
+    pub changed: HashSet<PathBuf>,
+    /// Names that appeared (created, or renamed to).
+    pub appeared: Vec<PathBuf>,
+    /// Renames within a watched directory, in order: (old name, new name).
+    pub renamed: Vec<(PathBuf, PathBuf)>,
+}
+
+/// The reader's source of wake-ups.
+pub struct Wakeups {
+    /// `None` once polling.
+    watcher: Option<(RecommendedWatcher, Receiver<notify::Result<notify::Event>>)>,
+    watched: HashSet<PathBuf>,
+    /// Directories polled because inotify cannot see their changes.
+    polled: HashSet<PathBuf>,
+}
+
+impl Wakeups {
+    /// inotify unless `mode` asks for polling or inotify cannot be had.
+    pub fn new(mode: WatchMode) -> Wakeups {
+        let watcher = match mode {
+            WatchMode::Poll => {
+                tracing::info!("watch = \"poll\": polling every file");
+                None
+            }
+            WatchMode::Inotify => {
+                let (tx, rx) = channel();
+                match notify::recommended_watcher(tx) {
+                    Ok(watcher) => Some((watcher, rx)),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "inotify unavailable, polling every file instead");
+                        None
+                    }
+                }
+            }
+        };
+        Wakeups {
+            watcher,
+            watched: HashSet::new(),
+            polled: HashSet::new(),
+        }
+    }
+
+    /// Whether every file is polled.
+    pub fn polling(&self) -> bool {
+        self.watcher.is_none()
+    }
+
+    /// Whether files in `dir` must be polled (inotify cannot see them).
+    pub fn polled(&self, dir: &Path) -> bool {
+        self.watcher.is_none() || self.polled.contains(dir)
+    }
+
+    /// Watches `dir` (once). A directory that does not exist yet is tried again on the next
+    /// call; one inotify cannot serve is polled, said once.
+    pub fn watch(&mut self, dir: &Path) {
+        let Some((watcher, _)) = &mut self.watcher else {
+            return;
+        };
+        if self.watched.contains(dir) || self.polled.contains(dir) {
+            return;
+        }
+        if remote_filesystem(dir) {
+            tracing::warn!(dir = %dir.display(), "network filesystem: inotify misses remote writes, polling its files");
+            self.polled.insert(dir.to_path_buf());
+            return;
+        }
+        match watcher.watch(dir, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                self.watched.insert(dir.to_path_buf());
+            }
+            Err(err) if matches!(&err.kind, notify::ErrorKind::PathNotFound) => {}
+            Err(err) if matches!(&err.kind, notify::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::NotFound) =>
+                {}
+            Err(err) => {
+                tracing::warn!(dir = %dir.display(), error = %err,
+                    "cannot watch directory with inotify (raise fs.inotify.max_user_watches?), polling its files");
+                self.polled.insert(dir.to_path_buf());
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for something to happen, then `settle` more (so a burst of writes
+    /// makes one wake-up), then takes every event queued.
+    pub fn wait(&mut self, timeout: Duration, settle: Duration) -> Wake {
+        let mut wake = Wake::default();
+        let Some((_, events)) = &self.watcher else {
+            std::thread::sleep(timeout);
+            wake.all = true;
+            return wake;
+        };
+        let first = match events.recv_timeout(timeout) {
+            Ok(event) => event,
+            Err(RecvTimeoutError::Timeout) => return wake,
+            Err(RecvTimeoutError::Disconnected) => {
+                tracing::warn!("inotify watcher stopped, polling every file instead");
+                self.watcher = None;
+                wake.all = true;
+                wake.rescan = true;
+                return wake;
+            }
+        };
+        if !settle.is_zero() {
+            std::thread::sleep(settle);
+        }
+        note(&mut wake, first);
+        while let Ok(event) = events.try_recv() {
+            note(&mut wake, event);
+        }
+        wake
+    }
+}
+
+/// Folds one event into `wake`.
+fn note(wake: &mut Wake, event: notify::Result<notify::Event>) {
+    let event = match event {
+        Ok(event) => event,
+        Err(err) => {
+            tracing::debug!(error = %err, "inotify error, looking at every file");
+            wake.all = true;
+            wake.rescan = true;
+            return;
+        }
+    };
+    if event.need_rescan() {
+        tracing::debug!("inotify queue overflowed, looking at every file");
+        wake.all = true;
+        wake.rescan = true;
+        return;
+    }
+    match event.kind {
+        EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
+            wake.appeared.extend(event.paths.iter().cloned());
+            wake.changed.extend(event.paths);
+        }
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
+            if let [from, to] = event.paths.as_slice() {
+                wake.changed.insert(from.clone());
+                wake.changed.insert(to.clone());
+                wake.appeared.push(to.clone());
+                wake.renamed.push((from.clone(), to.clone()));
+            }
+        }
+        EventKind::Modify(_) | EventKind::Remove(_) => wake.changed.extend(event.paths),
+        // Opens and closes (ours included) change nothing to read.
+        _ => {}
+    }
+}
+
+fn remote_filesystem(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs(2) with a NUL-terminated path and a zeroed out-parameter it fills.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(path.as_ptr(), &mut stat) } != 0 {
+        return false;
+    }
+    #[allow(clippy::unnecessary_cast)]
+    REMOTE_FILESYSTEMS.contains(&(stat.f_type as i64))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    fn events_name_what_changed_appeared_and_was_renamed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wakeups = Wakeups::new(WatchMode::Inotify);
+        assert!(!wakeups.polling());
+        wakeups.watch(dir.path());
+        let (a, b) = (dir.path().join("a.log"), dir.path().join("a.log.1"));
+        std::fs::write(&a, b"x\n").unwrap();
+        std::fs::rename(&a, &b).unwrap();
+        let mut seen = Wake::default();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while seen.renamed.is_empty() && Instant::now() < deadline {
+            let wake = wakeups.wait(Duration::from_millis(100), Duration::ZERO);
+            seen.appeared.extend(wake.appeared);
+            seen.changed.extend(wake.changed);
+            seen.renamed.extend(wake.renamed);
+        }
+        assert!(seen.appeared.contains(&a));
+        assert!(seen.changed.contains(&a));
+        assert_eq!(seen.renamed, [(a, b)]);
+    }
+
+    #[test]
+    fn polling_wakes_for_everything() {
+        let mut wakeups = Wakeups::new(WatchMode::Poll);
+        assert!(wakeups.polling());
+        assert!(wakeups.wait(Duration::from_millis(1), Duration::ZERO).all);
+    }
+}

@@ -1,0 +1,367 @@
+//! Latency and idle cost of the agent (issue 8), agent + broker + collector on this machine:
+//!
+//! - a. write -> collector's disk, p50/p99, one file at 20 lines/s;
+//! - b. the same for 400 files at 10 lines/s each (4k lines/s);
+//! - c. the agent's CPU with 1000 watched idle files, after each was read once.
+//!
+//! Prints one line per figure and asserts nothing. `BENCH_CASE=a|b|c` runs one case (default
+//! all), `BENCH_SECS` sets how long each measures (default 20). Uses the release binaries next
+//! to this benchmark (`cargo build --release --workspace`) or `LOGSHIP_AGENT_BIN` /
+//! `LOGSHIP_COLLECTOR_BIN`, and the broker at `AMQP_URL`.
+//!
+//! Each measured line starts with its write time in nanoseconds since the epoch. A thread woken
+//! by inotify on the collector's output directory reads what the collector appended and takes
+//! arrival - write time per line: the moment the line is in the collector's file (its fsync and
+//! ack come right after, and add nothing to what a reader of that file sees).
+
+use std::collections::HashMap;
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::File;
+use std::io::{Read as _, Write as _};
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use logship_tests::broker::amqp_url;
+use logship_tests::daemon::binary;
+use logship_tests::fixture::Setup;
+use logship_tests::lines::{open_append, wait_for_lines};
+
+/// How long the daemons may take to read the warm-up lines of every file.
+const WARM_UP: Duration = Duration::from_secs(120);
+/// How long the last measured lines may take after the writer stopped.
+const DRAIN: Duration = Duration::from_secs(30);
+/// Bytes after the timestamp, so lines are the size of a short log line.
+const PADDING: &str = "GET /index.html HTTP/1.1 200 512 lorem ipsum dolor sit amet";
+
+fn main() {
+    let case = std::env::var("BENCH_CASE").unwrap_or_else(|_| "all".into());
+    let secs: u64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let measure = Duration::from_secs(secs);
+    eprintln!(
+        "latency bench: agent {}, collector {}, broker {}",
+        binary("logship-agent").display(),
+        binary("logship-collector").display(),
+        amqp_url()
+    );
+    if matches!(case.as_str(), "a" | "all") {
+        latency("a", 1, 20, measure);
+    }
+    if matches!(case.as_str(), "b" | "all") {
+        latency("b", 400, 10, measure);
+    }
+    if matches!(case.as_str(), "c" | "all") {
+        idle_cpu("c", 1000, measure);
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos() as u64
+}
+
+/// `files` files, one line each, read by a running agent and written by the collector: returns
+/// the setup, the agent and collector processes, the files (held open, as a logger does) and
+/// the collector's output directory for them.
+fn warmed_up(
+    label: &str,
+    files: usize,
+) -> (
+    Setup,
+    logship_tests::daemon::Daemon,
+    logship_tests::daemon::Daemon,
+    Vec<File>,
+    PathBuf,
+) {
+    let setup = Setup::new(label);
+    let collector = setup.collector.start();
+    let agent = setup.agent(&amqp_url(), "", "");
+    let paths: Vec<PathBuf> = (0..files)
+        .map(|n| setup.log(&format!("f{n:04}.log")))
+        .collect();
+    let mut handles: Vec<File> = paths.iter().map(|p| open_append(p)).collect();
+    for handle in &mut handles {
+        handle.write_all(b"warm-up\n").expect("write");
+    }
+    let daemon = agent.start(true);
+    let outs: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| setup.collector.file(&agent.host, p))
+        .collect();
+    for out in &outs {
+        let lines = wait_for_lines(out, 1, WARM_UP);
+        assert_eq!(
+            lines.len(),
+            1,
+            "warm-up line of {} never arrived",
+            out.display()
+        );
+    }
+    let out_dir = outs[0].parent().expect("output dir").to_path_buf();
+    (setup, daemon, collector, handles, out_dir)
+}
+
+/// Case a or b: `files` files at `rate` lines/s each for `measure`; prints p50 and p99.
+fn latency(label: &str, files: usize, rate: u32, measure: Duration) {
+    let (_setup, mut agent, mut collector, mut handles, out_dir) =
+        warmed_up(&format!("bench-{label}"), files);
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(AtomicUsize::new(0));
+    let tail = {
+        let (stop, seen) = (Arc::clone(&stop), Arc::clone(&seen));
+        // Watch, then skip the warm-up lines, both before the first measured line is written.
+        let inotify = Inotify::watch(&out_dir);
+        let files = follow_all_at_end(&out_dir);
+        std::thread::spawn(move || tail(inotify, files, &out_dir, &stop, &seen))
+    };
+    // Lines go out in ticks of 10 ms (or one line per tick below 100 lines/s), round-robin over
+    // the files, so the load is steady rather than one burst per second.
+    let total_rate = files as u32 * rate;
+    let tick = Duration::from_millis(10).max(Duration::from_secs(1) / total_rate);
+    let per_tick = ((f64::from(total_rate) * tick.as_secs_f64()).round() as usize).max(1);
+    let (mut written, mut next_file) = (0usize, 0usize);
+    let started = Instant::now();
+    let mut next = started;
+    while started.elapsed() < measure {
+        for _ in 0..per_tick {
+            let line = format!("{} {label} f{next_file:04} {written} {PADDING}\n", now_ns());
+            handles[next_file]
+                .write_all(line.as_bytes())
+                .expect("write");
+            written += 1;
+            next_file = (next_file + 1) % files;
+        }
+        next += tick;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let deadline = Instant::now() + DRAIN;
+    while seen.load(Ordering::SeqCst) < written && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut samples = tail.join().expect("tail");
+    let _ = agent.stop(Duration::from_secs(30));
+    let _ = collector.stop(Duration::from_secs(30));
+    samples.sort_unstable();
+    let what = format!(
+        "{label}  {files} file(s) x {rate} lines/s, {}s",
+        measure.as_secs()
+    );
+    if samples.is_empty() {
+        println!("{what}: no line arrived");
+        return;
+    }
+    let ms = |q: f64| {
+        let i = ((samples.len() as f64 * q) as usize).min(samples.len() - 1);
+        samples[i] as f64 / 1e6
+    };
+    println!(
+        "{what}: write->collector p50 = {:.1} ms ({} of {written} lines)",
+        ms(0.50),
+        samples.len()
+    );
+    println!("{what}: write->collector p99 = {:.1} ms", ms(0.99));
+    println!("{what}: write->collector max = {:.1} ms", ms(1.0));
+}
+
+/// Reads what the collector appends in `dir` until `stop`, counting measured lines in `seen`;
+/// returns each one's arrival - write time in nanoseconds.
+fn tail(
+    inotify: Inotify,
+    mut files: HashMap<OsString, Follow>,
+    dir: &Path,
+    stop: &AtomicBool,
+    seen: &AtomicUsize,
+) -> Vec<u64> {
+    let mut samples = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        let changed = match inotify.wait(100) {
+            Events::Names(names) => names,
+            // Events were lost: look at every file.
+            Events::Overflow => files.keys().cloned().collect(),
+        };
+        for name in changed {
+            let follow = files
+                .entry(name.clone())
+                .or_insert_with(|| Follow::from_start(&dir.join(&name)));
+            follow.read_new(&mut samples);
+        }
+        seen.store(samples.len(), Ordering::SeqCst);
+    }
+    samples
+}
+
+/// Every file in `dir`, followed from its current end.
+fn follow_all_at_end(dir: &Path) -> HashMap<OsString, Follow> {
+    std::fs::read_dir(dir)
+        .expect("output dir")
+        .flatten()
+        .map(|entry| (entry.file_name(), Follow::at_end(&entry.path())))
+        .collect()
+}
+
+/// One output file being followed.
+struct Follow {
+    file: File,
+    /// The start of a line the collector has not finished writing.
+    partial: Vec<u8>,
+}
+
+impl Follow {
+    fn at_end(path: &Path) -> Follow {
+        let mut follow = Follow::from_start(path);
+        let mut skip = Vec::new();
+        follow.file.read_to_end(&mut skip).expect("read output");
+        follow
+    }
+
+    fn from_start(path: &Path) -> Follow {
+        Follow {
+            file: File::open(path).expect("open output"),
+            partial: Vec::new(),
+        }
+    }
+
+    /// Reads what was appended and adds a sample per complete measured line.
+    fn read_new(&mut self, samples: &mut Vec<u64>) {
+        let mut buf = Vec::new();
+        if self.file.read_to_end(&mut buf).is_err() || buf.is_empty() {
+            return;
+        }
+        let arrived = now_ns();
+        self.partial.extend_from_slice(&buf);
+        let complete = match self.partial.iter().rposition(|&b| b == b'\n') {
+            Some(end) => end + 1,
+            None => return,
+        };
+        for line in self.partial[..complete].split(|&b| b == b'\n') {
+            let written = line
+                .split(|&b| b == b' ')
+                .next()
+                .and_then(|t| std::str::from_utf8(t).ok())
+                .and_then(|t| t.parse::<u64>().ok());
+            if let Some(written) = written {
+                samples.push(arrived.saturating_sub(written));
+            }
+        }
+        self.partial.drain(..complete);
+    }
+}
+
+/// What an inotify wait returned.
+enum Events {
+    /// Names of the files that changed (may repeat).
+    Names(Vec<OsString>),
+    /// The kernel's queue overflowed.
+    Overflow,
+}
+
+/// An inotify watch on one directory for writes to its files.
+struct Inotify {
+    fd: i32,
+}
+
+impl Inotify {
+    fn watch(dir: &Path) -> Inotify {
+        // SAFETY: plain syscalls on a descriptor we own; the path is a NUL-terminated copy.
+        unsafe {
+            let fd = libc::inotify_init1(libc::IN_CLOEXEC);
+            assert!(
+                fd >= 0,
+                "inotify_init1: {}",
+                std::io::Error::last_os_error()
+            );
+            let path = CString::new(dir.as_os_str().as_bytes()).expect("path without NUL");
+            let wd = libc::inotify_add_watch(fd, path.as_ptr(), libc::IN_MODIFY | libc::IN_CREATE);
+            assert!(
+                wd >= 0,
+                "inotify_add_watch {}: {}",
+                dir.display(),
+                std::io::Error::last_os_error()
+            );
+            Inotify { fd }
+        }
+    }
+
+    /// Waits up to `timeout_ms` for events.
+    fn wait(&self, timeout_ms: i32) -> Events {
+        let mut pollfd = libc::pollfd {
+            fd: self.fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut pollfd, 1, timeout_ms) } <= 0 {
+            return Events::Names(Vec::new());
+        }
+        let mut buf = vec![0u8; 64 << 10];
+        // SAFETY: reads into a buffer of the given length.
+        let n = unsafe { libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            return Events::Names(Vec::new());
+        }
+        // struct inotify_event { int wd; u32 mask; u32 cookie; u32 len; char name[len]; }
+        let (buf, mut at, mut names) = (&buf[..n as usize], 0, Vec::new());
+        while at + 16 <= buf.len() {
+            let field = |i: usize| u32::from_ne_bytes(buf[at + i..at + i + 4].try_into().unwrap());
+            let (mask, len) = (field(4), field(12) as usize);
+            if mask & libc::IN_Q_OVERFLOW != 0 {
+                return Events::Overflow;
+            }
+            let name = &buf[at + 16..at + 16 + len];
+            let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(len)];
+            if !name.is_empty() {
+                names.push(OsStr::from_bytes(name).to_os_string());
+            }
+            at += 16 + len;
+        }
+        Events::Names(names)
+    }
+}
+
+impl Drop for Inotify {
+    fn drop(&mut self) {
+        // SAFETY: our own descriptor, closed once.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+/// utime + stime of a process, in seconds (fields 14 and 15 of `/proc/<pid>/stat`).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    // The command name may hold spaces: count fields after its closing parenthesis (field 3 on).
+    let rest = &stat[stat.rfind(')').expect("stat format") + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks as f64 / per_second
+}
+
+/// Case c: the agent's CPU over `measure` with `files` idle files, each read once before.
+fn idle_cpu(label: &str, files: usize, measure: Duration) {
+    let (_setup, mut agent, mut collector, _handles, _out_dir) =
+        warmed_up(&format!("bench-{label}"), files);
+    // Let the last confirms and checkpoints settle before measuring idleness.
+    std::thread::sleep(Duration::from_secs(3));
+    let before = cpu_seconds(agent.pid());
+    std::thread::sleep(measure);
+    let used = cpu_seconds(agent.pid()) - before;
+    let _ = agent.stop(Duration::from_secs(30));
+    let _ = collector.stop(Duration::from_secs(30));
+    println!(
+        "{label}  {files} idle files, {}s: agent CPU = {:.2}% of one core",
+        measure.as_secs(),
+        used / measure.as_secs_f64() * 100.0
+    );
+}
