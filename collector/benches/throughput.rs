@@ -173,14 +173,20 @@ async fn main() {
 }
 
 fn sample(i: usize) -> Envelope {
+    let line = format!("{i:010} 2026-11-25T00:00:00Z INFO request handled method=GET path=/api/v1/items status=200 bytes=5123").into_bytes();
     Envelope {
         host: "bench-host".into(),
         path: "/var/log/bench/app.log".into(),
-        file: FileId { dev: 2049, ino: 4242, fp: 0x1234_5678_9abc_def0 },
+        file: FileId {
+            dev: 2049,
+            ino: 4242,
+            fp: 0x1234_5678_9abc_def0,
+        },
         generation: 0,
-        offset: (i * 120) as u64,
+        // Every line has the same length: offsets as the agent gives them, back to back.
+        offset: (i * (line.len() + 1)) as u64,
         timestamp_ms: 1_764_028_800_000 + i as i64,
-        line: format!("{i:010} 2026-11-25T00:00:00Z INFO request handled method=GET path=/api/v1/items status=200 bytes=5123").into_bytes(),
+        line,
     }
 }
 

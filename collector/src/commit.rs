@@ -7,9 +7,16 @@
 //! - `m/seen` -> `<generation: u64 BE><committed length: u64 BE>` of the seen-id log (see
 //!   [`crate::seen`]); the ids themselves live in that log and in memory, which keeps sled small
 //!   (a seen-set inside sled cost about 200 MiB of RSS for 500k ids).
+//! - `p/<source hash>` -> the source's committed byte ranges (see [`crate::positions`]): one
+//!   small record per source, not per line.
 //!
-//! Invariants: a batch's id records are synced to the seen log first; then its file lengths and
-//! the log's new length go in one sled batch, flushed before the batch is acked. A file's length is
+//! A line is a duplicate if its source range is committed, or (for lines committed before
+//! positions were recorded, i.e. by an older version, and as a second net) if its id is in the
+//! seen set.
+//!
+//! Invariants: a batch's id records are synced to the seen log first; then its file lengths,
+//! its sources' new ranges and the log's new length go in one sled batch, flushed before the
+//! batch is acked. A file's length is
 //! recorded before the first byte is appended to it, so bytes that a crash leaves past the
 //! committed length are always truncated on start.
 
@@ -18,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use logship_config::collector::DedupSettings;
 
+use crate::positions::{Positions, SourceHash};
 use crate::seen::{self, Seen};
 
 /// sled's page cache: it holds only file lengths and the seen log's position.
@@ -42,8 +50,12 @@ pub enum CommitError {
 pub struct Commit {
     tree: sled::Db,
     seen: Seen,
+    positions: Positions,
     bounds: DedupSettings,
 }
+
+/// A line written by a batch: its source, offset and length.
+pub type Position = (SourceHash, u64, usize);
 
 impl Commit {
     /// Opens (or creates) the record in `state_dir`; `bounds` limit the seen-id set.
@@ -60,9 +72,16 @@ impl Commit {
             .map_err(|source| CommitError::Open { path, source })?;
         let (generation, len) = decode_seen(tree.get(b"m/seen")?.as_deref());
         let seen = Seen::open(state_dir, generation, len, bounds, now_ms)?;
+        let mut records = Vec::new();
+        for entry in tree.scan_prefix(b"p/") {
+            let (key, value) = entry?;
+            records.push((key[2..].to_vec(), value.to_vec()));
+        }
+        let positions = Positions::load(records.into_iter());
         Ok(Commit {
             tree,
             seen,
+            positions,
             bounds: bounds.clone(),
         })
     }
@@ -70,6 +89,11 @@ impl Commit {
     /// Whether `id` was already written.
     pub fn is_seen(&self, id: &str) -> bool {
         self.seen.contains(seen::hash(id))
+    }
+
+    /// Whether the line at `offset` (of `len` bytes) of `source` was already written.
+    pub fn is_committed_position(&self, source: SourceHash, offset: u64, len: usize) -> bool {
+        self.positions.covers(source, offset, len)
     }
 
     /// Every file with a committed length.
@@ -102,22 +126,35 @@ impl Commit {
         Ok(())
     }
 
-    /// Records a written batch: its ids and the new file lengths. Only then may it be acked.
+    /// Records a written batch: its ids, its lines' positions and the new file lengths. Only
+    /// then may it be acked.
     pub fn record(
         &mut self,
-        ids: &[String],
+        ids: &[&str],
+        positions: &[Position],
         lengths: &[(PathBuf, u64)],
         now_ms: i64,
     ) -> Result<(), CommitError> {
         let hashes: Vec<seen::IdHash> = ids.iter().map(|id| seen::hash(id)).collect();
         let seen_len = self.seen.write(&hashes, now_ms)?;
+        let max_age_ms = i64::try_from(self.bounds.max_age.as_millis()).unwrap_or(i64::MAX);
+        let staged = self
+            .positions
+            .stage(positions.iter().copied(), now_ms, max_age_ms);
         let mut batch = sled::Batch::default();
         for (file, len) in lengths {
             batch.insert(file_key(file), &len.to_be_bytes());
         }
+        for (source, value) in &staged.updates {
+            batch.insert(position_key(*source), value.as_slice());
+        }
+        for source in &staged.forgotten {
+            batch.remove(position_key(*source));
+        }
         batch.insert(b"m/seen", &encode_seen(self.seen.generation(), seen_len));
         self.tree.apply_batch(batch)?;
         self.tree.flush()?;
+        self.positions.apply(staged, now_ms);
         self.seen.committed(&hashes, seen_len, now_ms, &self.bounds);
         if self.seen.wants_compaction() {
             self.compact()?;
@@ -137,6 +174,11 @@ impl Commit {
     /// Number of ids held for dedup.
     pub fn seen_count(&self) -> usize {
         self.seen.len()
+    }
+
+    /// Number of sources whose committed positions are held.
+    pub fn source_count(&self) -> usize {
+        self.positions.len()
     }
 }
 
@@ -167,6 +209,10 @@ fn file_key(file: &Path) -> Vec<u8> {
     [b"f/", file.as_os_str().as_bytes()].concat()
 }
 
+fn position_key(source: SourceHash) -> Vec<u8> {
+    [&b"p/"[..], &source.to_be_bytes()].concat()
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -195,9 +241,9 @@ mod tests {
         let wide = bounds(10, Duration::from_secs(60));
         {
             let mut commit = open(dir.path(), &wide, 1_000);
-            let ids = vec!["a".to_string(), "b".to_string()];
+            let ids = ["a", "b"];
             let lengths = vec![(PathBuf::from("h/x.log"), 42)];
-            commit.record(&ids, &lengths, 1_000).unwrap();
+            commit.record(&ids, &[], &lengths, 1_000).unwrap();
         }
         let commit = open(dir.path(), &wide, 1_000);
         assert!(commit.is_seen("a") && commit.is_seen("b"));
@@ -210,14 +256,34 @@ mod tests {
     }
 
     #[test]
+    fn positions_outlive_the_id_window_and_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let tiny = bounds(2, Duration::from_secs(3600));
+        let source = crate::positions::source_hash("h", 1, 2, 3, 0);
+        {
+            let mut commit = open(dir.path(), &tiny, 0);
+            for i in 0..10u64 {
+                let id = format!("line-{i}");
+                commit
+                    .record(&[id.as_str()], &[(source, i * 10, 9)], &[], 0)
+                    .unwrap();
+            }
+            assert!(!commit.is_seen("line-0"));
+            assert!(commit.is_committed_position(source, 0, 9));
+        }
+        let commit = open(dir.path(), &tiny, 0);
+        assert_eq!(commit.source_count(), 1);
+        assert!((0..10).all(|i| commit.is_committed_position(source, i * 10, 9)));
+        assert!(!commit.is_committed_position(source, 100, 9));
+    }
+
+    #[test]
     fn oldest_ids_are_pruned_by_count_and_age() {
         let dir = tempfile::tempdir().unwrap();
         let by_count = bounds(3, Duration::from_secs(3600));
         let mut commit = open(dir.path(), &by_count, 1_000);
         for (i, id) in ["1", "2", "3", "4", "5"].iter().enumerate() {
-            commit
-                .record(&[id.to_string()], &[], 1_000 + i as i64)
-                .unwrap();
+            commit.record(&[id], &[], &[], 1_000 + i as i64).unwrap();
         }
         assert_eq!(commit.seen_count(), 3);
         assert!(!commit.is_seen("1") && !commit.is_seen("2"));
@@ -225,7 +291,7 @@ mod tests {
         drop(commit);
         let by_age = bounds(100, Duration::from_millis(10));
         let mut commit = open(dir.path(), &by_age, 1_004);
-        commit.record(&["6".into()], &[], 1_013).unwrap();
+        commit.record(&["6"], &[], &[], 1_013).unwrap();
         assert!(!commit.is_seen("3") && commit.is_seen("4"));
         assert_eq!(commit.seen_count(), 3);
     }
@@ -238,7 +304,8 @@ mod tests {
         // Enough ids to compact several times: only the last 1000 stay.
         for round in 0..300 {
             let ids: Vec<String> = (0..1000).map(|i| format!("{round}-{i}")).collect();
-            commit.record(&ids, &[], 0).unwrap();
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            commit.record(&ids, &[], &[], 0).unwrap();
         }
         let logs = std::fs::read_dir(dir.path())
             .unwrap()

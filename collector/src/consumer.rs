@@ -3,10 +3,11 @@
 //! Invariants:
 //! - A delivery is acked only after the writer committed its batch (`ack` with `multiple`
 //!   up to the batch's last line); a malformed one is rejected without requeue, never acked.
-//! - A batch whose channel died is dropped unacked: the broker redelivers it, and the seen-id set
-//!   drops whatever of it was already written.
-//! - A failed write drops the batch unacked, truncates the output back to the committed lengths,
-//!   and reconnects after a backoff, so the broker redelivers everything not acked.
+//! - A batch whose channel died is dropped unacked: the broker redelivers it, and dedup (committed
+//!   source positions, then the seen-id set) drops whatever of it was already written.
+//! - A failed write keeps the batch unacked, truncates the output back to the committed lengths,
+//!   and writes the same batch again after a backoff delay on the same channel (see
+//!   [`crate::outage`]); only a failure of the state database stops the collector.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,19 +18,19 @@ use lapin::Acker;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
-    QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, Connection, ExchangeKind};
-use logship_config::amqp::{self, Reconnect};
-use logship_config::collector::QueueType;
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
+use logship_config::amqp::Reconnect;
+use logship_config::signals::Signals;
 use logship_config::{BrokerUri, CollectorConfig};
+use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::sink::SinkError;
+use crate::outage::Outages;
+use crate::topology;
 use crate::validate::{self, Line};
-use crate::writer::Writer;
-use logship_config::signals::Signals;
+use crate::writer::{Outcome, Writer};
 
 /// At most one warning per this interval about rejected messages; the rest are counted.
 const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -41,8 +42,22 @@ const PRECONDITION_FAILED: u16 = 406;
 enum SessionEnd {
     /// The broker or the network failed; reconnect.
     Lost(lapin::Error),
-    /// Writing failed; recover the output, then reconnect so everything unacked comes back.
-    Sink(SinkError),
+    /// The broker refused our declarations (a queue or exchange exists with other arguments):
+    /// reconnecting cannot help.
+    Refused(lapin::Error),
+    /// The state database failed, or the writer was lost to a panic: the collector stops.
+    Fatal(anyhow::Error),
+}
+
+impl SessionEnd {
+    /// A failed declaration: refused if the broker says it conflicts, else lost.
+    fn declaring(err: lapin::Error) -> SessionEnd {
+        if is_precondition_failed(&err) {
+            SessionEnd::Refused(err)
+        } else {
+            SessionEnd::Lost(err)
+        }
+    }
 }
 
 impl From<lapin::Error> for SessionEnd {
@@ -67,12 +82,15 @@ pub struct Consumer {
     writer: Option<Writer>,
     metrics: Arc<Metrics>,
     rejects: RejectLog,
+    /// Kept across sessions: an outage spans reconnects and is announced once.
+    outages: Outages,
 }
 
 impl Consumer {
     /// A consumer that writes through `writer`.
     pub fn new(config: CollectorConfig, writer: Writer, metrics: Arc<Metrics>) -> Consumer {
         Consumer {
+            outages: Outages::new(&config.broker),
             config,
             writer: Some(writer),
             metrics,
@@ -99,22 +117,14 @@ impl Consumer {
                 .await;
             match end {
                 Ok(()) => break,
-                Err(SessionEnd::Lost(err)) => {
-                    if is_precondition_failed(&err) {
-                        return Err(err).with_context(|| {
-                            format!("{uri}: the broker refused our declarations (queue or exchange exists with other arguments)")
-                        });
-                    }
-                    tracing::warn!(uri = %uri, error = %err, "connection to broker lost, unacked lines will be redelivered");
+                Err(SessionEnd::Refused(err)) => {
+                    return Err(err).with_context(|| {
+                        format!("{uri}: the broker refused our declarations (queue or exchange exists with other arguments)")
+                    });
                 }
-                Err(SessionEnd::Sink(err)) => {
-                    tracing::error!(
-                        error = format!("{err:#}"),
-                        "cannot write output; unacked lines will be redelivered"
-                    );
-                    self.writer_mut()?
-                        .recover()
-                        .context("cannot recover output after a write failure")?;
+                Err(SessionEnd::Fatal(err)) => return Err(err),
+                Err(SessionEnd::Lost(err)) => {
+                    tracing::warn!(uri = %uri, error = %err, "connection to broker lost, unacked lines will be redelivered");
                 }
             }
             reconnect.lost();
@@ -135,7 +145,9 @@ impl Consumer {
         channel
             .basic_qos(self.config.queue.prefetch, BasicQosOptions::default())
             .await?;
-        self.declare(&channel).await?;
+        topology::declare(&channel, &self.config)
+            .await
+            .map_err(SessionEnd::declaring)?;
         let mut deliveries = channel
             .basic_consume(
                 self.config.queue.name.as_str().into(),
@@ -158,23 +170,25 @@ impl Consumer {
                 _ = signals.shutdown.cancelled() => {
                     // Stop deliveries first so no new ones arrive while the last batch commits.
                     let _ = channel.basic_cancel(deliveries.tag(), BasicCancelOptions::default()).await;
-                    self.flush(&mut batch).await?;
+                    self.flush(&mut batch, &channel, &signals.shutdown).await?;
                     let _ = channel.close(200, "shutdown".into()).await;
                     return Ok(());
                 }
                 // cancel-safe: a Notify permit is kept until taken
                 _ = signals.reload.notified() => {
-                    self.flush(&mut batch).await?;
-                    self.writer_mut().map_err(|_| SessionEnd::Sink(SinkError::NotOpen { path: "writer".into() }))?.reopen();
+                    self.flush(&mut batch, &channel, &signals.shutdown).await?;
+                    self.writer.as_mut().ok_or_else(writer_lost)?.reopen();
                 }
                 // cancel-safe: a sleep
-                _ = sleep_until(deadline), if deadline.is_some() => self.flush(&mut batch).await?,
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    self.flush(&mut batch, &channel, &signals.shutdown).await?;
+                }
                 // cancel-safe: lapin's consumer keeps undelivered messages in its own buffer
                 delivery = deliveries.next() => match delivery {
                     Some(Ok(delivery)) => {
                         self.accept(delivery, &mut batch).await?;
                         if batch.lines.len() >= self.config.batch.max_messages {
-                            self.flush(&mut batch).await?;
+                            self.flush(&mut batch, &channel, &signals.shutdown).await?;
                         }
                     }
                     Some(Err(err)) => return Err(err.into()),
@@ -184,65 +198,6 @@ impl Consumer {
                 },
             }
         }
-    }
-
-    async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
-        let queue = self.config.queue.name.as_str();
-        amqp::declare_exchange(channel, &self.config.broker).await?;
-        let mut arguments = FieldTable::default();
-        if let Some(dlx) = &self.config.queue.dead_letter_exchange {
-            channel
-                .exchange_declare(
-                    dlx.as_str().into(),
-                    ExchangeKind::Direct,
-                    amqp::durable_exchange(),
-                    FieldTable::default(),
-                )
-                .await?;
-            let dead_queue = format!("{queue}.dead-letter");
-            channel
-                .queue_declare(
-                    dead_queue.as_str().into(),
-                    QueueDeclareOptions::durable(),
-                    FieldTable::default(),
-                )
-                .await?;
-            channel
-                .queue_bind(
-                    dead_queue.as_str().into(),
-                    dlx.as_str().into(),
-                    queue.into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-            arguments.insert(
-                "x-dead-letter-exchange".into(),
-                AMQPValue::LongString(dlx.as_str().into()),
-            );
-            arguments.insert(
-                "x-dead-letter-routing-key".into(),
-                AMQPValue::LongString(queue.into()),
-            );
-        }
-        if self.config.queue.queue_type == QueueType::Quorum {
-            arguments.insert(
-                "x-queue-type".into(),
-                AMQPValue::LongString("quorum".into()),
-            );
-        }
-        channel
-            .queue_declare(queue.into(), QueueDeclareOptions::durable(), arguments)
-            .await?;
-        channel
-            .queue_bind(
-                queue.into(),
-                self.config.broker.exchange.as_str().into(),
-                "".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
     }
 
     /// Validates a delivery: a line joins the batch; anything else is rejected at once.
@@ -263,26 +218,21 @@ impl Consumer {
         Ok(())
     }
 
-    /// Writes, fsyncs and commits the batch on a blocking thread, then acks it.
-    async fn flush(&mut self, batch: &mut Batch) -> Result<(), SessionEnd> {
+    /// Writes, syncs and commits the batch, then acks it. A batch that cannot be written is
+    /// left unacked if shutdown is requested during the outage (the broker redelivers it).
+    async fn flush(
+        &mut self,
+        batch: &mut Batch,
+        channel: &Channel,
+        shutdown: &CancellationToken,
+    ) -> Result<(), SessionEnd> {
         let Batch { lines, ackers, .. } = std::mem::take(batch);
         if lines.is_empty() {
             return Ok(());
         }
-        let mut writer = self
-            .writer
-            .take()
-            .ok_or(SessionEnd::Sink(SinkError::NotOpen {
-                path: "writer".into(),
-            }))?;
-        let (writer, result) = tokio::task::spawn_blocking(move || {
-            let result = writer.write(lines);
-            (writer, result)
-        })
-        .await
-        .map_err(|err| SessionEnd::Lost(lapin::Error::from(std::io::Error::other(err))))?;
-        self.writer = Some(writer);
-        let outcome = result.map_err(SessionEnd::Sink)?;
+        let Some(outcome) = self.write_until_done(lines, channel, shutdown).await? else {
+            return Ok(());
+        };
         let mut refused = vec![false; ackers.len()];
         for (position, reason) in &outcome.refused {
             reject(&ackers[*position]).await?;
@@ -306,9 +256,58 @@ impl Consumer {
         Ok(())
     }
 
-    fn writer_mut(&mut self) -> anyhow::Result<&mut Writer> {
-        self.writer.as_mut().context("writer lost after a panic")
+    /// Writes the batch on a blocking thread; after a failure, waits a backoff delay and writes
+    /// it again, until it is written (`Some`), the channel dies, or shutdown is requested
+    /// (`None`: nothing written, nothing to ack).
+    async fn write_until_done(
+        &mut self,
+        mut lines: Vec<Line>,
+        channel: &Channel,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Outcome>, SessionEnd> {
+        loop {
+            let mut writer = self.writer.take().ok_or_else(writer_lost)?;
+            let (writer, back, result) = tokio::task::spawn_blocking(move || {
+                let result = writer.write(&lines);
+                (writer, lines, result)
+            })
+            .await
+            .map_err(|err| SessionEnd::Fatal(anyhow::Error::new(err).context("writer panicked")))?;
+            self.writer = Some(writer);
+            lines = back;
+            let err = match result {
+                Ok(outcome) => {
+                    self.outages.report_success();
+                    return Ok(Some(outcome));
+                }
+                Err(err) if err.is_fatal() => {
+                    return Err(SessionEnd::Fatal(
+                        anyhow::Error::new(err).context("cannot commit a batch"),
+                    ));
+                }
+                Err(err) => err,
+            };
+            let delay = self.outages.report_failure(&err, &self.metrics);
+            tokio::select! {
+                // cancel-safe: only observes the token
+                _ = shutdown.cancelled() => {
+                    tracing::info!(lines = lines.len(),
+                        "stopping while output is not writable; the open batch stays unacked for redelivery");
+                    return Ok(None);
+                }
+                // cancel-safe: a sleep
+                _ = tokio::time::sleep(delay) => {}
+            }
+            if !channel.status().connected() {
+                // The broker redelivers the batch on the next connection; keep backing off.
+                return Err(channel_closed("write retry"));
+            }
+        }
     }
+}
+
+fn writer_lost() -> SessionEnd {
+    SessionEnd::Fatal(anyhow::anyhow!("the writer was lost to a panic"))
 }
 
 async fn reject(acker: &Acker) -> Result<(), SessionEnd> {

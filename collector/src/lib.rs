@@ -4,19 +4,27 @@
 //! The path of a delivery:
 //! ```text
 //! consumer (prefetch N) -> validate -> batch (N msgs or T ms) -> writer: dedup -> sink (append,
-//! fsync) -> commit (sled, flushed) -> consumer: ack(multiple)
+//! at most `output.max_open_files` open, durable: fdatasync or one syncfs) -> commit (sled,
+//! flushed) -> consumer: ack(multiple)
 //! ```
-//! A kill -9 at any instant neither loses nor duplicates a line: what was acked is fsync'd and
+//! A kill -9 at any instant neither loses nor duplicates a line: what was acked is durable and
 //! committed; what was written but not acked is truncated on start and redelivered; what is
-//! delivered twice is dropped by id.
+//! delivered twice is dropped by id. A batch that cannot be written (full disk, no descriptors,
+//! EIO) stays unacked and is retried with backoff (`outage`); only a failing state database
+//! stops the collector.
 
 pub mod commit;
 pub mod consumer;
 pub mod dedup;
+pub mod durable;
+pub mod lru;
 pub mod metrics;
+pub mod outage;
 pub mod outpath;
+pub mod positions;
 pub mod seen;
 pub mod sink;
+pub mod topology;
 pub mod validate;
 pub mod writer;
 

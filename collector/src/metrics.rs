@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::outage::Cause;
+
 /// The collector's counters; all monotonic.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -22,12 +24,19 @@ pub struct Metrics {
     /// Microseconds spent writing and fsyncing output files, and how many times.
     pub fsync_micros: AtomicU64,
     pub fsyncs: AtomicU64,
+    /// Failed attempts to write a batch, by cause (in [`Cause::ALL`]'s order).
+    pub write_errors: [AtomicU64; 4],
 }
 
 impl Metrics {
     /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The counter of failed writes for `cause`.
+    pub fn write_errors(&self, cause: Cause) -> &AtomicU64 {
+        &self.write_errors[cause as usize]
     }
 
     /// The Prometheus text page.
@@ -98,6 +107,17 @@ impl Metrics {
             "Batches written and fsync'd.",
             get(&self.fsyncs),
         );
+        out.push_str(
+            "# HELP logship_collector_write_errors_total Failed attempts to write a batch, by cause.\n\
+             # TYPE logship_collector_write_errors_total counter\n",
+        );
+        for cause in Cause::ALL {
+            out.push_str(&format!(
+                "logship_collector_write_errors_total{{cause=\"{}\"}} {}\n",
+                cause.label(),
+                get(self.write_errors(cause))
+            ));
+        }
         out
     }
 
@@ -105,13 +125,17 @@ impl Metrics {
     pub fn summary(&self) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
-            "received={} written={} duplicates={} dead_lettered={} batches={} reconnects={}",
+            "received={} written={} duplicates={} dead_lettered={} batches={} reconnects={} write_errors(disk_full={} open_files={} io={} other={})",
             get(&self.received),
             get(&self.written),
             get(&self.duplicates),
             get(&self.dead_lettered),
             get(&self.batches),
-            get(&self.reconnects)
+            get(&self.reconnects),
+            get(self.write_errors(Cause::DiskFull)),
+            get(self.write_errors(Cause::OpenFiles)),
+            get(self.write_errors(Cause::Io)),
+            get(self.write_errors(Cause::Other)),
         )
     }
 }

@@ -5,12 +5,17 @@ use std::path::PathBuf;
 use logship_config::{Envelope, EnvelopeError};
 
 use crate::outpath::{self, OutpathError};
+use crate::positions::{self, SourceHash};
 
 /// A line that passed validation.
 #[derive(Debug)]
 pub struct Line {
-    /// [`Envelope::message_id`]: the dedup key.
+    /// [`Envelope::message_id`]: the dedup key of last resort (see `commit`).
     pub id: String,
+    /// Its source (host, file identity, generation): with `offset`, the dedup key.
+    pub source: SourceHash,
+    /// Byte offset of the line in its source.
+    pub offset: u64,
     /// Output file, relative to `output.dir` (see [`outpath`]).
     pub file: PathBuf,
     /// The line's bytes, without a newline.
@@ -32,6 +37,14 @@ pub fn line(body: &[u8]) -> Result<Line, Rejection> {
     let file = outpath::relative(&envelope.host, &envelope.path)?;
     Ok(Line {
         id: envelope.message_id(),
+        source: positions::source_hash(
+            &envelope.host,
+            envelope.file.dev,
+            envelope.file.ino,
+            envelope.file.fp,
+            envelope.generation,
+        ),
+        offset: envelope.offset,
         file,
         bytes: envelope.line,
     })

@@ -1,17 +1,18 @@
 //! Applying one batch: dedup, append, fsync, commit. Blocking; run it off the async threads.
 //!
-//! Invariant: when [`Writer::write`] returns `Ok`, every line it reports written is fsync'd and
+//! Invariant: when [`Writer::write`] returns `Ok`, every line it reports written is durable and
 //! its id and file length are flushed in the commit record, so the batch may be acked. When it
-//! returns `Err`, nothing may be acked: call [`Writer::recover`] before the next batch.
+//! returns `Err`, nothing may be acked; the output has been truncated back to the committed
+//! lengths (or, if even that failed, will be before the next batch is written), so the same
+//! batch can simply be written again.
 
-use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use logship_config::CollectorConfig;
 
 use crate::commit::Commit;
 use crate::dedup;
-use crate::sink::{Sink, SinkError};
+use crate::sink::{self, Sink, SinkError};
 use crate::validate::Line;
 
 /// What became of a batch.
@@ -27,32 +28,64 @@ pub struct Outcome {
 
 /// Owns the output files and the commit record.
 pub struct Writer {
-    output_dir: PathBuf,
     sink: Sink,
     commit: Commit,
+    /// A failed batch could not be truncated back: do it before writing anything else.
+    needs_recovery: bool,
 }
 
 impl Writer {
     /// Opens the record and truncates every output file back to its committed length.
     pub fn open(config: &CollectorConfig) -> Result<Writer, SinkError> {
         let commit = Commit::open(&config.state_dir, &config.dedup, now_ms())?;
-        let sink = Sink::recover(&config.output_dir, &commit)?;
+        let max_open = sink::budget(
+            config.max_open_files,
+            logship_config::cli::open_file_limit(),
+        );
+        if max_open < config.max_open_files {
+            tracing::warn!(
+                configured = config.max_open_files,
+                open_file_limit = logship_config::cli::open_file_limit(),
+                using = max_open,
+                "output.max_open_files leaves too few descriptors under the open-file limit; keeping fewer output files open"
+            );
+        }
+        let sink = Sink::open(&config.output_dir, &commit, max_open)?;
         tracing::info!(
             files = commit.files()?.len(),
             seen_ids = commit.seen_count(),
+            sources = commit.source_count(),
+            max_open_files = sink.max_open(),
             "state recovered"
         );
         Ok(Writer {
-            output_dir: config.output_dir.clone(),
             sink,
             commit,
+            needs_recovery: false,
         })
     }
 
-    /// Writes a batch of lines, in order.
-    pub fn write(&mut self, lines: Vec<Line>) -> Result<Outcome, SinkError> {
-        let numbered: Vec<(usize, Line)> = lines.into_iter().enumerate().collect();
-        let (fresh, duplicates) = dedup::fresh(numbered, &self.commit);
+    /// Writes a batch of lines, in order. On failure the output is truncated back at once (on
+    /// a full disk that frees what the failed attempt took).
+    pub fn write(&mut self, lines: &[Line]) -> Result<Outcome, SinkError> {
+        if self.needs_recovery {
+            self.sink.recover(&self.commit)?;
+            self.needs_recovery = false;
+        }
+        let result = self.write_batch(lines);
+        if result.is_err()
+            && let Err(err) = self.sink.recover(&self.commit)
+        {
+            // Files are closed whatever failed, and each is re-checked when reopened; the full
+            // recovery is tried again before the next batch.
+            tracing::debug!(error = %crate::outage::chain(&err), "cannot truncate output back yet");
+            self.needs_recovery = true;
+        }
+        result
+    }
+
+    fn write_batch(&mut self, lines: &[Line]) -> Result<Outcome, SinkError> {
+        let (fresh, duplicates) = dedup::fresh(lines, &self.commit);
         let refused_files = self.sink.open_all(
             fresh.iter().map(|(_, line)| line.file.as_path()),
             &self.commit,
@@ -62,27 +95,22 @@ impl Writer {
             ..Outcome::default()
         };
         let mut ids = Vec::with_capacity(fresh.len());
+        let mut positions = Vec::with_capacity(fresh.len());
         for (position, line) in fresh {
             if let Some((_, err)) = refused_files.iter().find(|(file, _)| *file == line.file) {
                 outcome.refused.push((position, format!("{err:#}")));
                 continue;
             }
-            self.sink.append(&line.file, &line.bytes)?;
-            ids.push(line.id);
+            self.sink.append(&line.file, &line.bytes);
+            ids.push(line.id.as_str());
+            positions.push((line.source, line.offset, line.bytes.len()));
         }
         let started = std::time::Instant::now();
-        let lengths = self.sink.sync()?;
+        let lengths = self.sink.sync(&self.commit)?;
         outcome.fsync = started.elapsed();
-        self.commit.record(&ids, &lengths, now_ms())?;
+        self.commit.record(&ids, &positions, &lengths, now_ms())?;
         outcome.written = ids.len() as u64;
         Ok(outcome)
-    }
-
-    /// After a failed batch: close every file and truncate back to the committed lengths.
-    pub fn recover(&mut self) -> Result<(), SinkError> {
-        self.sink.close_all();
-        self.sink = Sink::recover(&self.output_dir, &self.commit)?;
-        Ok(())
     }
 
     /// SIGHUP: close every output file; each is reopened (and re-checked) when next written.

@@ -29,7 +29,12 @@ pub struct RawCollectorConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawOutput {
     pub dir: PathBuf,
+    pub max_open_files: Option<u64>,
 }
+
+/// Output files kept open at most, unless `output.max_open_files` says otherwise: far below
+/// systemd's default soft limit of 1024 descriptors, and enough for a few hundred busy sources.
+pub const DEFAULT_MAX_OPEN_FILES: usize = 256;
 
 /// `[batch]`: when a batch is written, fsync'd, committed and acked.
 #[derive(Debug, Default, Deserialize)]
@@ -56,6 +61,9 @@ pub struct CollectorConfig {
     pub queue: QueueSettings,
     /// Lines go to `<dir>/<host>/<source path>`. Checked writable.
     pub output_dir: PathBuf,
+    /// `output.max_open_files`: output files kept open at most (least recently used ones are
+    /// closed once their bytes are committed).
+    pub max_open_files: usize,
     pub batch: BatchSettings,
     pub dedup: DedupSettings,
     /// Where `/metrics` and `/health` are served; `None`: not at all.
@@ -93,10 +101,13 @@ pub struct BatchSettings {
     pub max_delay: Duration,
 }
 
-/// Bounds of the seen-id set; an id is forgotten when either is exceeded.
+/// Bounds of what dedup remembers.
 #[derive(Debug, Clone)]
 pub struct DedupSettings {
+    /// Ids in the seen-id set at most; the oldest are forgotten.
     pub max_ids: u64,
+    /// Ids older than this, and the committed positions of a source with no commit for this
+    /// long, are forgotten.
     pub max_age: Duration,
 }
 
@@ -158,6 +169,12 @@ impl Validate for RawCollectorConfig {
             &self.dedup.max_age,
             Duration::from_secs(7 * 86400),
         )?;
+        let max_open_files = match self.output.max_open_files {
+            Some(0) => return Err(KeyError::new("output.max_open_files", "must be at least 1")),
+            Some(n) => usize::try_from(n)
+                .map_err(|_| KeyError::new("output.max_open_files", format!("{n} is too large")))?,
+            None => DEFAULT_MAX_OPEN_FILES,
+        };
         Ok(CollectorConfig {
             state_dir: self.state_dir,
             broker,
@@ -168,6 +185,7 @@ impl Validate for RawCollectorConfig {
                 queue_type,
             },
             output_dir: self.output.dir,
+            max_open_files,
             batch: BatchSettings {
                 max_messages,
                 max_delay,

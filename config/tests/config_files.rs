@@ -19,6 +19,7 @@ fn example_collector_config_parses() {
     assert_eq!(config.queue.name, "logs.archive");
     assert_eq!(config.queue.prefetch, 1000);
     assert_eq!(config.batch.max_messages, 500);
+    assert_eq!(config.max_open_files, 256);
     assert_eq!(config.broker.exchange, "logs");
     assert_eq!(
         config.queue.dead_letter_exchange.as_deref(),
@@ -66,6 +67,14 @@ fn bad_collector_snippets_name_their_key() {
         (
             Box::new(|c| c.replace("dir = \"/tmp/y\"", "dir = \"/tmp/y\"\ncolour = 1")),
             "collector.toml: output.colour: unknown key",
+        ),
+        (
+            Box::new(|c| c.replace("dir = \"/tmp/y\"", "dir = \"/tmp/y\"\nmax_open_files = 0")),
+            "collector.toml: output.max_open_files: must be at least 1",
+        ),
+        (
+            Box::new(|c| c.replace("dir = \"/tmp/y\"", "dir = \"/tmp/y\"\nmax_open_files = -3")),
+            "collector.toml: output.max_open_files: invalid value",
         ),
         (
             Box::new(|c| c.replace("amqp://guest", "http://guest")),

@@ -43,21 +43,51 @@ impl Daemon {
         log: &Path,
         env: &[(&str, &str)],
     ) -> Daemon {
+        Daemon::spawn(Daemon::command(binary, config, log, env), log)
+    }
+
+    /// Like [`Daemon::start`], with the open-file limit (soft and hard) set to `nofile`, as
+    /// `prlimit --nofile=N:N` would: the daemon cannot raise it.
+    pub fn start_with_nofile(binary: &Path, config: &Path, log: &Path, nofile: u64) -> Daemon {
+        use std::os::unix::process::CommandExt as _;
+        let mut command = Daemon::command(binary, config, log, &[]);
+        let limit = libc::rlimit {
+            rlim_cur: nofile,
+            rlim_max: nofile,
+        };
+        // SAFETY: setrlimit(2) is async-signal-safe and touches only the child's own limits.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        Daemon::spawn(command, log)
+    }
+
+    fn command(binary: &Path, config: &Path, log: &Path, env: &[(&str, &str)]) -> Command {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .expect("daemon log");
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .arg("--config")
             .arg(config)
             .env("LOGSHIP_LOG", "info")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn daemon");
+            .stderr(stderr);
+        command
+    }
+
+    fn spawn(mut command: Command, log: &Path) -> Daemon {
+        let child = command.spawn().expect("spawn daemon");
         Daemon {
             child,
             log: log.to_path_buf(),

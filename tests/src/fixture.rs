@@ -63,6 +63,19 @@ impl Collector {
         daemon
     }
 
+    /// Like [`Collector::start`], under an open-file limit of `nofile` it cannot raise.
+    pub fn start_with_nofile(&self, nofile: u64) -> Daemon {
+        let before = count(&self.log, "consuming");
+        let daemon = Daemon::start_with_nofile(
+            &binary("logship-collector"),
+            &self.config,
+            &self.log,
+            nofile,
+        );
+        daemon.wait_for_log("consuming", before + 1, STARTUP);
+        daemon
+    }
+
     /// Where the lines of `(host, path)` go.
     pub fn file(&self, host: &str, path: &Path) -> PathBuf {
         output_file(&self.output, host, &path.to_string_lossy())

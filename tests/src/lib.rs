@@ -1,6 +1,6 @@
 //! Support for the end-to-end tests: a real broker (with names of its own per test, deleted
-//! afterwards), a TCP proxy that can cut it off, the real daemons as child processes, and their
-//! output; a small tmpfs for a disk that fills up.
+//! afterwards), a TCP proxy that can cut it off, the real daemons as child processes (under an
+//! open-file limit if need be), and their output; a small tmpfs for a disk that fills up.
 
 pub mod broker;
 pub mod daemon;

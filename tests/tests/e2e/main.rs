@@ -4,6 +4,7 @@ mod agent;
 mod collector;
 mod config_errors;
 mod faults;
+mod fleet;
 mod rotation;
 mod service;
 mod state_disk;

@@ -1,0 +1,271 @@
+//! Write outages: a full disk, too many open files, a failing device. Such a failure is not a
+//! crash and not a broker problem: the batch stays unacked in memory, the output is truncated
+//! back to the committed lengths, and the same batch is tried again after a backoff delay, on
+//! the same channel (no reconnect, no redelivery storm).
+//!
+//! Invariants: one warning when an outage starts (or its cause changes), with the cause and the
+//! path; one info line when a batch is written again; every failed attempt is counted under its
+//! cause. The delay doubles from `broker.reconnect_delay` up to `broker.reconnect_max_delay`
+//! (with jitter) and starts over only after a batch was written.
+
+use std::time::{Duration, Instant};
+
+use logship_config::{Backoff, Broker};
+
+use crate::metrics::Metrics;
+use crate::sink::SinkError;
+
+/// Why writing failed, as an operator acts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    // Discriminants 0..=3 index `Metrics::write_errors`.
+    /// ENOSPC or EDQUOT: free space on the output (or state) filesystem.
+    DiskFull,
+    /// EMFILE or ENFILE: raise `LimitNOFILE` or lower `output.max_open_files`.
+    OpenFiles,
+    /// EIO: the device is failing.
+    Io,
+    /// Anything else (permissions, a read-only remount, ...).
+    Other,
+}
+
+impl Cause {
+    /// Every cause, in the order of their discriminants (metrics index by them).
+    pub const ALL: [Cause; 4] = [Cause::DiskFull, Cause::OpenFiles, Cause::Io, Cause::Other];
+
+    /// Classifies an operating system error.
+    pub fn of_io(err: &std::io::Error) -> Cause {
+        match err.raw_os_error() {
+            Some(libc::ENOSPC | libc::EDQUOT) => Cause::DiskFull,
+            Some(libc::EMFILE | libc::ENFILE) => Cause::OpenFiles,
+            Some(libc::EIO) => Cause::Io,
+            _ => Cause::Other,
+        }
+    }
+
+    /// Classifies a failed batch by the operating system error under it, if any.
+    pub fn of(err: &SinkError) -> Cause {
+        match err.io_error() {
+            Some((_, io)) => Cause::of_io(io),
+            None => match err {
+                SinkError::Commit(crate::commit::CommitError::Seen(io)) => Cause::of_io(io),
+                _ => Cause::Other,
+            },
+        }
+    }
+
+    /// The label in logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Cause::DiskFull => "disk_full",
+            Cause::OpenFiles => "open_files",
+            Cause::Io => "io",
+            Cause::Other => "other",
+        }
+    }
+}
+
+/// What [`Outages::failed`] decided.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Retry {
+    /// Wait this long before trying the batch again.
+    pub delay: Duration,
+    /// Whether this failure starts an outage (or changes its cause): say so.
+    pub announce: bool,
+}
+
+/// An outage that just ended.
+#[derive(Debug)]
+pub struct Ended {
+    pub cause: Cause,
+    pub lasted: Duration,
+    /// Attempts that failed during it.
+    pub failures: u64,
+}
+
+struct Current {
+    cause: Cause,
+    since: Instant,
+    failures: u64,
+}
+
+/// The state of writing: fine, or in an outage since some instant.
+pub struct Outages {
+    backoff: Backoff,
+    current: Option<Current>,
+}
+
+impl Outages {
+    /// No outage; delays from `broker`'s reconnect settings.
+    pub fn new(broker: &Broker) -> Outages {
+        Outages {
+            backoff: Backoff::new(broker),
+            current: None,
+        }
+    }
+
+    /// A batch failed because of `cause`.
+    pub fn failed(&mut self, cause: Cause) -> Retry {
+        let announce = match &mut self.current {
+            Some(current) => {
+                current.failures += 1;
+                std::mem::replace(&mut current.cause, cause) != cause
+            }
+            None => {
+                self.current = Some(Current {
+                    cause,
+                    since: Instant::now(),
+                    failures: 1,
+                });
+                true
+            }
+        };
+        Retry {
+            delay: self.backoff.next_delay(),
+            announce,
+        }
+    }
+
+    /// A batch was written: the outage, if there was one, is over.
+    pub fn succeeded(&mut self) -> Option<Ended> {
+        let current = self.current.take()?;
+        self.backoff.reset();
+        Some(Ended {
+            cause: current.cause,
+            lasted: current.since.elapsed(),
+            failures: current.failures,
+        })
+    }
+
+    /// Counts and logs a failed batch; returns how long to wait before the next attempt.
+    pub fn report_failure(&mut self, err: &SinkError, metrics: &Metrics) -> Duration {
+        let cause = Cause::of(err);
+        Metrics::add(metrics.write_errors(cause), 1);
+        let retry = self.failed(cause);
+        let path = err.io_error().map(|(path, _)| path.display().to_string());
+        let error = chain(err);
+        if retry.announce {
+            tracing::warn!(
+                cause = cause.label(),
+                path,
+                error,
+                retry_in_ms = retry.delay.as_millis() as u64,
+                "cannot write output; retrying with backoff, nothing is acked meanwhile"
+            );
+        } else {
+            tracing::debug!(
+                cause = cause.label(),
+                path,
+                error,
+                retry_in_ms = retry.delay.as_millis() as u64,
+                "output still not writable"
+            );
+        }
+        retry.delay
+    }
+
+    /// Logs the end of an outage after a batch was written.
+    pub fn report_success(&mut self) {
+        if let Some(ended) = self.succeeded() {
+            tracing::info!(
+                cause = ended.cause.label(),
+                outage_ms = ended.lasted.as_millis() as u64,
+                failed_attempts = ended.failures,
+                "output writable again"
+            );
+        }
+    }
+}
+
+/// An error and its sources on one line: `cannot write "x": No space left on device (os error
+/// 28)`.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Error;
+
+    use super::*;
+
+    fn outages(initial_ms: u64, max_ms: u64) -> Outages {
+        let text = format!(
+            "state_dir = \"/s\"\n[output]\ndir = \"/o\"\n[broker]\nuris = [\"amqp://h/%2f\"]\nqueue = \"q\"\nreconnect_delay = \"{initial_ms}ms\"\nreconnect_max_delay = \"{max_ms}ms\"\n"
+        );
+        let config = logship_config::load::parse::<logship_config::collector::RawCollectorConfig>(
+            std::path::Path::new("collector.toml"),
+            &text,
+        )
+        .unwrap();
+        Outages::new(&config.broker)
+    }
+
+    #[test]
+    fn os_errors_map_to_their_cause() {
+        for (errno, cause) in [
+            (libc::ENOSPC, Cause::DiskFull),
+            (libc::EDQUOT, Cause::DiskFull),
+            (libc::EMFILE, Cause::OpenFiles),
+            (libc::ENFILE, Cause::OpenFiles),
+            (libc::EIO, Cause::Io),
+            (libc::EACCES, Cause::Other),
+        ] {
+            assert_eq!(Cause::of_io(&Error::from_raw_os_error(errno)), cause);
+        }
+        let err = SinkError::Write {
+            path: "/out/h/x.log".into(),
+            source: Error::from_raw_os_error(libc::ENOSPC),
+        };
+        assert_eq!(Cause::of(&err), Cause::DiskFull);
+        assert_eq!(
+            chain(&err),
+            "cannot write \"/out/h/x.log\": No space left on device (os error 28)"
+        );
+        let err = SinkError::Open {
+            path: "/out/h/y.log".into(),
+            source: Error::from_raw_os_error(libc::EMFILE),
+        };
+        assert_eq!(Cause::of(&err), Cause::OpenFiles);
+        assert_eq!(
+            chain(&err),
+            "cannot open \"/out/h/y.log\": Too many open files (os error 24)"
+        );
+    }
+
+    #[test]
+    fn an_outage_is_announced_once_per_cause_and_its_end_once() {
+        let mut outages = outages(100, 1000);
+        assert!(outages.succeeded().is_none());
+        assert!(outages.failed(Cause::DiskFull).announce);
+        for _ in 0..20 {
+            assert!(!outages.failed(Cause::DiskFull).announce);
+        }
+        assert!(outages.failed(Cause::Io).announce);
+        let ended = outages.succeeded().unwrap();
+        assert_eq!((ended.cause, ended.failures), (Cause::Io, 22));
+        assert!(outages.succeeded().is_none());
+        assert!(outages.failed(Cause::Io).announce);
+    }
+
+    #[test]
+    fn delays_double_up_to_the_maximum_and_start_over_after_a_success() {
+        let mut outages = outages(100, 1000);
+        let delays: Vec<Duration> = (0..10)
+            .map(|_| outages.failed(Cause::DiskFull).delay)
+            .collect();
+        for (i, delay) in delays.iter().enumerate() {
+            let ceiling = Duration::from_millis((100u64 << i).min(1000));
+            assert!(*delay >= ceiling / 2 && *delay <= ceiling, "{i}: {delay:?}");
+        }
+        outages.succeeded();
+        assert!(outages.failed(Cause::DiskFull).delay <= Duration::from_millis(100));
+    }
+}

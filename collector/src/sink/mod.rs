@@ -1,0 +1,392 @@
+//! Output files: append, make durable, and truncate back to the committed length.
+//!
+//! Invariants:
+//! - A file's length is in the commit record before the first byte is appended to it (an intent
+//!   record for files opened anew), so a crash can always be undone by truncating.
+//! - On start and after any write failure, every recorded file is truncated back to its committed
+//!   length: bytes past it belong to batches that were never acked and will be redelivered.
+//! - A file opened anew (after SIGHUP, or rotated away while we were down) that is shorter than
+//!   its record starts a new committed length.
+//! - At most `max_open` output files are open. Appended lines wait in memory until
+//!   [`Sink::sync`], which writes and syncs the touched files `max_open` at a time, so a file is
+//!   closed (evicted, least recently used first) only when it has no bytes that are not yet
+//!   durable; once its batch commits, all of them are committed too.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+
+use crate::commit::{Commit, CommitError};
+use crate::durable::{OutputFs, SyncError, Target};
+use crate::lru::Lru;
+
+/// Descriptors left for everything but output files when the open-file limit caps
+/// `output.max_open_files`: sled, the seen-id log, the broker connection, the runtime, the
+/// metrics listener, and the files opened briefly to truncate or sync a directory.
+const RESERVED_DESCRIPTORS: u64 = 64;
+
+/// A failure to write or sync output.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("cannot open \"{}\"", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write \"{}\"", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot truncate \"{}\" to its committed length {len}", path.display())]
+    Truncate {
+        path: PathBuf,
+        len: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    #[error("\"{}\" was written before it was opened", path.display())]
+    NotOpen { path: PathBuf },
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+}
+
+impl SinkError {
+    /// Whether the failure is caused by the line's own path (e.g. a file where a directory is
+    /// needed), so retrying can never succeed and the line must be dead-lettered instead.
+    pub fn is_permanent_for_path(&self) -> bool {
+        matches!(self, SinkError::Open { source, .. } if matches!(
+            source.kind(),
+            ErrorKind::IsADirectory | ErrorKind::NotADirectory | ErrorKind::AlreadyExists
+                | ErrorKind::InvalidFilename
+        ))
+    }
+
+    /// Whether the state database failed: the collector then exits (and systemd restarts it),
+    /// since sled keeps failing once it hit an I/O error. Everything else is an outage.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            SinkError::Commit(CommitError::Sled(_) | CommitError::Open { .. })
+        )
+    }
+
+    /// The operating system's error and the path it concerns, if the failure has them.
+    pub fn io_error(&self) -> Option<(&Path, &std::io::Error)> {
+        match self {
+            SinkError::Open { path, source }
+            | SinkError::Write { path, source }
+            | SinkError::Truncate { path, source, .. }
+            | SinkError::Sync(SyncError { path, source }) => Some((path, source)),
+            SinkError::NotOpen { .. } | SinkError::Commit(_) => None,
+        }
+    }
+}
+
+struct OutputFile {
+    file: File,
+    /// What the file holds (and will hold once synced): its committed length plus what this
+    /// batch wrote to it.
+    len: u64,
+    /// Whether a syncfs of `output.dir` covers it (not on a mount below it).
+    on_output_fs: bool,
+}
+
+/// The output files under `output.dir`.
+pub struct Sink {
+    dir: PathBuf,
+    /// Kept across recoveries: its syncfs reports errors since it was opened.
+    fs: OutputFs,
+    open: Lru<PathBuf, OutputFile>,
+    /// Output files open at most; lowered if the process runs out of descriptors anyway.
+    max_open: usize,
+    /// Lines appended since the last sync, per file, in the order files were first appended to.
+    pending: Vec<(PathBuf, Vec<u8>)>,
+    /// Index of each file in `pending`.
+    pending_index: HashMap<PathBuf, usize>,
+}
+
+impl Sink {
+    /// Opens `dir` and truncates every recorded file back to its committed length; at most
+    /// `max_open` files will be open at once.
+    pub fn open(dir: &Path, commit: &Commit, max_open: usize) -> Result<Sink, SinkError> {
+        let fs = OutputFs::open(dir).map_err(|source| SinkError::Open {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut sink = Sink {
+            dir: dir.to_path_buf(),
+            fs,
+            open: Lru::default(),
+            max_open: max_open.max(1),
+            pending: Vec::new(),
+            pending_index: HashMap::new(),
+        };
+        sink.truncate_back(commit, true)?;
+        Ok(sink)
+    }
+
+    /// After a failed batch: closes every file (dropping unsynced appends) and truncates every
+    /// recorded file back to its committed length. Quiet: an outage is reported once elsewhere.
+    pub fn recover(&mut self, commit: &Commit) -> Result<(), SinkError> {
+        self.truncate_back(commit, false)
+    }
+
+    /// Truncates every recorded file back to its committed length; `on_start` logs each file
+    /// cut at info (at debug after a failed batch, where it happens on every retry).
+    fn truncate_back(&mut self, commit: &Commit, on_start: bool) -> Result<(), SinkError> {
+        self.close_all();
+        let mut forget = Vec::new();
+        for (relative, committed) in commit.files()? {
+            let path = self.dir.join(&relative);
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.len() > committed => {
+                    truncate(&path, committed)?;
+                    let dropped = meta.len() - committed;
+                    if on_start {
+                        tracing::info!(file = %path.display(), committed, dropped, "truncated unacknowledged tail");
+                    } else {
+                        tracing::debug!(file = %path.display(), committed, dropped, "truncated unacknowledged tail");
+                    }
+                }
+                Ok(meta) if meta.len() < committed => {
+                    tracing::info!(file = %path.display(), "output file shorter than committed, starting anew");
+                    forget.push((relative, Some(meta.len())));
+                }
+                Ok(_) => {}
+                Err(err) if err.kind() == ErrorKind::NotFound => forget.push((relative, None)),
+                Err(source) => return Err(SinkError::Open { path, source }),
+            }
+        }
+        if !forget.is_empty() {
+            commit.set_lengths(&forget)?;
+        }
+        Ok(())
+    }
+
+    /// Opens (or keeps open) every file in `files`, recording intent lengths for new ones in
+    /// one flush. Returns the files that can never be opened (see
+    /// [`SinkError::is_permanent_for_path`]) with their error.
+    pub fn open_all<'a>(
+        &mut self,
+        files: impl Iterator<Item = &'a Path>,
+        commit: &Commit,
+    ) -> Result<Vec<(PathBuf, SinkError)>, SinkError> {
+        let mut intents = Vec::new();
+        let mut refused = Vec::new();
+        for relative in files {
+            if self.open.get_mut(relative).is_some() || refused.iter().any(|(r, _)| r == relative) {
+                continue;
+            }
+            // Make room first, so the budget holds even while the new file is opened. Nothing
+            // waits in an open file outside `sync`'s write-then-sync: closing loses nothing.
+            while self.open.len() >= self.max_open {
+                self.open.pop_oldest();
+            }
+            match self.open_one(relative, commit) {
+                Ok((output, intent)) => {
+                    if let Some(len) = intent {
+                        intents.push((relative.to_path_buf(), Some(len)));
+                    }
+                    self.open.insert(relative.to_path_buf(), output);
+                }
+                Err(err) if err.is_permanent_for_path() => {
+                    refused.push((relative.to_path_buf(), err))
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        if !intents.is_empty() {
+            commit.set_lengths(&intents)?;
+        }
+        Ok(refused)
+    }
+
+    /// Opens one file; returns the length to record first if its record is missing or stale.
+    fn open_one(
+        &mut self,
+        relative: &Path,
+        commit: &Commit,
+    ) -> Result<(OutputFile, Option<u64>), SinkError> {
+        let path = self.dir.join(relative);
+        let open_err = |source| SinkError::Open {
+            path: path.clone(),
+            source,
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(open_err)?;
+        }
+        let file = match OpenOptions::new().create(true).append(true).open(&path) {
+            Ok(file) => file,
+            Err(err) => {
+                self.out_of_descriptors(&err);
+                return Err(open_err(err));
+            }
+        };
+        let meta = file.metadata().map_err(open_err)?;
+        let actual = meta.len();
+        let (len, intent) = match commit.committed_len(relative)? {
+            Some(committed) if actual > committed => {
+                truncate(&path, committed)?;
+                (committed, None)
+            }
+            Some(committed) if actual == committed => (committed, None),
+            _ => {
+                // A new directory entry must be durable before any line in it is acked.
+                if let Some(parent) = path.parent() {
+                    File::open(parent)
+                        .and_then(|dir| dir.sync_all())
+                        .map_err(open_err)?;
+                }
+                (actual, Some(actual))
+            }
+        };
+        let on_output_fs = self.fs.covers(&meta);
+        Ok((
+            OutputFile {
+                file,
+                len,
+                on_output_fs,
+            },
+            intent,
+        ))
+    }
+
+    /// EMFILE with output files open means the budget is more than the process has: keep
+    /// three quarters of what was open, so the retry after recovery can make progress.
+    fn out_of_descriptors(&mut self, err: &std::io::Error) {
+        if err.raw_os_error() == Some(libc::EMFILE) && self.open.len() > 1 {
+            let lowered = (self.open.len() * 3 / 4).max(1);
+            if lowered < self.max_open {
+                tracing::warn!(
+                    from = self.max_open,
+                    to = lowered,
+                    "out of file descriptors: keeping fewer output files open"
+                );
+                self.max_open = lowered;
+            }
+        }
+    }
+
+    /// Appends a line (plus a newline) for `relative`; nothing is written before
+    /// [`Sink::sync`].
+    pub fn append(&mut self, relative: &Path, line: &[u8]) {
+        let index = match self.pending_index.get(relative) {
+            Some(&index) => index,
+            None => {
+                self.pending.push((relative.to_path_buf(), Vec::new()));
+                self.pending_index
+                    .insert(relative.to_path_buf(), self.pending.len() - 1);
+                self.pending.len() - 1
+            }
+        };
+        let bytes = &mut self.pending[index].1;
+        bytes.extend_from_slice(line);
+        bytes.push(b'\n');
+    }
+
+    /// Writes what was appended and makes it durable (see [`OutputFs::sync`]), at most
+    /// `max_open` files at a time; returns the touched files' new lengths.
+    pub fn sync(&mut self, commit: &Commit) -> Result<Vec<(PathBuf, u64)>, SinkError> {
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_index.clear();
+        let mut lengths = Vec::with_capacity(pending.len());
+        for chunk in pending.chunks(self.max_open) {
+            // Every file of the chunk is used after those opened before it, and the chunk fits
+            // in the budget: opening it never evicts a file of the chunk.
+            let refused = self.open_all(chunk.iter().map(|(r, _)| r.as_path()), commit)?;
+            if let Some((_, err)) = refused.into_iter().next() {
+                return Err(err);
+            }
+            for (relative, bytes) in chunk {
+                let output = self
+                    .open
+                    .get_mut(relative)
+                    .ok_or_else(|| SinkError::NotOpen {
+                        path: relative.clone(),
+                    })?;
+                output
+                    .file
+                    .write_all(bytes)
+                    .map_err(|source| SinkError::Write {
+                        path: self.dir.join(relative),
+                        source,
+                    })?;
+                output.len += bytes.len() as u64;
+                lengths.push((relative.clone(), output.len));
+            }
+            self.sync_chunk(chunk)?;
+        }
+        Ok(lengths)
+    }
+
+    /// Makes what was just written to `chunk`'s files durable.
+    fn sync_chunk(&mut self, chunk: &[(PathBuf, Vec<u8>)]) -> Result<(), SinkError> {
+        let paths: Vec<PathBuf> = chunk.iter().map(|(r, _)| self.dir.join(r)).collect();
+        let mut targets = Vec::with_capacity(chunk.len());
+        for ((relative, _), path) in chunk.iter().zip(&paths) {
+            // Present: opened above, and nothing was evicted since.
+            let output = self.open.peek(relative).ok_or_else(|| SinkError::NotOpen {
+                path: relative.clone(),
+            })?;
+            targets.push(Target {
+                file: &output.file,
+                path,
+                on_output_fs: output.on_output_fs,
+            });
+        }
+        self.fs.sync(&targets)?;
+        Ok(())
+    }
+
+    /// Closes every file and drops what was appended but not synced; each file reopens (and is
+    /// re-checked) on demand. Used on SIGHUP and after a failed batch.
+    pub fn close_all(&mut self) {
+        self.open.clear();
+        self.pending.clear();
+        self.pending_index.clear();
+    }
+
+    /// Output files open now.
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Output files kept open at most.
+    pub fn max_open(&self) -> usize {
+        self.max_open
+    }
+}
+
+/// How many output files to keep open: `configured`, unless the open-file `limit` leaves fewer
+/// after [`RESERVED_DESCRIPTORS`] (then that, or half the limit if it is tiny).
+pub fn budget(configured: usize, limit: Option<u64>) -> usize {
+    let Some(limit) = limit else {
+        return configured;
+    };
+    let usable = if limit > 2 * RESERVED_DESCRIPTORS {
+        limit - RESERVED_DESCRIPTORS
+    } else {
+        limit / 2
+    };
+    configured.min(usize::try_from(usable).unwrap_or(usize::MAX).max(1))
+}
+
+fn truncate(path: &Path, len: u64) -> Result<(), SinkError> {
+    let fail = |source| SinkError::Truncate {
+        path: path.to_path_buf(),
+        len,
+        source,
+    };
+    let file = OpenOptions::new().write(true).open(path).map_err(fail)?;
+    file.set_len(len).map_err(fail)?;
+    file.sync_all().map_err(fail)
+}
+
+#[cfg(test)]
+mod tests;
