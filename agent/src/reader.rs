@@ -35,6 +35,8 @@ const POLL: Duration = Duration::from_millis(100);
 /// The safety net under inotify (lost events): globs expanded and every file looked at this
 /// often. An overflow of inotify's queue is reported, and asks for a pass at once.
 const SAFETY_SCAN: Duration = Duration::from_secs(5);
+/// The longest the reader sleeps: how soon it notices it is asked to stop.
+const WAIT_MAX: Duration = Duration::from_millis(250);
 /// Globs expanded this often when polling.
 const POLL_SCAN: Duration = Duration::from_secs(1);
 /// Events are gathered this long after a turn, so a busy host makes one turn (one fsync) per
@@ -152,7 +154,7 @@ impl Reader {
             }
             last_turn = self.turn(last_turn)?;
             self.collect()?;
-            let timeout = self.timeout(last_scan, every);
+            let timeout = self.timeout(last_scan, every).min(WAIT_MAX);
             let settle = COALESCE.saturating_sub(last_turn.elapsed());
             let wake = self.wakeups.wait(timeout, settle);
             if wake.rescan {

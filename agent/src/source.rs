@@ -67,6 +67,8 @@ pub struct Source {
     pub polled: bool,
     /// An older file of its path is still open: not read until that one is closed.
     pub held: bool,
+    /// A copytruncate copy to read first (the file was truncated while the agent was stopped).
+    pending_copy: Option<File>,
     /// It is known to have left its name (renamed away, deleted): a file found renamed away
     /// later held the name after it.
     pub left: bool,
@@ -88,6 +90,7 @@ impl Source {
             dirty: true,
             polled: false,
             held: false,
+            pending_copy: None,
             left: false,
             opened_at: Instant::now(),
         }
@@ -141,10 +144,20 @@ impl Source {
         SETTLE.saturating_sub(self.opened_at.elapsed())
     }
 
+    /// Reads `copy` (from the checkpoint on, as the same generation) before the file itself.
+    pub fn read_copy_first(&mut self, copy: Option<File>) {
+        self.pending_copy = copy;
+    }
+
     /// The path's file from now on (every older file of its path is closed), once settled.
     pub fn activate(&mut self) {
         if self.waiting() && self.settling().is_zero() {
-            self.state = State::Active;
+            self.state = match self.pending_copy.take() {
+                Some(copy) => State::Copy {
+                    original: self.tailer.swap_file(copy),
+                },
+                None => State::Active,
+            };
             self.dirty = true;
         }
     }
@@ -216,7 +229,6 @@ impl Source {
         let copy = self
             .tailer
             .fingerprint()
-            .filter(|_| offset > 0)
             .map(|head| identity::find_copy(&path, self.tailer.key(), head));
         match copy {
             Some(Some(copy)) => {

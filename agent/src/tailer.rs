@@ -63,12 +63,18 @@ impl Tailer {
         checkpoint: &Checkpoint,
         max_line: usize,
     ) -> Tailer {
+        // The head is taken at open when the file already has it, so a truncation that comes
+        // before the first read (the file was held behind an older one) is still noticed.
+        let fingerprint = match checkpoint.fingerprint {
+            None if checkpoint.offset == 0 => identity::fingerprint(&file, false).ok().flatten(),
+            known => known,
+        };
         Tailer {
             path: path.to_path_buf(),
             path_text: path.to_string_lossy().into_owned(),
             file,
             key,
-            fingerprint: checkpoint.fingerprint,
+            fingerprint,
             generation: checkpoint.generation,
             offset: checkpoint.offset,
             partial: Vec::new(),

@@ -47,10 +47,17 @@ impl Reader {
             return Ok(());
         }
         self.warned.remove(&found.path);
-        let checkpoint = self.checkpoint_for(&found, &file, key)?;
+        let (checkpoint, copy) = self.checkpoint_for(&found, &file, key)?;
         tracing::info!(path = %found.path.display(), offset = checkpoint.offset,
             generation = checkpoint.generation, "file opened");
         let mut source = Source::opened(&found.path, file, key, &checkpoint, found.max_line_bytes);
+        source.read_copy_first(copy);
+        if checkpoint.fingerprint.is_none() && source.tailer().fingerprint().is_some() {
+            // The head as it was when first seen, kept: a truncation while the agent is
+            // stopped, before a line of the file was read, still finds the copy.
+            self.spool
+                .set_checkpoint(key, &source.tailer().checkpoint())?;
+        }
         if let Some(dir) = found.path.parent() {
             self.wakeups.watch(dir);
             source.polled = self.wakeups.polled(dir);
@@ -82,7 +89,7 @@ impl Reader {
         if self.sources.iter().any(|s| s.key() == key) {
             return Ok(());
         }
-        let checkpoint = self.checkpoint_for(&found, &file, key)?;
+        let (checkpoint, _) = self.checkpoint_for(&found, &file, key)?;
         tracing::info!(path = %from.display(), renamed_to = %to.display(), offset = checkpoint.offset,
             "file renamed away before it was read, draining it");
         let source = Source::rotated(from, file, key, &checkpoint, found.max_line_bytes);
@@ -160,24 +167,38 @@ impl Reader {
         }
     }
 
-    /// Where reading a newly opened file starts: its checkpoint if it still fits, else a new
-    /// generation, else (first scan, `read_from = "end"`) its end.
+    /// Where reading a newly opened file starts: its checkpoint if it still fits; the same
+    /// checkpoint in the copy next to it if it was truncated while we were stopped (a
+    /// copytruncate), then a new generation; a new generation; or (first scan,
+    /// `read_from = "end"`) its end.
     fn checkpoint_for(
         &mut self,
         found: &Found,
         file: &File,
         key: FileKey,
-    ) -> Result<Checkpoint, ReaderError> {
+    ) -> Result<(Checkpoint, Option<File>), ReaderError> {
         let size = file.metadata().map_or(0, |m| m.len());
         Ok(match self.spool.checkpoint(key)? {
-            Some(checkpoint) if resumable(file, &checkpoint, size) => checkpoint,
-            Some(old) => Checkpoint {
-                offset: 0,
-                generation: old.generation.wrapping_add(1),
-                fingerprint: None,
-                path: found.path.clone(),
-                finished: false,
-            },
+            Some(checkpoint) if resumable(file, &checkpoint, size) => (checkpoint, None),
+            Some(old) => {
+                let copy = old
+                    .fingerprint
+                    .and_then(|head| identity::find_copy(&found.path, key, head))
+                    .filter(|copy| copy.size > old.offset);
+                if let Some(copy) = copy {
+                    tracing::info!(path = %found.path.display(), copy = %copy.path.display(), offset = old.offset,
+                        "file truncated while stopped, reading the rest from its copy first");
+                    return Ok((old, Some(copy.file)));
+                }
+                let checkpoint = Checkpoint {
+                    offset: 0,
+                    generation: old.generation.wrapping_add(1),
+                    fingerprint: None,
+                    path: found.path.clone(),
+                    finished: false,
+                };
+                (checkpoint, None)
+            }
             None => {
                 let at_end = self.first_scan && found.read_from == ReadFrom::End;
                 let checkpoint = Checkpoint {
@@ -190,7 +211,7 @@ impl Reader {
                 if at_end {
                     self.spool.set_checkpoint(key, &checkpoint)?;
                 }
-                checkpoint
+                (checkpoint, None)
             }
         })
     }
