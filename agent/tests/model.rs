@@ -206,8 +206,9 @@ fn run(seed: u64, watch: WatchMode) {
     let got = spooled(&spool);
     let first_difference = got.iter().zip(&model.written).position(|(a, b)| a != b);
     if let (Some(at), Some(_)) = (first_difference, std::env::var_os("MODEL_DEBUG")) {
-        for i in at.saturating_sub(2)..(at + 3).min(got.len()) {
-            eprintln!("{i}: got {:?} want {:?}", got[i], model.written.get(i));
+        let from = at.saturating_sub(2);
+        for (i, line) in got.iter().enumerate().skip(from).take(5) {
+            eprintln!("{i}: got {line:?} want {:?}", model.written.get(i));
         }
     }
     assert!(
