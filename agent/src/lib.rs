@@ -58,7 +58,7 @@ pub async fn run(
             .context("cannot open the spool")?;
     let spool = Arc::new(spool);
     tracing::info!(host = %config.host, state_dir = %config.state_dir.display(), exchange = %config.broker.exchange,
-        inputs = config.inputs.len(), spooled = spool.entries(), spooled_bytes = spool.bytes(), "agent starting");
+        inputs = config.inputs.len(), spooled = spool.lines(), spooled_bytes = spool.bytes(), "agent starting");
 
     let (reload_tx, reload_rx) = std::sync::mpsc::channel();
     let reader_stop = CancellationToken::new();
@@ -87,7 +87,7 @@ pub async fn run(
     if let Some(addr) = config.metrics {
         let (render_metrics, render_spool) = (metrics.clone(), spool.clone());
         let render: logship_config::http::Render =
-            Arc::new(move || render_metrics.render(render_spool.bytes(), render_spool.entries()));
+            Arc::new(move || render_metrics.render(render_spool.bytes(), render_spool.lines()));
         logship_config::http::serve(addr, signals.shutdown.clone(), render).await?;
     }
     // Ready even while the broker is down: lines are spooled meanwhile.
@@ -100,7 +100,7 @@ pub async fn run(
             status_metrics
                 .files_watched
                 .load(std::sync::atomic::Ordering::Relaxed),
-            status_spool.entries(),
+            status_spool.lines(),
             status_metrics
                 .confirmed
                 .load(std::sync::atomic::Ordering::Relaxed)
@@ -161,6 +161,6 @@ pub async fn run(
         }
         other => other.context("cannot flush the spool")?,
     }
-    tracing::info!(counters = %metrics.summary(), spooled = spool.entries(), "agent stopped");
+    tracing::info!(counters = %metrics.summary(), spooled = spool.lines(), "agent stopped");
     Ok(())
 }

@@ -1,35 +1,76 @@
 //! Counters an operator (and the tests) can read. Passed around as a handle, never global.
+//!
+//! Each counter is described once, in the table below: its doc comment is also its Prometheus
+//! help text, next to its metric name, type and key in the one-line summary.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// The agent's counters; all monotonic but `files_watched`.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Files open for reading now.
-    pub files_watched: AtomicU64,
+/// How one counter is shown.
+struct Shown {
+    metric: &'static str,
+    kind: &'static str,
+    /// Its key in [`Metrics::summary`]; empty: not in it.
+    summary: &'static str,
+    /// The counter's unit per the metric's (milliseconds counted, seconds shown: 1000).
+    per_unit: f64,
+    help: &'static [&'static str],
+}
+
+/// Declares the counters: `field => "metric", "type", "summary key" [/ units per shown unit];`
+/// under its doc comment.
+macro_rules! counters {
+    ($($(#[doc = $doc:literal])+ $field:ident => $metric:literal, $kind:literal, $summary:literal $(/ $per:literal)?;)+) => {
+        /// The agent's counters; all monotonic but `files_watched`.
+        #[derive(Debug, Default)]
+        pub struct Metrics {
+            $($(#[doc = $doc])+ pub $field: AtomicU64,)+
+        }
+
+        impl Metrics {
+            /// Every counter with how it is shown, in declaration order.
+            fn table(&self) -> Vec<(Shown, &AtomicU64)> {
+                vec![$((
+                    Shown {
+                        metric: $metric,
+                        kind: $kind,
+                        summary: $summary,
+                        per_unit: 1.0 $(* $per as f64)?,
+                        help: &[$($doc),+],
+                    },
+                    &self.$field,
+                )),+]
+            }
+        }
+    };
+}
+
+counters! {
+    /// Files open for reading.
+    files_watched => "logship_agent_files_watched", "gauge", "files";
     /// Lines (and parts of long lines) read and spooled.
-    pub lines_read: AtomicU64,
-    /// Lines longer than `max_line_bytes`, shipped in parts.
-    pub lines_split: AtomicU64,
-    /// Spooled lines dropped by `when_full = "drop_oldest"`.
-    pub dropped: AtomicU64,
-    /// Truncations with no copy found next to the file: lines written since the last read may
-    /// be lost.
-    pub truncated_without_copy: AtomicU64,
-    /// Spells of reading paused because the state disk failed (full, I/O error).
-    pub disk_pauses: AtomicU64,
-    /// Publishes sent (resends included).
-    pub published: AtomicU64,
-    /// Publishes the broker confirmed cleanly; their entries left the spool.
-    pub confirmed: AtomicU64,
-    /// Publishes returned as unroutable (no queue bound); held and retried.
-    pub returned: AtomicU64,
+    lines_read => "logship_agent_lines_read_total", "counter", "read";
+    /// Parts of lines longer than max_line_bytes.
+    lines_split => "logship_agent_lines_split_total", "counter", "split";
+    /// Spooled lines dropped by when_full = "drop_oldest".
+    dropped => "logship_agent_dropped_total", "counter", "dropped";
+    /// Truncations with no copy found next to the file (lines written since the last read may
+    /// be lost).
+    truncated_without_copy => "logship_agent_truncated_without_copy_total", "counter", "truncated_without_copy";
+    /// Times reading paused because the state disk failed (full, I/O error).
+    disk_pauses => "logship_agent_disk_pauses_total", "counter", "disk_pauses";
+    /// Publishes sent, resends included.
+    published => "logship_agent_published_total", "counter", "published";
+    /// Publishes the broker confirmed cleanly.
+    confirmed => "logship_agent_confirmed_total", "counter", "confirmed";
+    /// Publishes returned unroutable (no queue bound); held and retried.
+    returned => "logship_agent_returned_total", "counter", "returned";
     /// Publishes the broker nacked; retried.
-    pub nacked: AtomicU64,
-    /// Connections lost and re-established.
-    pub reconnects: AtomicU64,
-    /// Milliseconds the broker kept publishing blocked (resource alarms), finished spells only.
-    pub blocked_ms: AtomicU64,
+    nacked => "logship_agent_nacked_total", "counter", "nacked";
+    /// Broker connections lost and re-established.
+    reconnects => "logship_agent_reconnects_total", "counter", "reconnects";
+    /// Time the broker blocked publishing (resource alarms), finished spells only; counted in
+    /// milliseconds.
+    blocked_ms => "logship_agent_blocked_seconds_total", "counter", "" / 1000;
 }
 
 impl Metrics {
@@ -39,94 +80,19 @@ impl Metrics {
     }
 
     /// The Prometheus text page; the spool's gauges are passed in.
-    pub fn render(&self, spool_bytes: u64, spool_entries: u64) -> String {
+    pub fn render(&self, spool_bytes: u64, spool_lines: u64) -> String {
         use logship_config::http::metric;
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::with_capacity(2048);
-        metric(
-            &mut out,
-            "logship_agent_files_watched",
-            "gauge",
-            "Files open for reading.",
-            get(&self.files_watched),
-        );
-        metric(
-            &mut out,
-            "logship_agent_lines_read_total",
-            "counter",
-            "Lines read and spooled.",
-            get(&self.lines_read),
-        );
-        metric(
-            &mut out,
-            "logship_agent_lines_split_total",
-            "counter",
-            "Parts of lines longer than max_line_bytes.",
-            get(&self.lines_split),
-        );
-        metric(
-            &mut out,
-            "logship_agent_dropped_total",
-            "counter",
-            "Spooled lines dropped by drop_oldest.",
-            get(&self.dropped),
-        );
-        metric(
-            &mut out,
-            "logship_agent_truncated_without_copy_total",
-            "counter",
-            "Truncations with no copy found next to the file (lines may be lost).",
-            get(&self.truncated_without_copy),
-        );
-        metric(
-            &mut out,
-            "logship_agent_disk_pauses_total",
-            "counter",
-            "Times reading paused because the state disk failed (full, I/O error).",
-            get(&self.disk_pauses),
-        );
-        metric(
-            &mut out,
-            "logship_agent_published_total",
-            "counter",
-            "Publishes sent, resends included.",
-            get(&self.published),
-        );
-        metric(
-            &mut out,
-            "logship_agent_confirmed_total",
-            "counter",
-            "Publishes the broker confirmed.",
-            get(&self.confirmed),
-        );
-        metric(
-            &mut out,
-            "logship_agent_returned_total",
-            "counter",
-            "Publishes returned unroutable (no queue bound).",
-            get(&self.returned),
-        );
-        metric(
-            &mut out,
-            "logship_agent_nacked_total",
-            "counter",
-            "Publishes the broker nacked.",
-            get(&self.nacked),
-        );
-        metric(
-            &mut out,
-            "logship_agent_reconnects_total",
-            "counter",
-            "Broker connections re-established.",
-            get(&self.reconnects),
-        );
-        metric(
-            &mut out,
-            "logship_agent_blocked_seconds_total",
-            "counter",
-            "Time the broker blocked publishing.",
-            get(&self.blocked_ms) as f64 / 1000.0,
-        );
+        for (shown, counter) in self.table() {
+            let help = shown
+                .help
+                .iter()
+                .map(|l| l.trim())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let value = counter.load(Ordering::Relaxed) as f64 / shown.per_unit;
+            metric(&mut out, shown.metric, shown.kind, &help, value);
+        }
         metric(
             &mut out,
             "logship_agent_spool_bytes",
@@ -136,30 +102,40 @@ impl Metrics {
         );
         metric(
             &mut out,
-            "logship_agent_spool_entries",
+            "logship_agent_spool_lines",
             "gauge",
             "Lines in the spool.",
-            spool_entries,
+            spool_lines,
         );
         out
     }
 
-    /// A one-line summary for logs.
+    /// A one-line summary for logs: `key=value` for each counter with a summary key.
     pub fn summary(&self) -> String {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        format!(
-            "files={} read={} split={} dropped={} truncated_without_copy={} disk_pauses={} published={} confirmed={} returned={} nacked={} reconnects={}",
-            get(&self.files_watched),
-            get(&self.lines_read),
-            get(&self.lines_split),
-            get(&self.dropped),
-            get(&self.truncated_without_copy),
-            get(&self.disk_pauses),
-            get(&self.published),
-            get(&self.confirmed),
-            get(&self.returned),
-            get(&self.nacked),
-            get(&self.reconnects)
-        )
+        self.table()
+            .into_iter()
+            .filter(|(shown, _)| !shown.summary.is_empty())
+            .map(|(shown, counter)| {
+                format!("{}={}", shown.summary, counter.load(Ordering::Relaxed))
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_is_rendered_once_with_its_help_and_summarised() {
+        let metrics = Metrics::default();
+        Metrics::add(&metrics.lines_read, 7);
+        let page = metrics.render(1, 2);
+        assert!(page.contains("# HELP logship_agent_lines_read_total Lines (and parts of long lines) read and spooled.\n"));
+        assert!(page.contains("\nlogship_agent_lines_read_total 7\n"));
+        assert!(page.contains("logship_agent_spool_lines 2"));
+        assert_eq!(page.matches("# TYPE").count(), metrics.table().len() + 2);
+        assert!(metrics.summary().starts_with("files=0 read=7 split=0 "));
     }
 }

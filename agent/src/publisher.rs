@@ -1,10 +1,11 @@
 //! The publisher: drains the spool in order over one channel in confirm mode.
 //!
 //! Invariants:
-//! - An entry leaves the spool only on a clean ack: `Ack(None)`. Nack, ack-with-returned-message
-//!   (no queue bound), a confirm timeout, or a lost channel all mean "not delivered".
+//! - A segment leaves the spool only once every line of it got a clean ack: `Ack(None)`. Nack,
+//!   ack-with-returned-message (no queue bound), a confirm timeout, or a lost channel all mean
+//!   "not delivered".
 //! - After a failure the publisher waits for the rest of its window, then republishes from the
-//!   first entry not confirmed, in spool order. Entries confirmed meanwhile are not resent.
+//!   first line not confirmed, in spool order. Lines confirmed meanwhile are not resent.
 //! - While the broker blocks the connection (resource alarm) confirms may stall without error:
 //!   the publisher waits, having said so once, instead of timing out.
 
@@ -21,7 +22,7 @@ use logship_config::{Broker, BrokerUri};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::spool::{Line, Seq, Spool, SpoolError};
+use crate::spool::{Message, Seq, Spool, SpoolError};
 
 /// Publishes in flight without a confirm: enough to keep one broker busy, small in memory.
 const WINDOW: usize = 1024;
@@ -50,7 +51,7 @@ pub enum PublishError {
 /// A spool segment being published.
 struct Loaded {
     seq: Seq,
-    lines: Vec<Line>,
+    lines: Vec<Message>,
     /// Next line to publish.
     next: usize,
     /// Lines confirmed, from the start (confirms are taken in order).
@@ -102,7 +103,7 @@ impl Publisher {
         let mut reconnect = Reconnect::new(&self.broker);
         while let Some((connection, uri, outage)) = reconnect.connect(&self.broker, &stop).await {
             if let Some(outage) = outage {
-                tracing::info!(uri = %uri, outage_secs = outage.as_secs(), spooled = self.spool.entries(),
+                tracing::info!(uri = %uri, outage_secs = outage.as_secs(), spooled = self.spool.lines(),
                     "broker reachable again, draining the spool");
                 Metrics::add(&self.metrics.reconnects, 1);
             }
@@ -114,7 +115,7 @@ impl Publisher {
                 Ok(()) => break,
                 Err(PublishError::Spool(err)) => return Err(err),
                 Err(err) => {
-                    tracing::warn!(uri = %uri, error = %err, spooled = self.spool.entries(),
+                    tracing::warn!(uri = %uri, error = %err, spooled = self.spool.lines(),
                         "connection to broker lost, spooling");
                     reconnect.lost();
                 }
@@ -141,7 +142,7 @@ impl Publisher {
         amqp::declare_exchange(&channel, &self.broker).await?;
         let listener = self.watch_events(connection);
         reconnect.established();
-        tracing::info!(uri = %uri, exchange = %self.broker.exchange, spooled = self.spool.entries(), "publishing");
+        tracing::info!(uri = %uri, exchange = %self.broker.exchange, spooled = self.spool.lines(), "publishing");
         let result = self.publish_loop(&channel, stop, drain).await;
         listener.abort();
         // A failure notice of this connection must not end the next one's session.
@@ -328,7 +329,7 @@ impl Publisher {
                     .unroutable_logged
                     .is_none_or(|at| at.elapsed() >= UNROUTABLE_LOG_INTERVAL);
                 if due {
-                    tracing::warn!(exchange = %self.broker.exchange, spooled = self.spool.entries(),
+                    tracing::warn!(exchange = %self.broker.exchange, spooled = self.spool.lines(),
                         "no queue is bound to the exchange; holding lines until a collector binds one");
                     self.unroutable_logged = Some(Instant::now());
                 }

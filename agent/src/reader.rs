@@ -280,7 +280,7 @@ impl Reader {
     }
 
     /// Spools one turn; `false` if the disk failed (reading is paused, the sources rewound).
-    fn spool_turn(&mut self, lines: Vec<crate::tailer::Shipped>) -> Result<bool, ReaderError> {
+    fn spool_turn(&mut self, lines: Vec<crate::spool::Message>) -> Result<bool, ReaderError> {
         let touched: Vec<usize> = (0..self.sources.len())
             .filter(|&i| self.sources[i].tailer().unspooled())
             .collect();
@@ -363,7 +363,7 @@ impl Reader {
             if self.full_since.is_none() {
                 tracing::warn!(
                     bytes = self.spool.bytes(),
-                    entries = self.spool.entries(),
+                    lines = self.spool.lines(),
                     "spool full, reading paused until the broker drains it"
                 );
                 self.full_since = Some(Instant::now());

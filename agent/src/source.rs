@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 use crate::identity::{self, FileKey};
 use crate::metrics::Metrics;
 use crate::spool::Checkpoint;
-use crate::tailer::{Shipped, Tailer};
+use crate::spool::Message;
+use crate::tailer::Tailer;
 
 /// A rotated-away file is closed after this long without growth.
 pub const ROTATE_IDLE: Duration = Duration::from_secs(1);
@@ -167,7 +168,7 @@ impl Source {
         &mut self,
         host: &str,
         budget: usize,
-        out: &mut Vec<Shipped>,
+        out: &mut Vec<Message>,
         metrics: &Metrics,
     ) -> std::io::Result<Step> {
         if matches!(self.state, State::Waiting) {
@@ -197,7 +198,7 @@ impl Source {
     fn check(
         &mut self,
         host: &str,
-        out: &mut Vec<Shipped>,
+        out: &mut Vec<Message>,
         metrics: &Metrics,
     ) -> std::io::Result<()> {
         let path = self.tailer.path();
@@ -221,7 +222,7 @@ impl Source {
     fn truncated(
         &mut self,
         host: &str,
-        out: &mut Vec<Shipped>,
+        out: &mut Vec<Message>,
         metrics: &Metrics,
     ) -> std::io::Result<()> {
         let offset = self.tailer.checkpoint().offset;
@@ -252,7 +253,7 @@ impl Source {
     }
 
     /// The copy is read to its end: back to the file itself, as a new generation.
-    fn copy_done(&mut self, host: &str, out: &mut Vec<Shipped>) -> std::io::Result<()> {
+    fn copy_done(&mut self, host: &str, out: &mut Vec<Message>) -> std::io::Result<()> {
         let state = std::mem::replace(&mut self.state, State::Active);
         if let State::Copy { original } = state {
             self.tailer.ship_partial(host, out)?;
@@ -264,7 +265,7 @@ impl Source {
         Ok(())
     }
 
-    fn restart(&mut self, host: &str, out: &mut Vec<Shipped>) -> std::io::Result<()> {
+    fn restart(&mut self, host: &str, out: &mut Vec<Message>) -> std::io::Result<()> {
         self.tailer.ship_partial(host, out)?;
         self.tailer.restart();
         Ok(())

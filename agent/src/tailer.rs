@@ -26,8 +26,7 @@ use crate::spool::{Checkpoint, Offset};
 /// Bytes read per `pread`.
 const READ_CHUNK: usize = 64 << 10;
 
-/// A line ready to spool: its message id and envelope JSON.
-pub use crate::spool::Line as Shipped;
+use crate::spool::Message;
 
 /// The read state of one open file.
 pub struct Tailer {
@@ -165,7 +164,7 @@ impl Tailer {
         &mut self,
         host: &str,
         budget: usize,
-        out: &mut Vec<Shipped>,
+        out: &mut Vec<Message>,
     ) -> std::io::Result<usize> {
         let mut total = 0;
         while total < budget {
@@ -186,7 +185,7 @@ impl Tailer {
     }
 
     /// Cuts `bytes` (which follow the partial line) into lines and parts.
-    fn cut(&mut self, host: &str, mut bytes: &[u8], out: &mut Vec<Shipped>) -> std::io::Result<()> {
+    fn cut(&mut self, host: &str, mut bytes: &[u8], out: &mut Vec<Message>) -> std::io::Result<()> {
         while !bytes.is_empty() {
             let room = self.max_line - self.partial.len();
             match bytes.iter().take(room + 1).position(|&b| b == b'\n') {
@@ -213,7 +212,7 @@ impl Tailer {
     }
 
     /// Ships the partial buffer as a line; `terminator` is the newline's length (0 for a part).
-    fn ship(&mut self, host: &str, terminator: u64, out: &mut Vec<Shipped>) -> std::io::Result<()> {
+    fn ship(&mut self, host: &str, terminator: u64, out: &mut Vec<Message>) -> std::io::Result<()> {
         let fingerprint = match self.fingerprint {
             Some(fp) => fp,
             None => {
@@ -244,7 +243,7 @@ impl Tailer {
     }
 
     /// Ships a last line that never got its newline (the file is finished or truncated).
-    pub fn ship_partial(&mut self, host: &str, out: &mut Vec<Shipped>) -> std::io::Result<()> {
+    pub fn ship_partial(&mut self, host: &str, out: &mut Vec<Message>) -> std::io::Result<()> {
         if self.partial.is_empty() {
             return Ok(());
         }
@@ -325,7 +324,7 @@ mod tests {
         )
     }
 
-    fn lines(out: &[Shipped]) -> Vec<(u64, Vec<u8>)> {
+    fn lines(out: &[Message]) -> Vec<(u64, Vec<u8>)> {
         out.iter()
             .map(|(_, json)| {
                 let e = Envelope::from_json(json).unwrap();
@@ -412,7 +411,7 @@ efghi
         tailer(&file, 100)
             .read("h", usize::MAX, &mut again)
             .unwrap();
-        let ids = |out: &[Shipped]| out.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
+        let ids = |out: &[Message]| out.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
         assert_eq!(ids(&first), ids(&again));
     }
 

@@ -130,11 +130,11 @@ fn spooled(spool: &Spool) -> Vec<String> {
 
 /// Waits until the spool stops growing for longer than a drain takes.
 fn settle(spool: &Spool) {
-    let mut last = (spool.entries(), Instant::now());
+    let mut last = (spool.lines(), Instant::now());
     while last.1.elapsed() < Duration::from_millis(4000) {
         std::thread::sleep(Duration::from_millis(100));
-        if spool.entries() != last.0 {
-            last = (spool.entries(), Instant::now());
+        if spool.lines() != last.0 {
+            last = (spool.lines(), Instant::now());
         }
     }
 }

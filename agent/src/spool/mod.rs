@@ -95,13 +95,13 @@ impl SpoolError {
     }
 }
 
-/// A spooled line: its message id and envelope JSON.
-pub type Line = (String, Vec<u8>);
+/// A spooled line as it is published: its message id and envelope JSON.
+pub type Message = (String, Vec<u8>);
 
 /// One spooled segment, as the publisher reads it.
 pub struct Segment {
     pub seq: Seq,
-    pub lines: Vec<Line>,
+    pub lines: Vec<Message>,
 }
 
 /// The spool: segment files and their sled index, shared by the reader thread and the
@@ -113,14 +113,14 @@ pub struct Spool {
     next_seq: Mutex<Seq>,
     bytes: AtomicU64,
     /// Lines (not segments) spooled.
-    entries: AtomicU64,
+    lines: AtomicU64,
     dropped: AtomicU64,
     /// Segments whose records are removed but whose files wait for a durable flush.
     doomed: Mutex<Vec<Seq>>,
     state_dir: PathBuf,
     max_bytes: u64,
     when_full: WhenFull,
-    /// Wakes the publisher when entries are appended.
+    /// Wakes the publisher when segments are appended.
     pub appended: Notify,
 }
 
@@ -142,13 +142,13 @@ impl Spool {
         let segments_dir = state_dir.join("spool");
         let segments = Segments::open(&segments_dir)
             .map_err(|source| SpoolError::Segment { seq: 0, source })?;
-        let (mut bytes, mut entries, mut next_seq) = (0, 0, 0);
+        let (mut bytes, mut count, mut next_seq) = (0, 0, 0);
         let mut indexed = std::collections::HashSet::new();
         for item in db.scan_prefix(b"q") {
             let (key, value) = item?;
             let (lines, size) = decode_index(&value);
             bytes += size;
-            entries += u64::from(lines);
+            count += u64::from(lines);
             next_seq = decode_seq(&key) + 1;
             indexed.insert(decode_seq(&key));
         }
@@ -170,7 +170,7 @@ impl Spool {
             segments,
             next_seq: Mutex::new(next_seq),
             bytes: AtomicU64::new(bytes),
-            entries: AtomicU64::new(entries),
+            lines: AtomicU64::new(count),
             dropped: AtomicU64::new(0),
             doomed: Mutex::new(Vec::new()),
             state_dir: state_dir.to_path_buf(),
@@ -186,7 +186,7 @@ impl Spool {
     /// make room; returns the lines dropped.
     pub fn append(
         &self,
-        lines: &[Line],
+        lines: &[Message],
         checkpoints: &[(FileKey, Checkpoint)],
     ) -> Result<u64, SpoolError> {
         let incoming: u64 = lines
@@ -228,8 +228,7 @@ impl Spool {
         drop(next_seq);
         if written > 0 {
             self.bytes.fetch_add(written, Ordering::Relaxed);
-            self.entries
-                .fetch_add(lines.len() as u64, Ordering::Relaxed);
+            self.lines.fetch_add(lines.len() as u64, Ordering::Relaxed);
             self.appended.notify_one();
         }
         Ok(dropped)
@@ -333,7 +332,7 @@ impl Spool {
         };
         let (lines, size) = decode_index(&value);
         self.bytes.fetch_sub(size, Ordering::Relaxed);
-        self.entries.fetch_sub(u64::from(lines), Ordering::Relaxed);
+        self.lines.fetch_sub(u64::from(lines), Ordering::Relaxed);
         // unwrap: a poisoned lock means a panic elsewhere; the process is going down.
         self.doomed.lock().expect("spool lock poisoned").push(seq);
         Ok(u64::from(lines))
@@ -378,14 +377,14 @@ impl Spool {
         self.max_bytes
     }
 
-    /// Bytes of spooled entries.
+    /// Bytes of spooled segments.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
 
     /// Number of spooled lines.
-    pub fn entries(&self) -> u64 {
-        self.entries.load(Ordering::Relaxed)
+    pub fn lines(&self) -> u64 {
+        self.lines.load(Ordering::Relaxed)
     }
 
     /// Lines dropped by `drop_oldest` since start.

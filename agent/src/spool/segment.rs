@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{ErrorKind, Write as _};
 use std::path::{Path, PathBuf};
 
-use super::{Line, Seq};
+use super::{Message, Seq};
 
 /// The directory of segment files.
 pub struct Segments {
@@ -35,7 +35,7 @@ impl Segments {
     }
 
     /// Writes a segment durably; returns its size in bytes.
-    pub fn write(&self, seq: Seq, lines: &[Line]) -> std::io::Result<u64> {
+    pub fn write(&self, seq: Seq, lines: &[Message]) -> std::io::Result<u64> {
         let bytes = encode(lines);
         let mut file = File::create(self.path(seq))?;
         file.write_all(&bytes)?;
@@ -45,7 +45,7 @@ impl Segments {
     }
 
     /// Reads a segment. `InvalidData` if it is damaged.
-    pub fn read(&self, seq: Seq) -> std::io::Result<Vec<Line>> {
+    pub fn read(&self, seq: Seq) -> std::io::Result<Vec<Message>> {
         let bytes = std::fs::read(self.path(seq))?;
         decode(&bytes).ok_or_else(|| std::io::Error::new(ErrorKind::InvalidData, "damaged segment"))
     }
@@ -93,7 +93,7 @@ pub fn framed_len(id: &str, body: &[u8]) -> u64 {
     (6 + id.len().min(u16::MAX as usize) + body.len()) as u64
 }
 
-fn encode(lines: &[Line]) -> Vec<u8> {
+fn encode(lines: &[Message]) -> Vec<u8> {
     let size: u64 = lines.iter().map(|(id, body)| framed_len(id, body)).sum();
     let mut value = Vec::with_capacity(4 + size as usize);
     value.extend_from_slice(&(lines.len() as u32).to_be_bytes());
@@ -108,7 +108,7 @@ fn encode(lines: &[Line]) -> Vec<u8> {
     value
 }
 
-fn decode(value: &[u8]) -> Option<Vec<Line>> {
+fn decode(value: &[u8]) -> Option<Vec<Message>> {
     let count = u32::from_be_bytes(value.get(..4)?.try_into().ok()?) as usize;
     let mut lines = Vec::with_capacity(count.min(1 << 16));
     let mut rest = value.get(4..)?;
@@ -132,7 +132,7 @@ mod tests {
     fn segments_round_trip_and_damage_is_detected() {
         let dir = tempfile::tempdir().unwrap();
         let segments = Segments::open(dir.path()).unwrap();
-        let lines: Vec<Line> = vec![("a".into(), b"{}".to_vec()), ("b".into(), vec![0xff; 3])];
+        let lines: Vec<Message> = vec![("a".into(), b"{}".to_vec()), ("b".into(), vec![0xff; 3])];
         assert_eq!(
             segments.write(7, &lines).unwrap(),
             4 + 6 + 1 + 2 + 6 + 1 + 3

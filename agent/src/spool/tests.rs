@@ -27,7 +27,7 @@ fn open(dir: &std::path::Path, max_bytes: u64, when_full: WhenFull) -> Spool {
     Spool::open(dir, max_bytes, when_full).unwrap()
 }
 
-fn lines(n: usize) -> Vec<Line> {
+fn lines(n: usize) -> Vec<Message> {
     (0..n).map(|i| (format!("id{i}"), vec![b'x'; 10])).collect()
 }
 
@@ -39,12 +39,12 @@ fn segments_and_checkpoints_survive_a_reopen_in_order() {
         spool.append(&lines(3), &[(KEY, checkpoint(33))]).unwrap();
         spool.append(&lines(2), &[(KEY, checkpoint(44))]).unwrap();
         spool.append(&[], &[(KEY, checkpoint(55))]).unwrap();
-        assert_eq!(spool.entries(), 5);
+        assert_eq!(spool.lines(), 5);
         assert_eq!(spool.remove(0).unwrap(), 3);
         spool.flush().unwrap();
     }
     let spool = open(dir.path(), 1 << 20, WhenFull::Block);
-    assert_eq!(spool.entries(), 2);
+    assert_eq!(spool.lines(), 2);
     let page = spool.page(0, 10).unwrap();
     assert_eq!(page.len(), 1);
     assert_eq!(page[0].seq, 1);
