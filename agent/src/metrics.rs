@@ -5,72 +5,36 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// How one counter is shown.
-struct Shown {
-    metric: &'static str,
-    kind: &'static str,
-    /// Its key in [`Metrics::summary`]; empty: not in it.
-    summary: &'static str,
-    /// The counter's unit per the metric's (milliseconds counted, seconds shown: 1000).
-    per_unit: f64,
-    help: &'static [&'static str],
-}
-
-/// Declares the counters: `field => "metric", "type", "summary key" [/ units per shown unit];`
-/// under its doc comment.
-macro_rules! counters {
-    ($($(#[doc = $doc:literal])+ $field:ident => $metric:literal, $kind:literal, $summary:literal $(/ $per:literal)?;)+) => {
-        /// The agent's counters; all monotonic but `files_watched`.
-        #[derive(Debug, Default)]
-        pub struct Metrics {
-            $($(#[doc = $doc])+ pub $field: AtomicU64,)+
-        }
-
-        impl Metrics {
-            /// Every counter with how it is shown, in declaration order.
-            fn table(&self) -> Vec<(Shown, &AtomicU64)> {
-                vec![$((
-                    Shown {
-                        metric: $metric,
-                        kind: $kind,
-                        summary: $summary,
-                        per_unit: 1.0 $(* $per as f64)?,
-                        help: &[$($doc),+],
-                    },
-                    &self.$field,
-                )),+]
-            }
-        }
-    };
-}
-
-counters! {
-    /// Files open for reading.
-    files_watched => "logship_agent_files_watched", "gauge", "files";
-    /// Lines (and parts of long lines) read and spooled.
-    lines_read => "logship_agent_lines_read_total", "counter", "read";
-    /// Parts of lines longer than max_line_bytes.
-    lines_split => "logship_agent_lines_split_total", "counter", "split";
-    /// Spooled lines dropped by when_full = "drop_oldest".
-    dropped => "logship_agent_dropped_total", "counter", "dropped";
-    /// Truncations with no copy found next to the file (lines written since the last read may
-    /// be lost).
-    truncated_without_copy => "logship_agent_truncated_without_copy_total", "counter", "truncated_without_copy";
-    /// Times reading paused because the state disk failed (full, I/O error).
-    disk_pauses => "logship_agent_disk_pauses_total", "counter", "disk_pauses";
-    /// Publishes sent, resends included.
-    published => "logship_agent_published_total", "counter", "published";
-    /// Publishes the broker confirmed cleanly.
-    confirmed => "logship_agent_confirmed_total", "counter", "confirmed";
-    /// Publishes returned unroutable (no queue bound); held and retried.
-    returned => "logship_agent_returned_total", "counter", "returned";
-    /// Publishes the broker nacked; retried.
-    nacked => "logship_agent_nacked_total", "counter", "nacked";
-    /// Broker connections lost and re-established.
-    reconnects => "logship_agent_reconnects_total", "counter", "reconnects";
-    /// Time the broker blocked publishing (resource alarms), finished spells only; counted in
-    /// milliseconds.
-    blocked_ms => "logship_agent_blocked_seconds_total", "counter", "" / 1000;
+logship_config::counters! {
+    /// The agent's counters; all monotonic but `files_watched`.
+    pub struct Metrics {
+        /// Files open for reading.
+        files_watched => "logship_agent_files_watched", "gauge", "files";
+        /// Lines (and parts of long lines) read and spooled.
+        lines_read => "logship_agent_lines_read_total", "counter", "read";
+        /// Parts of lines longer than max_line_bytes.
+        lines_split => "logship_agent_lines_split_total", "counter", "split";
+        /// Spooled lines dropped by when_full = "drop_oldest".
+        dropped => "logship_agent_dropped_total", "counter", "dropped";
+        /// Truncations with no copy found next to the file (lines written since the last read may
+        /// be lost).
+        truncated_without_copy => "logship_agent_truncated_without_copy_total", "counter", "truncated_without_copy";
+        /// Times reading paused because the state disk failed (full, I/O error).
+        disk_pauses => "logship_agent_disk_pauses_total", "counter", "disk_pauses";
+        /// Publishes sent, resends included.
+        published => "logship_agent_published_total", "counter", "published";
+        /// Publishes the broker confirmed cleanly.
+        confirmed => "logship_agent_confirmed_total", "counter", "confirmed";
+        /// Publishes returned unroutable (no queue bound); held and retried.
+        returned => "logship_agent_returned_total", "counter", "returned";
+        /// Publishes the broker nacked; retried.
+        nacked => "logship_agent_nacked_total", "counter", "nacked";
+        /// Broker connections lost and re-established.
+        reconnects => "logship_agent_reconnects_total", "counter", "reconnects";
+        /// Time the broker blocked publishing (resource alarms), finished spells only; counted in
+        /// milliseconds.
+        blocked_ms => "logship_agent_blocked_seconds_total", "counter", "" / 1000;
+    }
 }
 
 impl Metrics {
@@ -81,18 +45,9 @@ impl Metrics {
 
     /// The Prometheus text page; the spool's gauges are passed in.
     pub fn render(&self, spool_bytes: u64, spool_lines: u64) -> String {
-        use logship_config::http::metric;
+        use logship_config::http::{metric, render_counters};
         let mut out = String::with_capacity(2048);
-        for (shown, counter) in self.table() {
-            let help = shown
-                .help
-                .iter()
-                .map(|l| l.trim())
-                .collect::<Vec<_>>()
-                .join(" ");
-            let value = counter.load(Ordering::Relaxed) as f64 / shown.per_unit;
-            metric(&mut out, shown.metric, shown.kind, &help, value);
-        }
+        render_counters(&mut out, &self.counters());
         metric(
             &mut out,
             "logship_agent_spool_bytes",
@@ -110,16 +65,9 @@ impl Metrics {
         out
     }
 
-    /// A one-line summary for logs: `key=value` for each counter with a summary key.
+    /// A one-line summary for logs.
     pub fn summary(&self) -> String {
-        self.table()
-            .into_iter()
-            .filter(|(shown, _)| !shown.summary.is_empty())
-            .map(|(shown, counter)| {
-                format!("{}={}", shown.summary, counter.load(Ordering::Relaxed))
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
+        logship_config::http::summarize(&self.counters())
     }
 }
 
@@ -135,7 +83,7 @@ mod tests {
         assert!(page.contains("# HELP logship_agent_lines_read_total Lines (and parts of long lines) read and spooled.\n"));
         assert!(page.contains("\nlogship_agent_lines_read_total 7\n"));
         assert!(page.contains("logship_agent_spool_lines 2"));
-        assert_eq!(page.matches("# TYPE").count(), metrics.table().len() + 2);
+        assert_eq!(page.matches("# TYPE").count(), metrics.counters().len() + 2);
         assert!(metrics.summary().starts_with("files=0 read=7 split=0 "));
     }
 }

@@ -107,7 +107,7 @@ impl Consumer {
         {
             if let Some(outage) = outage {
                 tracing::info!(uri = %uri, outage_secs = outage.as_secs(), "broker reachable again");
-                Metrics::add(&self.metrics.reconnects, 1);
+                Metrics::add(&self.metrics.counters.reconnects, 1);
             }
             let end = self
                 .session(&connection, &uri, signals, &mut reconnect)
@@ -202,7 +202,7 @@ impl Consumer {
 
     /// Validates a delivery: a line joins the batch; anything else is rejected at once.
     async fn accept(&mut self, delivery: Delivery, batch: &mut Batch) -> Result<(), SessionEnd> {
-        Metrics::add(&self.metrics.received, 1);
+        Metrics::add(&self.metrics.counters.received, 1);
         match validate::line(&delivery.data) {
             Ok(line) => {
                 batch.started.get_or_insert_with(Instant::now);
@@ -211,7 +211,7 @@ impl Consumer {
             }
             Err(rejection) => {
                 reject(&delivery.acker).await?;
-                Metrics::add(&self.metrics.dead_lettered, 1);
+                Metrics::add(&self.metrics.counters.dead_lettered, 1);
                 self.rejects.record(&format!("{rejection:#}"));
             }
         }
@@ -246,13 +246,19 @@ impl Consumer {
         {
             return Err(channel_closed("ack"));
         }
-        Metrics::add(&self.metrics.written, outcome.written);
-        Metrics::add(&self.metrics.duplicates, outcome.duplicates);
-        Metrics::add(&self.metrics.dead_lettered, outcome.refused.len() as u64);
-        Metrics::add(&self.metrics.batches, 1);
-        Metrics::add(&self.metrics.batch_lines, ackers.len() as u64);
-        Metrics::add(&self.metrics.fsync_micros, outcome.fsync.as_micros() as u64);
-        Metrics::add(&self.metrics.fsyncs, 1);
+        Metrics::add(&self.metrics.counters.written, outcome.written);
+        Metrics::add(&self.metrics.counters.duplicates, outcome.duplicates);
+        Metrics::add(
+            &self.metrics.counters.dead_lettered,
+            outcome.refused.len() as u64,
+        );
+        Metrics::add(&self.metrics.counters.batches, 1);
+        Metrics::add(&self.metrics.counters.batch_lines, ackers.len() as u64);
+        Metrics::add(
+            &self.metrics.counters.fsync_micros,
+            outcome.fsync.as_micros() as u64,
+        );
+        Metrics::add(&self.metrics.counters.fsyncs, 1);
         Ok(())
     }
 

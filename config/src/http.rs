@@ -109,3 +109,72 @@ pub fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl 
         "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
     );
 }
+
+/// How one counter of a daemon is shown: see [`counters!`](crate::counters).
+#[derive(Debug, Clone, Copy)]
+pub struct Counter {
+    pub metric: &'static str,
+    pub kind: &'static str,
+    /// Its key in the one-line summary; empty: not in it.
+    pub summary: &'static str,
+    /// Counted units per shown unit (milliseconds counted, seconds shown: 1000).
+    pub per_unit: f64,
+    /// The lines of its doc comment: its help text.
+    pub help: &'static [&'static str],
+}
+
+/// Appends every counter in Prometheus text format, its doc comment as its help.
+pub fn render_counters(out: &mut String, counters: &[(Counter, u64)]) {
+    for (counter, value) in counters {
+        let help = counter
+            .help
+            .iter()
+            .map(|line| line.trim())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let value = *value as f64 / counter.per_unit;
+        metric(out, counter.metric, counter.kind, &help, value);
+    }
+}
+
+/// `key=value` for every counter with a summary key, for a log line.
+pub fn summarize(counters: &[(Counter, u64)]) -> String {
+    counters
+        .iter()
+        .filter(|(counter, _)| !counter.summary.is_empty())
+        .map(|(counter, value)| format!("{}={value}", counter.summary))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Declares a daemon's counters once: each field's doc comment, Prometheus name, type, key in
+/// the summary line (`""`: none) and, optionally, `/ N` counted units per shown unit. Gives the
+/// struct (all `AtomicU64`, `Default`) and `counters()`, which both renderings read.
+#[macro_export]
+macro_rules! counters {
+    ($(#[$meta:meta])* pub struct $name:ident {
+        $($(#[doc = $doc:literal])+ $field:ident => $metric:literal, $kind:literal, $summary:literal $(/ $per:literal)?;)+
+    }) => {
+        $(#[$meta])*
+        #[derive(Debug, Default)]
+        pub struct $name {
+            $($(#[doc = $doc])+ pub $field: ::std::sync::atomic::AtomicU64,)+
+        }
+
+        impl $name {
+            /// Every counter with how it is shown and its value, in declaration order.
+            pub fn counters(&self) -> ::std::vec::Vec<($crate::http::Counter, u64)> {
+                ::std::vec![$((
+                    $crate::http::Counter {
+                        metric: $metric,
+                        kind: $kind,
+                        summary: $summary,
+                        per_unit: 1.0 $(* $per as f64)?,
+                        help: &[$($doc),+],
+                    },
+                    self.$field.load(::std::sync::atomic::Ordering::Relaxed),
+                )),+]
+            }
+        }
+    };
+}
