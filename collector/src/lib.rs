@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use logship_config::CollectorConfig;
 
-pub use logship_config::signals::{self, Signals};
+use logship_config::signals::Signals;
 pub use metrics::Metrics;
 
 /// Runs the collector until `signals.shutdown` is cancelled; returns after the open batch is

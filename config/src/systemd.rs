@@ -12,11 +12,6 @@ pub fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
-/// A short summary shown by `systemctl status`.
-pub fn status(status: &str) {
-    send(&[NotifyState::Status(status)]);
-}
-
 /// Sends STOPPING as soon as `shutdown` is cancelled (the drain that follows may take a while).
 pub fn stopping_on(shutdown: CancellationToken) {
     tokio::spawn(async move {
