@@ -81,6 +81,7 @@ pub async fn run(
     let publisher_stop = CancellationToken::new();
     let mut publisher = tokio::spawn(
         publisher::Publisher::new(config.broker.clone(), spool.clone(), metrics.clone())
+            .with_routing_key(config.host.clone())
             .run(publisher_stop.clone(), config.shutdown_timeout),
     );
 

@@ -64,6 +64,9 @@ type InFlight = (Seq, usize, PublisherConfirm);
 /// The publisher task's state.
 pub struct Publisher {
     broker: Broker,
+    /// This agent's host: the fanout exchange ignores it, a partitioned collector group hashes
+    /// on it, so every line of a host lands in one partition.
+    routing_key: String,
     spool: Arc<Spool>,
     metrics: Arc<Metrics>,
     /// Segments read from the spool, oldest first; dropped once confirmed whole.
@@ -86,6 +89,7 @@ impl Publisher {
         let head_confirmed = spool.head_confirmed().unwrap_or(None);
         Publisher {
             broker,
+            routing_key: String::new(),
             spool,
             metrics,
             segments: VecDeque::new(),
@@ -95,6 +99,12 @@ impl Publisher {
             lost: Arc::new(tokio::sync::Notify::new()),
             unroutable_logged: None,
         }
+    }
+
+    /// Publishes with `routing_key` (the agent's host) instead of `""`.
+    pub fn with_routing_key(mut self, routing_key: String) -> Publisher {
+        self.routing_key = routing_key;
+        self
     }
 
     /// Connects and publishes until `stop`; then waits up to `drain` for outstanding confirms.
@@ -261,7 +271,7 @@ impl Publisher {
             let confirm = channel
                 .basic_publish(
                     self.broker.exchange.as_str().into(),
-                    "".into(),
+                    self.routing_key.as_str().into(),
                     BasicPublishOptions {
                         mandatory: true,
                         ..BasicPublishOptions::default()

@@ -7,8 +7,6 @@
 //! `BENCH_ORDER=collector-first` drains the collector's queue before the bare one;
 //! `BENCH_COLLECTOR_EXTRA` is appended to the collector's config (`\n` for newlines).
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
@@ -21,6 +19,9 @@ use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
 use logship_config::{Envelope, FileId};
+
+mod support;
+use support::{output_bytes, rss_hwm_kib, spawn_collector, stop, wait_for_queue};
 
 const PREFETCH: u16 = 1000;
 const PUBLISH_WINDOW: usize = 2000;
@@ -262,70 +263,4 @@ async fn drain_bare(connection: &Connection, queue: &str, lines: usize) -> Durat
     let elapsed = started.elapsed();
     let _ = channel.close(200, "done".into()).await;
     elapsed
-}
-
-fn spawn_collector(config: &Path, dir: &Path) -> Child {
-    let log = std::fs::File::options()
-        .create(true)
-        .append(true)
-        .open(dir.join("collector.log"))
-        .expect("log");
-    Command::new(env!("CARGO_BIN_EXE_logship-collector"))
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn collector")
-}
-
-async fn wait_for_queue(connection: &Connection, queue: &str) {
-    for _ in 0..200 {
-        let channel = connection.create_channel().await.expect("channel");
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        if channel
-            .queue_declare(queue.into(), passive, FieldTable::default())
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("collector never declared {queue}");
-}
-
-fn stop(child: &mut Child) {
-    // SAFETY: kill(2) on a pid we spawned and have not reaped.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().expect("wait collector");
-    assert!(status.success(), "collector exited with {status}");
-}
-
-fn output_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|entry| match entry.file_type() {
-            Ok(kind) if kind.is_dir() => output_bytes(&entry.path()),
-            _ => entry.metadata().map_or(0, |m| m.len()),
-        })
-        .sum()
-}
-
-fn rss_hwm_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|line| line.starts_with("VmHWM:"))
-                .and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }

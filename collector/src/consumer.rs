@@ -28,34 +28,30 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::outage::Outages;
-use crate::topology;
+use crate::topology::{self, TopologyError};
 use crate::validate::{self, Line};
 use crate::writer::{Outcome, Writer};
 
 /// At most one warning per this interval about rejected messages; the rest are counted.
 const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// AMQP reply code for a declaration that conflicts with an existing one.
-const PRECONDITION_FAILED: u16 = 406;
-
 /// Why a session with the broker ended.
 enum SessionEnd {
     /// The broker or the network failed; reconnect.
     Lost(lapin::Error),
-    /// The broker refused our declarations (a queue or exchange exists with other arguments):
-    /// reconnecting cannot help.
-    Refused(lapin::Error),
+    /// The broker refused our declarations (a queue or exchange exists with other arguments,
+    /// another number of partitions, no hash exchange plugin): reconnecting cannot help.
+    Refused(TopologyError),
     /// The state database failed, or the writer was lost to a panic: the collector stops.
     Fatal(anyhow::Error),
 }
 
 impl SessionEnd {
-    /// A failed declaration: refused if the broker says it conflicts, else lost.
-    fn declaring(err: lapin::Error) -> SessionEnd {
-        if is_precondition_failed(&err) {
-            SessionEnd::Refused(err)
-        } else {
-            SessionEnd::Lost(err)
+    /// A failed declaration: refused if reconnecting cannot help, else lost.
+    fn declaring(err: TopologyError) -> SessionEnd {
+        match err {
+            TopologyError::Broker(err) => SessionEnd::Lost(err),
+            refused => SessionEnd::Refused(refused),
         }
     }
 }
@@ -117,11 +113,12 @@ impl Consumer {
                 .await;
             match end {
                 Ok(()) => break,
-                Err(SessionEnd::Refused(err)) => {
-                    return Err(err).with_context(|| {
-                        format!("{uri}: the broker refused our declarations (queue or exchange exists with other arguments)")
-                    });
+                // A wrong broker.partitions or a missing plugin is said with its key first;
+                // a conflicting queue or exchange with the broker it is on.
+                Err(SessionEnd::Refused(err @ TopologyError::Conflict(_))) => {
+                    return Err(err).with_context(|| uri.to_string());
                 }
+                Err(SessionEnd::Refused(err)) => return Err(err.into()),
                 Err(SessionEnd::Fatal(err)) => return Err(err),
                 Err(SessionEnd::Lost(err)) => {
                     tracing::warn!(uri = %uri, error = %err, "connection to broker lost, unacked lines will be redelivered");
@@ -148,15 +145,16 @@ impl Consumer {
         topology::declare(&channel, &self.config)
             .await
             .map_err(SessionEnd::declaring)?;
+        let queue = self.config.queue.consumed();
         let mut deliveries = channel
             .basic_consume(
-                self.config.queue.name.as_str().into(),
+                queue.as_str().into(),
                 "".into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
             .await?;
-        tracing::info!(uri = %uri, queue = %self.config.queue.name, exchange = %self.config.broker.exchange,
+        tracing::info!(uri = %uri, queue = %queue, exchange = %self.config.broker.exchange,
             prefetch = self.config.queue.prefetch, "consuming");
         reconnect.established();
         let mut batch = Batch::default();
@@ -329,10 +327,6 @@ fn channel_closed(what: &'static str) -> SessionEnd {
         lapin::ChannelState::Closed,
         what,
     )))
-}
-
-fn is_precondition_failed(err: &lapin::Error) -> bool {
-    matches!(err.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == PRECONDITION_FAILED)
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

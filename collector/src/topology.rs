@@ -1,48 +1,161 @@
 //! What the collector declares on the broker: the fanout exchange, its own durable queue bound
-//! to it, and the dead-letter exchange and queue for rejected messages.
+//! to it, and the dead-letter exchange and queue for rejected messages; or, as a member of a
+//! partitioned group (`broker.partitions` > 1), the group's consistent-hash exchange `<queue>.hash`
+//! bound to the fanout exchange and every partition's queue `<queue>.<i>` bound to it with
+//! weight `"1"`, each with its own dead-letter queue `<queue>.<i>.dead-letter`.
 //!
-//! Invariant: declarations are idempotent and the same on every (re)connect; a queue that exists
-//! with other arguments makes the broker refuse them (PRECONDITION_FAILED), which the consumer
-//! treats as fatal rather than reconnecting forever.
+//! Invariants:
+//! - Declarations are idempotent and the same on every (re)connect; a queue or exchange that
+//!   exists with other arguments makes the broker refuse them (PRECONDITION_FAILED), which the
+//!   consumer treats as fatal rather than reconnecting forever.
+//! - Every member of a group declares all N partition queues, so the hash ring (and hence a
+//!   host's partition) depends only on N, not on which members are running.
+//! - The hash exchange is declared first and carries N in its arguments, as `x-logship-partitions`
+//!   (for operators) and in its `alternate-exchange` name (the one exchange argument the broker
+//!   compares on redeclaration): a member with another N is refused before it binds anything,
+//!   so it can never add queues to, or take them from, a running group's ring.
 
-use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{ExchangeBindOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
 use logship_config::CollectorConfig;
 use logship_config::amqp;
 use logship_config::collector::QueueType;
+use logship_config::partition::{self, Partition};
 
-/// Declares the exchange, this collector's queue and its dead-letter route.
-pub async fn declare(channel: &Channel, config: &CollectorConfig) -> Result<(), lapin::Error> {
+/// The plugin providing the `x-consistent-hash` exchange type, bundled with RabbitMQ.
+pub const HASH_PLUGIN: &str = "rabbitmq_consistent_hash_exchange";
+
+/// The exchange type of a partitioned group's exchange.
+const HASH_EXCHANGE_TYPE: &str = "x-consistent-hash";
+
+/// Binding key of a partition queue on the hash exchange: its weight on the ring. Equal weights
+/// spread hosts evenly over the partitions.
+const PARTITION_WEIGHT: &str = "1";
+
+/// AMQP reply code for a declaration that conflicts with an existing one.
+const PRECONDITION_FAILED: u16 = 406;
+
+/// AMQP reply code for an invalid command, e.g. an exchange type the broker does not know.
+const COMMAND_INVALID: u16 = 503;
+
+/// Why the declarations failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    /// A queue or exchange exists with other arguments; reconnecting cannot help.
+    #[error("the broker refused our declarations (queue or exchange exists with other arguments)")]
+    Conflict(#[source] lapin::Error),
+    /// The group's hash exchange exists with another number of partitions. `reply` is the
+    /// broker's text, which names the running group's N.
+    #[error(
+        "broker.partitions: the partitioned group \"{queue}\" exists on the broker with another number of partitions than {partitions}; every member needs the same broker.partitions (broker: {reply})"
+    )]
+    Partitions {
+        queue: String,
+        partitions: u32,
+        reply: String,
+    },
+    /// The broker does not know the `x-consistent-hash` exchange type.
+    #[error(
+        "broker.partitions: the broker has no x-consistent-hash exchange type; enable it with `rabbitmq-plugins enable {HASH_PLUGIN}` (broker: {reply})"
+    )]
+    NoHashPlugin { reply: String },
+    /// The connection or channel failed: reconnect.
+    #[error(transparent)]
+    Broker(#[from] lapin::Error),
+}
+
+/// Declares the exchange, and this collector's queue or its whole partitioned group, with the
+/// dead-letter routes.
+pub async fn declare(channel: &Channel, config: &CollectorConfig) -> Result<(), TopologyError> {
+    amqp::declare_exchange(channel, &config.broker)
+        .await
+        .map_err(refusal)?;
     let queue = config.queue.name.as_str();
-    amqp::declare_exchange(channel, &config.broker).await?;
+    let Some(group) = config.queue.partition else {
+        let fanout = config.broker.exchange.as_str();
+        return declare_queue(channel, config, queue, fanout, "")
+            .await
+            .map_err(refusal);
+    };
+    let hash = declare_hash_exchange(channel, config, group).await?;
+    for index in 0..group.count {
+        let name = partition::queue_name(queue, index);
+        declare_queue(channel, config, &name, &hash, PARTITION_WEIGHT)
+            .await
+            .map_err(refusal)?;
+    }
+    Ok(())
+}
+
+/// Declares the group's hash exchange, with N in its arguments, and binds it to the fanout
+/// exchange; returns its name.
+async fn declare_hash_exchange(
+    channel: &Channel,
+    config: &CollectorConfig,
+    group: Partition,
+) -> Result<String, TopologyError> {
+    let queue = config.queue.name.as_str();
+    let hash = partition::hash_exchange(queue);
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-logship-partitions".into(),
+        AMQPValue::LongLongInt(i64::from(group.count)),
+    );
+    // Never declared: a message the ring cannot route (it has no queue yet) is unroutable
+    // either way. Its name only makes a redeclaration with another N conflict.
+    arguments.insert(
+        "alternate-exchange".into(),
+        AMQPValue::LongString(format!("{hash}.partitions-{}", group.count).into()),
+    );
+    let declared = channel
+        .exchange_declare(
+            hash.as_str().into(),
+            ExchangeKind::Custom(HASH_EXCHANGE_TYPE.into()),
+            amqp::durable_exchange(),
+            arguments,
+        )
+        .await;
+    match declared {
+        Ok(()) => {}
+        Err(err) if reply_code(&err) == Some(PRECONDITION_FAILED) => {
+            return Err(TopologyError::Partitions {
+                queue: queue.to_string(),
+                partitions: group.count,
+                reply: reply_text(&err),
+            });
+        }
+        Err(err) if reply_code(&err) == Some(COMMAND_INVALID) => {
+            return Err(TopologyError::NoHashPlugin {
+                reply: reply_text(&err),
+            });
+        }
+        Err(err) => return Err(err.into()),
+    }
+    channel
+        .exchange_bind(
+            hash.as_str().into(),
+            config.broker.exchange.as_str().into(),
+            "".into(),
+            ExchangeBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(hash)
+}
+
+/// Declares the durable queue `queue` with its dead-letter route, bound to `source` with
+/// `routing_key`.
+async fn declare_queue(
+    channel: &Channel,
+    config: &CollectorConfig,
+    queue: &str,
+    source: &str,
+    routing_key: &str,
+) -> Result<(), lapin::Error> {
     let mut arguments = FieldTable::default();
     if let Some(dlx) = &config.queue.dead_letter_exchange {
-        channel
-            .exchange_declare(
-                dlx.as_str().into(),
-                ExchangeKind::Direct,
-                amqp::durable_exchange(),
-                FieldTable::default(),
-            )
-            .await?;
-        let dead_queue = format!("{queue}.dead-letter");
-        channel
-            .queue_declare(
-                dead_queue.as_str().into(),
-                QueueDeclareOptions::durable(),
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .queue_bind(
-                dead_queue.as_str().into(),
-                dlx.as_str().into(),
-                queue.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        declare_dead_letter(channel, dlx, queue).await?;
         arguments.insert(
             "x-dead-letter-exchange".into(),
             AMQPValue::LongString(dlx.as_str().into()),
@@ -64,10 +177,70 @@ pub async fn declare(channel: &Channel, config: &CollectorConfig) -> Result<(), 
     channel
         .queue_bind(
             queue.into(),
-            config.broker.exchange.as_str().into(),
-            "".into(),
+            source.into(),
+            routing_key.into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )
         .await
+}
+
+/// Declares the dead-letter exchange `dlx` and `<queue>.dead-letter`, bound to it by `queue`'s
+/// name (the routing key its rejected messages carry).
+async fn declare_dead_letter(
+    channel: &Channel,
+    dlx: &str,
+    queue: &str,
+) -> Result<(), lapin::Error> {
+    channel
+        .exchange_declare(
+            dlx.into(),
+            ExchangeKind::Direct,
+            amqp::durable_exchange(),
+            FieldTable::default(),
+        )
+        .await?;
+    let dead_queue = format!("{queue}.dead-letter");
+    channel
+        .queue_declare(
+            dead_queue.as_str().into(),
+            QueueDeclareOptions::durable(),
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            dead_queue.as_str().into(),
+            dlx.into(),
+            queue.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+}
+
+/// A failed declaration: a refusal if the broker says it conflicts, else a broker failure.
+fn refusal(err: lapin::Error) -> TopologyError {
+    if reply_code(&err) == Some(PRECONDITION_FAILED) {
+        TopologyError::Conflict(err)
+    } else {
+        TopologyError::Broker(err)
+    }
+}
+
+/// The AMQP reply code of a protocol error (a channel or connection closed by the broker).
+fn reply_code(err: &lapin::Error) -> Option<u16> {
+    match err.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => Some(amqp.get_id()),
+        _ => None,
+    }
+}
+
+/// The broker's reply text of a protocol error (e.g. `PRECONDITION_FAILED - inequivalent arg
+/// ...`), else the error's own text.
+fn reply_text(err: &lapin::Error) -> String {
+    match err.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => amqp.get_message().to_string(),
+        _ => err.to_string(),
+    }
 }

@@ -122,6 +122,8 @@ impl Validate for RawAgentConfig {
                 "broker.dead_letter_exchange",
                 self.broker.dead_letter_exchange.is_some(),
             ),
+            ("broker.partitions", self.broker.partitions.is_some()),
+            ("broker.partition", self.broker.partition.is_some()),
         ] {
             if set {
                 return Err(KeyError::new(
@@ -134,6 +136,10 @@ impl Validate for RawAgentConfig {
         let host = match self.host {
             Some(host) if host.is_empty() || host.contains(['/', '\0']) => {
                 return Err(KeyError::new("host", format!("invalid host \"{host}\"")));
+            }
+            // The host is the routing key (an AMQP short string) and a directory name.
+            Some(host) if host.len() > 255 => {
+                return Err(KeyError::new("host", "longer than 255 bytes"));
             }
             Some(host) => host,
             None => hostname(),

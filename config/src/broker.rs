@@ -36,6 +36,10 @@ pub struct RawBroker {
     pub prefetch: Option<u16>,
     /// Collector only: where rejected messages go; `""` disables dead-lettering.
     pub dead_letter_exchange: Option<String>,
+    /// Collector only: queues in this collector's partitioned group (default 1: one queue).
+    pub partitions: Option<u32>,
+    /// Collector only: the partition (0-based) this member consumes.
+    pub partition: Option<u32>,
 }
 
 /// Environment variable that, when set, supplies the broker password for every URI.
@@ -298,6 +302,8 @@ mod tests {
             queue: None,
             prefetch: None,
             dead_letter_exchange: None,
+            partitions: None,
+            partition: None,
         }
         .validate_common("test")
         .unwrap();

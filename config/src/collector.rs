@@ -8,6 +8,7 @@ use serde::Deserialize;
 use crate::broker::{Broker, RawBroker, check_name, duration_or};
 use crate::error::KeyError;
 use crate::load::Validate;
+use crate::partition::{self, Partition};
 
 /// The file as written.
 #[derive(Debug, Deserialize)]
@@ -70,17 +71,30 @@ pub struct CollectorConfig {
     pub metrics: Option<std::net::SocketAddr>,
 }
 
-/// This collector's own queue.
+/// This collector's own queue, or its partitioned group.
 #[derive(Debug, Clone)]
 pub struct QueueSettings {
-    /// Durable, bound to the fanout exchange; one per collector.
+    /// `broker.queue`: durable, bound to the fanout exchange, one per collector; in a
+    /// partitioned group, the name the group's exchange and queues derive from.
     pub name: String,
+    /// This member's place in a partitioned group; `None`: the single queue `name`.
+    pub partition: Option<Partition>,
     /// Deliveries in flight without an ack.
     pub prefetch: u16,
     /// Rejected (malformed or hostile) messages go here, routed by the queue's name.
     pub dead_letter_exchange: Option<String>,
     /// Quorum queues survive the loss of a minority of cluster nodes.
     pub queue_type: QueueType,
+}
+
+impl QueueSettings {
+    /// The queue this collector consumes: `name`, or its partition's queue `<name>.<index>`.
+    pub fn consumed(&self) -> String {
+        match self.partition {
+            Some(partition) => partition::queue_name(&self.name, partition.index),
+            None => self.name.clone(),
+        }
+    }
 }
 
 /// The kind of queue a collector declares.
@@ -122,6 +136,8 @@ impl Validate for RawCollectorConfig {
             .clone()
             .ok_or_else(|| KeyError::new("broker.queue", "missing key"))?;
         check_name("broker.queue", &queue_name)?;
+        let partition =
+            Partition::from_raw(&queue_name, self.broker.partitions, self.broker.partition)?;
         let prefetch = self.broker.prefetch.unwrap_or(1000);
         if prefetch == 0 {
             return Err(KeyError::new("broker.prefetch", "must be at least 1"));
@@ -180,6 +196,7 @@ impl Validate for RawCollectorConfig {
             broker,
             queue: QueueSettings {
                 name: queue_name,
+                partition,
                 prefetch,
                 dead_letter_exchange,
                 queue_type,
@@ -271,5 +288,69 @@ fn error_text(err: &std::io::Error) -> String {
 impl crate::cli::DaemonConfig for CollectorConfig {
     fn broker(&self) -> &Broker {
         &self.broker
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ConfigError;
+
+    const BASE: &str = "state_dir = \"/s\"\n[output]\ndir = \"/o\"\n[broker]\nuris = [\"amqp://h\"]\nqueue = \"logs.archive\"\nconnection_name = \"t\"\n";
+
+    fn parse(broker: &str) -> Result<CollectorConfig, ConfigError> {
+        crate::load::parse::<RawCollectorConfig>(
+            std::path::Path::new("collector.toml"),
+            &format!("{BASE}{broker}"),
+        )
+    }
+
+    fn key(broker: &str) -> String {
+        match parse(broker) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("{broker:?}: expected an invalid key, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_member_consumes_its_partition_and_a_plain_collector_its_queue() {
+        let member = parse("partitions = 4\npartition = 2\n").unwrap();
+        assert_eq!(
+            member.queue.partition,
+            Some(Partition { count: 4, index: 2 })
+        );
+        assert_eq!(member.queue.consumed(), "logs.archive.2");
+        let plain = parse("").unwrap();
+        assert_eq!(plain.queue.partition, None);
+        assert_eq!(plain.queue.consumed(), "logs.archive");
+        assert_eq!(
+            parse("partitions = 1\n").unwrap().queue.consumed(),
+            "logs.archive"
+        );
+    }
+
+    #[test]
+    fn bad_partition_settings_name_their_key() {
+        assert_eq!(key("partitions = 0\n"), "broker.partitions");
+        assert_eq!(key("partitions = -1\npartition = 0\n"), "broker.partitions");
+        assert_eq!(key("partitions = 4\n"), "broker.partition");
+        assert_eq!(key("partitions = 4\npartition = 4\n"), "broker.partition");
+        assert_eq!(key("partition = 0\n"), "broker.partition");
+        assert_eq!(key("partitions = 1\npartition = 0\n"), "broker.partition");
+        assert_eq!(
+            key("partitions = 2\npartition = \"one\"\n"),
+            "broker.partition"
+        );
+    }
+
+    #[test]
+    fn the_error_is_one_line_naming_file_and_key() {
+        let err = parse("partitions = 2\npartition = 2\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "collector.toml: broker.partition: 2 is out of range: broker.partitions is 2, so 0 to 1"
+        );
     }
 }

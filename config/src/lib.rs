@@ -3,6 +3,7 @@
 //! - [`load`]: TOML config files, parsed into `Raw*` structs (unknown keys refused) and then
 //!   validated into typed configs. Every error names the file and the dotted key.
 //! - [`broker`]: broker settings shared by both daemons; URIs never print their password.
+//! - [`partition`]: partitioned collector groups and the broker names they derive.
 //! - [`envelope`]: the wire format of one line, and its message id.
 //! - [`amqp`], [`signals`]: how both daemons connect, declare the exchange, and react to signals.
 //!
@@ -19,6 +20,7 @@ pub mod envelope;
 pub mod error;
 pub mod http;
 pub mod load;
+pub mod partition;
 pub mod signals;
 pub mod systemd;
 pub mod tls;

@@ -28,6 +28,17 @@ fn example_collector_config_parses() {
 }
 
 #[test]
+fn example_collector_config_with_partitions_uncommented_parses() {
+    let text = example("collector.toml")
+        .replace("# partitions = 4", "partitions = 4")
+        .replace("# partition = 2", "partition = 2");
+    let config = parse::<RawCollectorConfig>(Path::new("collector.toml"), &text).unwrap();
+    let partition = config.queue.partition.expect("a partitioned member");
+    assert_eq!((partition.count, partition.index), (4, 2));
+    assert_eq!(config.queue.consumed(), "logs.archive.2");
+}
+
+#[test]
 fn example_agent_config_parses() {
     let config = parse::<RawAgentConfig>(Path::new("agent.toml"), &example("agent.toml")).unwrap();
     assert_eq!(config.buffer.max_bytes, 1 << 30);

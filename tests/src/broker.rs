@@ -27,7 +27,10 @@ pub fn unique(label: &str) -> String {
 /// A test's exchange and queues: everything the daemons may declare for them. Deleted on drop.
 pub struct Topology {
     pub exchange: String,
+    /// Collector queues (`broker.queue`); in a partitioned group, the group's name.
     pub queues: Vec<String>,
+    /// Partitions of every queue's group (`broker.partitions`); 1: plain queues.
+    pub partitions: u32,
 }
 
 impl Topology {
@@ -35,7 +38,24 @@ impl Topology {
     pub fn new(label: &str, queues: usize) -> Topology {
         let exchange = unique(label);
         let queues = (0..queues).map(|i| format!("{exchange}.q{i}")).collect();
-        Topology { exchange, queues }
+        Topology {
+            exchange,
+            queues,
+            partitions: 1,
+        }
+    }
+
+    /// An exchange and one partitioned group of `partitions` queues: `queues[0]` is the group's
+    /// name, and its hash exchange and partition queues are deleted with the rest.
+    pub fn partitioned(label: &str, partitions: u32) -> Topology {
+        let mut topology = Topology::new(label, 1);
+        topology.partitions = partitions;
+        topology
+    }
+
+    /// The queue of partition `index` of the group `queues[0]`.
+    pub fn partition_queue(&self, index: u32) -> String {
+        format!("{}.{index}", self.queues[0])
     }
 
     /// The dead-letter queue the collector declares for queue `i`.
@@ -46,12 +66,20 @@ impl Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        let exchanges = vec![
+        let mut exchanges = vec![
             self.exchange.clone(),
             format!("{}.dead-letter", self.exchange),
         ];
         let mut queues = self.queues.clone();
-        queues.extend(self.queues.iter().map(|q| format!("{q}.dead-letter")));
+        // Every group's hash exchange and all its partitions, whatever N its members were
+        // given (a member refused for another N declares nothing).
+        for group in self.queues.iter().filter(|_| self.partitions > 1) {
+            exchanges.push(format!("{group}.hash"));
+            queues.extend((0..self.partitions).map(|i| format!("{group}.{i}")));
+        }
+        let with_dead_letters: Vec<String> =
+            queues.iter().map(|q| format!("{q}.dead-letter")).collect();
+        queues.extend(with_dead_letters);
         // Drop may run inside a test's runtime: clean up from a thread with a runtime of its own.
         let _ = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()

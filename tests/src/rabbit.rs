@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 const SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
 const CTL: &str = "/usr/lib/rabbitmq/bin/rabbitmqctl";
 
+/// Plugins a private node runs, as `scripts/ensure-rabbitmq.sh` enables them on the shared one:
+/// partitioned collector groups need the consistent-hash exchange.
+pub const PLUGINS: &[&str] = &["rabbitmq_consistent_hash_exchange"];
+
 /// Whether a private node can be run here; if not, says why once on stderr.
 pub fn available(test: &str) -> bool {
     let ok = Path::new(SERVER).exists() && Path::new(CTL).exists();
@@ -43,9 +47,19 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts a fresh node under `dir` (with an amqps listener too when `tls` is given), and
-    /// waits until it answers.
+    /// Starts a fresh node under `dir` (with an amqps listener too when `tls` is given) with
+    /// [`PLUGINS`], and waits until it answers.
     pub fn start(dir: &Path, label: &str, tls: Option<&TlsFiles>) -> Node {
+        Node::start_with_plugins(dir, label, tls, PLUGINS)
+    }
+
+    /// Like [`Node::start`], with these plugins enabled (none: `&[]`).
+    pub fn start_with_plugins(
+        dir: &Path,
+        label: &str,
+        tls: Option<&TlsFiles>,
+        plugins: &[&str],
+    ) -> Node {
         let port = free_port();
         let tls_port = tls.map(|_| free_port());
         let name = format!(
@@ -70,7 +84,11 @@ impl Node {
             ));
         }
         std::fs::write(base.join("rabbitmq.conf"), conf).unwrap();
-        std::fs::write(base.join("enabled_plugins"), "[].\n").unwrap();
+        std::fs::write(
+            base.join("enabled_plugins"),
+            format!("[{}].\n", plugins.join(",")),
+        )
+        .unwrap();
         std::fs::write(base.join("advanced.config"), "[].\n").unwrap();
         std::fs::write(base.join("rabbitmq-env.conf"), "").unwrap();
         let node = Node {
