@@ -20,7 +20,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
-use logship_config::{Envelope, FileId};
+use logship_runtime::{Envelope, FileId};
 
 const WINDOW: usize = 1024;
 
@@ -245,7 +245,7 @@ fn write_log(path: &Path, lines: usize) {
 
 async fn declare_pair(channel: &Channel, exchange: &str) -> String {
     let queue = format!("{exchange}.q");
-    logship_config::amqp::declare_exchange(channel, &broker_for(exchange))
+    logship_runtime::amqp::declare_exchange(channel, &broker_for(exchange))
         .await
         .expect("exchange");
     channel

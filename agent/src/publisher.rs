@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::StreamExt as _;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, Event, PublisherConfirm};
-use logship_config::amqp::{self, Reconnect};
 use logship_config::{Broker, BrokerUri};
+use logship_runtime::amqp::{self, Reconnect};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;

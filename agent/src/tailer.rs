@@ -18,7 +18,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use logship_config::{EnvelopeRef, FileId};
+use logship_runtime::{EnvelopeRef, FileId};
 
 use crate::identity::{self, FileKey, Fingerprint};
 use crate::spool::{Checkpoint, Offset};
@@ -303,7 +303,7 @@ fn now_ms() -> i64 {
 mod tests {
     use std::io::{Seek, Write};
 
-    use logship_config::Envelope;
+    use logship_runtime::Envelope;
 
     use super::*;
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
-use logship_config::{Envelope, FileId};
+use logship_runtime::{Envelope, FileId};
 
 mod support;
 use support::{output_bytes, rss_hwm_kib, spawn_collector, stop, wait_for_queue};

@@ -18,7 +18,7 @@ use lapin::types::FieldTable;
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
-use logship_config::{Envelope, FileId};
+use logship_runtime::{Envelope, FileId};
 
 mod support;
 use support::{output_bytes, rss_hwm_kib, spawn_collector, stop, wait_for_queue};

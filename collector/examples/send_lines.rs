@@ -7,7 +7,7 @@ use std::io::BufRead as _;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
-use logship_config::{Envelope, FileId};
+use logship_runtime::{Envelope, FileId};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

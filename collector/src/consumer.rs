@@ -21,9 +21,9 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
-use logship_config::amqp::Reconnect;
-use logship_config::signals::Signals;
 use logship_config::{BrokerUri, CollectorConfig};
+use logship_runtime::amqp::Reconnect;
+use logship_runtime::signals::Signals;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use logship_config::{Envelope, EnvelopeError};
+use logship_runtime::{Envelope, EnvelopeError};
 
 use crate::outpath::{self, OutpathError};
 use crate::positions::{self, SourceHash};
@@ -52,7 +52,7 @@ pub fn line(body: &[u8]) -> Result<Line, Rejection> {
 
 #[cfg(test)]
 mod tests {
-    use logship_config::FileId;
+    use logship_runtime::FileId;
 
     use super::*;
 

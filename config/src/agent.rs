@@ -6,9 +6,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::broker::{Broker, RawBroker, duration_or};
-use crate::collector::{check_state_version, ensure_writable_dir};
 use crate::error::KeyError;
 use crate::load::Validate;
+use crate::machine::{check_state_version, ensure_writable_dir, hostname};
 use crate::units::parse_size;
 
 /// The file as written.
@@ -24,7 +24,7 @@ pub struct RawAgentConfig {
     pub buffer: RawBuffer,
     pub inputs: Vec<RawInput>,
     #[serde(default)]
-    pub metrics: crate::http::RawMetrics,
+    pub metrics: crate::metrics::RawMetrics,
 }
 
 /// `[buffer]`: the on-disk spool.
@@ -211,20 +211,5 @@ impl RawInput {
             read_from: self.read_from.unwrap_or(ReadFrom::Beginning),
             max_line_bytes,
         })
-    }
-}
-
-/// This machine's hostname, or `localhost` when it cannot be read.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_string())
-        .ok()
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
-}
-
-impl crate::cli::DaemonConfig for AgentConfig {
-    fn broker(&self) -> &Broker {
-        &self.broker
     }
 }

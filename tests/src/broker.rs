@@ -9,7 +9,7 @@ use lapin::types::FieldTable;
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
-use logship_config::Envelope;
+use logship_runtime::Envelope;
 
 /// Publishes in flight at most.
 const WINDOW: usize = 1000;

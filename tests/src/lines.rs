@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use logship_config::{Envelope, FileId};
+use logship_runtime::{Envelope, FileId};
 
 /// The text of test line `i` of a source: distinct, sortable, with some padding.
 pub fn text(source: &str, i: usize) -> Vec<u8> {

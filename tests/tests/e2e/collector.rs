@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use logship_config::{Envelope, FileId};
+use logship_runtime::{Envelope, FileId};
 use logship_tests::broker::{Broker, Topology};
 use logship_tests::fixture::Collector;
 use logship_tests::lines::{assert_same_lines, envelopes, read_lines, text, wait_for_lines};

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use logship_config::{Envelope, FileId};
+use logship_runtime::{Envelope, FileId};
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

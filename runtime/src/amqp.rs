@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Backoff, Broker, BrokerUri};
+use logship_config::{Broker, BrokerUri};
+
+use crate::backoff::Backoff;
 
 /// Opens one connection to `uri`, named after this daemon and host in the management UI; an
 /// `amqps://` URI verifies the broker with the system roots plus `broker.tls.ca_file`.
