@@ -11,9 +11,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{Channel, Confirmation, Connection, ConnectionProperties};
+use logship_runtime::amqp;
 use logship_runtime::{Envelope, FileId};
 
 mod support;
@@ -228,23 +229,16 @@ async fn publish(channel: &Channel, exchange: &str, lines: usize, hosts: usize) 
     let mut pending = std::collections::VecDeque::new();
     for i in 0..lines {
         let envelope = sample(i, hosts);
-        let properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into())
-            .with_message_id(envelope.message_id().into());
-        let confirm = channel
-            .basic_publish(
-                exchange.into(),
-                envelope.host.as_str().into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                &envelope.to_json(),
-                properties,
-            )
-            .await
-            .expect("publish");
+        let confirm = amqp::publish(
+            channel,
+            exchange,
+            &envelope.host,
+            &envelope.message_id(),
+            &envelope.to_json(),
+            "logship-bench",
+        )
+        .await
+        .expect("publish");
         pending.push_back(confirm);
         if pending.len() >= PUBLISH_WINDOW
             && let Some(confirm) = pending.pop_front()

@@ -11,13 +11,12 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
-};
+use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use logship_runtime::amqp;
 use logship_runtime::{Envelope, FileId};
 
 mod support;
@@ -203,20 +202,16 @@ async fn publish(channel: &Channel, exchange: &str, lines: usize) {
     let mut pending = std::collections::VecDeque::new();
     for i in 0..lines {
         let envelope = sample(i);
-        let properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into())
-            .with_message_id(envelope.message_id().into());
-        let confirm = channel
-            .basic_publish(
-                exchange.into(),
-                "".into(),
-                BasicPublishOptions::default(),
-                &envelope.to_json(),
-                properties,
-            )
-            .await
-            .expect("publish");
+        let confirm = amqp::publish(
+            channel,
+            exchange,
+            "",
+            &envelope.message_id(),
+            &envelope.to_json(),
+            "logship-bench",
+        )
+        .await
+        .expect("publish");
         pending.push_back(confirm);
         if pending.len() >= PUBLISH_WINDOW
             && let Some(confirm) = pending.pop_front()

@@ -5,8 +5,9 @@
 
 use std::io::BufRead as _;
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
+use lapin::options::ConfirmSelectOptions;
+use lapin::{Confirmation, Connection, ConnectionProperties};
+use logship_runtime::amqp;
 use logship_runtime::{Envelope, FileId};
 
 #[tokio::main]
@@ -42,24 +43,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             line,
         };
         offset += envelope.line.len() as u64 + 1;
-        let properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into())
-            .with_message_id(envelope.message_id().into());
-        let options = BasicPublishOptions {
-            mandatory: true,
-            ..BasicPublishOptions::default()
-        };
-        let confirmation = channel
-            .basic_publish(
-                exchange.as_str().into(),
-                "".into(),
-                options,
-                &envelope.to_json(),
-                properties,
-            )
-            .await?
-            .await?;
+        let confirmation = amqp::publish(
+            &channel,
+            exchange,
+            "",
+            &envelope.message_id(),
+            &envelope.to_json(),
+            "logship-send-lines",
+        )
+        .await?
+        .await?;
         if confirmation != Confirmation::Ack(None) {
             return Err(format!(
                 "line at offset {} not delivered: {confirmation:?}",

@@ -4,12 +4,11 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
-};
+use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
 use logship_runtime::Envelope;
+use logship_runtime::amqp;
 
 /// Publishes in flight at most.
 const WINDOW: usize = 1000;
@@ -168,17 +167,7 @@ impl Broker {
     pub async fn publish_bodies(&self, exchange: &str, bodies: &[(Vec<u8>, String)]) {
         let mut pending = VecDeque::new();
         for (body, id) in bodies {
-            let properties = BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_content_type("application/json".into())
-                .with_message_id(id.as_str().into());
-            let options = BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            };
-            let confirm = self
-                .channel
-                .basic_publish(exchange.into(), "".into(), options, body, properties)
+            let confirm = amqp::publish(&self.channel, exchange, "", id, body, "logship-tests")
                 .await
                 .expect("publish");
             pending.push_back(confirm);
