@@ -43,7 +43,19 @@ enum SessionEnd {
     /// another number of partitions, no hash exchange plugin): reconnecting cannot help.
     Refused(TopologyError),
     /// The state database failed, or the writer was lost to a panic: the collector stops.
-    Fatal(anyhow::Error),
+    Fatal(FatalError),
+}
+
+/// A failure the collector cannot recover from by itself: it exits 1 with the cause, for
+/// systemd to restart it.
+#[derive(Debug, thiserror::Error)]
+pub enum FatalError {
+    #[error("the writer panicked")]
+    WriterPanicked(#[source] tokio::task::JoinError),
+    #[error("the writer was lost to an earlier panic")]
+    WriterLost,
+    #[error("cannot commit a batch")]
+    Commit(#[source] crate::sink::SinkError),
 }
 
 impl SessionEnd {
@@ -119,7 +131,7 @@ impl Consumer {
                     return Err(err).with_context(|| uri.to_string());
                 }
                 Err(SessionEnd::Refused(err)) => return Err(err.into()),
-                Err(SessionEnd::Fatal(err)) => return Err(err),
+                Err(SessionEnd::Fatal(err)) => return Err(err.into()),
                 Err(SessionEnd::Lost(err)) => {
                     tracing::warn!(uri = %uri, error = %err, "connection to broker lost, unacked lines will be redelivered");
                 }
@@ -276,7 +288,7 @@ impl Consumer {
                 (writer, lines, result)
             })
             .await
-            .map_err(|err| SessionEnd::Fatal(anyhow::Error::new(err).context("writer panicked")))?;
+            .map_err(|err| SessionEnd::Fatal(FatalError::WriterPanicked(err)))?;
             self.writer = Some(writer);
             lines = back;
             let err = match result {
@@ -285,9 +297,7 @@ impl Consumer {
                     return Ok(Some(outcome));
                 }
                 Err(err) if err.is_fatal() => {
-                    return Err(SessionEnd::Fatal(
-                        anyhow::Error::new(err).context("cannot commit a batch"),
-                    ));
+                    return Err(SessionEnd::Fatal(FatalError::Commit(err)));
                 }
                 Err(err) => err,
             };
@@ -311,7 +321,7 @@ impl Consumer {
 }
 
 fn writer_lost() -> SessionEnd {
-    SessionEnd::Fatal(anyhow::anyhow!("the writer was lost to a panic"))
+    SessionEnd::Fatal(FatalError::WriterLost)
 }
 
 async fn reject(acker: &Acker) -> Result<(), SessionEnd> {
