@@ -224,6 +224,7 @@ fn sample(i: usize) -> Envelope {
         offset: (i * 200) as u64,
         timestamp_ms: 1_764_028_800_000 + i as i64,
         line: line(i).into_bytes(),
+        fields: Default::default(),
     }
 }
 

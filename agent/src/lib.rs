@@ -16,6 +16,7 @@
 //! (which pauses reading) ends the agent with exit 1 and the cause.
 
 pub mod discover;
+pub mod event;
 pub mod identity;
 pub mod metrics;
 pub mod publisher;

@@ -30,6 +30,8 @@ fn start(spool: &Arc<Spool>, glob: &Path, watch: WatchMode) -> Running {
         exclude: Vec::new(),
         read_from: ReadFrom::Beginning,
         max_line_bytes: 1 << 20,
+        fields: Default::default(),
+        multiline: None,
     };
     let reader = Reader::new(
         "model".into(),

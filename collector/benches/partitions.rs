@@ -221,6 +221,7 @@ fn sample(i: usize, hosts: usize) -> Envelope {
         offset: nth * (line.len() as u64 + 1),
         timestamp_ms: 1_764_028_800_000 + i as i64,
         line,
+        fields: Default::default(),
     }
 }
 

@@ -187,6 +187,7 @@ fn sample(i: usize) -> Envelope {
         offset: (i * (line.len() + 1)) as u64,
         timestamp_ms: 1_764_028_800_000 + i as i64,
         line,
+        fields: Default::default(),
     }
 }
 

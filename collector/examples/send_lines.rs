@@ -41,6 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_millis() as i64,
             line,
+            fields: Default::default(),
         };
         offset += envelope.line.len() as u64 + 1;
         let confirmation = amqp::publish(

@@ -69,6 +69,7 @@ mod tests {
             offset: 0,
             timestamp_ms: 0,
             line: b"x".to_vec(),
+            fields: Default::default(),
         }
         .to_json()
     }

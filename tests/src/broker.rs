@@ -203,6 +203,39 @@ impl Broker {
         count
     }
 
+    /// Declares a durable queue bound to `exchange`, to read what the agent publishes.
+    pub async fn bind_queue(&self, exchange: &str, queue: &str) {
+        let options = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        self.channel
+            .queue_declare(queue.into(), options, FieldTable::default())
+            .await
+            .expect("declare queue");
+        self.channel
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                "".into(),
+                Default::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind queue");
+    }
+
+    /// Takes one message from `queue` (acked), if there is one.
+    pub async fn get(&self, queue: &str) -> Option<Vec<u8>> {
+        let options = lapin::options::BasicGetOptions { no_ack: true };
+        let message = self
+            .channel
+            .basic_get(queue.into(), options)
+            .await
+            .expect("basic.get")?;
+        Some(message.delivery.data.clone())
+    }
+
     /// Waits until a queue holds `n` ready messages.
     pub async fn wait_queue_len(&self, queue: &str, n: u32, timeout: Duration) -> u32 {
         let deadline = std::time::Instant::now() + timeout;

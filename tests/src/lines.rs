@@ -30,6 +30,7 @@ pub fn envelopes(host: &str, path: &str, ino: u64, range: std::ops::Range<usize>
                 offset,
                 timestamp_ms: 1_764_028_800_000,
                 line,
+                fields: Default::default(),
             };
             offset += envelope.line.len() as u64 + 1;
             envelope
