@@ -11,7 +11,8 @@
 //!
 //! Invariant: the lines of the event being assembled are not shipped, so the file's checkpoint
 //! stays at the event's first line; after a restart the event is read again whole and keeps
-//! its message id.
+//! its message id. A checkpoint at the rest of a cut event says so (`mid_event`), so that rest
+//! is read again as one event, not as lines of their own: the same boundaries, the same ids.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -60,6 +61,8 @@ pub struct Event {
     pub lines: u32,
     /// When its last line was added.
     pub last: Option<Instant>,
+    /// It began where a longer event was cut: its first line is a continuation.
+    pub cut: bool,
 }
 
 /// What to do with a complete line.
@@ -73,6 +76,8 @@ pub enum Action {
     Append,
     /// The event is full: ship it (a cut, counted), then start a new one with it.
     Cut,
+    /// Start an event with it as the rest of a cut event (read again after a restart).
+    Resume,
 }
 
 impl Event {
@@ -104,8 +109,10 @@ impl Event {
         }
     }
 
-    /// Starts the event with `line`, which took `consumed` bytes of the file.
-    pub fn start(&mut self, line: &[u8], consumed: u64) {
+    /// Starts the event with `line`, which took `consumed` bytes of the file; `cut`: the rest
+    /// of an event that was cut.
+    pub fn start(&mut self, line: &[u8], consumed: u64, cut: bool) {
+        self.cut = cut;
         self.bytes.clear();
         self.bytes.extend_from_slice(line);
         self.consumed = consumed;
@@ -128,6 +135,7 @@ impl Event {
         self.consumed = 0;
         self.lines = 0;
         self.last = None;
+        self.cut = false;
     }
 }
 
@@ -159,7 +167,7 @@ mod tests {
         let mut event = Event::default();
         assert_eq!(event.decide(&rules, b"  orphan"), Action::Alone);
         assert_eq!(event.decide(&rules, b"2026-12-01 boom"), Action::Start);
-        event.start(b"2026-12-01 boom", 16);
+        event.start(b"2026-12-01 boom", 16, false);
         assert_eq!(event.decide(&rules, b"  at a()"), Action::Append);
         event.append(b"  at a()", 9);
         assert_eq!(event.decide(&rules, b"  at b()"), Action::Cut);
@@ -173,7 +181,7 @@ mod tests {
         let rules = rules(MultilineRule::Continue(re(r"^\s")), 500);
         let mut event = Event::default();
         assert_eq!(event.decide(&rules, b"  leading"), Action::Start);
-        event.start(b"Exception", 10);
+        event.start(b"Exception", 10, false);
         assert_eq!(event.decide(&rules, b"\tat x"), Action::Append);
         assert_eq!(event.decide(&rules, b"next"), Action::Start);
         let long = vec![b' '; 100];

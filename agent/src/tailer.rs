@@ -44,6 +44,8 @@ pub struct Tailer {
     offset: Offset,
     /// Lines joined into an event, not shipped yet (see [`crate::event`]).
     event: Event,
+    /// The checkpoint this tailer resumed at is in the middle of a cut event.
+    resume_mid_event: bool,
     partial: Vec<u8>,
     rules: Arc<LineRules>,
     /// When a read last returned bytes.
@@ -81,6 +83,7 @@ impl Tailer {
             generation: checkpoint.generation,
             offset: checkpoint.offset,
             event: Event::default(),
+            resume_mid_event: checkpoint.mid_event,
             partial: Vec::new(),
             rules,
             last_growth: Instant::now(),
@@ -147,6 +150,7 @@ impl Tailer {
         self.fingerprint = self.spooled.fingerprint;
         self.partial.clear();
         self.event.clear();
+        self.resume_mid_event = self.spooled.mid_event;
         self.head_checked = None;
     }
 
@@ -158,6 +162,7 @@ impl Tailer {
             fingerprint: self.fingerprint,
             path: self.path.clone(),
             finished: false,
+            mid_event: self.event.cut && !self.event.is_empty(),
         }
     }
 
@@ -229,8 +234,12 @@ impl Tailer {
     ) -> std::io::Result<()> {
         let mut line = std::mem::take(&mut self.partial);
         let consumed = line.len() as u64 + terminator;
+        let resumed_mid_event = std::mem::take(&mut self.resume_mid_event);
         let action = if part {
             Action::Alone
+        } else if resumed_mid_event && self.event.is_empty() {
+            // The rest of a cut event, read again after a restart: as it was the first time.
+            Action::Resume
         } else {
             self.event.decide(&self.rules, &line)
         };
@@ -241,13 +250,14 @@ impl Tailer {
             }
             Action::Start => {
                 self.flush_event(host, out)?;
-                self.event.start(&line, consumed);
+                self.event.start(&line, consumed, false);
             }
+            Action::Resume => self.event.start(&line, consumed, true),
             Action::Append => self.event.append(&line, consumed),
             Action::Cut => {
                 self.flush_event(host, out)?;
                 self.parts += 1;
-                self.event.start(&line, consumed);
+                self.event.start(&line, consumed, true);
             }
         }
         line.clear();
@@ -357,6 +367,7 @@ impl Tailer {
         self.offset = 0;
         self.partial.clear();
         self.event.clear();
+        self.resume_mid_event = false;
         self.fingerprint = None;
         self.head_checked = None;
     }
@@ -394,6 +405,7 @@ mod tests {
             fingerprint: None,
             path: PathBuf::from("/t.log"),
             finished: false,
+            mid_event: false,
         };
         Tailer::new(
             Path::new("/t.log"),

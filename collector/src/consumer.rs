@@ -213,7 +213,7 @@ impl Consumer {
     /// Validates a delivery: a line joins the batch; anything else is rejected at once.
     async fn accept(&mut self, delivery: Delivery, batch: &mut Batch) -> Result<(), SessionEnd> {
         Metrics::add(&self.metrics.counters.received, 1);
-        match validate::line(&delivery.data) {
+        match validate::line(&delivery.data, &self.config.layout) {
             Ok(line) => {
                 batch.started.get_or_insert_with(Instant::now);
                 batch.lines.push(line);

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use logship_config::layout::Layout;
 use logship_runtime::{Envelope, EnvelopeError};
 
 use crate::outpath::{self, OutpathError};
@@ -31,10 +32,10 @@ pub enum Rejection {
     Outpath(#[from] OutpathError),
 }
 
-/// Validates a message body.
-pub fn line(body: &[u8]) -> Result<Line, Rejection> {
+/// Validates a message body; its output file follows `layout`.
+pub fn line(body: &[u8], layout: &Layout) -> Result<Line, Rejection> {
     let envelope = Envelope::from_json(body)?;
-    let file = outpath::relative(&envelope.host, &envelope.path)?;
+    let file = outpath::relative(layout, &envelope)?;
     Ok(Line {
         id: envelope.message_id(),
         source: positions::source_hash(
@@ -96,8 +97,12 @@ mod tests {
             bodies.push(body(host, path));
         }
         for body in bodies {
-            assert!(line(&body).is_err(), "{:?}", String::from_utf8_lossy(&body));
+            assert!(
+                line(&body, &Layout::default()).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(&body)
+            );
         }
-        assert!(line(&body("h", "/var/log/ok.log")).is_ok());
+        assert!(line(&body("h", "/var/log/ok.log"), &Layout::default()).is_ok());
     }
 }

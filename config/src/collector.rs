@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::broker::{Broker, RawBroker, check_name, duration_or};
 use crate::error::KeyError;
+use crate::layout::Layout;
 use crate::load::Validate;
 use crate::machine::{check_state_version, ensure_writable_dir};
 use crate::partition::{self, Partition};
@@ -32,6 +33,8 @@ pub struct RawCollectorConfig {
 pub struct RawOutput {
     pub dir: PathBuf,
     pub max_open_files: Option<u64>,
+    /// See [`crate::layout`]; default `{host}/{path}`.
+    pub layout: Option<String>,
 }
 
 /// Output files kept open at most, unless `output.max_open_files` says otherwise: far below
@@ -61,8 +64,10 @@ pub struct CollectorConfig {
     pub state_dir: PathBuf,
     pub broker: Broker,
     pub queue: QueueSettings,
-    /// Lines go to `<dir>/<host>/<source path>`. Checked writable.
+    /// Lines go to `<dir>/<layout>`. Checked writable.
     pub output_dir: PathBuf,
+    /// `output.layout`: where under `output_dir` a line goes.
+    pub layout: Layout,
     /// `output.max_open_files`: output files kept open at most (least recently used ones are
     /// closed once their bytes are committed).
     pub max_open_files: usize,
@@ -203,6 +208,10 @@ impl Validate for RawCollectorConfig {
                 queue_type,
             },
             output_dir: self.output.dir,
+            layout: match &self.output.layout {
+                Some(template) => Layout::parse(template)?,
+                None => Layout::default(),
+            },
             max_open_files,
             batch: BatchSettings {
                 max_messages,

@@ -5,6 +5,7 @@
 //!
 //! - [`load`]: reading and validating a file.
 //! - [`agent`], [`collector`]: each daemon's settings.
+//! - [`layout`]: the collector's `output.layout` template.
 //! - [`broker`], [`tls`], [`partition`]: broker settings shared by both daemons; URIs never
 //!   print their password.
 //! - [`metrics`], [`units`], [`machine`]: the `[metrics]` table, sizes and durations, and the
@@ -14,6 +15,7 @@ pub mod agent;
 pub mod broker;
 pub mod collector;
 pub mod error;
+pub mod layout;
 pub mod load;
 pub mod machine;
 pub mod metrics;

@@ -198,6 +198,7 @@ impl Reader {
                     fingerprint: None,
                     path: found.path.clone(),
                     finished: false,
+                    mid_event: false,
                 };
                 (checkpoint, None)
             }
@@ -209,6 +210,7 @@ impl Reader {
                     fingerprint: None,
                     path: found.path.clone(),
                     finished: false,
+                    mid_event: false,
                 };
                 if at_end {
                     self.spool.set_checkpoint(key, &checkpoint)?;
