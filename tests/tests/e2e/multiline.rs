@@ -113,3 +113,56 @@ async fn stack_traces_ship_one_message_per_event_byte_identical_across_kill_and_
     );
     assert_eq!(envelope.fields.get("env").map(String::as_str), Some("prod"));
 }
+
+/// The lines of `(host, path)` under a `{date}/{fields.service}/{host}/{path}` layout, over
+/// every day directory (a run may cross midnight UTC), oldest day first.
+fn layout_lines(output: &std::path::Path, host: &str, path: &std::path::Path) -> Vec<Vec<u8>> {
+    let mut days: Vec<_> = std::fs::read_dir(output)
+        .map(|dir| dir.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    days.sort();
+    days.iter()
+        .flat_map(|day| {
+            let file = day
+                .join("web")
+                .join(host)
+                .join(path.to_string_lossy().trim_start_matches('/'));
+            logship_tests::lines::read_lines(&file)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_date_and_fields_layout_survives_collector_kills_exactly_once() {
+    let setup = Setup::new("layout");
+    let collector = logship_tests::fixture::Collector::new(
+        setup.dir.path(),
+        "laid-out",
+        &setup.topology.exchange,
+        &setup.topology.queues[0],
+        "layout = \"{date}/{fields.service}/{host}/{path}\"\n",
+    );
+    let mut daemon_c = collector.start();
+    let agent = setup.agent(&amqp_url(), "", "fields = { service = \"web\" }");
+    let mut daemon = agent.start(true);
+    let path = setup.log("app.log");
+    let mut file = open(&path);
+    for chunk in 0..40 {
+        logship_tests::lines::write_lines(&mut file, "app", chunk * 500..(chunk + 1) * 500);
+        if chunk % 15 == 7 {
+            daemon_c.kill9();
+            daemon_c = collector.start();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let want = logship_tests::lines::expected("app", 0..20_000);
+    let deadline = std::time::Instant::now() + ARRIVAL;
+    let mut got = layout_lines(&collector.output, &agent.host, &path);
+    while got.len() < want.len() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        got = layout_lines(&collector.output, &agent.host, &path);
+    }
+    assert!(daemon.stop(Duration::from_secs(20)).success());
+    assert!(daemon_c.stop(Duration::from_secs(20)).success());
+    logship_tests::lines::assert_same_lines(&got, &want, "laid out");
+}
