@@ -12,16 +12,19 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lapin::options::{ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{Channel, Confirmation};
 use logship_runtime::amqp;
 use logship_runtime::{Envelope, FileId};
+use logship_tests::broker::Broker;
+use logship_tests::daemon::{Daemon, tree_bytes};
 
 const WINDOW: usize = 1024;
+/// How long a daemon may take to stop (SIGTERM) and exit 0.
+const STOP: Duration = Duration::from_secs(60);
 
 #[tokio::main]
 async fn main() {
@@ -40,10 +43,8 @@ async fn main() {
         sample(0).to_json().len()
     );
 
-    let connection = Connection::connect(&url, ConnectionProperties::default())
-        .await
-        .expect("connect");
-    let channel = connection.create_channel().await.expect("channel");
+    let broker = Broker::connect().await;
+    let channel = broker.connection.create_channel().await.expect("channel");
 
     // (a) bare publisher
     let exchange_a = format!("{tag}.a");
@@ -63,15 +64,14 @@ async fn main() {
     let queue_b = declare_pair(&channel, &exchange_b).await;
     let agent_config = write_agent_config(dir.path(), "b", &url, &exchange_b, &log);
     let started = Instant::now();
-    let mut agent = spawn(
-        env!("CARGO_BIN_EXE_logship-agent"),
+    let mut agent = Daemon::start(
+        Path::new(env!("CARGO_BIN_EXE_logship-agent")),
         &agent_config,
-        dir.path(),
-        "agent-b.log",
+        &dir.path().join("agent-b.log"),
     );
     let mut peak_kib = 0;
-    while queue_len(&connection, &queue_b).await < lines as u32 {
-        peak_kib = peak_kib.max(rss_hwm_kib(agent.id()));
+    while broker.queue_len(&queue_b).await.unwrap_or(0) < lines as u32 {
+        peak_kib = peak_kib.max(agent.peak_rss_kib());
         assert!(
             started.elapsed() < Duration::from_secs(1800),
             "agent did not finish"
@@ -79,8 +79,8 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let agent_time = started.elapsed();
-    peak_kib = peak_kib.max(rss_hwm_kib(agent.id()));
-    stop(&mut agent);
+    peak_kib = peak_kib.max(agent.peak_rss_kib());
+    assert!(agent.stop(STOP).success());
     delete_pair(&channel, &exchange_b, &queue_b).await;
     let agent_rate = lines as f64 / agent_time.as_secs_f64();
     println!(
@@ -102,24 +102,22 @@ async fn main() {
         let exchange_c = format!("{tag}.c");
         let queue_c = format!("{tag}.c.collector");
         let collector_config = write_collector_config(dir.path(), &url, &exchange_c, &queue_c);
-        let mut collector = spawn(
-            collector_bin.to_str().unwrap(),
+        let mut collector = Daemon::start(
+            &collector_bin,
             &collector_config,
-            dir.path(),
-            "collector-c.log",
+            &dir.path().join("collector-c.log"),
         );
-        wait_for_queue(&connection, &queue_c).await;
+        broker.wait_declared(&queue_c).await;
         let agent_config = write_agent_config(dir.path(), "c", &url, &exchange_c, &log);
         let out = dir
             .path()
             .join("out/bench-host")
             .join(log.strip_prefix("/").unwrap());
         let started = Instant::now();
-        let mut agent = spawn(
-            env!("CARGO_BIN_EXE_logship-agent"),
+        let mut agent = Daemon::start(
+            Path::new(env!("CARGO_BIN_EXE_logship-agent")),
             &agent_config,
-            dir.path(),
-            "agent-c.log",
+            &dir.path().join("agent-c.log"),
         );
         while std::fs::metadata(&out).map_or(0, |m| m.len()) < file_bytes {
             assert!(
@@ -129,8 +127,8 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let e2e = started.elapsed();
-        stop(&mut agent);
-        stop(&mut collector);
+        assert!(agent.stop(STOP).success());
+        assert!(collector.stop(STOP).success());
         assert_eq!(
             std::fs::read(&out).unwrap(),
             std::fs::read(&log).unwrap(),
@@ -175,17 +173,16 @@ async fn main() {
         );
         std::fs::write(&config, text).unwrap();
         let started = Instant::now();
-        let mut agent = spawn(
-            env!("CARGO_BIN_EXE_logship-agent"),
+        let mut agent = Daemon::start(
+            Path::new(env!("CARGO_BIN_EXE_logship-agent")),
             &config,
-            dir.path(),
-            "agent-d.log",
+            &dir.path().join("agent-d.log"),
         );
         let state = dir.path().join("state-d");
         let mut peak_kib = 0;
         // Spooled once the spool on disk holds about the file's size, then a little longer.
-        while dir_bytes(&state) < backlog_mib << 20 {
-            peak_kib = peak_kib.max(rss_hwm_kib(agent.id()));
+        while tree_bytes(&state) < backlog_mib << 20 {
+            peak_kib = peak_kib.max(agent.peak_rss_kib());
             assert!(
                 started.elapsed() < Duration::from_secs(1800),
                 "backlog did not fill"
@@ -193,12 +190,12 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
-        peak_kib = peak_kib.max(rss_hwm_kib(agent.id()));
-        stop(&mut agent);
+        peak_kib = peak_kib.max(agent.peak_rss_kib());
+        assert!(agent.stop(STOP).success());
         println!(
             "(d) {backlog_mib} MiB backlog spooled in {:.1}s (spool on disk {:.0} MiB), agent peak RSS {:.1} MiB",
             started.elapsed().as_secs_f64(),
-            dir_bytes(&state) as f64 / 1048576.0,
+            tree_bytes(&state) as f64 / 1048576.0,
             peak_kib as f64 / 1024.0
         );
     }
@@ -345,81 +342,4 @@ fn write_collector_config(dir: &Path, url: &str, exchange: &str, queue: &str) ->
     )
     .unwrap();
     path
-}
-
-fn spawn(binary: &str, config: &Path, dir: &Path, log: &str) -> Child {
-    let log = std::fs::File::create(dir.join(log)).unwrap();
-    Command::new(binary)
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn")
-}
-
-fn stop(child: &mut Child) {
-    // SAFETY: kill(2) on a pid we spawned and have not reaped.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().expect("wait");
-    assert!(status.success(), "exited with {status}");
-}
-
-async fn queue_len(connection: &Connection, queue: &str) -> u32 {
-    let channel = connection.create_channel().await.expect("channel");
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    let count = channel
-        .queue_declare(queue.into(), passive, FieldTable::default())
-        .await
-        .map_or(0, |q| q.message_count());
-    let _ = channel.close(200, "".into()).await;
-    count
-}
-
-async fn wait_for_queue(connection: &Connection, queue: &str) {
-    // A failed passive declare closes its channel: use a fresh one per attempt.
-    for _ in 0..200 {
-        let channel = connection.create_channel().await.expect("channel");
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        if channel
-            .queue_declare(queue.into(), passive, FieldTable::default())
-            .await
-            .is_ok()
-        {
-            let _ = channel.close(200, "".into()).await;
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{queue} was never declared");
-}
-
-fn rss_hwm_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
-            _ => e.metadata().map_or(0, |m| m.len()),
-        })
-        .sum()
 }

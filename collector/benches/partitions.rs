@@ -18,7 +18,7 @@ use logship_runtime::amqp;
 use logship_runtime::{Envelope, FileId};
 
 mod support;
-use support::{output_bytes, rss_hwm_kib, spawn_collector, stop, wait_for_queue};
+use support::{output_bytes, spawn_collector, stop, wait_for_queue};
 
 const PREFETCH: u16 = 1000;
 const PUBLISH_WINDOW: usize = 2000;
@@ -73,14 +73,14 @@ impl Group {
     }
 
     /// Starts every member once so that the group exists, and stops them.
-    async fn declare(&self, connection: &Connection) {
+    async fn declare(&self) {
         let mut children: Vec<_> = self
             .members
             .iter()
             .map(|m| spawn_collector(&m.join("collector.toml"), m))
             .collect();
         for i in 0..self.partitions {
-            wait_for_queue(connection, &self.queue(i)).await;
+            wait_for_queue(&self.queue(i)).await;
         }
         children.iter_mut().for_each(stop);
     }
@@ -103,7 +103,7 @@ impl Group {
         };
         while written(&self.members).iter().sum::<u64>() < expected_bytes {
             for (peak, child) in peaks.iter_mut().zip(&children) {
-                *peak = rss_hwm_kib(child.id()).max(*peak);
+                *peak = child.peak_rss_kib().max(*peak);
             }
             assert!(
                 started.elapsed() < Duration::from_secs(900),
@@ -114,7 +114,7 @@ impl Group {
         }
         let elapsed = started.elapsed();
         for (peak, child) in peaks.iter_mut().zip(&children) {
-            *peak = rss_hwm_kib(child.id()).max(*peak);
+            *peak = child.peak_rss_kib().max(*peak);
         }
         children.iter_mut().for_each(stop);
         (elapsed, written(&self.members), peaks.iter().sum())
@@ -177,7 +177,7 @@ async fn main() {
     );
     for partitions in sizes {
         let group = Group::new(dir.path(), &url, partitions);
-        group.declare(&connection).await;
+        group.declare().await;
         let started = Instant::now();
         publish(&channel, &format!("{}.logs", group.tag), lines, hosts).await;
         let published = started.elapsed();

@@ -20,7 +20,7 @@ use logship_runtime::amqp;
 use logship_runtime::{Envelope, FileId};
 
 mod support;
-use support::{output_bytes, rss_hwm_kib, spawn_collector, stop, wait_for_queue};
+use support::{output_bytes, spawn_collector, stop, wait_for_queue};
 
 const PREFETCH: u16 = 1000;
 const PUBLISH_WINDOW: usize = 2000;
@@ -85,7 +85,7 @@ async fn main() {
         .expect("bind bare queue");
     // The collector declares its own queue (with its dead-letter arguments); start and stop it once.
     let mut collector = spawn_collector(&config, dir.path());
-    wait_for_queue(&connection, &collector_queue).await;
+    wait_for_queue(&collector_queue).await;
     stop(&mut collector);
 
     let started = Instant::now();
@@ -104,13 +104,12 @@ async fn main() {
     }
 
     let mut collector = spawn_collector(&config, dir.path());
-    let pid = collector.id();
     let started = Instant::now();
     let expected_bytes = expected_output_bytes(lines);
     let out = dir.path().join("out");
     let mut peak_rss_kib = 0;
     while output_bytes(&out) < expected_bytes {
-        peak_rss_kib = peak_rss_kib.max(rss_hwm_kib(pid));
+        peak_rss_kib = peak_rss_kib.max(collector.peak_rss_kib());
         assert!(
             started.elapsed() < Duration::from_secs(600),
             "collector did not finish"
@@ -118,7 +117,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let collector_time = started.elapsed();
-    peak_rss_kib = peak_rss_kib.max(rss_hwm_kib(pid));
+    peak_rss_kib = peak_rss_kib.max(collector.peak_rss_kib());
     stop(&mut collector);
     if collector_first {
         bare = drain_bare(&connection, &bare_queue, lines).await;

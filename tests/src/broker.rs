@@ -186,6 +186,17 @@ impl Broker {
         }
     }
 
+    /// Waits until `queue` exists (a collector declared it), or panics after 10 s.
+    pub async fn wait_declared(&self, queue: &str) {
+        for _ in 0..200 {
+            if self.queue_len(queue).await.is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{queue} was never declared");
+    }
+
     /// Messages ready in a queue (not unacked ones); `None` if the queue does not exist.
     pub async fn queue_len(&self, queue: &str) -> Option<u32> {
         // A failed passive declare closes its channel: use a fresh one.
