@@ -105,7 +105,12 @@ impl Reconnect {
                     return Some((connection, uri, outage));
                 }
                 Err(err) => {
-                    if self.outage.is_none() {
+                    let refused = crate::access::Refused::of(&err);
+                    if let Some(refused) = refused.filter(|_| self.outage.is_none()) {
+                        // Credentials or vhost access, not the network: said as such.
+                        tracing::warn!(uri = %uri, user = %uri.uri.authority.userinfo.username,
+                            "{refused}; check the user, its password and its vhost permissions, retrying");
+                    } else if self.outage.is_none() {
                         tracing::warn!(uri = %uri, error = %err, "cannot connect to broker, retrying");
                     } else {
                         tracing::debug!(uri = %uri, error = %err, "cannot connect to broker");

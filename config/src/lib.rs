@@ -11,6 +11,7 @@
 //! line came from (host, file identity, generation, byte offset), so a line sent twice is
 //! recognisable as the same line.
 
+pub mod access;
 pub mod agent;
 pub mod amqp;
 pub mod broker;
@@ -21,6 +22,7 @@ pub mod error;
 pub mod http;
 pub mod load;
 pub mod partition;
+pub mod security;
 pub mod signals;
 pub mod systemd;
 pub mod tls;
