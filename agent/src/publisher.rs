@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::StreamExt as _;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, Event, PublisherConfirm};
+use logship_config::access::{RefusalLog, Refused};
 use logship_config::amqp::{self, Reconnect};
 use logship_config::{Broker, BrokerUri};
 use tokio_util::sync::CancellationToken;
@@ -48,6 +49,24 @@ pub enum PublishError {
     Spool(#[from] SpoolError),
 }
 
+impl PublishError {
+    /// The broker's refusal (a missing permission, a `user_id` it does not accept), if this is one.
+    fn refused(&self) -> Option<Refused> {
+        match self {
+            PublishError::Broker(err) => Refused::of(err),
+            _ => None,
+        }
+    }
+}
+
+/// The user a connection to `uri` logs in as: the URI's user, or `guest` when it names none (as
+/// lapin and RabbitMQ default). With `auth_mechanism=external` the broker takes the user from
+/// the client certificate instead: the URI must then name that same user, or every publish is
+/// refused (and said so).
+fn user_of(uri: &BrokerUri) -> String {
+    uri.uri.authority.userinfo.username.clone()
+}
+
 /// A spool segment being published.
 struct Loaded {
     seq: Seq,
@@ -67,6 +86,9 @@ pub struct Publisher {
     /// This agent's host: the fanout exchange ignores it, a partitioned collector group hashes
     /// on it, so every line of a host lands in one partition.
     routing_key: String,
+    /// The user this session's connection logged in as: sent as `user_id`, which the broker
+    /// validates, so a collector can trust it (see `[security]` in collector.toml).
+    user_id: String,
     spool: Arc<Spool>,
     metrics: Arc<Metrics>,
     /// Segments read from the spool, oldest first; dropped once confirmed whole.
@@ -90,6 +112,7 @@ impl Publisher {
         Publisher {
             broker,
             routing_key: String::new(),
+            user_id: String::new(),
             spool,
             metrics,
             segments: VecDeque::new(),
@@ -111,6 +134,7 @@ impl Publisher {
     /// Returns an error only if the spool fails.
     pub async fn run(mut self, stop: CancellationToken, drain: Duration) -> Result<(), SpoolError> {
         let mut reconnect = Reconnect::new(&self.broker);
+        let mut refusals = RefusalLog::default();
         while let Some((connection, uri, outage)) = reconnect.connect(&self.broker, &stop).await {
             if let Some(outage) = outage {
                 tracing::info!(uri = %uri, outage_secs = outage.as_secs(), spooled = self.spool.lines(),
@@ -124,7 +148,12 @@ impl Publisher {
             match end {
                 Ok(()) => break,
                 Err(PublishError::Spool(err)) => return Err(err),
+                Err(err) if let Some(refused) = err.refused() => {
+                    refusals.refused(&uri, &refused);
+                    reconnect.lost();
+                }
                 Err(err) => {
+                    refusals.other();
                     tracing::warn!(uri = %uri, error = %err, spooled = self.spool.lines(),
                         "connection to broker lost, spooling");
                     reconnect.lost();
@@ -150,6 +179,7 @@ impl Publisher {
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
         amqp::declare_exchange(&channel, &self.broker).await?;
+        self.user_id = user_of(uri);
         let listener = self.watch_events(connection);
         reconnect.established();
         tracing::info!(uri = %uri, exchange = %self.broker.exchange, spooled = self.spool.lines(), "publishing");
@@ -267,7 +297,8 @@ impl Publisher {
                 .with_content_type("application/json".into())
                 .with_message_id(id.as_str().into())
                 .with_timestamp(timestamp)
-                .with_app_id("logship-agent".into());
+                .with_app_id("logship-agent".into())
+                .with_user_id(self.user_id.as_str().into());
             let confirm = channel
                 .basic_publish(
                     self.broker.exchange.as_str().into(),

@@ -21,6 +21,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
+use logship_config::access::{RefusalLog, Refused};
 use logship_config::amqp::Reconnect;
 use logship_config::signals::Signals;
 use logship_config::{BrokerUri, CollectorConfig};
@@ -29,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 use crate::outage::Outages;
 use crate::topology::{self, TopologyError};
-use crate::validate::{self, Line};
+use crate::validate::{self, Line, Reason};
 use crate::writer::{Outcome, Writer};
 
 /// At most one warning per this interval about rejected messages; the rest are counted.
@@ -97,6 +98,7 @@ impl Consumer {
     /// Connects, consumes and reconnects until shutdown; then commits the open batch and acks.
     pub async fn run(mut self, signals: &Signals) -> anyhow::Result<()> {
         let mut reconnect = Reconnect::new(&self.config.broker);
+        let mut refusals = RefusalLog::default();
         while let Some((connection, uri, outage)) = reconnect
             .connect(&self.config.broker, &signals.shutdown)
             .await
@@ -120,7 +122,12 @@ impl Consumer {
                 }
                 Err(SessionEnd::Refused(err)) => return Err(err.into()),
                 Err(SessionEnd::Fatal(err)) => return Err(err),
+                // A missing permission: said once, retried (granting it heals us).
+                Err(SessionEnd::Lost(err)) if let Some(refused) = Refused::of(&err) => {
+                    refusals.refused(&uri, &refused);
+                }
                 Err(SessionEnd::Lost(err)) => {
+                    refusals.other();
                     tracing::warn!(uri = %uri, error = %err, "connection to broker lost, unacked lines will be redelivered");
                 }
             }
@@ -201,7 +208,8 @@ impl Consumer {
     /// Validates a delivery: a line joins the batch; anything else is rejected at once.
     async fn accept(&mut self, delivery: Delivery, batch: &mut Batch) -> Result<(), SessionEnd> {
         Metrics::add(&self.metrics.counters.received, 1);
-        match validate::line(&delivery.data) {
+        let user = delivery.properties.user_id().as_ref().map(|u| u.as_str());
+        match validate::line(&delivery.data, user, &self.config.security) {
             Ok(line) => {
                 batch.started.get_or_insert_with(Instant::now);
                 batch.lines.push(line);
@@ -210,6 +218,7 @@ impl Consumer {
             Err(rejection) => {
                 reject(&delivery.acker).await?;
                 Metrics::add(&self.metrics.counters.dead_lettered, 1);
+                Metrics::add(self.metrics.rejected(rejection.reason()), 1);
                 self.rejects.record(&format!("{rejection:#}"));
             }
         }
@@ -246,10 +255,9 @@ impl Consumer {
         }
         Metrics::add(&self.metrics.counters.written, outcome.written);
         Metrics::add(&self.metrics.counters.duplicates, outcome.duplicates);
-        Metrics::add(
-            &self.metrics.counters.dead_lettered,
-            outcome.refused.len() as u64,
-        );
+        let refused = outcome.refused.len() as u64;
+        Metrics::add(&self.metrics.counters.dead_lettered, refused);
+        Metrics::add(self.metrics.rejected(Reason::UnsafePath), refused);
         Metrics::add(&self.metrics.counters.batches, 1);
         Metrics::add(&self.metrics.counters.batch_lines, ackers.len() as u64);
         Metrics::add(
