@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::StreamExt as _;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, Event, PublisherConfirm};
-use logship_config::access::{RefusalLog, Refused};
+use logship_config::access::{Op, RefusalLog, Refused};
 use logship_config::amqp::{self, Reconnect};
 use logship_config::{Broker, BrokerUri};
 use tokio_util::sync::CancellationToken;
@@ -47,13 +47,17 @@ pub enum PublishError {
     ConfirmTimeout(Duration),
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    #[error("{0}")]
+    Refused(Refused),
 }
 
 impl PublishError {
-    /// The broker's refusal (a missing permission, a `user_id` it does not accept), if this is one.
+    /// The broker's refusal (a missing permission, a `user_id` it does not accept), if this is
+    /// one; a refusal not taken while declaring was taken while publishing.
     fn refused(&self) -> Option<Refused> {
         match self {
-            PublishError::Broker(err) => Refused::of(err),
+            PublishError::Broker(err) => Refused::during(err, Op::Publish),
+            PublishError::Refused(refused) => Some(refused.clone()),
             _ => None,
         }
     }
@@ -178,7 +182,12 @@ impl Publisher {
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        amqp::declare_exchange(&channel, &self.broker).await?;
+        amqp::declare_exchange(&channel, &self.broker)
+            .await
+            .map_err(|err| match Refused::during(&err, Op::Declare) {
+                Some(refused) => PublishError::Refused(refused),
+                None => err.into(),
+            })?;
         self.user_id = user_of(uri);
         let listener = self.watch_events(connection);
         reconnect.established();

@@ -21,7 +21,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
-use logship_config::access::{RefusalLog, Refused};
+use logship_config::access::{Op, RefusalLog, Refused};
 use logship_config::amqp::Reconnect;
 use logship_config::signals::Signals;
 use logship_config::{BrokerUri, CollectorConfig};
@@ -40,6 +40,8 @@ const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 enum SessionEnd {
     /// The broker or the network failed; reconnect.
     Lost(lapin::Error),
+    /// The broker refused an operation for lack of permission: said once, retried.
+    Denied(Refused),
     /// The broker refused our declarations (a queue or exchange exists with other arguments,
     /// another number of partitions, no hash exchange plugin): reconnecting cannot help.
     Refused(TopologyError),
@@ -52,6 +54,7 @@ impl SessionEnd {
     fn declaring(err: TopologyError) -> SessionEnd {
         match err {
             TopologyError::Broker(err) => SessionEnd::Lost(err),
+            TopologyError::Refused(refused) => SessionEnd::Denied(refused),
             refused => SessionEnd::Refused(refused),
         }
     }
@@ -123,9 +126,7 @@ impl Consumer {
                 Err(SessionEnd::Refused(err)) => return Err(err.into()),
                 Err(SessionEnd::Fatal(err)) => return Err(err),
                 // A missing permission: said once, retried (granting it heals us).
-                Err(SessionEnd::Lost(err)) if let Some(refused) = Refused::of(&err) => {
-                    refusals.refused(&uri, &refused);
-                }
+                Err(SessionEnd::Denied(refused)) => refusals.refused(&uri, &refused),
                 Err(SessionEnd::Lost(err)) => {
                     refusals.other();
                     tracing::warn!(uri = %uri, error = %err, "connection to broker lost, unacked lines will be redelivered");
@@ -160,7 +161,11 @@ impl Consumer {
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
-            .await?;
+            .await
+            .map_err(|err| match Refused::during(&err, Op::Consume) {
+                Some(refused) => SessionEnd::Denied(refused),
+                None => SessionEnd::Lost(err),
+            })?;
         tracing::info!(uri = %uri, queue = %queue, exchange = %self.config.broker.exchange,
             prefetch = self.config.queue.prefetch, "consuming");
         reconnect.established();

@@ -19,15 +19,61 @@ pub const NOT_ALLOWED: u16 = 530;
 /// AMQP reply code the broker uses when a publish's `user_id` is not the connection's user.
 pub const PRECONDITION_FAILED: u16 = 406;
 
-/// A refusal by the broker, with its own text (which names permission, object and user).
+/// What a daemon was doing when refused: with the kind of object the broker names, it tells
+/// which permission was missing (RabbitMQ before 3.12 names only the object).
+#[derive(Debug, Clone, Copy)]
+pub enum Op<'a> {
+    /// Declaring an exchange or a queue: `configure` on it.
+    Declare,
+    /// Declaring a queue that dead-letters to the exchange `dead_letter`: RabbitMQ then also
+    /// checks `read` on the queue and `write` on that exchange.
+    DeclareQueue { dead_letter: Option<&'a str> },
+    /// Binding to the exchange `source`: `read` on the source, `write` on the destination.
+    Bind { source: &'a str },
+    /// Consuming a queue: `read` on it.
+    Consume,
+    /// Publishing to an exchange: `write` on it.
+    Publish,
+}
+
+impl Op<'_> {
+    /// The permission this operation needs on the object the broker's `text` names.
+    fn permission(self, text: &str) -> &'static str {
+        match self {
+            Op::Declare => "configure",
+            Op::DeclareQueue {
+                dead_letter: Some(dlx),
+            } if text.contains(&format!("exchange '{dlx}'")) => "write",
+            Op::DeclareQueue {
+                dead_letter: Some(_),
+            } => "configure and read",
+            Op::DeclareQueue { dead_letter: None } => "configure",
+            Op::Bind { source } if text.contains(&format!("exchange '{source}'")) => "read",
+            Op::Bind { .. } | Op::Publish => "write",
+            Op::Consume => "read",
+        }
+    }
+}
+
+/// A refusal by the broker, with its own text (which names the object and the user).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
-    /// The broker's reply text, e.g. `ACCESS_REFUSED - read access to queue 'q' in vhost '/'
+    /// The broker's reply text, e.g. `ACCESS_REFUSED - access to queue 'q' in vhost '/'
     /// refused for user 'u'`.
     pub reply: String,
+    /// The permission the operation needed, when known (see [`Op`]).
+    pub permission: Option<&'static str>,
 }
 
 impl Refused {
+    /// The refusal `err` carries when it ended `op`, naming the missing permission.
+    pub fn during(err: &lapin::Error, op: Op<'_>) -> Option<Refused> {
+        Refused::of(err).map(|refused| Refused {
+            permission: Some(op.permission(&refused.reply)),
+            ..refused
+        })
+    }
+
     /// The refusal `err` carries, if it is one (see the module doc); `None` for anything else.
     pub fn of(err: &lapin::Error) -> Option<Refused> {
         let lapin::ErrorKind::ProtocolError(amqp) = err.kind() else {
@@ -40,7 +86,10 @@ impl Refused {
             PRECONDITION_FAILED => reply.contains("user_id property"),
             _ => false,
         };
-        refused.then_some(Refused { reply })
+        refused.then_some(Refused {
+            reply,
+            permission: None,
+        })
     }
 
     /// Whether the login itself was refused (credentials or vhost), not an operation.
@@ -57,7 +106,14 @@ impl fmt::Display for Refused {
             .reply
             .split_once(" - ")
             .map_or(self.reply.as_str(), |(_, rest)| rest);
-        write!(f, "the broker refused: {text}")
+        match self.permission {
+            // "access to queue 'q' ..." becomes "read access to queue 'q' ..."; a newer
+            // broker's text names the permission itself.
+            Some(permission) if text.starts_with("access to ") => {
+                write!(f, "the broker refused: {permission} {text}")
+            }
+            _ => write!(f, "the broker refused: {text}"),
+        }
     }
 }
 
@@ -98,13 +154,27 @@ mod tests {
     fn refusals_are_recognised_and_name_what_was_refused() {
         let err = error(
             AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED),
-            "ACCESS_REFUSED - read access to queue 'q' in vhost '/' refused for user 'u'",
+            "ACCESS_REFUSED - access to queue 'q' in vhost '/' refused for user 'u'",
         );
-        let refused = Refused::of(&err).unwrap();
+        let refused = Refused::during(&err, Op::Consume).unwrap();
         assert!(!refused.is_login());
         assert_eq!(
             refused.to_string(),
             "the broker refused: read access to queue 'q' in vhost '/' refused for user 'u'"
+        );
+        let bind = error(
+            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED),
+            "ACCESS_REFUSED - access to exchange 'logs' in vhost '/' refused for user 'u'",
+        );
+        let refused = Refused::during(&bind, Op::Bind { source: "logs" }).unwrap();
+        assert_eq!(refused.permission, Some("read"));
+        let newer = error(
+            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED),
+            "ACCESS_REFUSED - write access to exchange 'logs' in vhost '/' refused for user 'u'",
+        );
+        assert_eq!(
+            Refused::during(&newer, Op::Publish).unwrap().to_string(),
+            "the broker refused: write access to exchange 'logs' in vhost '/' refused for user 'u'"
         );
         let forged = error(
             AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED),

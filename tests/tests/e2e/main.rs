@@ -7,5 +7,6 @@ mod faults;
 mod fleet;
 mod partitions;
 mod rotation;
+mod security;
 mod service;
 mod state_disk;
