@@ -22,6 +22,9 @@ use logship_config::amqp::{self, Reconnect};
 use logship_config::{Broker, BrokerUri};
 use tokio_util::sync::CancellationToken;
 
+pub use crate::session::PublishError;
+use crate::session::user_of;
+
 use crate::metrics::Metrics;
 use crate::spool::{Message, Seq, Spool, SpoolError};
 
@@ -36,41 +39,6 @@ const SAVE_HEAD_EVERY: u64 = 256;
 /// At most one "no queue bound" warning per this interval.
 const UNROUTABLE_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Why a session ended.
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    #[error(transparent)]
-    Broker(#[from] lapin::Error),
-    #[error("connection closed")]
-    Lost,
-    #[error("no confirm within {0:?}")]
-    ConfirmTimeout(Duration),
-    #[error(transparent)]
-    Spool(#[from] SpoolError),
-    #[error("{0}")]
-    Refused(Refused),
-}
-
-impl PublishError {
-    /// The broker's refusal (a missing permission, a `user_id` it does not accept), if this is
-    /// one; a refusal not taken while declaring was taken while publishing.
-    fn refused(&self) -> Option<Refused> {
-        match self {
-            PublishError::Broker(err) => Refused::during(err, Op::Publish),
-            PublishError::Refused(refused) => Some(refused.clone()),
-            _ => None,
-        }
-    }
-}
-
-/// The user a connection to `uri` logs in as: the URI's user, or `guest` when it names none (as
-/// lapin and RabbitMQ default). With `auth_mechanism=external` the broker takes the user from
-/// the client certificate instead: the URI must then name that same user, or every publish is
-/// refused (and said so).
-fn user_of(uri: &BrokerUri) -> String {
-    uri.uri.authority.userinfo.username.clone()
-}
-
 /// A spool segment being published.
 struct Loaded {
     seq: Seq,
@@ -82,7 +50,7 @@ struct Loaded {
 }
 
 /// A publish awaiting its confirm: segment, line, confirm.
-type InFlight = (Seq, usize, PublisherConfirm);
+pub(crate) type InFlight = (Seq, usize, PublisherConfirm);
 
 /// The publisher task's state.
 pub struct Publisher {
@@ -308,7 +276,7 @@ impl Publisher {
                 .with_timestamp(timestamp)
                 .with_app_id("logship-agent".into())
                 .with_user_id(self.user_id.as_str().into());
-            let confirm = channel
+            let published = channel
                 .basic_publish(
                     self.broker.exchange.as_str().into(),
                     self.routing_key.as_str().into(),
@@ -319,7 +287,11 @@ impl Publisher {
                     body,
                     properties,
                 )
-                .await?;
+                .await;
+            let confirm = match published {
+                Ok(confirm) => confirm,
+                Err(err) => return Err(PublishError::closed(err, inflight).await),
+            };
             inflight.push_back((segment.seq, segment.next, confirm));
             segment.next += 1;
             Metrics::add(&self.metrics.published, 1);

@@ -283,3 +283,38 @@ fn free_addr() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().to_string()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_user_without_write_is_told_so_keeps_spooling_and_ships_once_granted() {
+    let topology = Topology::new("sec-write", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let only = format!("^{}$", regex_escape(&topology.exchange));
+    let user = User::create(&user_name("tw"), &only, "", "");
+    let collector = Collector::new(dir.path(), "c", &topology.exchange, &topology.queues[0], "");
+    let mut collector_daemon = collector.start();
+    let log = logs.join("app.log");
+    append(&log, "w", 0..10);
+    let agent = Agent::new(
+        dir.path(),
+        "a",
+        &user.url(),
+        &topology.exchange,
+        &[&log],
+        "",
+        "",
+    )
+    .with_host(&user.name);
+    let mut daemon = agent.start(true);
+    let needle = format!("write access to exchange '{}'", topology.exchange);
+    daemon.wait_for_log(&needle, 1, STARTUP);
+    assert!(!daemon.log_text().contains("connection to broker lost"));
+    user.set_permissions(&only, &only, "");
+    let want = expected("w", 0..10);
+    let lines = wait_for_delivery(&collector.file(&user.name, &log), &want, WAIT, WAIT);
+    assert_eq!(lines, want);
+    assert_eq!(daemon.log_text().matches(&needle).count(), 1, "said once");
+    assert!(daemon.stop(WAIT).success());
+    assert!(collector_daemon.stop(WAIT).success());
+}
