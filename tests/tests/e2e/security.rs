@@ -216,7 +216,16 @@ async fn a_collector_user_without_read_is_told_so_and_consumes_once_granted() {
         daemon.wait_exit(Duration::from_millis(500)).is_none(),
         "keeps retrying"
     );
-    user.set_permissions(".*", ".*", ".*");
+    // The permissions README's "Securing a deployment" gives a collector user.
+    let (ex, q) = (
+        regex_escape(&topology.exchange),
+        regex_escape(&topology.queues[0]),
+    );
+    user.set_permissions(
+        &format!("^({ex}|{ex}\\.dead-letter|{q}.*)$"),
+        &format!("^({ex}\\.dead-letter|{q}.*)$"),
+        &format!("^({ex}|{ex}\\.dead-letter|{q}.*)$"),
+    );
     daemon.wait_for_log("consuming", 1, STARTUP);
     assert_eq!(daemon.log_text().matches(&needle).count(), 1, "said once");
     assert!(daemon.stop(WAIT).success());
