@@ -108,7 +108,7 @@ impl Publisher {
         let mut reconnect = Reconnect::new(&self.broker);
         let mut refusals = RefusalLog::default();
         while let Some((connection, uri, outage)) = reconnect.connect(&self.broker, &stop).await {
-            if let Some(outage) = outage {
+            if let Some(outage) = outage.filter(|_| !refusals.active()) {
                 tracing::info!(uri = %uri, outage_secs = outage.as_secs(), spooled = self.spool.lines(),
                     "broker reachable again, draining the spool");
                 Metrics::add(&self.metrics.reconnects, 1);

@@ -106,7 +106,7 @@ impl Consumer {
             .connect(&self.config.broker, &signals.shutdown)
             .await
         {
-            if let Some(outage) = outage {
+            if let Some(outage) = outage.filter(|_| !refusals.active()) {
                 tracing::info!(uri = %uri, outage_secs = outage.as_secs(), "broker reachable again");
                 Metrics::add(&self.metrics.counters.reconnects, 1);
             }

@@ -135,6 +135,11 @@ impl RefusalLog {
         }
     }
 
+    /// Whether the last session ended with a refusal (a reconnect then is no news either).
+    pub fn active(&self) -> bool {
+        self.last.is_some()
+    }
+
     /// A session ended for another reason: the next refusal is news again.
     pub fn other(&mut self) {
         self.last = None;
