@@ -327,3 +327,66 @@ async fn an_agent_user_without_write_is_told_so_keeps_spooling_and_ships_once_gr
     assert!(daemon.stop(WAIT).success());
     assert!(collector_daemon.stop(WAIT).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_replacing_a_committed_file_is_left_alone_on_restart() {
+    let topology = Topology::new("sec-relink", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::new(dir.path(), "c", &topology.exchange, &topology.queues[0], "");
+    let host = unique("h");
+    let mut daemon = collector.start();
+    let broker = Broker::connect().await;
+    broker
+        .publish(&topology.exchange, &[envelope(&host, "/app.log", 0)])
+        .await;
+    let out = collector.file(&host, Path::new("/app.log"));
+    wait_for_lines(&out, 1, WAIT);
+    assert!(daemon.stop(WAIT).success());
+    // Longer than the committed length: following the link on start would truncate it.
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "x".repeat(4096)).unwrap();
+    std::fs::remove_file(&out).unwrap();
+    std::os::unix::fs::symlink(&victim, &out).unwrap();
+    let mut daemon = collector.start();
+    broker
+        .publish(&topology.exchange, &[envelope(&host, "/app.log", 100)])
+        .await;
+    let dead = broker
+        .wait_queue_len(&topology.dead_letter_queue(0), 1, WAIT)
+        .await;
+    assert!(daemon.stop(WAIT).success());
+    assert_eq!(dead, 1, "{}", daemon.log_text());
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        "x".repeat(4096).into_bytes()
+    );
+    assert!(out.is_symlink());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_login_is_said_as_such() {
+    let topology = Topology::new("sec-login", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let user = User::create(&user_name("tl"), ".*", ".*", ".*");
+    let wrong = user.url().replace(&user.password, "not-the-password");
+    let collector = Collector::with_uris(
+        dir.path(),
+        "c",
+        &[&wrong],
+        &topology.exchange,
+        &topology.queues[0],
+        "",
+        "",
+    );
+    let mut daemon = Daemon::start(
+        &binary("logship-collector"),
+        &collector.config,
+        &collector.log,
+    );
+    daemon.wait_for_log("the broker refused", 1, STARTUP);
+    let log = daemon.log_text();
+    assert!(log.contains("check the user, its password"), "{log}");
+    assert!(!log.contains("not-the-password"), "{log}");
+    assert!(!log.contains("cannot connect to broker"), "{log}");
+    assert!(daemon.stop(WAIT).success());
+}
