@@ -15,12 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
-use logship_config::{Envelope, FileId};
+use lapin::{Channel, Confirmation, Connection, ConnectionProperties};
+use logship_runtime::amqp;
+use logship_runtime::{Envelope, FileId};
 
 const WINDOW: usize = 1024;
 
@@ -225,6 +224,7 @@ fn sample(i: usize) -> Envelope {
         offset: (i * 200) as u64,
         timestamp_ms: 1_764_028_800_000 + i as i64,
         line: line(i).into_bytes(),
+        fields: Default::default(),
     }
 }
 
@@ -245,7 +245,7 @@ fn write_log(path: &Path, lines: usize) {
 
 async fn declare_pair(channel: &Channel, exchange: &str) -> String {
     let queue = format!("{exchange}.q");
-    logship_config::amqp::declare_exchange(channel, &broker_for(exchange))
+    logship_runtime::amqp::declare_exchange(channel, &broker_for(exchange))
         .await
         .expect("exchange");
     channel
@@ -298,24 +298,17 @@ async fn bare_publish(channel: &Channel, exchange: &str, lines: usize) {
     let mut pending = std::collections::VecDeque::new();
     for i in 0..lines {
         let envelope = sample(i);
-        let properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into())
-            .with_message_id(envelope.message_id().into());
-        let options = BasicPublishOptions {
-            mandatory: true,
-            ..Default::default()
-        };
-        let confirm = channel
-            .basic_publish(
-                exchange.into(),
-                "".into(),
-                options,
-                &envelope.to_json(),
-                properties,
-            )
-            .await
-            .expect("publish");
+        let confirm = amqp::publish(
+            channel,
+            exchange,
+            "",
+            &envelope.message_id(),
+            &envelope.to_json(),
+            "logship-bench",
+            None,
+        )
+        .await
+        .expect("publish");
         pending.push_back(confirm);
         if pending.len() >= WINDOW {
             let confirm = pending.pop_front().expect("window not empty");

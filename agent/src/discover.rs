@@ -2,19 +2,22 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use logship_config::agent::{Input, ReadFrom};
 
+use crate::event::LineRules;
 use crate::identity::FileKey;
 
 /// A file an input matches.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Found {
     pub path: PathBuf,
     /// The file's key when the scan stat'ed it (`None` for a path an event named).
     pub key: Option<FileKey>,
     pub read_from: ReadFrom,
-    pub max_line_bytes: usize,
+    /// How its bytes become messages.
+    pub rules: Arc<LineRules>,
 }
 
 /// Problems met while expanding globs; logged by the caller, never fatal.
@@ -121,7 +124,7 @@ fn found(input: &Input, path: PathBuf) -> Found {
         path,
         key: None,
         read_from: input.read_from,
-        max_line_bytes: usize::try_from(input.max_line_bytes).unwrap_or(usize::MAX),
+        rules: Arc::new(LineRules::of(input)),
     }
 }
 
@@ -141,6 +144,8 @@ mod tests {
             exclude: vec!["*.gz".into()],
             read_from: ReadFrom::Beginning,
             max_line_bytes: 1024,
+            fields: Default::default(),
+            multiline: None,
         };
         let inputs = [input];
         assert!(matching(&inputs, &dir.path().join("later.log")).is_some());

@@ -16,6 +16,7 @@
 //! (which pauses reading) ends the agent with exit 1 and the cause.
 
 pub mod discover;
+pub mod event;
 pub mod identity;
 pub mod metrics;
 pub mod publisher;
@@ -32,8 +33,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use logship_config::AgentConfig;
 use logship_config::agent::RawAgentConfig;
-use logship_config::signals::Signals;
-use logship_config::systemd;
+use logship_runtime::signals::Signals;
+use logship_runtime::systemd;
 use tokio_util::sync::CancellationToken;
 
 pub use metrics::Metrics;
@@ -88,9 +89,9 @@ pub async fn run(
 
     if let Some(addr) = config.metrics {
         let (render_metrics, render_spool) = (metrics.clone(), spool.clone());
-        let render: logship_config::http::Render =
+        let render: logship_runtime::http::Render =
             Arc::new(move || render_metrics.render(render_spool.bytes(), render_spool.lines()));
-        logship_config::http::serve(addr, signals.shutdown.clone(), render).await?;
+        logship_runtime::http::serve(addr, signals.shutdown.clone(), render).await?;
     }
     // Ready even while the broker is down: lines are spooled meanwhile.
     systemd::ready("shipping");

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use logship_agent::{Metrics, run};
 use logship_config::agent::RawAgentConfig;
-use logship_config::cli;
+use logship_runtime::cli;
 
 fn main() -> ExitCode {
     cli::daemon_main::<RawAgentConfig, _, _>(

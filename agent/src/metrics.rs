@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-logship_config::counters! {
+logship_runtime::counters! {
     /// The agent's counters; all monotonic but `files_watched`.
     pub struct Metrics {
         /// Files open for reading.
@@ -45,7 +45,7 @@ impl Metrics {
 
     /// The Prometheus text page; the spool's gauges are passed in.
     pub fn render(&self, spool_bytes: u64, spool_lines: u64) -> String {
-        use logship_config::http::{metric, render_counters};
+        use logship_runtime::http::{metric, render_counters};
         let mut out = String::with_capacity(2048);
         render_counters(&mut out, &self.counters());
         metric(
@@ -67,7 +67,7 @@ impl Metrics {
 
     /// A one-line summary for logs.
     pub fn summary(&self) -> String {
-        logship_config::http::summarize(&self.counters())
+        logship_runtime::http::summarize(&self.counters())
     }
 }
 

@@ -12,14 +12,14 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, Event, PublisherConfirm};
-use logship_config::access::{Op, RefusalLog, Refused};
-use logship_config::amqp::{self, Reconnect};
+use lapin::options::ConfirmSelectOptions;
+use lapin::{Channel, Confirmation, Connection, Event, PublisherConfirm};
 use logship_config::{Broker, BrokerUri};
+use logship_runtime::access::{Op, RefusalLog, Refused};
+use logship_runtime::amqp::{self, Reconnect};
 use tokio_util::sync::CancellationToken;
 
 pub use crate::session::PublishError;
@@ -258,9 +258,6 @@ impl Publisher {
         channel: &Channel,
         inflight: &mut VecDeque<InFlight>,
     ) -> Result<(), PublishError> {
-        let timestamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         while inflight.len() < WINDOW {
             let Some(segment) = self.segments.iter_mut().find(|s| s.next < s.lines.len()) else {
                 if !self.load()? {
@@ -269,25 +266,16 @@ impl Publisher {
                 continue;
             };
             let (id, body) = &segment.lines[segment.next];
-            let properties = BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_content_type("application/json".into())
-                .with_message_id(id.as_str().into())
-                .with_timestamp(timestamp)
-                .with_app_id("logship-agent".into())
-                .with_user_id(self.user_id.as_str().into());
-            let published = channel
-                .basic_publish(
-                    self.broker.exchange.as_str().into(),
-                    self.routing_key.as_str().into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    body,
-                    properties,
-                )
-                .await;
+            let published = amqp::publish(
+                channel,
+                &self.broker.exchange,
+                &self.routing_key,
+                id,
+                body,
+                "logship-agent",
+                Some(&self.user_id),
+            )
+            .await;
             let confirm = match published {
                 Ok(confirm) => confirm,
                 Err(err) => return Err(PublishError::closed(err, inflight).await),

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use logship_config::BrokerUri;
-use logship_config::access::{Op, Refused};
+use logship_runtime::access::{Op, Refused};
 
 use crate::publisher::InFlight;
 use crate::spool::SpoolError;

@@ -22,8 +22,10 @@
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::event::LineRules;
 use crate::identity::{self, FileKey};
 use crate::metrics::Metrics;
 use crate::spool::Checkpoint;
@@ -83,10 +85,10 @@ impl Source {
         file: File,
         key: FileKey,
         checkpoint: &Checkpoint,
-        max_line: usize,
+        rules: Arc<LineRules>,
     ) -> Source {
         Source {
-            tailer: Tailer::new(path, file, key, checkpoint, max_line),
+            tailer: Tailer::new(path, file, key, checkpoint, rules),
             state: State::Waiting,
             dirty: true,
             polled: false,
@@ -104,9 +106,9 @@ impl Source {
         file: File,
         key: FileKey,
         checkpoint: &Checkpoint,
-        max_line: usize,
+        rules: Arc<LineRules>,
     ) -> Source {
-        let mut source = Source::opened(path, file, key, checkpoint, max_line);
+        let mut source = Source::opened(path, file, key, checkpoint, rules);
         source.state = State::Draining {
             since: Instant::now(),
         };
@@ -135,9 +137,12 @@ impl Source {
     }
 
     /// Whether it must be looked at on every poll whatever the events say (draining files are
-    /// renamed or unlinked: their events carry another name, or none).
+    /// renamed or unlinked: their events carry another name, or none; an event being
+    /// assembled must be shipped when its timeout passes).
     pub fn busy(&self) -> bool {
-        self.polled || matches!(self.state, State::Draining { .. } | State::Copy { .. })
+        self.polled
+            || self.tailer.holds_event()
+            || matches!(self.state, State::Draining { .. } | State::Copy { .. })
     }
 
     /// How long a waiting file still settles before it may be read ([`SETTLE`]).
@@ -178,6 +183,7 @@ impl Source {
             self.check(host, out, metrics)?;
         }
         let read = self.tailer.read(host, budget, out)?;
+        self.tailer.flush_stale(host, out)?;
         self.dirty = read >= budget;
         match &self.state {
             State::Copy { .. } if read < budget => self.copy_done(host, out)?,

@@ -16,10 +16,12 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use logship_config::{EnvelopeRef, FileId};
+use logship_runtime::{EnvelopeRef, FileId};
 
+use crate::event::{Action, Event, LineRules};
 use crate::identity::{self, FileKey, Fingerprint};
 use crate::spool::{Checkpoint, Offset};
 
@@ -40,8 +42,12 @@ pub struct Tailer {
     fingerprint: Option<Fingerprint>,
     generation: u32,
     offset: Offset,
+    /// Lines joined into an event, not shipped yet (see [`crate::event`]).
+    event: Event,
+    /// The checkpoint this tailer resumed at is in the middle of a cut event.
+    resume_mid_event: bool,
     partial: Vec<u8>,
-    max_line: usize,
+    rules: Arc<LineRules>,
     /// When a read last returned bytes.
     last_growth: Instant,
     /// Parts of over-long lines shipped since the caller last took this count.
@@ -60,7 +66,7 @@ impl Tailer {
         file: File,
         key: FileKey,
         checkpoint: &Checkpoint,
-        max_line: usize,
+        rules: Arc<LineRules>,
     ) -> Tailer {
         // The head is taken at open when the file already has it, so a truncation that comes
         // before the first read (the file was held behind an older one) is still noticed.
@@ -76,8 +82,10 @@ impl Tailer {
             fingerprint,
             generation: checkpoint.generation,
             offset: checkpoint.offset,
+            event: Event::default(),
+            resume_mid_event: checkpoint.mid_event,
             partial: Vec::new(),
-            max_line: max_line.max(1),
+            rules,
             last_growth: Instant::now(),
             parts: 0,
             spooled: checkpoint.clone(),
@@ -110,6 +118,7 @@ impl Tailer {
     /// the one read so far. The position does not change.
     pub fn swap_file(&mut self, file: File) -> File {
         self.partial.clear();
+        self.event.clear();
         self.head_checked = None;
         std::mem::replace(&mut self.file, file)
     }
@@ -140,6 +149,8 @@ impl Tailer {
         self.generation = self.spooled.generation;
         self.fingerprint = self.spooled.fingerprint;
         self.partial.clear();
+        self.event.clear();
+        self.resume_mid_event = self.spooled.mid_event;
         self.head_checked = None;
     }
 
@@ -151,12 +162,13 @@ impl Tailer {
             fingerprint: self.fingerprint,
             path: self.path.clone(),
             finished: false,
+            mid_event: self.event.cut && !self.event.is_empty(),
         }
     }
 
     /// The next byte to read.
     fn read_pos(&self) -> u64 {
-        self.offset + self.partial.len() as u64
+        self.offset + self.event.consumed + self.partial.len() as u64
     }
 
     /// Reads up to `budget` bytes and appends the complete lines to `out`. Returns the bytes read.
@@ -187,12 +199,12 @@ impl Tailer {
     /// Cuts `bytes` (which follow the partial line) into lines and parts.
     fn cut(&mut self, host: &str, mut bytes: &[u8], out: &mut Vec<Message>) -> std::io::Result<()> {
         while !bytes.is_empty() {
-            let room = self.max_line - self.partial.len();
+            let room = self.rules.max_line - self.partial.len();
             match bytes.iter().take(room + 1).position(|&b| b == b'\n') {
                 Some(newline) if newline <= room => {
                     self.partial.extend_from_slice(&bytes[..newline]);
                     bytes = &bytes[newline + 1..];
-                    self.ship(host, 1, out)?;
+                    self.line_done(host, 1, false, out)?;
                 }
                 // Only when a byte past the part is in sight and is not the newline, so the cut
                 // does not depend on where a read happened to end.
@@ -200,7 +212,7 @@ impl Tailer {
                     self.partial.extend_from_slice(&bytes[..room]);
                     bytes = &bytes[room..];
                     self.parts += 1;
-                    self.ship(host, 0, out)?;
+                    self.line_done(host, 0, true, out)?;
                 }
                 _ => {
                     self.partial.extend_from_slice(bytes);
@@ -211,8 +223,84 @@ impl Tailer {
         Ok(())
     }
 
-    /// Ships the partial buffer as a line; `terminator` is the newline's length (0 for a part).
-    fn ship(&mut self, host: &str, terminator: u64, out: &mut Vec<Message>) -> std::io::Result<()> {
+    /// A line is complete in `partial` (`terminator`: its newline's length, 0 for a part of an
+    /// over-long line or a last line without one): ship it, or add it to the event.
+    fn line_done(
+        &mut self,
+        host: &str,
+        terminator: u64,
+        part: bool,
+        out: &mut Vec<Message>,
+    ) -> std::io::Result<()> {
+        let mut line = std::mem::take(&mut self.partial);
+        let consumed = line.len() as u64 + terminator;
+        let resumed_mid_event = std::mem::take(&mut self.resume_mid_event);
+        let action = if part {
+            Action::Alone
+        } else if resumed_mid_event && self.event.is_empty() {
+            // The rest of a cut event, read again after a restart: as it was the first time.
+            Action::Resume
+        } else {
+            self.event.decide(&self.rules, &line)
+        };
+        match action {
+            Action::Alone => {
+                self.flush_event(host, out)?;
+                self.emit(host, &line, consumed, out)?;
+            }
+            Action::Start => {
+                self.flush_event(host, out)?;
+                self.event.start(&line, consumed, false);
+            }
+            Action::Resume => self.event.start(&line, consumed, true),
+            Action::Append => self.event.append(&line, consumed),
+            Action::Cut => {
+                self.flush_event(host, out)?;
+                self.parts += 1;
+                self.event.start(&line, consumed, true);
+            }
+        }
+        line.clear();
+        self.partial = line;
+        Ok(())
+    }
+
+    /// Ships the event being assembled, if any.
+    fn flush_event(&mut self, host: &str, out: &mut Vec<Message>) -> std::io::Result<()> {
+        if self.event.is_empty() {
+            return Ok(());
+        }
+        let bytes = std::mem::take(&mut self.event.bytes);
+        let consumed = self.event.consumed;
+        self.event.clear();
+        self.emit(host, &bytes, consumed, out)
+    }
+
+    /// Ships an event that got no new line for the input's `timeout`.
+    pub fn flush_stale(&mut self, host: &str, out: &mut Vec<Message>) -> std::io::Result<()> {
+        let stale = match (&self.rules.multiline, self.event.last) {
+            (Some(multiline), Some(last)) => last.elapsed() >= multiline.timeout,
+            _ => false,
+        };
+        if stale {
+            self.flush_event(host, out)?;
+        }
+        Ok(())
+    }
+
+    /// Whether an event is being assembled (it needs a look when its timeout passes).
+    pub fn holds_event(&self) -> bool {
+        !self.event.is_empty()
+    }
+
+    /// Ships `line` (the message at `offset`), which took `consumed` bytes of the file.
+    fn emit(
+        &mut self,
+        host: &str,
+        line: &[u8],
+        consumed: u64,
+        out: &mut Vec<Message>,
+    ) -> std::io::Result<()> {
         let fingerprint = match self.fingerprint {
             Some(fp) => fp,
             None => {
@@ -234,20 +322,21 @@ impl Tailer {
             generation: self.generation,
             offset: self.offset,
             timestamp_ms: now_ms(),
-            line: &self.partial,
+            line,
+            fields: &self.rules.fields,
         };
         out.push((envelope.message_id(), envelope.to_json()));
-        self.offset += self.partial.len() as u64 + terminator;
-        self.partial.clear();
+        self.offset += consumed;
         Ok(())
     }
 
-    /// Ships a last line that never got its newline (the file is finished or truncated).
+    /// The file is finished or truncated: ships a last line that never got its newline, and
+    /// the event being assembled.
     pub fn ship_partial(&mut self, host: &str, out: &mut Vec<Message>) -> std::io::Result<()> {
-        if self.partial.is_empty() {
-            return Ok(());
+        if !self.partial.is_empty() {
+            self.line_done(host, 0, false, out)?;
         }
-        self.ship(host, 0, out)
+        self.flush_event(host, out)
     }
 
     /// Whether the file was truncated (shorter than what we read) or replaced in place (its head
@@ -277,6 +366,8 @@ impl Tailer {
         self.generation = self.generation.wrapping_add(1);
         self.offset = 0;
         self.partial.clear();
+        self.event.clear();
+        self.resume_mid_event = false;
         self.fingerprint = None;
         self.head_checked = None;
     }
@@ -303,7 +394,7 @@ fn now_ms() -> i64 {
 mod tests {
     use std::io::{Seek, Write};
 
-    use logship_config::Envelope;
+    use logship_runtime::Envelope;
 
     use super::*;
 
@@ -314,13 +405,14 @@ mod tests {
             fingerprint: None,
             path: PathBuf::from("/t.log"),
             finished: false,
+            mid_event: false,
         };
         Tailer::new(
             Path::new("/t.log"),
             file.try_clone().unwrap(),
             FileKey { dev: 1, ino: 2 },
             &checkpoint,
-            max_line,
+            Arc::new(LineRules::plain(max_line)),
         )
     }
 

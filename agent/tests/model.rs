@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use logship_agent::Metrics;
 use logship_agent::reader::Reader;
 use logship_agent::spool::Spool;
-use logship_config::Envelope;
 use logship_config::agent::{Input, ReadFrom, WatchMode, WhenFull};
+use logship_runtime::Envelope;
 use tokio_util::sync::CancellationToken;
 
 /// A running reader thread.
@@ -30,6 +30,8 @@ fn start(spool: &Arc<Spool>, glob: &Path, watch: WatchMode) -> Running {
         exclude: Vec::new(),
         read_from: ReadFrom::Beginning,
         max_line_bytes: 1 << 20,
+        fields: Default::default(),
+        multiline: None,
     };
     let reader = Reader::new(
         "model".into(),

@@ -11,10 +11,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
-use logship_config::{Envelope, FileId};
+use lapin::{Channel, Confirmation, Connection, ConnectionProperties};
+use logship_runtime::amqp;
+use logship_runtime::{Envelope, FileId};
 
 mod support;
 use support::{output_bytes, rss_hwm_kib, spawn_collector, stop, wait_for_queue};
@@ -220,6 +221,7 @@ fn sample(i: usize, hosts: usize) -> Envelope {
         offset: nth * (line.len() as u64 + 1),
         timestamp_ms: 1_764_028_800_000 + i as i64,
         line,
+        fields: Default::default(),
     }
 }
 
@@ -228,23 +230,17 @@ async fn publish(channel: &Channel, exchange: &str, lines: usize, hosts: usize) 
     let mut pending = std::collections::VecDeque::new();
     for i in 0..lines {
         let envelope = sample(i, hosts);
-        let properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into())
-            .with_message_id(envelope.message_id().into());
-        let confirm = channel
-            .basic_publish(
-                exchange.into(),
-                envelope.host.as_str().into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                &envelope.to_json(),
-                properties,
-            )
-            .await
-            .expect("publish");
+        let confirm = amqp::publish(
+            channel,
+            exchange,
+            &envelope.host,
+            &envelope.message_id(),
+            &envelope.to_json(),
+            "logship-bench",
+            None,
+        )
+        .await
+        .expect("publish");
         pending.push_back(confirm);
         if pending.len() >= PUBLISH_WINDOW
             && let Some(confirm) = pending.pop_front()

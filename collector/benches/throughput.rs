@@ -11,14 +11,13 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
-};
-use logship_config::{Envelope, FileId};
+use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use logship_runtime::amqp;
+use logship_runtime::{Envelope, FileId};
 
 mod support;
 use support::{output_bytes, rss_hwm_kib, spawn_collector, stop, wait_for_queue};
@@ -188,6 +187,7 @@ fn sample(i: usize) -> Envelope {
         offset: (i * (line.len() + 1)) as u64,
         timestamp_ms: 1_764_028_800_000 + i as i64,
         line,
+        fields: Default::default(),
     }
 }
 
@@ -203,20 +203,17 @@ async fn publish(channel: &Channel, exchange: &str, lines: usize) {
     let mut pending = std::collections::VecDeque::new();
     for i in 0..lines {
         let envelope = sample(i);
-        let properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into())
-            .with_message_id(envelope.message_id().into());
-        let confirm = channel
-            .basic_publish(
-                exchange.into(),
-                "".into(),
-                BasicPublishOptions::default(),
-                &envelope.to_json(),
-                properties,
-            )
-            .await
-            .expect("publish");
+        let confirm = amqp::publish(
+            channel,
+            exchange,
+            "",
+            &envelope.message_id(),
+            &envelope.to_json(),
+            "logship-bench",
+            None,
+        )
+        .await
+        .expect("publish");
         pending.push_back(confirm);
         if pending.len() >= PUBLISH_WINDOW
             && let Some(confirm) = pending.pop_front()

@@ -5,9 +5,10 @@
 
 use std::io::BufRead as _;
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
-use logship_config::{Envelope, FileId};
+use lapin::options::ConfirmSelectOptions;
+use lapin::{Confirmation, Connection, ConnectionProperties};
+use logship_runtime::amqp;
+use logship_runtime::{Envelope, FileId};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -40,26 +41,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_millis() as i64,
             line,
+            fields: Default::default(),
         };
         offset += envelope.line.len() as u64 + 1;
-        let properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into())
-            .with_message_id(envelope.message_id().into());
-        let options = BasicPublishOptions {
-            mandatory: true,
-            ..BasicPublishOptions::default()
-        };
-        let confirmation = channel
-            .basic_publish(
-                exchange.as_str().into(),
-                "".into(),
-                options,
-                &envelope.to_json(),
-                properties,
-            )
-            .await?
-            .await?;
+        let confirmation = amqp::publish(
+            &channel,
+            exchange,
+            "",
+            &envelope.message_id(),
+            &envelope.to_json(),
+            "logship-send-lines",
+            None,
+        )
+        .await?
+        .await?;
         if confirmation != Confirmation::Ack(None) {
             return Err(format!(
                 "line at offset {} not delivered: {confirmation:?}",

@@ -21,10 +21,10 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
-use logship_config::access::{Op, RefusalLog, Refused};
-use logship_config::amqp::Reconnect;
-use logship_config::signals::Signals;
 use logship_config::{BrokerUri, CollectorConfig};
+use logship_runtime::access::{Op, RefusalLog, Refused};
+use logship_runtime::amqp::Reconnect;
+use logship_runtime::signals::Signals;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -46,7 +46,19 @@ enum SessionEnd {
     /// another number of partitions, no hash exchange plugin): reconnecting cannot help.
     Refused(TopologyError),
     /// The state database failed, or the writer was lost to a panic: the collector stops.
-    Fatal(anyhow::Error),
+    Fatal(FatalError),
+}
+
+/// A failure the collector cannot recover from by itself: it exits 1 with the cause, for
+/// systemd to restart it.
+#[derive(Debug, thiserror::Error)]
+pub enum FatalError {
+    #[error("the writer panicked")]
+    WriterPanicked(#[source] tokio::task::JoinError),
+    #[error("the writer was lost to an earlier panic")]
+    WriterLost,
+    #[error("cannot commit a batch")]
+    Commit(#[source] crate::sink::SinkError),
 }
 
 impl SessionEnd {
@@ -124,7 +136,7 @@ impl Consumer {
                     return Err(err).with_context(|| uri.to_string());
                 }
                 Err(SessionEnd::Refused(err)) => return Err(err.into()),
-                Err(SessionEnd::Fatal(err)) => return Err(err),
+                Err(SessionEnd::Fatal(err)) => return Err(err.into()),
                 // A missing permission: said once, retried (granting it heals us).
                 Err(SessionEnd::Denied(refused)) => refusals.refused(&uri, &refused),
                 Err(SessionEnd::Lost(err)) => {
@@ -214,7 +226,12 @@ impl Consumer {
     async fn accept(&mut self, delivery: Delivery, batch: &mut Batch) -> Result<(), SessionEnd> {
         Metrics::add(&self.metrics.counters.received, 1);
         let user = delivery.properties.user_id().as_ref().map(|u| u.as_str());
-        match validate::line(&delivery.data, user, &self.config.security) {
+        match validate::line(
+            &delivery.data,
+            &self.config.layout,
+            user,
+            &self.config.security,
+        ) {
             Ok(line) => {
                 batch.started.get_or_insert_with(Instant::now);
                 batch.lines.push(line);
@@ -289,7 +306,7 @@ impl Consumer {
                 (writer, lines, result)
             })
             .await
-            .map_err(|err| SessionEnd::Fatal(anyhow::Error::new(err).context("writer panicked")))?;
+            .map_err(|err| SessionEnd::Fatal(FatalError::WriterPanicked(err)))?;
             self.writer = Some(writer);
             lines = back;
             let err = match result {
@@ -298,9 +315,7 @@ impl Consumer {
                     return Ok(Some(outcome));
                 }
                 Err(err) if err.is_fatal() => {
-                    return Err(SessionEnd::Fatal(
-                        anyhow::Error::new(err).context("cannot commit a batch"),
-                    ));
+                    return Err(SessionEnd::Fatal(FatalError::Commit(err)));
                 }
                 Err(err) => err,
             };
@@ -324,7 +339,7 @@ impl Consumer {
 }
 
 fn writer_lost() -> SessionEnd {
-    SessionEnd::Fatal(anyhow::anyhow!("the writer was lost to a panic"))
+    SessionEnd::Fatal(FatalError::WriterLost)
 }
 
 async fn reject(acker: &Acker) -> Result<(), SessionEnd> {

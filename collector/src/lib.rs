@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use logship_config::CollectorConfig;
 
-use logship_config::signals::Signals;
+use logship_runtime::signals::Signals;
 pub use metrics::Metrics;
 
 /// Runs the collector until `signals.shutdown` is cancelled; returns after the open batch is
@@ -50,14 +50,14 @@ pub async fn run(
         .context("cannot recover state")?;
     if let Some(addr) = config.metrics {
         let render_metrics = metrics.clone();
-        let render: logship_config::http::Render = Arc::new(move || render_metrics.render());
-        logship_config::http::serve(addr, signals.shutdown.clone(), render).await?;
+        let render: logship_runtime::http::Render = Arc::new(move || render_metrics.render());
+        logship_runtime::http::serve(addr, signals.shutdown.clone(), render).await?;
     }
     // Ready once the state is recovered; the consumer keeps reconnecting to the broker.
-    logship_config::systemd::ready("consuming");
-    logship_config::systemd::stopping_on(signals.shutdown.clone());
+    logship_runtime::systemd::ready("consuming");
+    logship_runtime::systemd::stopping_on(signals.shutdown.clone());
     let status_metrics = metrics.clone();
-    logship_config::systemd::spawn_watchdog(signals.shutdown.clone(), move || {
+    logship_runtime::systemd::spawn_watchdog(signals.shutdown.clone(), move || {
         status_metrics.summary()
     });
     consumer::Consumer::new(config, writer, metrics.clone())

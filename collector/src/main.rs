@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use logship_collector::{Metrics, run};
-use logship_config::cli;
 use logship_config::collector::RawCollectorConfig;
+use logship_runtime::cli;
 
 fn main() -> ExitCode {
     cli::daemon_main::<RawCollectorConfig, _, _>(

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::outage::Cause;
 use crate::validate::Reason;
 
-logship_config::counters! {
+logship_runtime::counters! {
     /// The collector's counters; all monotonic.
     pub struct Counters {
         /// Deliveries taken from the queue, valid or not.
@@ -59,7 +59,7 @@ impl Metrics {
     /// The Prometheus text page.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(2048);
-        logship_config::http::render_counters(&mut out, &self.counters.counters());
+        logship_runtime::http::render_counters(&mut out, &self.counters.counters());
         out.push_str(
             "# HELP logship_collector_write_errors_total Failed attempts to write a batch, by cause.\n\
              # TYPE logship_collector_write_errors_total counter\n",
@@ -103,7 +103,7 @@ impl Metrics {
             .collect();
         format!(
             "{} write_errors({}) rejected({})",
-            logship_config::http::summarize(&self.counters.counters()),
+            logship_runtime::http::summarize(&self.counters.counters()),
             causes.join(" "),
             reasons.join(" ")
         )

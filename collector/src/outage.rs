@@ -10,7 +10,8 @@
 
 use std::time::{Duration, Instant};
 
-use logship_config::{Backoff, Broker};
+use logship_config::Broker;
+use logship_runtime::Backoff;
 
 use crate::metrics::Metrics;
 use crate::sink::SinkError;

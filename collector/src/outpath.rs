@@ -1,11 +1,16 @@
-//! Where a line is written: `<output.dir>/<host>/<source path without its leading '/'>`.
+//! Where a line is written: `<output.dir>/<output.layout filled in>`; by default
+//! `<host>/<source path without its leading '/'>` (see `logship_config::layout`).
 //!
-//! Invariant: no path built here resolves outside `output.dir`. Host and path come from the
-//! network, so every component is checked: no `..`, no `.`, no empty host, no NUL, no `/` in the
-//! host, nothing that a leading `/` or a `..` could turn into an escape. What cannot be made safe
-//! is refused (and dead-lettered), never "repaired" into a different file.
+//! Invariant: no path built here resolves outside `output.dir`. Host, path, fields and time
+//! come from the network, so every substituted part and every resulting component is checked:
+//! no `..`, no `.`, no empty name, no NUL, no `/` inside a value, nothing that a leading `/` or
+//! a `..` could turn into an escape. What cannot be made safe is refused (and dead-lettered),
+//! never "repaired" into a different file. The same envelope always maps to the same file.
 
 use std::path::PathBuf;
+
+use logship_config::layout::{Component, Layout, Piece};
+use logship_runtime::Envelope;
 
 /// The longest file or directory name most Linux file systems accept.
 const MAX_COMPONENT: usize = 255;
@@ -19,18 +24,45 @@ pub enum OutpathError {
     Host(String),
     #[error("unsafe path {0:?}")]
     Path(String),
+    #[error("unsafe value {value:?} of fields.{name}")]
+    Field { name: String, value: String },
+    #[error("unsafe output name {0:?}")]
+    Name(String),
 }
 
-/// The output file of `(host, source path)`, relative to `output.dir`.
-pub fn relative(host: &str, source: &str) -> Result<PathBuf, OutpathError> {
+/// The output file of a line under `layout`, relative to `output.dir`.
+pub fn relative(layout: &Layout, envelope: &Envelope) -> Result<PathBuf, OutpathError> {
+    let host = &envelope.host;
     if !safe_component(host) {
         return Err(OutpathError::Host(host.to_string()));
     }
+    let mut relative = PathBuf::new();
+    // Components of source paths: the layout's own are few and fixed.
+    let mut depth = 0;
+    for component in &layout.components {
+        match component {
+            Component::Path => depth += push_source(&mut relative, &envelope.path)?,
+            Component::Name(pieces) => {
+                let name = fill(pieces, envelope)?;
+                if !safe_component(&name) {
+                    return Err(OutpathError::Name(name));
+                }
+                relative.push(name);
+            }
+        }
+    }
+    if depth > MAX_DEPTH {
+        return Err(OutpathError::Path(envelope.path.clone()));
+    }
+    Ok(relative)
+}
+
+/// Appends the source path's components; returns how many.
+fn push_source(relative: &mut PathBuf, source: &str) -> Result<usize, OutpathError> {
     let refuse = || OutpathError::Path(source.to_string());
     if source.contains('\0') {
         return Err(refuse());
     }
-    let mut relative = PathBuf::from(host);
     let mut depth = 0;
     // A leading '/' is the normal absolute source path; repeated '/' collapse.
     for component in source.split('/').filter(|c| !c.is_empty()) {
@@ -40,10 +72,55 @@ pub fn relative(host: &str, source: &str) -> Result<PathBuf, OutpathError> {
         relative.push(component);
         depth += 1;
     }
-    if depth == 0 || depth > MAX_DEPTH {
+    if depth == 0 {
         return Err(refuse());
     }
-    Ok(relative)
+    Ok(depth)
+}
+
+/// One component's name from its pieces.
+fn fill(pieces: &[Piece], envelope: &Envelope) -> Result<String, OutpathError> {
+    let mut name = String::new();
+    for piece in pieces {
+        match piece {
+            Piece::Text(text) => name.push_str(text),
+            Piece::Host => name.push_str(&envelope.host),
+            Piece::Date => name.push_str(&utc_day(envelope.timestamp_ms)),
+            Piece::Field(field) => {
+                let value = envelope
+                    .fields
+                    .get(field)
+                    .map(String::as_str)
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or("_");
+                if value == "." || value == ".." || value.contains(['/', '\0']) {
+                    return Err(OutpathError::Field {
+                        name: field.clone(),
+                        value: value.to_string(),
+                    });
+                }
+                name.push_str(value);
+            }
+        }
+    }
+    Ok(name)
+}
+
+/// `YYYY-MM-DD` of a time in milliseconds since the epoch, in UTC (the proleptic Gregorian
+/// calendar, from the day count: no time zone database needed).
+fn utc_day(timestamp_ms: i64) -> String {
+    let days = timestamp_ms.div_euclid(86_400_000);
+    // Days since 0000-03-01, in 400-year eras (H. Hinnant's civil-from-days).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
 }
 
 fn safe_component(name: &str) -> bool {
@@ -58,16 +135,66 @@ fn safe_component(name: &str) -> bool {
 mod tests {
     use std::path::Path;
 
+    use logship_runtime::FileId;
+
     use super::*;
+
+    fn envelope(host: &str, path: &str) -> Envelope {
+        Envelope {
+            host: host.into(),
+            path: path.into(),
+            file: FileId {
+                dev: 1,
+                ino: 2,
+                fp: 3,
+            },
+            generation: 0,
+            offset: 0,
+            timestamp_ms: 1_764_547_200_000,
+            line: b"x".to_vec(),
+            fields: [("service".to_string(), "web".to_string())].into(),
+        }
+    }
+
+    fn default_relative(host: &str, path: &str) -> Result<PathBuf, OutpathError> {
+        relative(&Layout::default(), &envelope(host, path))
+    }
+
+    #[test]
+    fn days_in_utc() {
+        assert_eq!(utc_day(0), "1970-01-01");
+        assert_eq!(utc_day(1_764_547_200_000), "2025-12-01");
+        assert_eq!(utc_day(951_782_400_000), "2000-02-29");
+        assert_eq!(utc_day(-1), "1969-12-31");
+    }
+
+    #[test]
+    fn layouts_fill_date_fields_and_host() {
+        let layout = Layout::parse("{date}/{fields.service}/{fields.team}/{host}/{path}").unwrap();
+        assert_eq!(
+            relative(&layout, &envelope("web-1", "/var/log/a.log")).unwrap(),
+            PathBuf::from("2025-12-01/web/_/web-1/var/log/a.log")
+        );
+        let mut hostile = envelope("web-1", "/a.log");
+        hostile.fields.insert("service".into(), "../..".into());
+        assert!(relative(&layout, &hostile).is_err());
+        hostile.fields.insert("service".into(), "a/b".into());
+        assert!(relative(&layout, &hostile).is_err());
+        let flat = Layout::parse("{host}.log").unwrap();
+        assert_eq!(
+            relative(&flat, &envelope("web-1", "/x")).unwrap(),
+            PathBuf::from("web-1.log")
+        );
+    }
 
     #[test]
     fn normal_sources_map_under_the_host() {
         assert_eq!(
-            relative("web-1", "/var/log/app.log").unwrap(),
+            default_relative("web-1", "/var/log/app.log").unwrap(),
             PathBuf::from("web-1/var/log/app.log")
         );
         assert_eq!(
-            relative("web-1", "relative//x.log").unwrap(),
+            default_relative("web-1", "relative//x.log").unwrap(),
             PathBuf::from("web-1/relative/x.log")
         );
     }
@@ -88,18 +215,18 @@ mod tests {
             ("h", ""),
             ("h", "/a\0b"),
         ] {
-            assert!(relative(host, path).is_err(), "{host:?} {path:?}");
+            assert!(default_relative(host, path).is_err(), "{host:?} {path:?}");
         }
         let long = "x".repeat(256);
-        assert!(relative("h", &format!("/{long}")).is_err());
-        assert!(relative("h", &"/a".repeat(65)).is_err());
+        assert!(default_relative("h", &format!("/{long}")).is_err());
+        assert!(default_relative("h", &"/a".repeat(65)).is_err());
     }
 
     #[test]
     fn every_accepted_path_stays_inside() {
         let dir = Path::new("/srv/logs");
         for (host, path) in [("h", "/a/b"), ("h..", "/..a/b.."), ("h", "/...")] {
-            let full = dir.join(relative(host, path).unwrap());
+            let full = dir.join(default_relative(host, path).unwrap());
             assert!(full.starts_with(dir));
             assert!(
                 !full

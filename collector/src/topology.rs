@@ -22,10 +22,10 @@ use lapin::options::{ExchangeBindOptions, QueueBindOptions, QueueDeclareOptions}
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
 use logship_config::CollectorConfig;
-use logship_config::access::{Op, Refused};
-use logship_config::amqp;
 use logship_config::collector::QueueType;
 use logship_config::partition::{self, Partition};
+use logship_runtime::access::{Op, Refused};
+use logship_runtime::amqp;
 
 /// The plugin providing the `x-consistent-hash` exchange type, bundled with RabbitMQ.
 pub const HASH_PLUGIN: &str = "rabbitmq_consistent_hash_exchange";

@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
+use logship_config::layout::Layout;
 use logship_config::security::Security;
-use logship_config::{Envelope, EnvelopeError};
+use logship_runtime::{Envelope, EnvelopeError};
 
 use crate::outpath::{self, OutpathError};
 use crate::positions::{self, SourceHash};
@@ -76,9 +77,15 @@ impl Reason {
     }
 }
 
-/// Validates a message body; `user` is the message's `user_id` property (validated by the
-/// broker), checked against the envelope's host as `security` says.
-pub fn line(body: &[u8], user: Option<&str>, security: &Security) -> Result<Line, Rejection> {
+/// Validates a message body; its output file follows `layout`. `user` is the message's
+/// `user_id` property (validated by the broker), checked against the envelope's host as
+/// `security` says.
+pub fn line(
+    body: &[u8],
+    layout: &Layout,
+    user: Option<&str>,
+    security: &Security,
+) -> Result<Line, Rejection> {
     let envelope = Envelope::from_json(body)?;
     if !security.allows(user, &envelope.host) {
         return Err(Rejection::HostNotAllowed {
@@ -86,7 +93,7 @@ pub fn line(body: &[u8], user: Option<&str>, security: &Security) -> Result<Line
             user: user.map(str::to_string),
         });
     }
-    let file = outpath::relative(&envelope.host, &envelope.path)?;
+    let file = outpath::relative(layout, &envelope)?;
     Ok(Line {
         id: envelope.message_id(),
         source: positions::source_hash(
@@ -104,7 +111,7 @@ pub fn line(body: &[u8], user: Option<&str>, security: &Security) -> Result<Line
 
 #[cfg(test)]
 mod tests {
-    use logship_config::FileId;
+    use logship_runtime::FileId;
 
     use super::*;
 
@@ -121,6 +128,7 @@ mod tests {
             offset: 0,
             timestamp_ms: 0,
             line: b"x".to_vec(),
+            fields: Default::default(),
         }
         .to_json()
     }
@@ -149,12 +157,20 @@ mod tests {
         let off = Security::default();
         for body in bodies {
             assert!(
-                line(&body, None, &off).is_err(),
+                line(&body, &Layout::default(), None, &off).is_err(),
                 "{:?}",
                 String::from_utf8_lossy(&body)
             );
         }
-        assert!(line(&body("h", "/var/log/ok.log"), None, &off).is_ok());
+        assert!(
+            line(
+                &body("h", "/var/log/ok.log"),
+                &Layout::default(),
+                None,
+                &off
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -164,9 +180,9 @@ mod tests {
             ..Security::default()
         };
         let ok = body("web-1", "/x.log");
-        assert!(line(&ok, Some("web-1"), &require).is_ok());
+        assert!(line(&ok, &Layout::default(), Some("web-1"), &require).is_ok());
         for user in [None, Some("web-2")] {
-            let err = line(&ok, user, &require).unwrap_err();
+            let err = line(&ok, &Layout::default(), user, &require).unwrap_err();
             assert_eq!(err.reason(), Reason::HostNotAllowed);
         }
     }

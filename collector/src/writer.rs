@@ -40,12 +40,12 @@ impl Writer {
         let commit = Commit::open(&config.state_dir, &config.dedup, now_ms())?;
         let max_open = sink::budget(
             config.max_open_files,
-            logship_config::cli::open_file_limit(),
+            logship_runtime::cli::open_file_limit(),
         );
         if max_open < config.max_open_files {
             tracing::warn!(
                 configured = config.max_open_files,
-                open_file_limit = logship_config::cli::open_file_limit(),
+                open_file_limit = logship_runtime::cli::open_file_limit(),
                 using = max_open,
                 "output.max_open_files leaves too few descriptors under the open-file limit; keeping fewer output files open"
             );

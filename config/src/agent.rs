@@ -1,14 +1,15 @@
 //! `agent.toml`: what an agent tails and where it spools. The tailer itself comes with the agent.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::broker::{Broker, RawBroker, duration_or};
-use crate::collector::{check_state_version, ensure_writable_dir};
 use crate::error::KeyError;
 use crate::load::Validate;
+use crate::machine::{check_state_version, ensure_writable_dir, hostname};
 use crate::units::parse_size;
 
 /// The file as written.
@@ -23,8 +24,11 @@ pub struct RawAgentConfig {
     #[serde(default)]
     pub buffer: RawBuffer,
     pub inputs: Vec<RawInput>,
+    /// Fields added to every input's lines (an input's own win).
     #[serde(default)]
-    pub metrics: crate::http::RawMetrics,
+    pub host_fields: BTreeMap<String, String>,
+    #[serde(default)]
+    pub metrics: crate::metrics::RawMetrics,
 }
 
 /// `[buffer]`: the on-disk spool.
@@ -74,6 +78,23 @@ pub struct RawInput {
     pub exclude: Vec<String>,
     pub read_from: Option<ReadFrom>,
     pub max_line_bytes: Option<String>,
+    /// Labels carried by every line of the input, in the envelope's `fields`.
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+    pub multiline: Option<RawMultiline>,
+}
+
+/// `[inputs.multiline]`: lines joined into events.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMultiline {
+    /// A line matching this starts an event; other lines continue the current one.
+    pub start: Option<String>,
+    /// A line matching this continues the current event; other lines start one.
+    #[serde(rename = "continue")]
+    pub continues: Option<String>,
+    pub max_lines: Option<u32>,
+    pub timeout: Option<String>,
 }
 
 /// A validated agent config.
@@ -108,6 +129,28 @@ pub struct Input {
     pub read_from: ReadFrom,
     /// A longer line is split into parts of this size.
     pub max_line_bytes: u64,
+    /// The input's `fields` over the config's `host_fields`.
+    pub fields: BTreeMap<String, String>,
+    pub multiline: Option<Multiline>,
+}
+
+/// How lines are joined into events.
+#[derive(Debug, Clone)]
+pub struct Multiline {
+    pub rule: MultilineRule,
+    /// An event is cut after this many lines.
+    pub max_lines: u32,
+    /// An event with no new line for this long is shipped as it is.
+    pub timeout: Duration,
+}
+
+/// Which lines belong to the current event.
+#[derive(Debug, Clone)]
+pub enum MultilineRule {
+    /// A line matching this starts an event.
+    Start(regex::bytes::Regex),
+    /// A line matching this continues the current event.
+    Continue(regex::bytes::Regex),
 }
 
 impl Validate for RawAgentConfig {
@@ -158,7 +201,7 @@ impl Validate for RawAgentConfig {
             .inputs
             .into_iter()
             .enumerate()
-            .map(|(i, input)| input.validate(i))
+            .map(|(i, input)| input.validate(i, &self.host_fields))
             .collect::<Result<Vec<_>, _>>()?;
         let shutdown_timeout = duration_or(
             "shutdown_timeout",
@@ -187,7 +230,11 @@ impl Validate for RawAgentConfig {
 }
 
 impl RawInput {
-    fn validate(self, index: usize) -> Result<Input, KeyError> {
+    fn validate(
+        self,
+        index: usize,
+        host_fields: &BTreeMap<String, String>,
+    ) -> Result<Input, KeyError> {
         if self.paths.is_empty() {
             return Err(KeyError::new(
                 format!("inputs[{index}].paths"),
@@ -205,26 +252,66 @@ impl RawInput {
                 "must be above zero",
             ));
         }
+        let mut fields = host_fields.clone();
+        fields.extend(self.fields);
+        let multiline = self
+            .multiline
+            .map(|raw| raw.validate(&format!("inputs[{index}].multiline")))
+            .transpose()?;
         Ok(Input {
             paths: self.paths,
             exclude: self.exclude,
             read_from: self.read_from.unwrap_or(ReadFrom::Beginning),
             max_line_bytes,
+            fields,
+            multiline,
         })
     }
 }
 
-/// This machine's hostname, or `localhost` when it cannot be read.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_string())
-        .ok()
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
-}
-
-impl crate::cli::DaemonConfig for AgentConfig {
-    fn broker(&self) -> &Broker {
-        &self.broker
+impl RawMultiline {
+    fn validate(self, key: &str) -> Result<Multiline, KeyError> {
+        let compile = |name: &str, pattern: &str| {
+            regex::bytes::Regex::new(pattern).map_err(|err| {
+                let reason = err.to_string();
+                let reason = reason
+                    .lines()
+                    .last()
+                    .unwrap_or("invalid")
+                    .trim()
+                    .to_string();
+                KeyError::new(
+                    format!("{key}.{name}"),
+                    format!("invalid regex \"{pattern}\": {reason}"),
+                )
+            })
+        };
+        let rule = match (&self.start, &self.continues) {
+            (Some(start), None) => MultilineRule::Start(compile("start", start)?),
+            (None, Some(continues)) => MultilineRule::Continue(compile("continue", continues)?),
+            _ => {
+                return Err(KeyError::new(
+                    key,
+                    "needs exactly one of start and continue",
+                ));
+            }
+        };
+        let max_lines = self.max_lines.unwrap_or(500);
+        if max_lines == 0 {
+            return Err(KeyError::new(
+                format!("{key}.max_lines"),
+                "must be above zero",
+            ));
+        }
+        let timeout = duration_or(
+            &format!("{key}.timeout"),
+            &self.timeout,
+            Duration::from_secs(1),
+        )?;
+        Ok(Multiline {
+            rule,
+            max_lines,
+            timeout,
+        })
     }
 }

@@ -7,7 +7,9 @@ use serde::Deserialize;
 
 use crate::broker::{Broker, RawBroker, check_name, duration_or};
 use crate::error::KeyError;
+use crate::layout::Layout;
 use crate::load::Validate;
+use crate::machine::{check_state_version, ensure_writable_dir};
 use crate::partition::{self, Partition};
 
 /// The file as written.
@@ -22,7 +24,7 @@ pub struct RawCollectorConfig {
     #[serde(default)]
     pub dedup: RawDedup,
     #[serde(default)]
-    pub metrics: crate::http::RawMetrics,
+    pub metrics: crate::metrics::RawMetrics,
     #[serde(default)]
     pub security: crate::security::RawSecurity,
 }
@@ -33,6 +35,8 @@ pub struct RawCollectorConfig {
 pub struct RawOutput {
     pub dir: PathBuf,
     pub max_open_files: Option<u64>,
+    /// See [`crate::layout`]; default `{host}/{path}`.
+    pub layout: Option<String>,
 }
 
 /// Output files kept open at most, unless `output.max_open_files` says otherwise: far below
@@ -62,8 +66,10 @@ pub struct CollectorConfig {
     pub state_dir: PathBuf,
     pub broker: Broker,
     pub queue: QueueSettings,
-    /// Lines go to `<dir>/<host>/<source path>`. Checked writable.
+    /// Lines go to `<dir>/<layout>`. Checked writable.
     pub output_dir: PathBuf,
+    /// `output.layout`: where under `output_dir` a line goes.
+    pub layout: Layout,
     /// `output.max_open_files`: output files kept open at most (least recently used ones are
     /// closed once their bytes are committed).
     pub max_open_files: usize,
@@ -206,6 +212,10 @@ impl Validate for RawCollectorConfig {
                 queue_type,
             },
             output_dir: self.output.dir,
+            layout: match &self.output.layout {
+                Some(template) => Layout::parse(template)?,
+                None => Layout::default(),
+            },
             max_open_files,
             batch: BatchSettings {
                 max_messages,
@@ -221,78 +231,6 @@ impl Validate for RawCollectorConfig {
         ensure_writable_dir("state_dir", &config.state_dir)?;
         check_state_version(&config.state_dir)?;
         ensure_writable_dir("output.dir", &config.output_dir)
-    }
-}
-
-/// Creates `dir` if needed and proves it writable by creating and removing a file in it.
-pub(crate) fn ensure_writable_dir(key: &str, dir: &std::path::Path) -> Result<(), KeyError> {
-    let fail = |err: std::io::Error| {
-        KeyError::new(
-            key,
-            format!(
-                "cannot write to \"{}\": {}",
-                dir.display(),
-                error_text(&err)
-            ),
-        )
-    };
-    if dir.as_os_str().is_empty() {
-        return Err(KeyError::new(key, "must not be empty"));
-    }
-    std::fs::create_dir_all(dir).map_err(fail)?;
-    let probe = dir.join(format!(".logship-probe-{}", std::process::id()));
-    std::fs::write(&probe, b"").map_err(fail)?;
-    std::fs::remove_file(&probe).map_err(fail)
-}
-
-/// The layout of a state directory this build reads and writes.
-pub const STATE_VERSION: &str = "logship-state 1";
-
-/// Refuses a state directory written by an incompatible version (nothing in it is touched);
-/// marks a new one with [`STATE_VERSION`].
-pub(crate) fn check_state_version(dir: &std::path::Path) -> Result<(), KeyError> {
-    let marker = dir.join("VERSION");
-    match std::fs::read_to_string(&marker) {
-        Ok(text) if text.trim() == STATE_VERSION => Ok(()),
-        Ok(text) => Err(KeyError::new(
-            "state_dir",
-            format!(
-                "\"{}\" holds state of an incompatible version \"{}\" (this build reads \"{STATE_VERSION}\")",
-                dir.display(),
-                text.trim()
-            ),
-        )),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::write(&marker, format!("{STATE_VERSION}\n")).map_err(|err| {
-                KeyError::new(
-                    "state_dir",
-                    format!(
-                        "cannot write to \"{}\": {}",
-                        dir.display(),
-                        error_text(&err)
-                    ),
-                )
-            })
-        }
-        Err(err) => Err(KeyError::new(
-            "state_dir",
-            format!("cannot read \"{}\": {}", marker.display(), error_text(&err)),
-        )),
-    }
-}
-
-/// An io::Error's text without the `(os error N)` suffix.
-fn error_text(err: &std::io::Error) -> String {
-    let text = err.to_string();
-    match text.find(" (os error") {
-        Some(i) => text[..i].to_string(),
-        None => text,
-    }
-}
-
-impl crate::cli::DaemonConfig for CollectorConfig {
-    fn broker(&self) -> &Broker {
-        &self.broker
     }
 }
 

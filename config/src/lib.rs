@@ -1,35 +1,31 @@
-//! What logship-agent and logship-collector agree on.
+//! The configuration of logship-agent and logship-collector, and nothing else: TOML files
+//! parsed into `Raw*` structs (unknown keys refused) and validated into typed configs, every
+//! error naming the file and the dotted key. No broker client, no runtime: the daemons' shared
+//! runtime is `logship-runtime`.
 //!
-//! - [`load`]: TOML config files, parsed into `Raw*` structs (unknown keys refused) and then
-//!   validated into typed configs. Every error names the file and the dotted key.
-//! - [`broker`]: broker settings shared by both daemons; URIs never print their password.
-//! - [`partition`]: partitioned collector groups and the broker names they derive.
-//! - [`envelope`]: the wire format of one line, and its message id.
-//! - [`amqp`], [`signals`]: how both daemons connect, declare the exchange, and react to signals.
-//!
-//! The invariant both daemons rely on: the message id of a line is a pure function of where the
-//! line came from (host, file identity, generation, byte offset), so a line sent twice is
-//! recognisable as the same line.
+//! - [`load`]: reading and validating a file.
+//! - [`agent`], [`collector`]: each daemon's settings.
+//! - [`layout`]: the collector's `output.layout` template.
+//! - [`security`]: the collector's `[security]` table (which hosts a broker user may write).
+//! - [`broker`], [`tls`], [`partition`]: broker settings shared by both daemons; URIs never
+//!   print their password.
+//! - [`metrics`], [`units`], [`machine`]: the `[metrics]` table, sizes and durations, and the
+//!   checks of this machine (hostname, writable directories, the state version).
 
-pub mod access;
 pub mod agent;
-pub mod amqp;
 pub mod broker;
-pub mod cli;
 pub mod collector;
-pub mod envelope;
 pub mod error;
-pub mod http;
+pub mod layout;
 pub mod load;
+pub mod machine;
+pub mod metrics;
 pub mod partition;
 pub mod security;
-pub mod signals;
-pub mod systemd;
 pub mod tls;
 pub mod units;
 
 pub use agent::AgentConfig;
-pub use broker::{Backoff, Broker, BrokerUri};
+pub use broker::{Broker, BrokerUri};
 pub use collector::CollectorConfig;
-pub use envelope::{Envelope, EnvelopeError, EnvelopeRef, FileId};
 pub use error::ConfigError;

@@ -150,3 +150,59 @@ fn agent_refuses_collector_keys() {
         "{err}"
     );
 }
+
+#[test]
+fn example_agent_config_with_multiline_and_fields_uncommented_parses() {
+    let text = example("agent.toml")
+        .replace("# fields = {", "fields = {")
+        .replace("# [inputs.multiline]", "[inputs.multiline]")
+        .replace("# start = ", "start = ")
+        .replace("# max_lines = 500", "max_lines = 500")
+        .replace("# timeout = \"1s\"", "timeout = \"1s\"");
+    let config = parse::<RawAgentConfig>(Path::new("agent.toml"), &text).unwrap();
+    let input = &config.inputs[0];
+    assert_eq!(input.fields.get("service").map(String::as_str), Some("web"));
+    let multiline = input.multiline.as_ref().expect("multiline");
+    assert_eq!(multiline.max_lines, 500);
+}
+
+#[test]
+fn bad_multiline_snippets_name_their_key() {
+    let base = example("agent.toml");
+    for (snippet, key) in [
+        (
+            "[inputs.multiline]\nstart = '(unclosed'",
+            "inputs[0].multiline.start: invalid regex",
+        ),
+        (
+            "[inputs.multiline]\ncontinue = '['",
+            "inputs[0].multiline.continue: invalid regex",
+        ),
+        (
+            "[inputs.multiline]\nstart = 'a'\ncontinue = 'b'",
+            "inputs[0].multiline: needs exactly one",
+        ),
+        (
+            "[inputs.multiline]\nmax_lines = 5",
+            "inputs[0].multiline: needs exactly one",
+        ),
+        (
+            "[inputs.multiline]\nstart = 'a'\nmax_lines = 0",
+            "inputs[0].multiline.max_lines",
+        ),
+        (
+            "[inputs.multiline]\nstart = 'a'\ntimeout = \"soon\"",
+            "inputs[0].multiline.timeout",
+        ),
+        ("fields = { service = 1 }", "inputs[0].fields.service"),
+    ] {
+        let text = format!("{base}{snippet}\n");
+        let err = parse::<RawAgentConfig>(Path::new("agent.toml"), &text).unwrap_err();
+        let message = err.to_string();
+        assert!(!message.contains('\n'), "one line: {message}");
+        assert!(
+            message.starts_with(&format!("agent.toml: {key}")),
+            "{message}"
+        );
+    }
+}

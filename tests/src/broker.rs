@@ -4,12 +4,11 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
-};
-use logship_config::Envelope;
+use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use logship_runtime::Envelope;
+use logship_runtime::amqp;
 
 /// Publishes in flight at most.
 const WINDOW: usize = 1000;
@@ -168,19 +167,10 @@ impl Broker {
     pub async fn publish_bodies(&self, exchange: &str, bodies: &[(Vec<u8>, String)]) {
         let mut pending = VecDeque::new();
         for (body, id) in bodies {
-            let properties = BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_content_type("application/json".into())
-                .with_message_id(id.as_str().into());
-            let options = BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            };
-            let confirm = self
-                .channel
-                .basic_publish(exchange.into(), "".into(), options, body, properties)
-                .await
-                .expect("publish");
+            let confirm =
+                amqp::publish(&self.channel, exchange, "", id, body, "logship-tests", None)
+                    .await
+                    .expect("publish");
             pending.push_back(confirm);
             if pending.len() >= WINDOW {
                 check(
@@ -212,6 +202,39 @@ impl Broker {
             .map(|q| q.message_count());
         let _ = channel.close(200, "".into()).await;
         count
+    }
+
+    /// Declares a durable queue bound to `exchange`, to read what the agent publishes.
+    pub async fn bind_queue(&self, exchange: &str, queue: &str) {
+        let options = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        self.channel
+            .queue_declare(queue.into(), options, FieldTable::default())
+            .await
+            .expect("declare queue");
+        self.channel
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                "".into(),
+                Default::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind queue");
+    }
+
+    /// Takes one message from `queue` (acked), if there is one.
+    pub async fn get(&self, queue: &str) -> Option<Vec<u8>> {
+        let options = lapin::options::BasicGetOptions { no_ack: true };
+        let message = self
+            .channel
+            .basic_get(queue.into(), options)
+            .await
+            .expect("basic.get")?;
+        Some(message.delivery.data.clone())
     }
 
     /// Waits until a queue holds `n` ready messages.

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use logship_config::{Envelope, FileId};
+use logship_runtime::{Envelope, FileId};
 
 /// The text of test line `i` of a source: distinct, sortable, with some padding.
 pub fn text(source: &str, i: usize) -> Vec<u8> {
@@ -30,6 +30,7 @@ pub fn envelopes(host: &str, path: &str, ino: u64, range: std::ops::Range<usize>
                 offset,
                 timestamp_ms: 1_764_028_800_000,
                 line,
+                fields: Default::default(),
             };
             offset += envelope.line.len() as u64 + 1;
             envelope

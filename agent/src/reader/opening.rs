@@ -5,11 +5,13 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io::ErrorKind;
 use std::path::Path;
+use std::sync::Arc;
 
 use logship_config::agent::ReadFrom;
 
 use super::{Reader, ReaderError};
 use crate::discover::{self, Found};
+use crate::event::LineRules;
 use crate::identity::{self, FileKey};
 use crate::source::Source;
 use crate::spool::Checkpoint;
@@ -50,7 +52,7 @@ impl Reader {
         let (checkpoint, copy) = self.checkpoint_for(&found, &file, key)?;
         tracing::info!(path = %found.path.display(), offset = checkpoint.offset,
             generation = checkpoint.generation, "file opened");
-        let mut source = Source::opened(&found.path, file, key, &checkpoint, found.max_line_bytes);
+        let mut source = Source::opened(&found.path, file, key, &checkpoint, found.rules.clone());
         source.read_copy_first(copy);
         if checkpoint.fingerprint.is_none() && source.tailer().fingerprint().is_some() {
             // The head as it was when first seen, kept: a truncation while the agent is
@@ -92,7 +94,7 @@ impl Reader {
         let (checkpoint, _) = self.checkpoint_for(&found, &file, key)?;
         tracing::info!(path = %from.display(), renamed_to = %to.display(), offset = checkpoint.offset,
             "file renamed away before it was read, draining it");
-        let source = Source::rotated(from, file, key, &checkpoint, found.max_line_bytes);
+        let source = Source::rotated(from, file, key, &checkpoint, found.rules.clone());
         let at = self
             .sources
             .iter()
@@ -125,13 +127,13 @@ impl Reader {
                 Some((file, size)) if resumable(&file, &checkpoint, size) => {
                     tracing::info!(path = %checkpoint.path.display(), offset = checkpoint.offset,
                         "file rotated while stopped, draining it first");
-                    let max_line = self.max_line_for(&checkpoint.path);
+                    let rules = self.rules_for(&checkpoint.path);
                     self.sources.push(Source::rotated(
                         &checkpoint.path,
                         file,
                         key,
                         &checkpoint,
-                        max_line,
+                        rules,
                     ));
                 }
                 _ => {
@@ -196,6 +198,7 @@ impl Reader {
                     fingerprint: None,
                     path: found.path.clone(),
                     finished: false,
+                    mid_event: false,
                 };
                 (checkpoint, None)
             }
@@ -207,6 +210,7 @@ impl Reader {
                     fingerprint: None,
                     path: found.path.clone(),
                     finished: false,
+                    mid_event: false,
                 };
                 if at_end {
                     self.spool.set_checkpoint(key, &checkpoint)?;
@@ -216,11 +220,12 @@ impl Reader {
         })
     }
 
-    fn max_line_for(&self, path: &Path) -> usize {
-        let found = discover::scan(&self.inputs);
+    /// The rules of the input `path` matches (of the first input if it matches none any more).
+    fn rules_for(&self, path: &Path) -> Arc<LineRules> {
         discover::matching(&self.inputs, path)
-            .or(found.found.into_iter().next())
-            .map_or(1 << 20, |f| f.max_line_bytes)
+            .map(|found| found.rules)
+            .or_else(|| self.inputs.first().map(|i| Arc::new(LineRules::of(i))))
+            .unwrap_or_else(|| Arc::new(LineRules::plain(1 << 20)))
     }
 }
 

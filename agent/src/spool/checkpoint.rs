@@ -19,6 +19,9 @@ pub struct Checkpoint {
     pub path: PathBuf,
     /// Rotated away or deleted, drained, and closed.
     pub finished: bool,
+    /// The line at `offset` continues a multiline event that was cut (see [`crate::event`]):
+    /// read again, it must not be taken for a line of its own.
+    pub mid_event: bool,
 }
 
 pub(super) fn checkpoint_key(key: FileKey) -> [u8; 17] {
@@ -36,7 +39,7 @@ pub(super) fn decode_file_key(key: &[u8]) -> Option<FileKey> {
 }
 
 /// offset u64, generation u32, fingerprint hash u64, fingerprint length u32 (0: none),
-/// finished u8, then the path's bytes.
+/// flags u8 (1: finished, 2: mid event), then the path's bytes.
 pub(super) fn encode_checkpoint(checkpoint: &Checkpoint) -> Vec<u8> {
     use std::os::unix::ffi::OsStrExt;
     let path = checkpoint.path.as_os_str().as_bytes();
@@ -48,7 +51,7 @@ pub(super) fn encode_checkpoint(checkpoint: &Checkpoint) -> Vec<u8> {
         .unwrap_or(Fingerprint { hash: 0, len: 0 });
     value.extend_from_slice(&fp.hash.to_be_bytes());
     value.extend_from_slice(&fp.len.to_be_bytes());
-    value.push(u8::from(checkpoint.finished));
+    value.push(u8::from(checkpoint.finished) | (u8::from(checkpoint.mid_event) << 1));
     value.extend_from_slice(path);
     value
 }
@@ -61,7 +64,34 @@ pub(super) fn decode_checkpoint(value: &[u8]) -> Option<Checkpoint> {
         offset: u64::from_be_bytes(value.get(..8)?.try_into().ok()?),
         generation: u32::from_be_bytes(value.get(8..12)?.try_into().ok()?),
         fingerprint: (len > 0).then_some(Fingerprint { hash, len }),
-        finished: *value.get(24)? != 0,
+        finished: *value.get(24)? & 1 != 0,
+        mid_event: *value.get(24)? & 2 != 0,
         path: Path::new(std::ffi::OsStr::from_bytes(value.get(25..)?)).to_path_buf(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_round_trip_and_old_records_read_as_before() {
+        let mut checkpoint = Checkpoint {
+            offset: 7,
+            generation: 1,
+            fingerprint: Some(Fingerprint { hash: 9, len: 3 }),
+            path: PathBuf::from("/var/log/a.log"),
+            finished: true,
+            mid_event: true,
+        };
+        assert_eq!(
+            decode_checkpoint(&encode_checkpoint(&checkpoint)),
+            Some(checkpoint.clone())
+        );
+        // A record written before mid_event existed: its flags byte is 0 or 1.
+        checkpoint.mid_event = false;
+        let mut old = encode_checkpoint(&checkpoint);
+        old[24] = 1;
+        assert_eq!(decode_checkpoint(&old), Some(checkpoint));
+    }
 }

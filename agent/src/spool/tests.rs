@@ -10,6 +10,7 @@ fn checkpoint(offset: Offset) -> Checkpoint {
         fingerprint: Some(Fingerprint { hash: 42, len: 7 }),
         path: PathBuf::from("/var/log/a.log"),
         finished: false,
+        mid_event: false,
     }
 }
 

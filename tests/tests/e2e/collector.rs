@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use logship_config::{Envelope, FileId};
+use logship_runtime::{Envelope, FileId};
 use logship_tests::broker::{Broker, Topology};
 use logship_tests::fixture::Collector;
 use logship_tests::lines::{assert_same_lines, envelopes, read_lines, text, wait_for_lines};
@@ -194,6 +194,7 @@ async fn hostile_messages_are_dead_lettered_and_nothing_is_written_outside_the_o
         offset: offset.replace(offset.get() + 6),
         timestamp_ms: 0,
         line: b"pwned".to_vec(),
+        fields: Default::default(),
     };
     let mut bodies: Vec<Vec<u8>> = vec![
         b"not json at all".to_vec(),

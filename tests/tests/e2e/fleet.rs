@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use logship_config::Envelope;
+use logship_runtime::Envelope;
 use logship_tests::broker::{Broker, Topology, amqp_url};
 use logship_tests::daemon::Daemon;
 use logship_tests::fixture::{Agent, Collector};

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use logship_config::{Envelope, FileId};
+use logship_runtime::{Envelope, FileId};
 use logship_tests::broker::{Broker, Topology, amqp_url, unique};
 use logship_tests::daemon::{Daemon, binary};
 use logship_tests::fixture::{Agent, Collector, STARTUP};
@@ -47,6 +47,7 @@ fn envelope(host: &str, path: &str, offset: u64) -> Envelope {
         offset,
         timestamp_ms: 0,
         line: format!("{host} {path} {offset}").into_bytes(),
+        fields: Default::default(),
     }
 }
 

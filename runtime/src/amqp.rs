@@ -1,15 +1,19 @@
 //! Connecting to the broker and declaring the exchange, the same way in both daemons.
 
-use lapin::options::ExchangeDeclareOptions;
+use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind, PublisherConfirm,
+};
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Backoff, Broker, BrokerUri};
+use logship_config::{Broker, BrokerUri};
+
+use crate::backoff::Backoff;
 
 /// Opens one connection to `uri`, named after this daemon and host in the management UI; an
 /// `amqps://` URI verifies the broker with the system roots plus `broker.tls.ca_file`.
@@ -29,6 +33,49 @@ pub async fn connect(broker: &Broker, uri: &BrokerUri) -> Result<Connection, lap
     };
     let runtime = lapin::runtime::default_runtime()?;
     Connection::connect_uri_with_config(uri.uri.clone(), properties, tls, runtime).await
+}
+
+/// Publishes one line as every logship publisher does: persistent (`delivery_mode` 2), JSON,
+/// with its message id, the time of publishing (seconds) and the publisher's `app_id`, and
+/// `mandatory`, so a line no queue takes comes back (as an ack carrying the returned message)
+/// instead of vanishing. `user_id`, when given, must be the user the connection logged in as:
+/// the broker refuses any other (validated user-id), so a collector can trust it. Resolves once
+/// the frames are written; the confirm follows.
+pub async fn publish(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    message_id: &str,
+    body: &[u8],
+    app_id: &str,
+    user_id: Option<&str>,
+) -> Result<PublisherConfirm, lapin::Error> {
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let properties = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_message_id(message_id.into())
+        .with_timestamp(timestamp)
+        .with_app_id(app_id.into());
+    let properties = match user_id {
+        Some(user) => properties.with_user_id(user.into()),
+        None => properties,
+    };
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            options,
+            body,
+            properties,
+        )
+        .await
 }
 
 /// Declares the durable fanout exchange lines are published to. Both daemons do it, so either

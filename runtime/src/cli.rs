@@ -7,8 +7,9 @@ use std::process::ExitCode;
 
 use serde::de::DeserializeOwned;
 
-use crate::broker::Broker;
-use crate::load::{self, Validate};
+use logship_config::load::{self, Validate};
+use logship_config::{AgentConfig, Broker, CollectorConfig};
+
 use crate::signals::{self, Signals};
 
 /// What the command line asks for.
@@ -65,6 +66,18 @@ pub fn fail(binary: &str, message: &str, code: u8) -> ExitCode {
 pub trait DaemonConfig {
     /// The `[broker]` settings.
     fn broker(&self) -> &Broker;
+}
+
+impl DaemonConfig for AgentConfig {
+    fn broker(&self) -> &Broker {
+        &self.broker
+    }
+}
+
+impl DaemonConfig for CollectorConfig {
+    fn broker(&self) -> &Broker {
+        &self.broker
+    }
 }
 
 /// The whole of a daemon's `main`: parses the command line, loads and validates the config

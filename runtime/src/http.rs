@@ -10,31 +10,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-/// `[metrics]` as written: absent or without `listen`, nothing is served.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawMetrics {
-    /// e.g. `"127.0.0.1:9187"`; keep it on loopback unless the network is trusted.
-    pub listen: Option<String>,
-}
-
-impl RawMetrics {
-    /// The address to serve on, if any.
-    pub fn validate(&self) -> Result<Option<SocketAddr>, crate::error::KeyError> {
-        self.listen
-            .as_deref()
-            .map(|text| {
-                text.parse().map_err(|_| {
-                    crate::error::KeyError::new(
-                        "metrics.listen",
-                        format!("invalid address \"{text}\" (e.g. \"127.0.0.1:9187\")"),
-                    )
-                })
-            })
-            .transpose()
-    }
-}
-
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 

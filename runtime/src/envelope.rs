@@ -8,12 +8,17 @@
 //! - `line` holds the line without its newline when it is valid UTF-8; otherwise `line_b64` holds
 //!   its exact bytes in standard base64 and `line` is absent. Exactly one of the two is present.
 //! - `ts` is milliseconds since the Unix epoch, when the agent read the line.
+//! - `fields` (optional, omitted when empty) holds the input's labels, string to string. A
+//!   collector that predates it ignores it (unknown fields are ignored within a version).
+//! - A multiline event travels as one envelope: `line` holds its lines joined by `\n`, and its
+//!   offset is its first line's.
 //!
 //! Invariant: [`Envelope::message_id`] is a pure function of (host, file identity, generation,
 //! offset), so a line read or sent twice carries the same id. Unknown fields are ignored within a
 //! version; a breaking change bumps `v`, which older collectors reject (dead-letter, not crash).
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -48,6 +53,8 @@ pub struct Envelope {
     pub timestamp_ms: i64,
     /// The line's exact bytes, without the newline.
     pub line: Vec<u8>,
+    /// The input's labels.
+    pub fields: BTreeMap<String, String>,
 }
 
 /// Why a message body is not a usable envelope.
@@ -82,6 +89,14 @@ struct Wire<'a> {
     line: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     line_b64: Option<String>,
+    #[serde(default, skip_serializing_if = "no_fields")]
+    fields: Cow<'a, BTreeMap<String, String>>,
+}
+
+// serde hands `skip_serializing_if` a reference to the field itself.
+#[allow(clippy::ptr_arg)]
+fn no_fields(fields: &Cow<'_, BTreeMap<String, String>>) -> bool {
+    fields.is_empty()
 }
 
 /// Only `v`, read first so that a newer version is reported as such, not as a missing field.
@@ -100,6 +115,7 @@ pub struct EnvelopeRef<'a> {
     pub offset: u64,
     pub timestamp_ms: i64,
     pub line: &'a [u8],
+    pub fields: &'a BTreeMap<String, String>,
 }
 
 impl EnvelopeRef<'_> {
@@ -128,6 +144,7 @@ impl EnvelopeRef<'_> {
             ts: self.timestamp_ms,
             line,
             line_b64,
+            fields: Cow::Borrowed(self.fields),
         };
         // unwrap: a struct of strings and integers always serializes
         serde_json::to_vec(&wire).expect("envelope serializes")
@@ -145,6 +162,7 @@ impl Envelope {
             offset: self.offset,
             timestamp_ms: self.timestamp_ms,
             line: &self.line,
+            fields: &self.fields,
         }
     }
 
@@ -179,6 +197,7 @@ impl Envelope {
             offset: wire.offset,
             timestamp_ms: wire.ts,
             line,
+            fields: wire.fields.into_owned(),
         })
     }
 }
@@ -213,7 +232,26 @@ mod tests {
             offset: 1024,
             timestamp_ms: 1_764_028_800_123,
             line: line.to_vec(),
+            fields: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn fields_travel_when_set_and_are_omitted_when_empty() {
+        let mut envelope = sample(b"first\n  at second");
+        assert!(
+            !String::from_utf8(envelope.to_json())
+                .unwrap()
+                .contains("fields")
+        );
+        envelope.fields.insert("service".into(), "web".into());
+        let json = envelope.to_json();
+        assert!(
+            String::from_utf8(json.clone())
+                .unwrap()
+                .contains(r#""fields":{"service":"web"}"#)
+        );
+        assert_eq!(Envelope::from_json(&json).unwrap(), envelope);
     }
 
     #[test]

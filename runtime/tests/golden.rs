@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use logship_config::{Envelope, FileId};
+use logship_runtime::{Envelope, FileId};
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -29,6 +29,7 @@ fn envelope(line: &[u8]) -> Envelope {
         offset: 73_400_320,
         timestamp_ms: 1_764_028_800_123,
         line: line.to_vec(),
+        fields: Default::default(),
     }
 }
 
@@ -57,5 +58,17 @@ fn message_id_is_stable() {
     assert_eq!(
         envelope(b"x").message_id(),
         "801.100001.9f86d081884c7d65.2.4600000@web-1"
+    );
+}
+
+#[test]
+fn multiline_event_with_fields_matches_golden_json() {
+    let mut expected = envelope(b"2026-12-01 boom\n  at a()\n  at b()");
+    expected.fields.insert("service".into(), "web".into());
+    expected.fields.insert("env".into(), "prod".into());
+    assert_eq!(expected.to_json(), fixture("envelope-v1-fields.json"));
+    assert_eq!(
+        Envelope::from_json(&fixture("envelope-v1-fields.json")).unwrap(),
+        expected
     );
 }

@@ -1,0 +1,23 @@
+//! What logship-agent and logship-collector share at run time:
+//!
+//! - [`envelope`]: the wire format of one line, and its message id.
+//! - [`amqp`], [`backoff`]: connecting (URIs in turn, TLS), reconnecting with backoff,
+//!   declaring the exchange, and the properties every line is published with.
+//! - [`cli`], [`signals`], [`systemd`], [`http`]: the daemon plumbing: the command line and
+//!   `main`, logging, signals, sd_notify, and the metrics and health pages.
+//!
+//! The invariant both daemons rely on: the message id of a line is a pure function of where the
+//! line came from (host, file identity, generation, byte offset), so a line sent twice is
+//! recognisable as the same line.
+
+pub mod access;
+pub mod amqp;
+pub mod backoff;
+pub mod cli;
+pub mod envelope;
+pub mod http;
+pub mod signals;
+pub mod systemd;
+
+pub use backoff::Backoff;
+pub use envelope::{Envelope, EnvelopeError, EnvelopeRef, FileId};
