@@ -302,6 +302,7 @@ async fn bare_publish(channel: &Channel, exchange: &str, lines: usize) {
             &envelope.message_id(),
             &envelope.to_json(),
             "logship-bench",
+            None,
         )
         .await
         .expect("publish");

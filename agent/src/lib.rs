@@ -21,6 +21,7 @@ pub mod identity;
 pub mod metrics;
 pub mod publisher;
 pub mod reader;
+pub mod session;
 pub mod source;
 pub mod spool;
 pub mod tailer;

@@ -18,8 +18,12 @@ use futures_util::StreamExt as _;
 use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Confirmation, Connection, Event, PublisherConfirm};
 use logship_config::{Broker, BrokerUri};
+use logship_runtime::access::{Op, RefusalLog, Refused};
 use logship_runtime::amqp::{self, Reconnect};
 use tokio_util::sync::CancellationToken;
+
+pub use crate::session::PublishError;
+use crate::session::user_of;
 
 use crate::metrics::Metrics;
 use crate::spool::{Message, Seq, Spool, SpoolError};
@@ -35,19 +39,6 @@ const SAVE_HEAD_EVERY: u64 = 256;
 /// At most one "no queue bound" warning per this interval.
 const UNROUTABLE_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Why a session ended.
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    #[error(transparent)]
-    Broker(#[from] lapin::Error),
-    #[error("connection closed")]
-    Lost,
-    #[error("no confirm within {0:?}")]
-    ConfirmTimeout(Duration),
-    #[error(transparent)]
-    Spool(#[from] SpoolError),
-}
-
 /// A spool segment being published.
 struct Loaded {
     seq: Seq,
@@ -59,7 +50,7 @@ struct Loaded {
 }
 
 /// A publish awaiting its confirm: segment, line, confirm.
-type InFlight = (Seq, usize, PublisherConfirm);
+pub(crate) type InFlight = (Seq, usize, PublisherConfirm);
 
 /// The publisher task's state.
 pub struct Publisher {
@@ -67,6 +58,9 @@ pub struct Publisher {
     /// This agent's host: the fanout exchange ignores it, a partitioned collector group hashes
     /// on it, so every line of a host lands in one partition.
     routing_key: String,
+    /// The user this session's connection logged in as: sent as `user_id`, which the broker
+    /// validates, so a collector can trust it (see `[security]` in collector.toml).
+    user_id: String,
     spool: Arc<Spool>,
     metrics: Arc<Metrics>,
     /// Segments read from the spool, oldest first; dropped once confirmed whole.
@@ -90,6 +84,7 @@ impl Publisher {
         Publisher {
             broker,
             routing_key: String::new(),
+            user_id: String::new(),
             spool,
             metrics,
             segments: VecDeque::new(),
@@ -111,8 +106,9 @@ impl Publisher {
     /// Returns an error only if the spool fails.
     pub async fn run(mut self, stop: CancellationToken, drain: Duration) -> Result<(), SpoolError> {
         let mut reconnect = Reconnect::new(&self.broker);
+        let mut refusals = RefusalLog::default();
         while let Some((connection, uri, outage)) = reconnect.connect(&self.broker, &stop).await {
-            if let Some(outage) = outage {
+            if let Some(outage) = outage.filter(|_| !refusals.active()) {
                 tracing::info!(uri = %uri, outage_secs = outage.as_secs(), spooled = self.spool.lines(),
                     "broker reachable again, draining the spool");
                 Metrics::add(&self.metrics.reconnects, 1);
@@ -124,7 +120,12 @@ impl Publisher {
             match end {
                 Ok(()) => break,
                 Err(PublishError::Spool(err)) => return Err(err),
+                Err(err) if let Some(refused) = err.refused() => {
+                    refusals.refused(&uri, &refused);
+                    reconnect.lost();
+                }
                 Err(err) => {
+                    refusals.other();
                     tracing::warn!(uri = %uri, error = %err, spooled = self.spool.lines(),
                         "connection to broker lost, spooling");
                     reconnect.lost();
@@ -149,7 +150,13 @@ impl Publisher {
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        amqp::declare_exchange(&channel, &self.broker).await?;
+        amqp::declare_exchange(&channel, &self.broker)
+            .await
+            .map_err(|err| match Refused::during(&err, Op::Declare) {
+                Some(refused) => PublishError::Refused(refused),
+                None => err.into(),
+            })?;
+        self.user_id = user_of(uri);
         let listener = self.watch_events(connection);
         reconnect.established();
         tracing::info!(uri = %uri, exchange = %self.broker.exchange, spooled = self.spool.lines(), "publishing");
@@ -259,15 +266,20 @@ impl Publisher {
                 continue;
             };
             let (id, body) = &segment.lines[segment.next];
-            let confirm = amqp::publish(
+            let published = amqp::publish(
                 channel,
                 &self.broker.exchange,
                 &self.routing_key,
                 id,
                 body,
                 "logship-agent",
+                Some(&self.user_id),
             )
-            .await?;
+            .await;
+            let confirm = match published {
+                Ok(confirm) => confirm,
+                Err(err) => return Err(PublishError::closed(err, inflight).await),
+            };
             inflight.push_back((segment.seq, segment.next, confirm));
             segment.next += 1;
             Metrics::add(&self.metrics.published, 1);

@@ -237,6 +237,7 @@ async fn publish(channel: &Channel, exchange: &str, lines: usize, hosts: usize) 
             &envelope.message_id(),
             &envelope.to_json(),
             "logship-bench",
+            None,
         )
         .await
         .expect("publish");

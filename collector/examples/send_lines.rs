@@ -51,6 +51,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             &envelope.message_id(),
             &envelope.to_json(),
             "logship-send-lines",
+            None,
         )
         .await?
         .await?;

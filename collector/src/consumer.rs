@@ -22,6 +22,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use logship_config::{BrokerUri, CollectorConfig};
+use logship_runtime::access::{Op, RefusalLog, Refused};
 use logship_runtime::amqp::Reconnect;
 use logship_runtime::signals::Signals;
 use tokio_util::sync::CancellationToken;
@@ -29,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 use crate::outage::Outages;
 use crate::topology::{self, TopologyError};
-use crate::validate::{self, Line};
+use crate::validate::{self, Line, Reason};
 use crate::writer::{Outcome, Writer};
 
 /// At most one warning per this interval about rejected messages; the rest are counted.
@@ -39,6 +40,8 @@ const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 enum SessionEnd {
     /// The broker or the network failed; reconnect.
     Lost(lapin::Error),
+    /// The broker refused an operation for lack of permission: said once, retried.
+    Denied(Refused),
     /// The broker refused our declarations (a queue or exchange exists with other arguments,
     /// another number of partitions, no hash exchange plugin): reconnecting cannot help.
     Refused(TopologyError),
@@ -63,6 +66,7 @@ impl SessionEnd {
     fn declaring(err: TopologyError) -> SessionEnd {
         match err {
             TopologyError::Broker(err) => SessionEnd::Lost(err),
+            TopologyError::Refused(refused) => SessionEnd::Denied(refused),
             refused => SessionEnd::Refused(refused),
         }
     }
@@ -109,11 +113,12 @@ impl Consumer {
     /// Connects, consumes and reconnects until shutdown; then commits the open batch and acks.
     pub async fn run(mut self, signals: &Signals) -> anyhow::Result<()> {
         let mut reconnect = Reconnect::new(&self.config.broker);
+        let mut refusals = RefusalLog::default();
         while let Some((connection, uri, outage)) = reconnect
             .connect(&self.config.broker, &signals.shutdown)
             .await
         {
-            if let Some(outage) = outage {
+            if let Some(outage) = outage.filter(|_| !refusals.active()) {
                 tracing::info!(uri = %uri, outage_secs = outage.as_secs(), "broker reachable again");
                 Metrics::add(&self.metrics.counters.reconnects, 1);
             }
@@ -132,7 +137,10 @@ impl Consumer {
                 }
                 Err(SessionEnd::Refused(err)) => return Err(err.into()),
                 Err(SessionEnd::Fatal(err)) => return Err(err.into()),
+                // A missing permission: said once, retried (granting it heals us).
+                Err(SessionEnd::Denied(refused)) => refusals.refused(&uri, &refused),
                 Err(SessionEnd::Lost(err)) => {
+                    refusals.other();
                     tracing::warn!(uri = %uri, error = %err, "connection to broker lost, unacked lines will be redelivered");
                 }
             }
@@ -165,7 +173,11 @@ impl Consumer {
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
-            .await?;
+            .await
+            .map_err(|err| match Refused::during(&err, Op::Consume) {
+                Some(refused) => SessionEnd::Denied(refused),
+                None => SessionEnd::Lost(err),
+            })?;
         tracing::info!(uri = %uri, queue = %queue, exchange = %self.config.broker.exchange,
             prefetch = self.config.queue.prefetch, "consuming");
         reconnect.established();
@@ -213,7 +225,13 @@ impl Consumer {
     /// Validates a delivery: a line joins the batch; anything else is rejected at once.
     async fn accept(&mut self, delivery: Delivery, batch: &mut Batch) -> Result<(), SessionEnd> {
         Metrics::add(&self.metrics.counters.received, 1);
-        match validate::line(&delivery.data, &self.config.layout) {
+        let user = delivery.properties.user_id().as_ref().map(|u| u.as_str());
+        match validate::line(
+            &delivery.data,
+            &self.config.layout,
+            user,
+            &self.config.security,
+        ) {
             Ok(line) => {
                 batch.started.get_or_insert_with(Instant::now);
                 batch.lines.push(line);
@@ -222,6 +240,7 @@ impl Consumer {
             Err(rejection) => {
                 reject(&delivery.acker).await?;
                 Metrics::add(&self.metrics.counters.dead_lettered, 1);
+                Metrics::add(self.metrics.rejected(rejection.reason()), 1);
                 self.rejects.record(&format!("{rejection:#}"));
             }
         }
@@ -258,10 +277,9 @@ impl Consumer {
         }
         Metrics::add(&self.metrics.counters.written, outcome.written);
         Metrics::add(&self.metrics.counters.duplicates, outcome.duplicates);
-        Metrics::add(
-            &self.metrics.counters.dead_lettered,
-            outcome.refused.len() as u64,
-        );
+        let refused = outcome.refused.len() as u64;
+        Metrics::add(&self.metrics.counters.dead_lettered, refused);
+        Metrics::add(self.metrics.rejected(Reason::UnsafePath), refused);
         Metrics::add(&self.metrics.counters.batches, 1);
         Metrics::add(&self.metrics.counters.batch_lines, ackers.len() as u64);
         Metrics::add(

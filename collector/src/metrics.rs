@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::outage::Cause;
+use crate::validate::Reason;
 
 logship_runtime::counters! {
     /// The collector's counters; all monotonic.
@@ -35,6 +36,8 @@ pub struct Metrics {
     pub counters: Counters,
     /// Failed attempts to write a batch, by cause (in [`Cause::ALL`]'s order).
     write_errors: [AtomicU64; 4],
+    /// Messages rejected (dead-lettered), by reason (in [`Reason::ALL`]'s order).
+    rejected: [AtomicU64; 3],
 }
 
 impl Metrics {
@@ -46,6 +49,11 @@ impl Metrics {
     /// The counter of failed writes for `cause`.
     pub fn write_errors(&self, cause: Cause) -> &AtomicU64 {
         &self.write_errors[cause as usize]
+    }
+
+    /// The counter of rejected messages for `reason`.
+    pub fn rejected(&self, reason: Reason) -> &AtomicU64 {
+        &self.rejected[reason as usize]
     }
 
     /// The Prometheus text page.
@@ -63,6 +71,17 @@ impl Metrics {
                 self.write_errors(cause).load(Ordering::Relaxed)
             ));
         }
+        out.push_str(
+            "# HELP logship_collector_rejected_total Messages rejected to the dead-letter exchange, by reason.\n\
+             # TYPE logship_collector_rejected_total counter\n",
+        );
+        for reason in Reason::ALL {
+            out.push_str(&format!(
+                "logship_collector_rejected_total{{reason=\"{}\"}} {}\n",
+                reason.label(),
+                self.rejected(reason).load(Ordering::Relaxed)
+            ));
+        }
         out
     }
 
@@ -78,10 +97,15 @@ impl Metrics {
                 )
             })
             .collect();
+        let reasons: Vec<String> = Reason::ALL
+            .iter()
+            .map(|&r| format!("{}={}", r.label(), self.rejected(r).load(Ordering::Relaxed)))
+            .collect();
         format!(
-            "{} write_errors({})",
+            "{} write_errors({}) rejected({})",
             logship_runtime::http::summarize(&self.counters.counters()),
-            causes.join(" ")
+            causes.join(" "),
+            reasons.join(" ")
         )
     }
 }

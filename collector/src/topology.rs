@@ -8,6 +8,9 @@
 //! - Declarations are idempotent and the same on every (re)connect; a queue or exchange that
 //!   exists with other arguments makes the broker refuse them (PRECONDITION_FAILED), which the
 //!   consumer treats as fatal rather than reconnecting forever.
+//! - A declaration or binding the user has no permission for (ACCESS_REFUSED) is reported as
+//!   [`TopologyError::Refused`], naming the permission and the object; the consumer says it
+//!   once and retries (granting the permission heals the collector without a restart).
 //! - Every member of a group declares all N partition queues, so the hash ring (and hence a
 //!   host's partition) depends only on N, not on which members are running.
 //! - The hash exchange is declared first and carries N in its arguments, as `x-logship-partitions`
@@ -21,6 +24,7 @@ use lapin::{Channel, ExchangeKind};
 use logship_config::CollectorConfig;
 use logship_config::collector::QueueType;
 use logship_config::partition::{self, Partition};
+use logship_runtime::access::{Op, Refused};
 use logship_runtime::amqp;
 
 /// The plugin providing the `x-consistent-hash` exchange type, bundled with RabbitMQ.
@@ -60,6 +64,9 @@ pub enum TopologyError {
         "broker.partitions: the broker has no x-consistent-hash exchange type; enable it with `rabbitmq-plugins enable {HASH_PLUGIN}` (broker: {reply})"
     )]
     NoHashPlugin { reply: String },
+    /// The broker refused an operation for lack of permission.
+    #[error("{0}")]
+    Refused(Refused),
     /// The connection or channel failed: reconnect.
     #[error(transparent)]
     Broker(#[from] lapin::Error),
@@ -70,20 +77,16 @@ pub enum TopologyError {
 pub async fn declare(channel: &Channel, config: &CollectorConfig) -> Result<(), TopologyError> {
     amqp::declare_exchange(channel, &config.broker)
         .await
-        .map_err(refusal)?;
+        .map_err(failed(Op::Declare))?;
     let queue = config.queue.name.as_str();
     let Some(group) = config.queue.partition else {
         let fanout = config.broker.exchange.as_str();
-        return declare_queue(channel, config, queue, fanout, "")
-            .await
-            .map_err(refusal);
+        return declare_queue(channel, config, queue, fanout, "").await;
     };
     let hash = declare_hash_exchange(channel, config, group).await?;
     for index in 0..group.count {
         let name = partition::queue_name(queue, index);
-        declare_queue(channel, config, &name, &hash, PARTITION_WEIGHT)
-            .await
-            .map_err(refusal)?;
+        declare_queue(channel, config, &name, &hash, PARTITION_WEIGHT).await?;
     }
     Ok(())
 }
@@ -130,17 +133,19 @@ async fn declare_hash_exchange(
                 reply: reply_text(&err),
             });
         }
-        Err(err) => return Err(err.into()),
+        Err(err) => return Err(failed(Op::Declare)(err)),
     }
+    let source = config.broker.exchange.as_str();
     channel
         .exchange_bind(
             hash.as_str().into(),
-            config.broker.exchange.as_str().into(),
+            source.into(),
             "".into(),
             ExchangeBindOptions::default(),
             FieldTable::default(),
         )
-        .await?;
+        .await
+        .map_err(failed(Op::Bind { source }))?;
     Ok(hash)
 }
 
@@ -152,7 +157,7 @@ async fn declare_queue(
     queue: &str,
     source: &str,
     routing_key: &str,
-) -> Result<(), lapin::Error> {
+) -> Result<(), TopologyError> {
     let mut arguments = FieldTable::default();
     if let Some(dlx) = &config.queue.dead_letter_exchange {
         declare_dead_letter(channel, dlx, queue).await?;
@@ -173,7 +178,10 @@ async fn declare_queue(
     }
     channel
         .queue_declare(queue.into(), QueueDeclareOptions::durable(), arguments)
-        .await?;
+        .await
+        .map_err(failed(Op::DeclareQueue {
+            dead_letter: config.queue.dead_letter_exchange.as_deref(),
+        }))?;
     channel
         .queue_bind(
             queue.into(),
@@ -183,6 +191,7 @@ async fn declare_queue(
             FieldTable::default(),
         )
         .await
+        .map_err(failed(Op::Bind { source }))
 }
 
 /// Declares the dead-letter exchange `dlx` and `<queue>.dead-letter`, bound to it by `queue`'s
@@ -191,7 +200,7 @@ async fn declare_dead_letter(
     channel: &Channel,
     dlx: &str,
     queue: &str,
-) -> Result<(), lapin::Error> {
+) -> Result<(), TopologyError> {
     channel
         .exchange_declare(
             dlx.into(),
@@ -199,7 +208,8 @@ async fn declare_dead_letter(
             amqp::durable_exchange(),
             FieldTable::default(),
         )
-        .await?;
+        .await
+        .map_err(failed(Op::Declare))?;
     let dead_queue = format!("{queue}.dead-letter");
     channel
         .queue_declare(
@@ -207,7 +217,8 @@ async fn declare_dead_letter(
             QueueDeclareOptions::durable(),
             FieldTable::default(),
         )
-        .await?;
+        .await
+        .map_err(failed(Op::Declare))?;
     channel
         .queue_bind(
             dead_queue.as_str().into(),
@@ -217,14 +228,20 @@ async fn declare_dead_letter(
             FieldTable::default(),
         )
         .await
+        .map_err(failed(Op::Bind { source: dlx }))
 }
 
-/// A failed declaration: a refusal if the broker says it conflicts, else a broker failure.
-fn refusal(err: lapin::Error) -> TopologyError {
-    if reply_code(&err) == Some(PRECONDITION_FAILED) {
-        TopologyError::Conflict(err)
-    } else {
-        TopologyError::Broker(err)
+/// How a failed `op` is reported: a conflict if the broker says so, a refusal if it lacks a
+/// permission, else a broker failure.
+fn failed(op: Op<'_>) -> impl FnOnce(lapin::Error) -> TopologyError + '_ {
+    move |err| {
+        if let Some(refused) = Refused::during(&err, op) {
+            TopologyError::Refused(refused)
+        } else if reply_code(&err) == Some(PRECONDITION_FAILED) {
+            TopologyError::Conflict(err)
+        } else {
+            TopologyError::Broker(err)
+        }
     }
 }
 

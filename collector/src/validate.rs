@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use logship_config::layout::Layout;
+use logship_config::security::Security;
 use logship_runtime::{Envelope, EnvelopeError};
 
 use crate::outpath::{self, OutpathError};
@@ -30,11 +31,68 @@ pub enum Rejection {
     Envelope(#[from] EnvelopeError),
     #[error(transparent)]
     Outpath(#[from] OutpathError),
+    /// `[security] host_from_user = "require"`: the broker-validated user may not write for
+    /// this host (or the message carries no `user_id`).
+    #[error("host {host:?} is not allowed for user {}", user.as_deref().map_or("(no user_id)".into(), |u| format!("{u:?}")))]
+    HostNotAllowed { host: String, user: Option<String> },
 }
 
-/// Validates a message body; its output file follows `layout`.
-pub fn line(body: &[u8], layout: &Layout) -> Result<Line, Rejection> {
+impl Rejection {
+    /// Its label in `logship_collector_rejected_total`.
+    pub fn reason(&self) -> Reason {
+        match self {
+            Rejection::Envelope(_) => Reason::Malformed,
+            Rejection::Outpath(_) => Reason::UnsafePath,
+            Rejection::HostNotAllowed { .. } => Reason::HostNotAllowed,
+        }
+    }
+}
+
+/// Why messages are rejected, as counted (`logship_collector_rejected_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Not an envelope this collector reads.
+    Malformed = 0,
+    /// Its output path is unsafe: an escape, or a symbolic link or non-directory on the way.
+    UnsafePath = 1,
+    /// Its host is not allowed for its validated user (`[security]`).
+    HostNotAllowed = 2,
+}
+
+impl Reason {
+    /// Every reason, in counter order.
+    pub const ALL: [Reason; 3] = [
+        Reason::Malformed,
+        Reason::UnsafePath,
+        Reason::HostNotAllowed,
+    ];
+
+    /// The Prometheus label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::Malformed => "malformed",
+            Reason::UnsafePath => "unsafe_path",
+            Reason::HostNotAllowed => "host_not_allowed",
+        }
+    }
+}
+
+/// Validates a message body; its output file follows `layout`. `user` is the message's
+/// `user_id` property (validated by the broker), checked against the envelope's host as
+/// `security` says.
+pub fn line(
+    body: &[u8],
+    layout: &Layout,
+    user: Option<&str>,
+    security: &Security,
+) -> Result<Line, Rejection> {
     let envelope = Envelope::from_json(body)?;
+    if !security.allows(user, &envelope.host) {
+        return Err(Rejection::HostNotAllowed {
+            host: envelope.host,
+            user: user.map(str::to_string),
+        });
+    }
     let file = outpath::relative(layout, &envelope)?;
     Ok(Line {
         id: envelope.message_id(),
@@ -96,13 +154,36 @@ mod tests {
         ] {
             bodies.push(body(host, path));
         }
+        let off = Security::default();
         for body in bodies {
             assert!(
-                line(&body, &Layout::default()).is_err(),
+                line(&body, &Layout::default(), None, &off).is_err(),
                 "{:?}",
                 String::from_utf8_lossy(&body)
             );
         }
-        assert!(line(&body("h", "/var/log/ok.log"), &Layout::default()).is_ok());
+        assert!(
+            line(
+                &body("h", "/var/log/ok.log"),
+                &Layout::default(),
+                None,
+                &off
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn required_hosts_must_match_the_user() {
+        let require = Security {
+            host_from_user: logship_config::security::HostFromUser::Require,
+            ..Security::default()
+        };
+        let ok = body("web-1", "/x.log");
+        assert!(line(&ok, &Layout::default(), Some("web-1"), &require).is_ok());
+        for user in [None, Some("web-2")] {
+            let err = line(&ok, &Layout::default(), user, &require).unwrap_err();
+            assert_eq!(err.reason(), Reason::HostNotAllowed);
+        }
     }
 }

@@ -98,7 +98,7 @@ impl Writer {
         let mut positions = Vec::with_capacity(fresh.len());
         for (position, line) in fresh {
             if let Some((_, err)) = refused_files.iter().find(|(file, _)| *file == line.file) {
-                outcome.refused.push((position, format!("{err:#}")));
+                outcome.refused.push((position, crate::outage::chain(&err)));
                 continue;
             }
             self.sink.append(&line.file, &line.bytes);

@@ -25,6 +25,8 @@ pub struct RawCollectorConfig {
     pub dedup: RawDedup,
     #[serde(default)]
     pub metrics: crate::metrics::RawMetrics,
+    #[serde(default)]
+    pub security: crate::security::RawSecurity,
 }
 
 /// `[output]`.
@@ -75,6 +77,8 @@ pub struct CollectorConfig {
     pub dedup: DedupSettings,
     /// Where `/metrics` and `/health` are served; `None`: not at all.
     pub metrics: Option<std::net::SocketAddr>,
+    /// `[security]`: which hosts a broker user may write lines for.
+    pub security: crate::security::Security,
 }
 
 /// This collector's own queue, or its partitioned group.
@@ -219,6 +223,7 @@ impl Validate for RawCollectorConfig {
             },
             dedup: DedupSettings { max_ids, max_age },
             metrics: self.metrics.validate()?,
+            security: self.security.validate()?,
         })
     }
 

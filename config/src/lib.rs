@@ -6,6 +6,7 @@
 //! - [`load`]: reading and validating a file.
 //! - [`agent`], [`collector`]: each daemon's settings.
 //! - [`layout`]: the collector's `output.layout` template.
+//! - [`security`]: the collector's `[security]` table (which hosts a broker user may write).
 //! - [`broker`], [`tls`], [`partition`]: broker settings shared by both daemons; URIs never
 //!   print their password.
 //! - [`metrics`], [`units`], [`machine`]: the `[metrics]` table, sizes and durations, and the
@@ -20,6 +21,7 @@ pub mod load;
 pub mod machine;
 pub mod metrics;
 pub mod partition;
+pub mod security;
 pub mod tls;
 pub mod units;
 

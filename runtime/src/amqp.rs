@@ -38,7 +38,9 @@ pub async fn connect(broker: &Broker, uri: &BrokerUri) -> Result<Connection, lap
 /// Publishes one line as every logship publisher does: persistent (`delivery_mode` 2), JSON,
 /// with its message id, the time of publishing (seconds) and the publisher's `app_id`, and
 /// `mandatory`, so a line no queue takes comes back (as an ack carrying the returned message)
-/// instead of vanishing. Resolves once the frames are written; the confirm follows.
+/// instead of vanishing. `user_id`, when given, must be the user the connection logged in as:
+/// the broker refuses any other (validated user-id), so a collector can trust it. Resolves once
+/// the frames are written; the confirm follows.
 pub async fn publish(
     channel: &Channel,
     exchange: &str,
@@ -46,6 +48,7 @@ pub async fn publish(
     message_id: &str,
     body: &[u8],
     app_id: &str,
+    user_id: Option<&str>,
 ) -> Result<PublisherConfirm, lapin::Error> {
     let timestamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -56,6 +59,10 @@ pub async fn publish(
         .with_message_id(message_id.into())
         .with_timestamp(timestamp)
         .with_app_id(app_id.into());
+    let properties = match user_id {
+        Some(user) => properties.with_user_id(user.into()),
+        None => properties,
+    };
     let options = BasicPublishOptions {
         mandatory: true,
         ..BasicPublishOptions::default()
@@ -145,7 +152,12 @@ impl Reconnect {
                     return Some((connection, uri, outage));
                 }
                 Err(err) => {
-                    if self.outage.is_none() {
+                    let refused = crate::access::Refused::of(&err);
+                    if let Some(refused) = refused.filter(|_| self.outage.is_none()) {
+                        // Credentials or vhost access, not the network: said as such.
+                        tracing::warn!(uri = %uri, user = %uri.uri.authority.userinfo.username,
+                            "{refused}; check the user, its password and its vhost permissions, retrying");
+                    } else if self.outage.is_none() {
                         tracing::warn!(uri = %uri, error = %err, "cannot connect to broker, retrying");
                     } else {
                         tracing::debug!(uri = %uri, error = %err, "cannot connect to broker");

@@ -10,6 +10,7 @@
 //! line came from (host, file identity, generation, byte offset), so a line sent twice is
 //! recognisable as the same line.
 
+pub mod access;
 pub mod amqp;
 pub mod backoff;
 pub mod cli;

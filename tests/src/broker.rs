@@ -167,9 +167,10 @@ impl Broker {
     pub async fn publish_bodies(&self, exchange: &str, bodies: &[(Vec<u8>, String)]) {
         let mut pending = VecDeque::new();
         for (body, id) in bodies {
-            let confirm = amqp::publish(&self.channel, exchange, "", id, body, "logship-tests")
-                .await
-                .expect("publish");
+            let confirm =
+                amqp::publish(&self.channel, exchange, "", id, body, "logship-tests", None)
+                    .await
+                    .expect("publish");
             pending.push_back(confirm);
             if pending.len() >= WINDOW {
                 check(

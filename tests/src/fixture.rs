@@ -145,6 +145,19 @@ impl Agent {
         }
     }
 
+    /// The same agent, shipping as `host` instead of its unique one.
+    pub fn with_host(mut self, host: &str) -> Agent {
+        let text = std::fs::read_to_string(&self.config).expect("agent config");
+        let text = text.replacen(
+            &format!("host = \"{}\"", self.host),
+            &format!("host = \"{host}\""),
+            1,
+        );
+        std::fs::write(&self.config, text).expect("agent config");
+        self.host = host.to_string();
+        self
+    }
+
     /// Starts it and waits until it publishes (or tries to, when `connected` is false).
     pub fn start(&self, connected: bool) -> Daemon {
         let needle = if connected {

@@ -9,3 +9,4 @@ pub mod lines;
 pub mod proxy;
 pub mod rabbit;
 pub mod tmpfs;
+pub mod users;

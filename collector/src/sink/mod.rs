@@ -11,20 +11,24 @@
 //!   [`Sink::sync`], which writes and syncs the touched files `max_open` at a time, so a file is
 //!   closed (evicted, least recently used first) only when it has no bytes that are not yet
 //!   durable; once its batch commits, all of them are committed too.
+//! - No symbolic link below `output.dir` is ever followed, to write or to truncate: every file
+//!   and directory is opened relative to its parent's descriptor without following links
+//!   ([`nofollow`]). A path through a link is refused, and its lines are dead-lettered.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{ErrorKind, Write};
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use crate::commit::{Commit, CommitError};
 use crate::durable::{OutputFs, SyncError, Target};
 use crate::lru::Lru;
 
-/// Descriptors left for everything but output files when the open-file limit caps
-/// `output.max_open_files`: sled, the seen-id log, the broker connection, the runtime, the
-/// metrics listener, and the files opened briefly to truncate or sync a directory.
-const RESERVED_DESCRIPTORS: u64 = 64;
+mod budget;
+mod nofollow;
+
+pub use budget::budget;
 
 /// A failure to write or sync output.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +68,7 @@ impl SinkError {
             source.kind(),
             ErrorKind::IsADirectory | ErrorKind::NotADirectory | ErrorKind::AlreadyExists
                 | ErrorKind::InvalidFilename
-        ))
+        ) || nofollow::is_refusal(source))
     }
 
     /// Whether the state database failed: the collector then exits (and systemd restarts it),
@@ -100,6 +104,8 @@ struct OutputFile {
 /// The output files under `output.dir`.
 pub struct Sink {
     dir: PathBuf,
+    /// `output.dir`, opened once: every output path is resolved from it without following links.
+    root: OwnedFd,
     /// Kept across recoveries: its syncfs reports errors since it was opened.
     fs: OutputFs,
     open: Lru<PathBuf, OutputFile>,
@@ -115,12 +121,15 @@ impl Sink {
     /// Opens `dir` and truncates every recorded file back to its committed length; at most
     /// `max_open` files will be open at once.
     pub fn open(dir: &Path, commit: &Commit, max_open: usize) -> Result<Sink, SinkError> {
-        let fs = OutputFs::open(dir).map_err(|source| SinkError::Open {
+        let open_err = |source| SinkError::Open {
             path: dir.to_path_buf(),
             source,
-        })?;
+        };
+        let fs = OutputFs::open(dir).map_err(open_err)?;
+        let root = nofollow::open_root(dir).map_err(open_err)?;
         let mut sink = Sink {
             dir: dir.to_path_buf(),
+            root,
             fs,
             open: Lru::default(),
             max_open: max_open.max(1),
@@ -144,9 +153,11 @@ impl Sink {
         let mut forget = Vec::new();
         for (relative, committed) in commit.files()? {
             let path = self.dir.join(&relative);
-            match std::fs::metadata(&path) {
-                Ok(meta) if meta.len() > committed => {
-                    truncate(&path, committed)?;
+            let opened = nofollow::open_existing(self.root.as_fd(), &relative);
+            let meta = opened.and_then(|file| Ok((file.metadata()?, file)));
+            match meta {
+                Ok((meta, file)) if meta.len() > committed => {
+                    truncate(&file, &path, committed)?;
                     let dropped = meta.len() - committed;
                     if on_start {
                         tracing::info!(file = %path.display(), committed, dropped, "truncated unacknowledged tail");
@@ -154,12 +165,20 @@ impl Sink {
                         tracing::debug!(file = %path.display(), committed, dropped, "truncated unacknowledged tail");
                     }
                 }
-                Ok(meta) if meta.len() < committed => {
+                Ok((meta, _)) if meta.len() < committed => {
                     tracing::info!(file = %path.display(), "output file shorter than committed, starting anew");
                     forget.push((relative, Some(meta.len())));
                 }
                 Ok(_) => {}
                 Err(err) if err.kind() == ErrorKind::NotFound => forget.push((relative, None)),
+                Err(err)
+                    if nofollow::is_refusal(&err) || err.kind() == ErrorKind::NotADirectory =>
+                {
+                    // A link (or other non-file) now stands where our file was: it is not ours
+                    // to truncate, and writes to it will be refused.
+                    tracing::warn!(file = %path.display(), error = %err, "output file replaced by a link or non-file, left alone");
+                    forget.push((relative, None));
+                }
                 Err(source) => return Err(SinkError::Open { path, source }),
             }
         }
@@ -218,31 +237,25 @@ impl Sink {
             path: path.clone(),
             source,
         };
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(open_err)?;
-        }
-        let file = match OpenOptions::new().create(true).append(true).open(&path) {
-            Ok(file) => file,
-            Err(err) => {
-                self.out_of_descriptors(&err);
-                return Err(open_err(err));
-            }
-        };
+        let nofollow::Opened { file, dir } =
+            match nofollow::open_append(self.root.as_fd(), relative) {
+                Ok(opened) => opened,
+                Err(err) => {
+                    self.out_of_descriptors(&err);
+                    return Err(open_err(err));
+                }
+            };
         let meta = file.metadata().map_err(open_err)?;
         let actual = meta.len();
         let (len, intent) = match commit.committed_len(relative)? {
             Some(committed) if actual > committed => {
-                truncate(&path, committed)?;
+                truncate(&file, &path, committed)?;
                 (committed, None)
             }
             Some(committed) if actual == committed => (committed, None),
             _ => {
                 // A new directory entry must be durable before any line in it is acked.
-                if let Some(parent) = path.parent() {
-                    File::open(parent)
-                        .and_then(|dir| dir.sync_all())
-                        .map_err(open_err)?;
-                }
+                dir.sync_all().map_err(open_err)?;
                 (actual, Some(actual))
             }
         };
@@ -363,27 +376,13 @@ impl Sink {
     }
 }
 
-/// How many output files to keep open: `configured`, unless the open-file `limit` leaves fewer
-/// after [`RESERVED_DESCRIPTORS`] (then that, or half the limit if it is tiny).
-pub fn budget(configured: usize, limit: Option<u64>) -> usize {
-    let Some(limit) = limit else {
-        return configured;
-    };
-    let usable = if limit > 2 * RESERVED_DESCRIPTORS {
-        limit - RESERVED_DESCRIPTORS
-    } else {
-        limit / 2
-    };
-    configured.min(usize::try_from(usable).unwrap_or(usize::MAX).max(1))
-}
-
-fn truncate(path: &Path, len: u64) -> Result<(), SinkError> {
+/// Truncates `file` (opened without following links; `path` names it in errors) to `len`.
+fn truncate(file: &File, path: &Path, len: u64) -> Result<(), SinkError> {
     let fail = |source| SinkError::Truncate {
         path: path.to_path_buf(),
         len,
         source,
     };
-    let file = OpenOptions::new().write(true).open(path).map_err(fail)?;
     file.set_len(len).map_err(fail)?;
     file.sync_all().map_err(fail)
 }

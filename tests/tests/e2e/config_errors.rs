@@ -74,6 +74,42 @@ fn invalid_collector_configs_exit_2_naming_the_key() {
 }
 
 #[test]
+fn invalid_security_settings_exit_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = GOOD
+        .replace("STATE", &dir.path().join("state").display().to_string())
+        .replace("OUT", &dir.path().join("out").display().to_string());
+    for (security, expected) in [
+        (
+            "host_from_user = \"yes\"",
+            "security.host_from_user: unknown value \"yes\" (off or require)",
+        ),
+        (
+            "host_from_user = true",
+            "security.host_from_user: expected a string, found boolean `true`",
+        ),
+        (
+            "hosts_from_user = \"off\"",
+            "security.hosts_from_user: unknown key",
+        ),
+        (
+            "[security.hosts]\n\"agent-web\" = [\"web-1\", \"../etc\"]",
+            "security.hosts.agent-web: invalid host \"../etc\"",
+        ),
+        (
+            "[security.hosts]\n\"agent-web\" = \"web-1\"",
+            "security.hosts.agent-web: expected a sequence, found \"web-1\"",
+        ),
+    ] {
+        check(
+            dir.path(),
+            &format!("{good}[security]\n{security}\n"),
+            expected,
+        );
+    }
+}
+
+#[test]
 fn a_missing_config_file_exits_2() {
     let (code, _, stderr) = run(
         &binary("logship-collector"),

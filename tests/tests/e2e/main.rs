@@ -8,5 +8,6 @@ mod fleet;
 mod multiline;
 mod partitions;
 mod rotation;
+mod security;
 mod service;
 mod state_disk;

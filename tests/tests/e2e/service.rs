@@ -143,10 +143,18 @@ async fn metrics_and_health_pages_count_what_happened() {
         100,
         Duration::from_secs(30),
     );
+    let wanted = [
+        "logship_collector_written_total 100",
+        "logship_collector_duplicates_total 10",
+        "logship_collector_dead_lettered_total 1",
+        "logship_collector_rejected_total{reason=\"malformed\"} 1",
+        "# TYPE logship_collector_fsync_seconds_total counter",
+    ];
+    // The lines are on disk before their batch is counted (after its ack): wait for the counts.
     let deadline = Instant::now() + Duration::from_secs(20);
     let page = loop {
         let page = get(&collector_addr, "/metrics");
-        if page.contains("logship_collector_dead_lettered_total 1") || Instant::now() > deadline {
+        if wanted.iter().all(|want| page.contains(want)) || Instant::now() > deadline {
             break page;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -155,12 +163,7 @@ async fn metrics_and_health_pages_count_what_happened() {
         page.starts_with("HTTP/1.1 200 OK") && page.contains("text/plain; version=0.0.4"),
         "{page}"
     );
-    for want in [
-        "logship_collector_written_total 100",
-        "logship_collector_duplicates_total 10",
-        "logship_collector_dead_lettered_total 1",
-        "# TYPE logship_collector_fsync_seconds_total counter",
-    ] {
+    for want in wanted {
         assert!(page.contains(want), "{want} missing in:\n{page}");
     }
     assert!(get(&collector_addr, "/health").ends_with("ok\n"));

@@ -1,0 +1,216 @@
+//! Opening output files without following any symbolic link below `output.dir`.
+//!
+//! Invariants:
+//! - Every directory under `output.dir` is opened with `openat(parent, name, O_DIRECTORY |
+//!   O_NOFOLLOW)` relative to the descriptor of the one before it, starting at the descriptor of
+//!   `output.dir` itself; a missing one is created with `mkdirat` on that same descriptor. The
+//!   file is opened with `O_NOFOLLOW` relative to its directory's descriptor. So a link planted
+//!   anywhere below `output.dir` (by another local user, or by an earlier hostile path) makes
+//!   the open fail with `ELOOP` (or `ENOTDIR`): nothing is ever read, written or truncated
+//!   through it, and no path check can be raced between a check and the open.
+//! - An output file is a regular file: anything else (a FIFO, a device, a socket) is refused
+//!   without blocking (`O_NONBLOCK`) and without writing.
+//! - A directory this module creates is made durable in its parent at once (fsync of the parent
+//!   directory), so a line in it is never acked while its directory entry could vanish.
+//!
+//! `output.dir` itself is the operator's: it may be a link, and is followed once, at start.
+
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::{Component, Path};
+
+/// Flags of every directory opened on the way to a file.
+const DIR_FLAGS: libc::c_int =
+    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+
+/// Permission bits of created directories and files, before the umask (as `create_dir_all` and
+/// `OpenOptions::create` use).
+const DIR_MODE: libc::mode_t = 0o777;
+const FILE_MODE: libc::c_uint = 0o666;
+
+/// An output file and the directory that holds it (to sync its entry).
+pub struct Opened {
+    pub file: File,
+    pub dir: File,
+}
+
+/// Opens `output.dir` itself (following a link there: the operator chose it).
+pub fn open_root(dir: &Path) -> io::Result<OwnedFd> {
+    let path = c_path(dir.as_os_str())?;
+    // SAFETY: a NUL-terminated path; the descriptor returned is owned below.
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    owned(fd)
+}
+
+/// Opens `relative` (under `root`) for appending, creating it and its directories if missing.
+pub fn open_append(root: BorrowedFd<'_>, relative: &Path) -> io::Result<Opened> {
+    let (dirs, name) = split(relative)?;
+    let dir = walk(root, dirs, true)?;
+    let file = open_at(
+        dir.as_fd(),
+        name,
+        libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT,
+    )?;
+    Ok(Opened {
+        file,
+        dir: File::from(dir),
+    })
+}
+
+/// Opens the existing file `relative` (under `root`) for writing, to truncate it; `NotFound` if
+/// it or a directory on the way is missing.
+pub fn open_existing(root: BorrowedFd<'_>, relative: &Path) -> io::Result<File> {
+    let (dirs, name) = split(relative)?;
+    let dir = walk(root, dirs, false)?;
+    open_at(dir.as_fd(), name, libc::O_WRONLY)
+}
+
+/// Whether `err` is this module refusing a link or a non-regular file (so the path can never be
+/// written and its lines must be dead-lettered).
+pub fn is_refusal(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::ELOOP | libc::ENXIO))
+        || err.kind() == io::ErrorKind::InvalidInput
+}
+
+/// The directories and the file name of a relative path made by `outpath` (only normal
+/// components).
+fn split(relative: &Path) -> io::Result<(Vec<&OsStr>, &OsStr)> {
+    let mut parts = Vec::new();
+    for component in relative.components() {
+        match component {
+            Component::Normal(part) => parts.push(part),
+            _ => return Err(invalid("not a plain relative path")),
+        }
+    }
+    let name = parts.pop().ok_or_else(|| invalid("empty path"))?;
+    Ok((parts, name))
+}
+
+/// Opens each of `dirs` in turn relative to the one before (the first relative to `root`),
+/// never following a link; with `create`, makes the missing ones.
+fn walk(root: BorrowedFd<'_>, dirs: Vec<&OsStr>, create: bool) -> io::Result<OwnedFd> {
+    let dot = c_path(OsStr::new("."))?;
+    // SAFETY: a valid descriptor and a NUL-terminated name; the result is owned below.
+    let mut current = owned(unsafe { libc::openat(root.as_raw_fd(), dot.as_ptr(), DIR_FLAGS) })?;
+    for name in dirs {
+        let c_name = c_path(name)?;
+        let open = |dir: &OwnedFd| {
+            // SAFETY: as above.
+            owned(unsafe { libc::openat(dir.as_raw_fd(), c_name.as_ptr(), DIR_FLAGS) })
+        };
+        current = match open(&current) {
+            Ok(next) => next,
+            Err(err) if create && err.kind() == io::ErrorKind::NotFound => {
+                // SAFETY: a valid descriptor and a NUL-terminated name.
+                let made = unsafe { libc::mkdirat(current.as_raw_fd(), c_name.as_ptr(), DIR_MODE) };
+                if made != 0 {
+                    let err = io::Error::last_os_error();
+                    // Made meanwhile by someone else: open it (refusing it if it is a link).
+                    if err.kind() != io::ErrorKind::AlreadyExists {
+                        return Err(err);
+                    }
+                }
+                // The new entry must be durable before a line in it is acked.
+                File::from(current.try_clone()?).sync_all()?;
+                open(&current)?
+            }
+            Err(err) => return Err(err),
+        };
+    }
+    Ok(current)
+}
+
+/// Opens `name` in `dir` without following a link, and refuses anything but a regular file.
+fn open_at(dir: BorrowedFd<'_>, name: &OsStr, flags: libc::c_int) -> io::Result<File> {
+    let c_name = c_path(name)?;
+    let flags = flags | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    // SAFETY: a valid descriptor and a NUL-terminated name; the result is owned below.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c_name.as_ptr(), flags, FILE_MODE) };
+    let file = File::from(owned(fd)?);
+    if !file.metadata()?.file_type().is_file() {
+        return Err(invalid("not a regular file"));
+    }
+    Ok(file)
+}
+
+fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
+    if fd < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        // SAFETY: a descriptor just returned by the kernel, owned by nobody else.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+}
+
+fn c_path(name: &OsStr) -> io::Result<CString> {
+    CString::new(name.as_bytes()).map_err(|_| invalid("NUL in a path"))
+}
+
+fn invalid(what: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, what)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    #[test]
+    fn files_and_directories_are_created_and_appended_to() {
+        let out = tempfile::tempdir().unwrap();
+        let root = open_root(out.path()).unwrap();
+        for line in ["a\n", "b\n"] {
+            let mut opened = open_append(root.as_fd(), Path::new("h/var/log/x.log")).unwrap();
+            opened.file.write_all(line.as_bytes()).unwrap();
+        }
+        let text = std::fs::read_to_string(out.path().join("h/var/log/x.log")).unwrap();
+        assert_eq!(text, "a\nb\n");
+        assert!(open_existing(root.as_fd(), Path::new("h/var/log/x.log")).is_ok());
+        let missing = open_existing(root.as_fd(), Path::new("h/none/x.log")).unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn links_below_the_root_are_never_followed() {
+        let out = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let target = elsewhere.path().join("victim");
+        std::fs::write(&target, "untouched\n").unwrap();
+        std::fs::create_dir_all(out.path().join("h")).unwrap();
+        std::os::unix::fs::symlink(&target, out.path().join("h/x.log")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), out.path().join("evil")).unwrap();
+        let root = open_root(out.path()).unwrap();
+        for relative in ["h/x.log", "evil/victim", "evil/new/y.log"] {
+            let err = open_append(root.as_fd(), Path::new(relative))
+                .err()
+                .unwrap_or_else(|| panic!("{relative} opened through a link"));
+            assert!(
+                is_refusal(&err) || err.raw_os_error() == Some(libc::ENOTDIR),
+                "{relative}: {err}"
+            );
+            assert!(open_existing(root.as_fd(), Path::new(relative)).is_err());
+        }
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched\n");
+        assert!(!elsewhere.path().join("new").exists());
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let out = tempfile::tempdir().unwrap();
+        let fifo = c_path(out.path().join("f").as_os_str()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let root = open_root(out.path()).unwrap();
+        let err = open_append(root.as_fd(), Path::new("f")).err().unwrap();
+        assert!(is_refusal(&err), "{err}");
+    }
+}
