@@ -14,8 +14,11 @@ pub mod amqp;
 pub mod backoff;
 pub mod cli;
 pub mod envelope;
+pub mod histogram;
 pub mod http;
+pub mod rlimit;
 pub mod signals;
+pub mod status;
 pub mod systemd;
 
 pub use backoff::Backoff;
