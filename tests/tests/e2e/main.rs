@@ -5,6 +5,7 @@ mod collector;
 mod config_errors;
 mod faults;
 mod fleet;
+mod ops;
 mod partitions;
 mod rotation;
 mod service;
