@@ -78,6 +78,7 @@ impl BrokerState {
 /// One watched file of the agent.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FileStatus {
+    /// The path it was found under (a draining file keeps its old name).
     pub path: String,
     /// `waiting` (behind an older file of its path), `active`, `copy` (reading the
     /// copytruncate copy) or `draining` (rotated away or deleted).
@@ -86,13 +87,16 @@ pub struct FileStatus {
     pub offset: u64,
     /// The file's size now.
     pub size: u64,
+    /// Truncations seen (copytruncate): part of every line's message id.
     pub generation: u64,
 }
 
 /// The agent's spool.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct SpoolStatus {
+    /// Lines not confirmed yet.
     pub lines: u64,
+    /// Bytes of their segments.
     pub bytes: u64,
     /// Age of the oldest unconfirmed line (its segment's write time); `None`: empty.
     pub oldest_seconds: Option<f64>,
@@ -101,23 +105,30 @@ pub struct SpoolStatus {
 /// `GET /status` of logship-agent.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AgentStatus {
+    /// The agent's version.
     pub version: String,
+    /// The `host` its lines carry.
     pub host: String,
     /// Bytes in watched files not yet read (size minus offset, summed).
     pub lag_bytes: u64,
+    /// Every open file, oldest first.
     pub files: Vec<FileStatus>,
+    /// What waits for the broker's confirm.
     pub spool: SpoolStatus,
+    /// The publisher's connection.
     pub broker: BrokerStatus,
 }
 
 /// `GET /status` of logship-collector.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CollectorStatus {
+    /// The collector's version.
     pub version: String,
     /// The queue this collector consumes (its partition's, in a group).
     pub queue: String,
     /// Whether a consumer is registered on it now.
     pub consuming: bool,
+    /// The consumer's connection.
     pub broker: BrokerStatus,
     /// Output files open now.
     pub open_files: u64,
