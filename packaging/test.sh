@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the packages and checks them for real (as root): the .debs install with dpkg, their
-# files land where the units expect them, the packaged binaries run --version and
-# --check-config on the installed configs, an edited config and the state survive a
-# reinstall; the .rpms' file lists and scripts are read with rpm. Purges what it installed.
+# files land where the units expect them, the packaged binaries run --version, --help and
+# --check-config (both forms) on the installed configs, the man pages and completions are
+# installed, an edited config and the state survive a reinstall; the .rpms' file lists and scripts are read with rpm. Purges what it installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +31,12 @@ for name in agent collector; do
   [ "$(stat -c %G /etc/logship/$name.toml)" = logship ] || fail "$name.toml is not group logship"
   /usr/bin/$package --version | grep -q "^$package " || fail "$package --version"
   /usr/bin/$package --check-config /etc/logship/$name.toml || fail "$package --check-config on the installed config"
+  /usr/bin/$package --config /etc/logship/$name.toml --check-config || fail "$package --config FILE --check-config"
+  /usr/bin/$package --help | grep -q -- "--check-config" || fail "$package --help"
+  for page in $package $package-status; do
+    zcat /usr/share/man/man1/$page.1.gz | grep -q '^\.TH' || fail "man page $page(1) missing or empty"
+  done
+  [ -s /usr/share/bash-completion/completions/$package ] || fail "bash completion of $package missing"
   if command -v systemd-analyze >/dev/null; then
     report=$(systemd-analyze verify /usr/lib/systemd/system/$package.service 2>&1) || fail "systemd-analyze: $report"
     [ -z "$report" ] || fail "systemd-analyze warns: $report"
@@ -47,6 +53,7 @@ for name in agent collector; do
   for file in /usr/bin/$package /etc/logship/$name.toml /usr/lib/systemd/system/$package.service; do
     grep -qx "$file" <<<"$files" || fail "$file missing from $rpmfile"
   done
+  grep -qx "/usr/share/man/man1/$package.1.gz" <<<"$files" || fail "man page missing from $rpmfile"
   rpm -qp --configfiles "$rpmfile" | grep -qx "/etc/logship/$name.toml" || fail "$name.toml is not %config in $rpmfile"
   rpm -qp --scripts "$rpmfile" | grep -q "useradd -r -g logship" || fail "$rpmfile creates no user"
 done

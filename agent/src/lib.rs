@@ -24,6 +24,7 @@ pub mod reader;
 pub mod session;
 pub mod source;
 pub mod spool;
+pub mod status;
 pub mod tailer;
 pub mod wakeup;
 
@@ -64,13 +65,15 @@ pub async fn run(
 
     let (reload_tx, reload_rx) = std::sync::mpsc::channel();
     let reader_stop = CancellationToken::new();
+    let status = Arc::new(status::Status::default());
     let reader = reader::Reader::new(
         config.host.clone(),
         config.inputs.clone(),
         config.watch,
         spool.clone(),
         metrics.clone(),
-    );
+    )
+    .with_status(status.clone());
     let stop = reader_stop.clone();
     let (reader_tx, mut reader_done) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -84,14 +87,18 @@ pub async fn run(
     let mut publisher = tokio::spawn(
         publisher::Publisher::new(config.broker.clone(), spool.clone(), metrics.clone())
             .with_routing_key(config.host.clone())
+            .with_status(status.clone())
             .run(publisher_stop.clone(), config.shutdown_timeout),
     );
 
     if let Some(addr) = config.metrics {
-        let (render_metrics, render_spool) = (metrics.clone(), spool.clone());
-        let render: logship_runtime::http::Render =
-            Arc::new(move || render_metrics.render(render_spool.bytes(), render_spool.lines()));
-        logship_runtime::http::serve(addr, signals.shutdown.clone(), render).await?;
+        let pages = pages(
+            metrics.clone(),
+            spool.clone(),
+            status.clone(),
+            config.host.clone(),
+        );
+        logship_runtime::http::serve(addr, signals.shutdown.clone(), pages).await?;
     }
     // Ready even while the broker is down: lines are spooled meanwhile.
     systemd::ready("shipping");
@@ -166,4 +173,27 @@ pub async fn run(
     }
     tracing::info!(counters = %metrics.summary(), spooled = spool.lines(), "agent stopped");
     Ok(())
+}
+
+/// `/metrics` (the counters, the spool's gauges, the lag) and `/status`.
+fn pages(
+    metrics: Arc<Metrics>,
+    spool: Arc<spool::Spool>,
+    status: Arc<status::Status>,
+    host: String,
+) -> logship_runtime::http::Pages {
+    let (metrics_spool, metrics_status) = (spool.clone(), status.clone());
+    logship_runtime::http::Pages {
+        metrics: Arc::new(move || {
+            metrics.render(metrics::Gauges {
+                spool_bytes: metrics_spool.bytes(),
+                spool_lines: metrics_spool.lines(),
+                spool_oldest_seconds: status::oldest_seconds(&metrics_spool).unwrap_or(0.0),
+                lag_bytes: metrics_status.lag_bytes(),
+            })
+        }),
+        status: Arc::new(move || {
+            serde_json::to_string(&status.page(&host, &spool)).unwrap_or_default()
+        }),
+    }
 }

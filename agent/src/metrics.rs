@@ -37,14 +37,24 @@ logship_runtime::counters! {
     }
 }
 
+/// The gauges `/metrics` shows that the spool and the reader keep, not the counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    pub spool_bytes: u64,
+    pub spool_lines: u64,
+    /// 0 when the spool is empty.
+    pub spool_oldest_seconds: f64,
+    pub lag_bytes: u64,
+}
+
 impl Metrics {
     /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// The Prometheus text page; the spool's gauges are passed in.
-    pub fn render(&self, spool_bytes: u64, spool_lines: u64) -> String {
+    /// The Prometheus text page; the gauges others keep are passed in.
+    pub fn render(&self, gauges: Gauges) -> String {
         use logship_runtime::http::{metric, render_counters};
         let mut out = String::with_capacity(2048);
         render_counters(&mut out, &self.counters());
@@ -53,14 +63,28 @@ impl Metrics {
             "logship_agent_spool_bytes",
             "gauge",
             "Bytes of lines in the spool.",
-            spool_bytes,
+            gauges.spool_bytes,
         );
         metric(
             &mut out,
             "logship_agent_spool_lines",
             "gauge",
             "Lines in the spool.",
-            spool_lines,
+            gauges.spool_lines,
+        );
+        metric(
+            &mut out,
+            "logship_agent_spool_oldest_seconds",
+            "gauge",
+            "Age of the oldest unconfirmed line (its spool segment's write time); 0 when the spool is empty.",
+            gauges.spool_oldest_seconds,
+        );
+        metric(
+            &mut out,
+            "logship_agent_lag_bytes",
+            "gauge",
+            "Bytes in watched files not yet read (size minus read position, summed over open files).",
+            gauges.lag_bytes,
         );
         out
     }
@@ -79,11 +103,15 @@ mod tests {
     fn every_counter_is_rendered_once_with_its_help_and_summarised() {
         let metrics = Metrics::default();
         Metrics::add(&metrics.lines_read, 7);
-        let page = metrics.render(1, 2);
+        let page = metrics.render(Gauges {
+            spool_bytes: 1,
+            spool_lines: 2,
+            ..Gauges::default()
+        });
         assert!(page.contains("# HELP logship_agent_lines_read_total Lines (and parts of long lines) read and spooled.\n"));
         assert!(page.contains("\nlogship_agent_lines_read_total 7\n"));
         assert!(page.contains("logship_agent_spool_lines 2"));
-        assert_eq!(page.matches("# TYPE").count(), metrics.counters().len() + 2);
+        assert_eq!(page.matches("# TYPE").count(), metrics.counters().len() + 4);
         assert!(metrics.summary().starts_with("files=0 read=7 split=0 "));
     }
 }

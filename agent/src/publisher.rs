@@ -27,6 +27,7 @@ use crate::session::user_of;
 
 use crate::metrics::Metrics;
 use crate::spool::{Message, Seq, Spool, SpoolError};
+use crate::status::Status;
 
 /// Publishes in flight without a confirm: enough to keep one broker busy, small in memory.
 const WINDOW: usize = 1024;
@@ -75,6 +76,8 @@ pub struct Publisher {
     /// Notified when the connection fails, so an idle publisher notices an outage at once.
     lost: Arc<tokio::sync::Notify>,
     unroutable_logged: Option<Instant>,
+    /// Where `/status` reads the connected URI (masked) and whether the broker blocks us.
+    status: Arc<Status>,
 }
 
 impl Publisher {
@@ -93,7 +96,14 @@ impl Publisher {
             blocked: Arc::new(AtomicBool::new(false)),
             lost: Arc::new(tokio::sync::Notify::new()),
             unroutable_logged: None,
+            status: Arc::default(),
         }
+    }
+
+    /// Shows the broker connection in `status`.
+    pub fn with_status(mut self, status: Arc<Status>) -> Publisher {
+        self.status = status;
+        self
     }
 
     /// Publishes with `routing_key` (the agent's host) instead of `""`.
@@ -113,9 +123,11 @@ impl Publisher {
                     "broker reachable again, draining the spool");
                 Metrics::add(&self.metrics.reconnects, 1);
             }
+            self.status.broker.connected(&uri);
             let end = self
                 .session(&connection, &uri, &stop, drain, &mut reconnect)
                 .await;
+            self.status.broker.disconnected();
             let _ = connection.close(200, "logship-agent closing".into()).await;
             match end {
                 Ok(()) => break,
@@ -358,12 +370,14 @@ impl Publisher {
         let blocked = self.blocked.clone();
         let lost = self.lost.clone();
         let metrics = self.metrics.clone();
+        let status = self.status.clone();
         tokio::spawn(async move {
             let mut since: Option<Instant> = None;
             while let Some(event) = events.next().await {
                 match event {
                     Event::ConnectionBlocked(reason) => {
                         blocked.store(true, Ordering::Relaxed);
+                        status.broker.set_blocked(true);
                         since = Some(Instant::now());
                         tracing::warn!(
                             reason,
@@ -372,6 +386,7 @@ impl Publisher {
                     }
                     Event::ConnectionUnblocked => {
                         blocked.store(false, Ordering::Relaxed);
+                        status.broker.set_blocked(false);
                         let spell = since.take().map_or(Duration::ZERO, |s| s.elapsed());
                         Metrics::add(&metrics.blocked_ms, spell.as_millis() as u64);
                         tracing::info!(

@@ -28,6 +28,7 @@ use crate::identity::FileKey;
 use crate::metrics::Metrics;
 use crate::source::{Source, Step};
 use crate::spool::{Checkpoint, Spool, SpoolError};
+use crate::status::{Snapshots, Status};
 use crate::wakeup::{Wake, Wakeups};
 
 /// Polling interval: files inotify cannot see, and files draining after a rotation.
@@ -95,6 +96,9 @@ pub struct Reader {
     /// When the last pause ended.
     resumed_at: Option<Instant>,
     last_collect: Instant,
+    /// Where the files are shown to `/status` and the lag gauge, refreshed by `snapshots`.
+    status: Arc<Status>,
+    snapshots: Snapshots,
 }
 
 impl Reader {
@@ -120,7 +124,15 @@ impl Reader {
             resume_at: 0,
             resumed_at: None,
             last_collect: Instant::now(),
+            status: Arc::default(),
+            snapshots: Snapshots::default(),
         }
+    }
+
+    /// Shows the files in `status` (refreshed at the end of a turn, at most every second).
+    pub fn with_status(mut self, status: Arc<Status>) -> Reader {
+        self.status = status;
+        self
     }
 
     /// Reads until `stop` is cancelled, then flushes the spool.
@@ -153,6 +165,9 @@ impl Reader {
                 last_scan = Some(Instant::now());
             }
             last_turn = self.turn(last_turn)?;
+            if self.snapshots.due() {
+                self.status.record_files(&mut self.sources);
+            }
             self.collect()?;
             let timeout = self.timeout(last_scan, every).min(WAIT_MAX);
             let settle = COALESCE.saturating_sub(last_turn.elapsed());

@@ -277,6 +277,16 @@ impl Source {
         Ok(())
     }
 
+    /// Its lifecycle state, as `/status` names it.
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            State::Waiting => "waiting",
+            State::Active => "active",
+            State::Copy { .. } => "copy",
+            State::Draining { .. } => "draining",
+        }
+    }
+
     /// The checkpoint to record once it is closed: finished, or `None` for a deleted file.
     pub fn closing_checkpoint(&self) -> Option<Checkpoint> {
         if self.tailer.deleted() {

@@ -122,9 +122,12 @@ impl Consumer {
                 tracing::info!(uri = %uri, outage_secs = outage.as_secs(), "broker reachable again");
                 Metrics::add(&self.metrics.counters.reconnects, 1);
             }
+            self.metrics.broker.connected(&uri);
             let end = self
                 .session(&connection, &uri, signals, &mut reconnect)
                 .await;
+            self.metrics.broker.disconnected();
+            self.metrics.set_consuming(false);
             let _ = connection
                 .close(200, "logship-collector closing".into())
                 .await;
@@ -180,6 +183,7 @@ impl Consumer {
             })?;
         tracing::info!(uri = %uri, queue = %queue, exchange = %self.config.broker.exchange,
             prefetch = self.config.queue.prefetch, "consuming");
+        self.metrics.set_consuming(true);
         reconnect.established();
         let mut batch = Batch::default();
         loop {
@@ -287,6 +291,7 @@ impl Consumer {
             outcome.fsync.as_micros() as u64,
         );
         Metrics::add(&self.metrics.counters.fsyncs, 1);
+        self.metrics.committed(&outcome);
         Ok(())
     }
 

@@ -17,6 +17,7 @@ pub mod commit;
 pub mod consumer;
 pub mod dedup;
 pub mod durable;
+pub mod hosts;
 pub mod lru;
 pub mod metrics;
 pub mod outage;
@@ -49,9 +50,15 @@ pub async fn run(
         .context("state recovery panicked")?
         .context("cannot recover state")?;
     if let Some(addr) = config.metrics {
-        let render_metrics = metrics.clone();
-        let render: logship_runtime::http::Render = Arc::new(move || render_metrics.render());
-        logship_runtime::http::serve(addr, signals.shutdown.clone(), render).await?;
+        let (render_metrics, status_metrics) = (metrics.clone(), metrics.clone());
+        let queue = config.queue.consumed();
+        let pages = logship_runtime::http::Pages {
+            metrics: Arc::new(move || render_metrics.render()),
+            status: Arc::new(move || {
+                serde_json::to_string(&status_metrics.status(&queue)).unwrap_or_default()
+            }),
+        };
+        logship_runtime::http::serve(addr, signals.shutdown.clone(), pages).await?;
     }
     // Ready once the state is recovered; the consumer keeps reconnecting to the broker.
     logship_runtime::systemd::ready("consuming");

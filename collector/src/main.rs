@@ -12,6 +12,9 @@ fn main() -> ExitCode {
     cli::daemon_main::<RawCollectorConfig, _, _>(
         "logship-collector",
         env!("CARGO_PKG_VERSION"),
-        |config, _path, signals| run(config, signals, Arc::new(Metrics::default())),
+        |config, _path, signals| {
+            let metrics = Arc::new(Metrics::new(config.dedup.max_age));
+            run(config, signals, metrics)
+        },
     )
 }

@@ -1,9 +1,24 @@
-//! Counters an operator (and the tests) can read. Passed around as a handle, never global.
+//! Counters an operator (and the tests) can read, and what `/status` shows. Passed around as a
+//! handle, never global.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
+use logship_runtime::histogram::Histogram;
+use logship_runtime::status::{BrokerState, CollectorStatus};
+
+use crate::hosts::HostsSeen;
 use crate::outage::Cause;
 use crate::validate::Reason;
+use crate::writer::Outcome;
+
+/// Upper bounds of `logship_collector_delay_seconds`: from a healthy pipeline (tens of
+/// milliseconds) to a backlog drained after an outage (hours, a day).
+pub const DELAY_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+    21600.0, 86400.0,
+];
 
 logship_runtime::counters! {
     /// The collector's counters; all monotonic.
@@ -29,8 +44,9 @@ logship_runtime::counters! {
     }
 }
 
-/// The collector's counters, and its failed writes by cause.
-#[derive(Debug, Default)]
+/// The collector's counters, its failed writes by cause, how late lines arrive and from which
+/// hosts, and the live state `/status` shows.
+#[derive(Debug)]
 pub struct Metrics {
     /// Every counter but the failed writes.
     pub counters: Counters,
@@ -38,9 +54,82 @@ pub struct Metrics {
     write_errors: [AtomicU64; 4],
     /// Messages rejected (dead-lettered), by reason (in [`Reason::ALL`]'s order).
     rejected: [AtomicU64; 3],
+    /// Commit time minus the envelope's `ts` of every line written.
+    delay: Histogram,
+    hosts: Mutex<HostsSeen>,
+    /// Output files open after the last batch.
+    open_files: AtomicU64,
+    /// Whether a consumer is registered on the queue now.
+    consuming: AtomicBool,
+    /// The broker connection, kept by the consumer.
+    pub broker: BrokerState,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new(Duration::from_secs(7 * 24 * 3600))
+    }
 }
 
 impl Metrics {
+    /// Metrics that forget a host silent for `host_max_age` (`dedup.max_age`).
+    pub fn new(host_max_age: Duration) -> Metrics {
+        Metrics {
+            counters: Counters::default(),
+            write_errors: Default::default(),
+            rejected: Default::default(),
+            delay: Histogram::new(DELAY_BUCKETS),
+            hosts: Mutex::new(HostsSeen::new(host_max_age)),
+            open_files: AtomicU64::new(0),
+            consuming: AtomicBool::new(false),
+            broker: BrokerState::default(),
+        }
+    }
+
+    /// A batch was committed: its lines' delays, its hosts' last-seen time, the open files.
+    pub fn committed(&self, outcome: &Outcome) {
+        let now_ms = outcome.committed_at_ms;
+        for ts_ms in &outcome.line_ts_ms {
+            self.delay.observe((now_ms - ts_ms) as f64 / 1000.0);
+        }
+        if let Ok(mut hosts) = self.hosts.lock() {
+            let now = u64::try_from(now_ms / 1000).unwrap_or(0);
+            hosts.committed(outcome.hosts.iter().map(String::as_str), now);
+        }
+        self.open_files
+            .store(outcome.open_files as u64, Ordering::Relaxed);
+    }
+
+    /// A consumer is registered on the queue (`true`), or no longer.
+    pub fn set_consuming(&self, consuming: bool) {
+        self.consuming.store(consuming, Ordering::Relaxed);
+    }
+
+    /// The `/status` page; `queue` is the queue consumed.
+    pub fn status(&self, queue: &str) -> CollectorStatus {
+        let mut counters: std::collections::BTreeMap<String, f64> = self
+            .counters
+            .counters()
+            .iter()
+            .map(|(c, v)| (c.metric.to_string(), *v as f64 / c.per_unit))
+            .collect();
+        for cause in Cause::ALL {
+            counters.insert(
+                format!("logship_collector_write_errors_total.{}", cause.label()),
+                self.write_errors(cause).load(Ordering::Relaxed) as f64,
+            );
+        }
+        CollectorStatus {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            queue: queue.to_string(),
+            consuming: self.consuming.load(Ordering::Relaxed),
+            broker: self.broker.snapshot(),
+            open_files: self.open_files.load(Ordering::Relaxed),
+            hosts: self.hosts.lock().map_or(0, |h| h.len() as u64),
+            counters,
+        }
+    }
+
     /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
@@ -82,6 +171,21 @@ impl Metrics {
                 self.rejected(reason).load(Ordering::Relaxed)
             ));
         }
+        self.delay.render(
+            &mut out,
+            "logship_collector_delay_seconds",
+            "Commit time minus the line's envelope ts (read time at the agent), per line written.",
+        );
+        if let Ok(hosts) = self.hosts.lock() {
+            hosts.render(&mut out, "logship_collector_host_last_seen_seconds");
+        }
+        logship_runtime::http::metric(
+            &mut out,
+            "logship_collector_open_files",
+            "gauge",
+            "Output files open.",
+            self.open_files.load(Ordering::Relaxed),
+        );
         out
     }
 

@@ -22,6 +22,10 @@ pub struct Line {
     pub file: PathBuf,
     /// The line's bytes, without a newline.
     pub bytes: Vec<u8>,
+    /// The source host (for the host's last-seen time).
+    pub host: String,
+    /// The envelope's `ts`, unix milliseconds (for the delay histogram).
+    pub ts_ms: i64,
 }
 
 /// Why a message is rejected (dead-lettered): it is never written.
@@ -106,6 +110,8 @@ pub fn line(
         offset: envelope.offset,
         file,
         bytes: envelope.line,
+        host: envelope.host,
+        ts_ms: envelope.timestamp_ms,
     })
 }
 

@@ -24,6 +24,14 @@ pub struct Outcome {
     pub refused: Vec<(usize, String)>,
     /// Time spent writing and fsyncing the output files.
     pub fsync: std::time::Duration,
+    /// When the batch was committed (unix milliseconds).
+    pub committed_at_ms: i64,
+    /// The envelope `ts` of every line written: the delay is `committed_at_ms` minus it.
+    pub line_ts_ms: Vec<i64>,
+    /// The source hosts of the lines written, each once.
+    pub hosts: Vec<String>,
+    /// Output files open after the batch.
+    pub open_files: usize,
 }
 
 /// Owns the output files and the commit record.
@@ -96,6 +104,7 @@ impl Writer {
         };
         let mut ids = Vec::with_capacity(fresh.len());
         let mut positions = Vec::with_capacity(fresh.len());
+        let mut hosts = std::collections::HashSet::new();
         for (position, line) in fresh {
             if let Some((_, err)) = refused_files.iter().find(|(file, _)| *file == line.file) {
                 outcome.refused.push((position, crate::outage::chain(&err)));
@@ -103,12 +112,17 @@ impl Writer {
             }
             self.sink.append(&line.file, &line.bytes);
             ids.push(line.id.as_str());
+            outcome.line_ts_ms.push(line.ts_ms);
+            hosts.insert(line.host.as_str());
             positions.push((line.source, line.offset, line.bytes.len()));
         }
         let started = std::time::Instant::now();
         let lengths = self.sink.sync(&self.commit)?;
         outcome.fsync = started.elapsed();
         self.commit.record(&ids, &positions, &lengths, now_ms())?;
+        outcome.committed_at_ms = now_ms();
+        outcome.hosts = hosts.into_iter().map(str::to_string).collect();
+        outcome.open_files = self.sink.open_count();
         outcome.written = ids.len() as u64;
         Ok(outcome)
     }

@@ -28,3 +28,20 @@ impl RawMetrics {
             .transpose()
     }
 }
+
+/// A daemon's file read for its `[metrics]` table only (every other key ignored, nothing on
+/// this machine checked): what `status` needs to find the daemon, also as a user who cannot
+/// write the state directory.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct RawMetricsOnly {
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+impl crate::load::Validate for RawMetricsOnly {
+    type Config = Option<SocketAddr>;
+
+    fn validate(self) -> Result<Self::Config, KeyError> {
+        self.metrics.validate()
+    }
+}

@@ -25,6 +25,8 @@ fn example_collector_config_parses() {
         config.queue.dead_letter_exchange.as_deref(),
         Some("logs.dead-letter")
     );
+    // The packaged config serves metrics and /status on loopback.
+    assert_eq!(config.metrics, Some("127.0.0.1:9188".parse().unwrap()));
 }
 
 #[test]
@@ -43,6 +45,7 @@ fn example_agent_config_parses() {
     let config = parse::<RawAgentConfig>(Path::new("agent.toml"), &example("agent.toml")).unwrap();
     assert_eq!(config.buffer.max_bytes, 1 << 30);
     assert_eq!(config.inputs[0].paths, ["/var/log/app/*.log"]);
+    assert_eq!(config.metrics, Some("127.0.0.1:9187".parse().unwrap()));
 }
 
 const COLLECTOR: &str = r#"

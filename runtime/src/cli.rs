@@ -1,16 +1,65 @@
-//! The command line both daemons share: `--config FILE`, `--check-config FILE`, `--version`;
-//! and what happens at the binary's edge: logging set-up and the one-line error.
+//! The command line both daemons share, parsed with clap from one definition (which also
+//! renders the man page and the shell completions the packages ship), and what happens at the
+//! binary's edge: logging set-up and the one-line error.
+//!
+//! ```text
+//! logship-agent [--config FILE]                 run (default /etc/logship/agent.toml)
+//! logship-agent [--config FILE] --check-config  validate and exit (also: --check-config FILE)
+//! logship-agent [--config FILE] status          GET /status from metrics.listen, as a table
+//! logship-agent --help | -h | --version | -V    exit 0
+//! ```
+//!
+//! Exit codes: 0; 2 for usage and config errors (and `status` with metrics off); 1 for
+//! failures at run time (and `status` when the daemon does not answer). Errors are one line on
+//! stderr, `<binary>: <message>`.
 
+use std::ffi::OsString;
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use serde::de::DeserializeOwned;
 
 use logship_config::load::{self, Validate};
 use logship_config::{AgentConfig, Broker, CollectorConfig};
 
+pub use crate::rlimit::{open_file_limit, raise_open_file_limit};
 use crate::signals::{self, Signals};
+use crate::status;
+
+/// The arguments as clap sees them; [`parse`] turns them into a [`Command`].
+#[derive(Debug, Parser)]
+#[command(
+    about = "Ships log lines through RabbitMQ: no line lost, none duplicated, in order",
+    disable_help_subcommand = true
+)]
+struct Args {
+    /// The config file.
+    #[arg(long, value_name = "FILE", global = true)]
+    config: PathBuf,
+    /// Validate the config file (FILE, else the --config one) and exit: 0, or 2 with one line
+    /// naming the key.
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    check_config: Option<Option<PathBuf>>,
+    /// Print the man page (roff) and exit, of the binary or of its subcommand PAGE
+    /// (`status`); the packages are built with it.
+    #[arg(long, hide = true, value_name = "PAGE", num_args = 0..=1)]
+    man: Option<Option<String>>,
+    /// Print the completion script for SHELL and exit; the packages are built with it.
+    #[arg(long, hide = true, value_name = "SHELL")]
+    completions: Option<clap_complete::Shell>,
+    #[command(subcommand)]
+    subcommand: Option<Sub>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Sub {
+    /// Ask the running daemon how it is doing (GET /status on metrics.listen) and print a
+    /// short table: exit 2 if metrics are off in the config, 1 if the daemon does not answer.
+    Status,
+}
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -19,23 +68,69 @@ pub enum Command {
     Run(PathBuf),
     /// Validate this config file and exit.
     Check(PathBuf),
-    /// Print the version and exit.
-    Version,
+    /// Fetch the status page of the daemon this config file describes.
+    Status(PathBuf),
+    /// Print the man page of the binary (`None`) or of one of its subcommands.
+    Man(Option<String>),
+    /// Print the completion script for a shell.
+    Completions(clap_complete::Shell),
 }
 
-/// Parses the arguments after the program name; the error is the usage line.
-pub fn parse(binary: &str, mut args: impl Iterator<Item = String>) -> Result<Command, String> {
-    let command = match (args.next().as_deref(), args.next(), args.next()) {
-        (Some("--version"), None, None) => Command::Version,
-        (Some("--config"), Some(path), None) => Command::Run(PathBuf::from(path)),
-        (Some("--check-config"), Some(path), None) => Command::Check(PathBuf::from(path)),
-        _ => {
-            return Err(format!(
-                "usage: {binary} --config FILE | --check-config FILE | --version"
-            ));
-        }
-    };
-    Ok(command)
+/// The clap definition of `binary`: its name, version and default config file
+/// (`/etc/logship/<agent|collector>.toml`).
+pub fn definition(binary: &'static str, version: &'static str) -> clap::Command {
+    let role = binary.strip_prefix("logship-").unwrap_or(binary);
+    Args::command()
+        .name(binary)
+        .bin_name(binary)
+        .version(version)
+        // The derive marks a `PathBuf` required; the default makes it optional.
+        .mut_arg("config", |arg| {
+            arg.required(false)
+                .default_value(format!("/etc/logship/{role}.toml"))
+        })
+}
+
+/// Parses the arguments (program name first). `Err` is clap's: help and version requests
+/// included (see [`usage_error`]).
+pub fn parse(
+    binary: &'static str,
+    version: &'static str,
+    args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
+) -> Result<Command, clap::Error> {
+    let mut definition = definition(binary, version);
+    let matches = definition.try_get_matches_from_mut(args)?;
+    let args = Args::from_arg_matches(&matches).map_err(|err| err.format(&mut definition))?;
+    if let Some(page) = args.man {
+        return Ok(Command::Man(page));
+    }
+    if let Some(shell) = args.completions {
+        return Ok(Command::Completions(shell));
+    }
+    match (args.check_config, args.subcommand) {
+        (Some(_), Some(Sub::Status)) => Err(definition.error(
+            ErrorKind::ArgumentConflict,
+            "--check-config and status do not go together",
+        )),
+        (Some(file), None) => Ok(Command::Check(file.unwrap_or(args.config))),
+        (None, Some(Sub::Status)) => Ok(Command::Status(args.config)),
+        (None, None) => Ok(Command::Run(args.config)),
+    }
+}
+
+/// A clap error as one line: `usage: <what is wrong> (see --help)`; `None` for `--help` and
+/// `--version`, which are answers, not errors.
+pub fn usage_error(err: &clap::Error) -> Option<String> {
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) {
+        return None;
+    }
+    let rendered = err.render().to_string();
+    let first = rendered.lines().next().unwrap_or_default();
+    let what = first.strip_prefix("error: ").unwrap_or(first);
+    Some(format!("usage: {what} (see --help)"))
 }
 
 /// Default log filter. lapin logs every connection error itself, and the daemons log each one
@@ -62,15 +157,22 @@ pub fn fail(binary: &str, message: &str, code: u8) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// A validated config that names its broker (for the password warning).
+/// A validated config that names its broker (for the password warning), and knows how its
+/// daemon's status page is shown.
 pub trait DaemonConfig {
     /// The `[broker]` settings.
     fn broker(&self) -> &Broker;
+    /// The `/status` JSON of this daemon as a short human table.
+    fn status_table(json: &str) -> Result<String, serde_json::Error>;
 }
 
 impl DaemonConfig for AgentConfig {
     fn broker(&self) -> &Broker {
         &self.broker
+    }
+
+    fn status_table(json: &str) -> Result<String, serde_json::Error> {
+        Ok(serde_json::from_str::<status::AgentStatus>(json)?.table())
     }
 }
 
@@ -78,27 +180,44 @@ impl DaemonConfig for CollectorConfig {
     fn broker(&self) -> &Broker {
         &self.broker
     }
+
+    fn status_table(json: &str) -> Result<String, serde_json::Error> {
+        Ok(serde_json::from_str::<status::CollectorStatus>(json)?.table())
+    }
 }
 
-/// The whole of a daemon's `main`: parses the command line, loads and validates the config
-/// (`--check-config` stops there), sets up logging, installs the signal handlers before anything
-/// is spawned, and runs `run` on a tokio runtime. Exit codes: 0, 2 for usage and config errors,
-/// 1 for failures at run time; errors are one line on stderr.
-pub fn daemon_main<R, F, Fut>(binary: &str, version: &str, run: F) -> ExitCode
+/// The whole of a daemon's `main`: parses the command line, answers `--help`, `--version`,
+/// `status` and the packaging flags, loads and validates the config (`--check-config` stops
+/// there), sets up logging, installs the signal handlers before anything is spawned, and runs
+/// `run` on a tokio runtime.
+pub fn daemon_main<R, F, Fut>(binary: &'static str, version: &'static str, run: F) -> ExitCode
 where
     R: DeserializeOwned + Validate,
     R::Config: DaemonConfig,
     F: FnOnce(R::Config, PathBuf, Signals) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let (path, check_only) = match parse(binary, std::env::args().skip(1)) {
-        Ok(Command::Version) => {
-            println!("{binary} {version}");
-            return ExitCode::SUCCESS;
-        }
+    let (path, check_only) = match parse(binary, version, std::env::args_os()) {
         Ok(Command::Run(path)) => (path, false),
         Ok(Command::Check(path)) => (path, true),
-        Err(usage) => return fail(binary, &usage, 2),
+        Ok(Command::Status(path)) => {
+            return status::command(binary, &path, R::Config::status_table);
+        }
+        Ok(Command::Man(page)) => return man_page(binary, version, page.as_deref()),
+        Ok(Command::Completions(shell)) => {
+            let mut definition = definition(binary, version);
+            clap_complete::generate(shell, &mut definition, binary, &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            return match usage_error(&err) {
+                Some(line) => fail(binary, &line, 2),
+                None => {
+                    let _ = err.print();
+                    ExitCode::SUCCESS
+                }
+            };
+        }
     };
     let config = match load::load::<R>(&path) {
         Ok(config) => config,
@@ -128,100 +247,94 @@ where
     }
 }
 
-/// Raises the soft limit on open files to the hard limit, so a daemon serving thousands of
-/// files is bounded by what the administrator allows (systemd's `LimitNOFILE=`), not by the
-/// 1024 soft default kept for programs that still use select(2). Logged once.
-pub fn raise_open_file_limit() {
-    match set_open_file_limit_to_hard() {
-        Ok((before, after)) if before < after => {
-            tracing::info!(from = before, to = after, "raised the open-file limit");
-        }
-        Ok((_, now)) => tracing::debug!(limit = now, "open-file limit already at its maximum"),
-        Err(err) => tracing::warn!(error = %err, "cannot raise the open-file limit"),
-    }
-}
-
-/// The current soft limit on open files; `None` if unlimited or unknown.
-pub fn open_file_limit() -> Option<u64> {
-    let limit = get_nofile().ok()?;
-    (limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
-}
-
-/// Sets the soft `RLIMIT_NOFILE` to the hard one; returns (before, after).
-fn set_open_file_limit_to_hard() -> std::io::Result<(u64, u64)> {
-    let mut limit = get_nofile()?;
-    let before = limit.rlim_cur;
-    // An unlimited hard limit is not a valid soft one for descriptors: the kernel caps it at
-    // fs.nr_open.
-    let target = if limit.rlim_max == libc::RLIM_INFINITY {
-        std::fs::read_to_string("/proc/sys/fs/nr_open")
-            .ok()
-            .and_then(|text| text.trim().parse().ok())
-            .unwrap_or(before)
-    } else {
-        limit.rlim_max
+/// Prints the man page of `binary`, or of its subcommand `page` (`logship-agent-status(1)`,
+/// which the main page refers to).
+fn man_page(binary: &'static str, version: &'static str, page: Option<&str>) -> ExitCode {
+    let mut definition = definition(binary, version);
+    definition.build();
+    let command = match page {
+        None => definition,
+        Some(name) => match definition.find_subcommand(name) {
+            Some(sub) => sub
+                .clone()
+                .name(format!("{binary}-{name}"))
+                .version(version),
+            None => return fail(binary, &format!("usage: no man page \"{name}\""), 2),
+        },
     };
-    if target <= before {
-        return Ok((before, before));
+    match clap_mangen::Man::new(command).render(&mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(binary, &format!("cannot write the man page: {err}"), 1),
     }
-    limit.rlim_cur = target;
-    // SAFETY: setrlimit with a valid pointer to an initialised rlimit.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok((before, target))
-}
-
-fn get_nofile() -> std::io::Result<libc::rlimit> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit fills the rlimit we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(limit)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn args(list: &[&str]) -> impl Iterator<Item = String> {
-        list.iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-            .into_iter()
+    fn parse_args(list: &[&str]) -> Result<Command, clap::Error> {
+        parse(
+            "logship-x",
+            "1.0",
+            std::iter::once("logship-x").chain(list.iter().copied()),
+        )
     }
 
     #[test]
     fn commands() {
-        assert_eq!(parse("x", args(&["--version"])), Ok(Command::Version));
+        let default = PathBuf::from("/etc/logship/x.toml");
+        assert_eq!(parse_args(&[]).unwrap(), Command::Run(default.clone()));
         assert_eq!(
-            parse("x", args(&["--config", "a.toml"])),
-            Ok(Command::Run("a.toml".into()))
+            parse_args(&["--config", "a.toml"]).unwrap(),
+            Command::Run("a.toml".into())
+        );
+        for check in [
+            &["--check-config", "a.toml"][..],
+            &["--config", "a.toml", "--check-config"],
+            &["--check-config", "--config", "a.toml"],
+        ] {
+            assert_eq!(parse_args(check).unwrap(), Command::Check("a.toml".into()));
+        }
+        assert_eq!(
+            parse_args(&["--check-config"]).unwrap(),
+            Command::Check(default)
         );
         assert_eq!(
-            parse("x", args(&["--check-config", "a.toml"])),
-            Ok(Command::Check("a.toml".into()))
+            parse_args(&["status", "--config", "a.toml"]).unwrap(),
+            Command::Status("a.toml".into())
         );
+        assert_eq!(
+            parse_args(&["--config", "a.toml", "status"]).unwrap(),
+            Command::Status("a.toml".into())
+        );
+        assert_eq!(parse_args(&["--man"]).unwrap(), Command::Man(None));
+        assert_eq!(
+            parse_args(&["--man", "status"]).unwrap(),
+            Command::Man(Some("status".into()))
+        );
+    }
+
+    #[test]
+    fn help_and_version_are_answers_and_usage_errors_one_line() {
+        for answer in [&["--help"][..], &["-h"], &["--version"], &["-V"]] {
+            let err = parse_args(answer).unwrap_err();
+            assert_eq!(usage_error(&err), None, "{answer:?}");
+        }
         for bad in [
-            &[][..],
+            &["--bogus"][..],
             &["--config"],
             &["--config", "a", "b"],
             &["-c", "a"],
+            &["--check-config", "a", "status"],
         ] {
-            assert!(parse("x", args(bad)).unwrap_err().starts_with("usage: x"));
+            let line = usage_error(&parse_args(bad).unwrap_err()).unwrap();
+            assert!(line.starts_with("usage: "), "{line}");
+            assert!(!line.contains('\n'), "{line}");
         }
     }
 
     #[test]
-    fn the_soft_open_file_limit_reaches_the_hard_one() {
-        let (_, after) = set_open_file_limit_to_hard().unwrap();
-        let limit = get_nofile().unwrap();
-        assert_eq!(limit.rlim_cur, after);
-        assert!(limit.rlim_max == libc::RLIM_INFINITY || limit.rlim_cur == limit.rlim_max);
-        assert_eq!(open_file_limit(), Some(after));
+    fn the_definition_is_consistent() {
+        definition("logship-x", "1.0").debug_assert();
     }
 }

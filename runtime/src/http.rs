@@ -1,6 +1,7 @@
-//! A tiny HTTP/1.1 responder for operators: `GET /metrics` (Prometheus text format) and
-//! `GET /health`. One request per connection; anything else gets 404. No framework needed for
-//! two read-only pages, and nothing here is on the lines' path.
+//! A tiny HTTP/1.1 responder for operators: `GET /metrics` (Prometheus text format),
+//! `GET /status` (JSON, see [`status`](crate::status)) and `GET /health`. One request per
+//! connection; anything else gets 404. No framework needed for three read-only pages, and
+//! nothing here is on the lines' path.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,20 +14,25 @@ use tokio_util::sync::CancellationToken;
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Renders the metrics page.
+/// Renders a page.
 pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// The pages a daemon serves.
+#[derive(Clone)]
+pub struct Pages {
+    /// `/metrics`, Prometheus text format.
+    pub metrics: Render,
+    /// `/status`, JSON.
+    pub status: Render,
+}
 
 /// Binds `addr` and serves until `stop`. The bind happens before this returns, so a busy
 /// address is an error at start-up, naming the address.
-pub async fn serve(
-    addr: SocketAddr,
-    stop: CancellationToken,
-    render: Render,
-) -> std::io::Result<()> {
+pub async fn serve(addr: SocketAddr, stop: CancellationToken, pages: Pages) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|err| std::io::Error::new(err.kind(), format!("metrics.listen {addr}: {err}")))?;
-    tracing::info!(addr = %addr, "serving /metrics and /health");
+    tracing::info!(addr = %addr, "serving /metrics, /status and /health");
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -35,9 +41,9 @@ pub async fn serve(
                 // cancel-safe: a connection not yet accepted stays in the backlog
                 accepted = listener.accept() => {
                     if let Ok((stream, _)) = accepted {
-                        let render = render.clone();
+                        let pages = pages.clone();
                         tokio::spawn(async move {
-                            let _ = tokio::time::timeout(REQUEST_TIMEOUT, respond(stream, render)).await;
+                            let _ = tokio::time::timeout(REQUEST_TIMEOUT, respond(stream, pages)).await;
                         });
                     }
                 }
@@ -47,7 +53,7 @@ pub async fn serve(
     Ok(())
 }
 
-async fn respond(mut stream: TcpStream, render: Render) -> std::io::Result<()> {
+async fn respond(mut stream: TcpStream, pages: Pages) -> std::io::Result<()> {
     let mut request = Vec::with_capacity(512);
     let mut buf = [0u8; 512];
     while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
@@ -60,7 +66,10 @@ async fn respond(mut stream: TcpStream, render: Render) -> std::io::Result<()> {
     let line = request.split(|&b| b == b'\r').next().unwrap_or_default();
     let (status, content_type, body) = match line {
         b"GET /metrics HTTP/1.1" | b"GET /metrics HTTP/1.0" => {
-            ("200 OK", "text/plain; version=0.0.4", render())
+            ("200 OK", "text/plain; version=0.0.4", (pages.metrics)())
+        }
+        b"GET /status HTTP/1.1" | b"GET /status HTTP/1.0" => {
+            ("200 OK", "application/json", (pages.status)())
         }
         b"GET /health HTTP/1.1" | b"GET /health HTTP/1.0" => {
             ("200 OK", "text/plain", "ok\n".to_string())

@@ -3,8 +3,9 @@
 //! - [`envelope`]: the wire format of one line, and its message id.
 //! - [`amqp`], [`backoff`]: connecting (URIs in turn, TLS), reconnecting with backoff,
 //!   declaring the exchange, and the properties every line is published with.
-//! - [`cli`], [`signals`], [`systemd`], [`http`]: the daemon plumbing: the command line and
-//!   `main`, logging, signals, sd_notify, and the metrics and health pages.
+//! - [`cli`], [`signals`], [`systemd`], [`rlimit`], [`http`], [`histogram`], [`status`]: the
+//!   daemon plumbing: the command line and `main`, logging, signals, sd_notify, the open-file
+//!   limit, the metrics, status and health pages, and the `status` subcommand.
 //!
 //! The invariant both daemons rely on: the message id of a line is a pure function of where the
 //! line came from (host, file identity, generation, byte offset), so a line sent twice is
@@ -15,8 +16,11 @@ pub mod amqp;
 pub mod backoff;
 pub mod cli;
 pub mod envelope;
+pub mod histogram;
 pub mod http;
+pub mod rlimit;
 pub mod signals;
+pub mod status;
 pub mod systemd;
 
 pub use backoff::Backoff;

@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod daemon;
 pub mod fixture;
+pub mod http;
 pub mod lines;
 pub mod proxy;
 pub mod rabbit;

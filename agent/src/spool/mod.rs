@@ -424,6 +424,13 @@ impl Spool {
         self.collect()
     }
 
+    /// When the oldest spooled segment was written: the age of the oldest unconfirmed line.
+    /// `None` when the spool is empty (or the head's file cannot be read: no age to show).
+    pub fn oldest_written(&self) -> Option<std::time::SystemTime> {
+        let (key, _) = self.db.scan_prefix(b"q").next()?.ok()?;
+        self.segments.written_at(decode_seq(&key)).ok()
+    }
+
     /// The directory the spool lives in, for messages about a failing disk.
     pub fn dir(&self) -> &Path {
         &self.state_dir

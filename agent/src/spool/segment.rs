@@ -34,6 +34,11 @@ impl Segments {
         self.dir.join(format!("{seq:016x}.seg"))
     }
 
+    /// When segment `seq`'s file was written (its mtime: it is written once, never changed).
+    pub fn written_at(&self, seq: Seq) -> std::io::Result<std::time::SystemTime> {
+        std::fs::metadata(self.path(seq))?.modified()
+    }
+
     /// Writes a segment durably; returns its size in bytes.
     pub fn write(&self, seq: Seq, lines: &[Message]) -> std::io::Result<u64> {
         let bytes = encode(lines);

@@ -6,6 +6,7 @@ mod config_errors;
 mod faults;
 mod fleet;
 mod multiline;
+mod ops;
 mod partitions;
 mod rotation;
 mod security;

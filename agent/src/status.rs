@@ -1,0 +1,105 @@
+//! What the agent says about itself on `GET /status`, and the lag gauges of `/metrics`.
+//!
+//! The reader thread owns the files: at the end of a turn (at most every [`SNAPSHOT_EVERY`])
+//! it copies each one's path, state, offset, size and generation into [`Status`], which the
+//! metrics listener reads. So the page costs the reader one `fstat` per file per second, and
+//! never a lock the reader waits on for long.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use logship_runtime::status::{AgentStatus, BrokerState, FileStatus, SpoolStatus};
+
+use crate::source::Source;
+use crate::spool::Spool;
+
+/// How often the reader refreshes the snapshot: often enough for a scrape, rarely enough that
+/// a thousand files cost nothing.
+pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
+
+/// The agent's live state for `/status` and the lag gauges; shared by the reader (files), the
+/// publisher (broker) and the metrics listener.
+#[derive(Debug, Default)]
+pub struct Status {
+    files: Mutex<Vec<FileStatus>>,
+    /// Bytes in watched files not yet read, summed; as of the last snapshot.
+    lag_bytes: AtomicU64,
+    /// The broker connection, kept by the publisher.
+    pub broker: BrokerState,
+}
+
+impl Status {
+    /// Replaces the files' snapshot with the reader's `sources` (reads each one's size).
+    pub fn record_files(&self, sources: &mut [Source]) {
+        let files: Vec<FileStatus> = sources.iter_mut().map(file_status).collect();
+        let lag = files.iter().map(|f| f.size.saturating_sub(f.offset)).sum();
+        self.lag_bytes.store(lag, Ordering::Relaxed);
+        if let Ok(mut current) = self.files.lock() {
+            *current = files;
+        }
+    }
+
+    /// `logship_agent_lag_bytes`.
+    pub fn lag_bytes(&self) -> u64 {
+        self.lag_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The whole page.
+    pub fn page(&self, host: &str, spool: &Spool) -> AgentStatus {
+        AgentStatus {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            host: host.to_string(),
+            lag_bytes: self.lag_bytes(),
+            files: self.files.lock().map(|f| f.clone()).unwrap_or_default(),
+            spool: SpoolStatus {
+                lines: spool.lines(),
+                bytes: spool.bytes(),
+                oldest_seconds: oldest_seconds(spool),
+            },
+            broker: self.broker.snapshot(),
+        }
+    }
+}
+
+/// One file as `/status` shows it. Its size is that of the descriptor being read (the copy
+/// while a copytruncate copy is read); 0 if it cannot be stat'ed.
+fn file_status(source: &mut Source) -> FileStatus {
+    let state = source.state_name().to_string();
+    let tailer = source.tailer();
+    FileStatus {
+        path: tailer.path().display().to_string(),
+        state,
+        offset: tailer.read_position(),
+        size: tailer.file().metadata().map_or(0, |m| m.len()),
+        generation: u64::from(tailer.checkpoint().generation),
+    }
+}
+
+/// Age of the oldest unconfirmed line: how long its segment has been in the spool.
+pub fn oldest_seconds(spool: &Spool) -> Option<f64> {
+    let written = spool.oldest_written()?;
+    Some(
+        SystemTime::now()
+            .duration_since(written)
+            .unwrap_or_default()
+            .as_secs_f64(),
+    )
+}
+
+/// Throttles the reader's snapshots to [`SNAPSHOT_EVERY`].
+#[derive(Debug, Default)]
+pub struct Snapshots {
+    last: Option<Instant>,
+}
+
+impl Snapshots {
+    /// Whether a snapshot is due now; if so, counts it as taken.
+    pub fn due(&mut self) -> bool {
+        if self.last.is_some_and(|at| at.elapsed() < SNAPSHOT_EVERY) {
+            return false;
+        }
+        self.last = Some(Instant::now());
+        true
+    }
+}
