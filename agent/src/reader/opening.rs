@@ -114,6 +114,7 @@ impl Reader {
     }
 
     fn resume_rotated_files(&mut self) -> Result<(), ReaderError> {
+        let mut found = Vec::new();
         for (key, checkpoint) in self.spool.checkpoints()? {
             if checkpoint.finished {
                 continue;
@@ -125,16 +126,8 @@ impl Reader {
             }
             match identity::find_by_key(&checkpoint.path, key) {
                 Some((file, size)) if resumable(&file, &checkpoint, size) => {
-                    tracing::info!(path = %checkpoint.path.display(), offset = checkpoint.offset,
-                        "file rotated while stopped, draining it first");
-                    let rules = self.rules_for(&checkpoint.path);
-                    self.sources.push(Source::rotated(
-                        &checkpoint.path,
-                        file,
-                        key,
-                        &checkpoint,
-                        rules,
-                    ));
+                    let modified = file.metadata().and_then(|m| m.modified()).ok();
+                    found.push((modified, key, file, checkpoint));
                 }
                 _ => {
                     tracing::warn!(path = %checkpoint.path.display(), offset = checkpoint.offset,
@@ -142,6 +135,21 @@ impl Reader {
                     self.spool.remove_checkpoint(key)?;
                 }
             }
+        }
+        // Several files of one path rotated while we were stopped: the one written to last is
+        // the newest (checkpoints come in inode order, which says nothing about age).
+        found.sort_by_key(|(modified, key, _, _)| (*modified, *key));
+        for (_, key, file, checkpoint) in found {
+            tracing::info!(path = %checkpoint.path.display(), offset = checkpoint.offset,
+                "file rotated while stopped, draining it first");
+            let rules = self.rules_for(&checkpoint.path);
+            self.sources.push(Source::rotated(
+                &checkpoint.path,
+                file,
+                key,
+                &checkpoint,
+                rules,
+            ));
         }
         Ok(())
     }
