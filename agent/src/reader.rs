@@ -30,6 +30,7 @@ use crate::source::{Source, Step};
 use crate::spool::{Checkpoint, Spool, SpoolError};
 use crate::status::{Snapshots, Status};
 use crate::wakeup::{Wake, Wakeups};
+use pause::DiskPause;
 
 /// Polling interval: files inotify cannot see, and files draining after a rotation.
 const POLL: Duration = Duration::from_millis(100);
@@ -47,9 +48,6 @@ const COALESCE: Duration = Duration::from_millis(5);
 const FILE_BUDGET: usize = 512 << 10;
 /// Bytes read per turn in all: bounds a segment, and the memory holding it.
 const TURN_BUDGET: usize = 2 << 20;
-/// First and last wait before a spool write is tried again on a failing disk.
-const RETRY_MIN: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Removed segments' files are deleted (after a flush) at most this often.
 const COLLECT_EVERY: Duration = Duration::from_millis(100);
 
@@ -60,19 +58,6 @@ pub enum ReaderError {
     Spool(#[from] SpoolError),
     #[error("injected reader fault (LOGSHIP_TEST_FAULT=reader)")]
     Injected,
-}
-
-/// A pause that starts this soon after the last one ended is the same outage: not said again
-/// (a disk that the spool refills as fast as the publisher empties it flaps).
-const OUTAGE_QUIET: Duration = Duration::from_secs(60);
-
-/// Reading paused because the state disk failed.
-struct Pause {
-    since: Instant,
-    /// Whether this pause was said (the first of an outage).
-    said: bool,
-    retry_at: Instant,
-    delay: Duration,
 }
 
 /// The reader's state.
@@ -90,11 +75,9 @@ pub struct Reader {
     warned: HashSet<PathBuf>,
     /// Since when `block` has stopped reading because the spool is full.
     full_since: Option<Instant>,
-    pause: Option<Pause>,
+    pause: DiskPause,
     /// Where the next turn starts (the last one ran out of budget there).
     resume_at: usize,
-    /// When the last pause ended.
-    resumed_at: Option<Instant>,
     last_collect: Instant,
     /// Where the files are shown to `/status` and the lag gauge, refreshed by `snapshots`.
     status: Arc<Status>,
@@ -120,9 +103,8 @@ impl Reader {
             first_scan: true,
             warned: HashSet::new(),
             full_since: None,
-            pause: None,
+            pause: DiskPause::default(),
             resume_at: 0,
-            resumed_at: None,
             last_collect: Instant::now(),
             status: Arc::default(),
             snapshots: Snapshots::default(),
@@ -188,8 +170,8 @@ impl Reader {
 
     /// How long to wait for an event.
     fn timeout(&self, last_scan: Option<Instant>, every: Duration) -> Duration {
-        if let Some(pause) = &self.pause {
-            return pause.retry_at.saturating_duration_since(Instant::now());
+        if let Some(wait) = self.pause.wait() {
+            return wait;
         }
         if self.full_since.is_some()
             || self.wakeups.polling()
@@ -238,7 +220,7 @@ impl Reader {
         if !self.has_room() {
             return Ok(last_turn);
         }
-        if self.pause.as_ref().is_some_and(|p| now < p.retry_at) {
+        if self.pause.holds(now) {
             return Ok(last_turn);
         }
         let (mut lines, mut finished) = (Vec::new(), Vec::new());
@@ -320,15 +302,7 @@ impl Reader {
                         "spool full, dropped the oldest lines"
                     );
                 }
-                if let Some(pause) = self.pause.take() {
-                    self.resumed_at = Some(Instant::now());
-                    let paused_secs = pause.since.elapsed().as_secs();
-                    if pause.said {
-                        tracing::info!(paused_secs, "spool writable again, reading resumed");
-                    } else {
-                        tracing::debug!(paused_secs, "spool writable again, reading resumed");
-                    }
-                }
+                self.pause.succeeded();
                 Ok(true)
             }
             Err(err) if err.is_disk_failure() => {
@@ -336,39 +310,10 @@ impl Reader {
                     self.sources[i].tailer().rewind();
                     self.sources[i].dirty = true;
                 }
-                self.pause_for(&err);
+                self.pause.failed(&err, self.spool.dir(), &self.metrics);
                 Ok(false)
             }
             Err(err) => Err(err.into()),
-        }
-    }
-
-    /// The state disk failed: pause (said once per outage), or back off further.
-    fn pause_for(&mut self, err: &SpoolError) {
-        let now = Instant::now();
-        match &mut self.pause {
-            Some(pause) => {
-                pause.delay = (pause.delay * 2).min(RETRY_MAX);
-                pause.retry_at = now + pause.delay;
-            }
-            None => {
-                let said = self
-                    .resumed_at
-                    .is_none_or(|at| at.elapsed() >= OUTAGE_QUIET);
-                if said {
-                    Metrics::add(&self.metrics.disk_pauses, 1);
-                    tracing::warn!(state_dir = %self.spool.dir().display(), error = %chain(err),
-                        "cannot write the spool, reading paused; retrying");
-                } else {
-                    tracing::debug!(error = %chain(err), "cannot write the spool, reading paused again");
-                }
-                self.pause = Some(Pause {
-                    since: now,
-                    said,
-                    retry_at: now + RETRY_MIN,
-                    delay: RETRY_MIN,
-                });
-            }
         }
     }
 
@@ -445,6 +390,7 @@ impl Reader {
 }
 
 mod opening;
+mod pause;
 
 /// An error with its causes, on one line.
 fn chain(err: &dyn std::error::Error) -> String {

@@ -1,0 +1,138 @@
+//! The tailer's unit tests: line cutting, parts, ids, truncation.
+
+use std::io::{Seek, Write};
+
+use logship_runtime::Envelope;
+
+use super::*;
+
+fn tailer(file: &File, max_line: usize) -> Tailer {
+    let checkpoint = Checkpoint {
+        offset: 0,
+        generation: 0,
+        fingerprint: None,
+        path: PathBuf::from("/t.log"),
+        finished: false,
+        mid_event: false,
+    };
+    Tailer::new(
+        Path::new("/t.log"),
+        file.try_clone().unwrap(),
+        FileKey { dev: 1, ino: 2 },
+        &checkpoint,
+        Arc::new(LineRules::plain(max_line)),
+    )
+}
+
+fn lines(out: &[Message]) -> Vec<(u64, Vec<u8>)> {
+    out.iter()
+        .map(|(_, json)| {
+            let e = Envelope::from_json(json).unwrap();
+            (e.offset, e.line)
+        })
+        .collect()
+}
+
+#[test]
+fn partial_lines_wait_for_their_newline() {
+    let mut file = tempfile::tempfile().unwrap();
+    let mut t = tailer(&file, 1 << 20);
+    let mut out = Vec::new();
+    file.write_all(b"one\ntw").unwrap();
+    t.read("h", usize::MAX, &mut out).unwrap();
+    assert_eq!(lines(&out), [(0, b"one".to_vec())]);
+    assert_eq!(t.checkpoint().offset, 4);
+    file.write_all(b"o\r\n\xff\xfe\n").unwrap();
+    t.read("h", usize::MAX, &mut out).unwrap();
+    assert_eq!(
+        lines(&out),
+        [
+            (0, b"one".to_vec()),
+            (4, b"two\r".to_vec()),
+            (9, b"\xff\xfe".to_vec())
+        ]
+    );
+    assert_eq!(t.checkpoint().offset, 12);
+}
+
+#[test]
+fn long_lines_are_split_into_parts() {
+    let mut file = tempfile::tempfile().unwrap();
+    let mut t = tailer(&file, 4);
+    let mut out = Vec::new();
+    file.write_all(b"abcdefghij\nxy\nabcd\n").unwrap();
+    t.read("h", usize::MAX, &mut out).unwrap();
+    assert_eq!(
+        lines(&out),
+        [
+            (0, b"abcd".to_vec()),
+            (4, b"efgh".to_vec()),
+            (8, b"ij".to_vec()),
+            (11, b"xy".to_vec()),
+            (14, b"abcd".to_vec()),
+        ]
+    );
+    assert_eq!(t.checkpoint().offset, 19);
+}
+
+#[test]
+fn a_part_cut_does_not_depend_on_read_boundaries() {
+    let mut file = tempfile::tempfile().unwrap();
+    let mut t = tailer(&file, 4);
+    let mut out = Vec::new();
+    file.write_all(b"abcd").unwrap();
+    t.read("h", usize::MAX, &mut out).unwrap();
+    assert!(out.is_empty());
+    file.write_all(
+        b"
+efghi
+",
+    )
+    .unwrap();
+    t.read("h", usize::MAX, &mut out).unwrap();
+    assert_eq!(
+        lines(&out),
+        [
+            (0, b"abcd".to_vec()),
+            (5, b"efgh".to_vec()),
+            (9, b"i".to_vec())
+        ]
+    );
+}
+
+#[test]
+fn ids_are_the_same_when_read_again() {
+    let mut file = tempfile::tempfile().unwrap();
+    file.write_all(b"a\nb\n").unwrap();
+    let (mut first, mut again) = (Vec::new(), Vec::new());
+    tailer(&file, 100)
+        .read("h", usize::MAX, &mut first)
+        .unwrap();
+    tailer(&file, 100)
+        .read("h", usize::MAX, &mut again)
+        .unwrap();
+    let ids = |out: &[Message]| out.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&first), ids(&again));
+}
+
+#[test]
+fn truncation_is_detected_and_starts_a_generation() {
+    let mut file = tempfile::tempfile().unwrap();
+    let mut t = tailer(&file, 100);
+    let mut out = Vec::new();
+    file.write_all(b"first\nsecond\n").unwrap();
+    t.read("h", usize::MAX, &mut out).unwrap();
+    assert!(!t.truncated().unwrap());
+    file.set_len(0).unwrap();
+    file.rewind().unwrap();
+    assert!(t.truncated().unwrap());
+    t.restart();
+    file.write_all(b"new\n").unwrap();
+    out.clear();
+    t.read("h", usize::MAX, &mut out).unwrap();
+    let e = Envelope::from_json(&out[0].1).unwrap();
+    assert_eq!(
+        (e.generation, e.offset, e.line.as_slice()),
+        (1, 0, &b"new"[..])
+    );
+}
