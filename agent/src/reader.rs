@@ -30,6 +30,7 @@ use crate::source::{Source, Step};
 use crate::spool::{Checkpoint, Spool, SpoolError};
 use crate::status::{Snapshots, Status};
 use crate::wakeup::{Wake, Wakeups};
+use logship_runtime::error_chain as chain;
 use pause::DiskPause;
 
 /// Polling interval: files inotify cannot see, and files draining after a rotation.
@@ -391,15 +392,3 @@ impl Reader {
 
 mod opening;
 mod pause;
-
-/// An error with its causes, on one line.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}

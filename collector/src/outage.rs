@@ -178,18 +178,7 @@ impl Outages {
     }
 }
 
-/// An error and its sources on one line: `cannot write "x": No space left on device (os error
-/// 28)`.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use logship_runtime::error_chain as chain;
 
 #[cfg(test)]
 mod tests {

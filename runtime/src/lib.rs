@@ -25,3 +25,16 @@ pub mod systemd;
 
 pub use backoff::Backoff;
 pub use envelope::{Envelope, EnvelopeError, EnvelopeRef, FileId};
+
+/// An error and its sources on one line: `cannot write "x": No space left on device (os error
+/// 28)`.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

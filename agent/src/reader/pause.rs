@@ -57,10 +57,10 @@ impl DiskPause {
             .is_none_or(|at| at.elapsed() >= OUTAGE_QUIET);
         if said {
             Metrics::add(&metrics.disk_pauses, 1);
-            tracing::warn!(state_dir = %state_dir.display(), error = %super::chain(err),
+            tracing::warn!(state_dir = %state_dir.display(), error = %logship_runtime::error_chain(err),
                 "cannot write the spool, reading paused; retrying");
         } else {
-            tracing::debug!(error = %super::chain(err), "cannot write the spool, reading paused again");
+            tracing::debug!(error = %logship_runtime::error_chain(err), "cannot write the spool, reading paused again");
         }
         self.pause = Some(Pause {
             since: now,
