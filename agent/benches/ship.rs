@@ -222,6 +222,7 @@ fn sample(i: usize) -> Envelope {
         timestamp_ms: 1_764_028_800_000 + i as i64,
         line: line(i).into_bytes(),
         fields: Default::default(),
+        kind: Default::default(),
     }
 }
 

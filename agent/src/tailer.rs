@@ -324,6 +324,7 @@ impl Tailer {
             timestamp_ms: now_ms(),
             line,
             fields: &self.rules.fields,
+            kind: logship_runtime::SourceKind::File,
         };
         out.push((envelope.message_id(), envelope.to_json()));
         self.offset += consumed;

@@ -222,6 +222,7 @@ fn sample(i: usize, hosts: usize) -> Envelope {
         timestamp_ms: 1_764_028_800_000 + i as i64,
         line,
         fields: Default::default(),
+        kind: Default::default(),
     }
 }
 

@@ -22,7 +22,7 @@ fn main() {
         let lines = (next..end).map(|i| {
             let hash = source_hash(&format!("host-{}", i % 10_000), 2049, i as u64, 7, 0);
             // A source that sent a thousand 100-byte lines: one range.
-            (hash, 99_000, 99)
+            (hash, (99_000, 99_100))
         });
         let staged = positions.stage(lines, now_ms, i64::MAX);
         positions.apply(staged, now_ms);

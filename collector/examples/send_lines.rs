@@ -42,6 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .as_millis() as i64,
             line,
             fields: Default::default(),
+            kind: Default::default(),
         };
         offset += envelope.line.len() as u64 + 1;
         let confirmation = amqp::publish(

@@ -55,7 +55,7 @@ pub struct Commit {
 }
 
 /// A line written by a batch: its source, offset and length.
-pub type Position = (SourceHash, u64, usize);
+pub type Position = (SourceHash, crate::positions::Extent);
 
 impl Commit {
     /// Opens (or creates) the record in `state_dir`; `bounds` limit the seen-id set.
@@ -91,9 +91,9 @@ impl Commit {
         self.seen.contains(seen::hash(id))
     }
 
-    /// Whether the line at `offset` (of `len` bytes) of `source` was already written.
-    pub fn is_committed_position(&self, source: SourceHash, offset: u64, len: usize) -> bool {
-        self.positions.covers(source, offset, len)
+    /// Whether the message claiming `extent` of `source` was already written.
+    pub fn is_committed_position(&self, source: SourceHash, extent: crate::positions::Extent) -> bool {
+        self.positions.covers(source, extent)
     }
 
     /// Every file with a committed length.
@@ -265,16 +265,16 @@ mod tests {
             for i in 0..10u64 {
                 let id = format!("line-{i}");
                 commit
-                    .record(&[id.as_str()], &[(source, i * 10, 9)], &[], 0)
+                    .record(&[id.as_str()], &[(source, (i * 10, i * 10 + 10))], &[], 0)
                     .unwrap();
             }
             assert!(!commit.is_seen("line-0"));
-            assert!(commit.is_committed_position(source, 0, 9));
+            assert!(commit.is_committed_position(source, (0, 10)));
         }
         let commit = open(dir.path(), &tiny, 0);
         assert_eq!(commit.source_count(), 1);
-        assert!((0..10).all(|i| commit.is_committed_position(source, i * 10, 9)));
-        assert!(!commit.is_committed_position(source, 100, 9));
+        assert!((0..10).all(|i| commit.is_committed_position(source, (i * 10, i * 10 + 10))));
+        assert!(!commit.is_committed_position(source, (100, 110)));
     }
 
     #[test]

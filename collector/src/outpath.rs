@@ -153,6 +153,7 @@ mod tests {
             timestamp_ms: 1_764_547_200_000,
             line: b"x".to_vec(),
             fields: [("service".to_string(), "web".to_string())].into(),
+            kind: Default::default(),
         }
     }
 

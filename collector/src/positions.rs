@@ -4,10 +4,12 @@
 //! of lines, since a source's lines almost always commit as one contiguous range (a gap appears
 //! only while a resend after a nack or a return is outstanding).
 //!
-//! A line at `offset` with `len` bytes claims `[offset, offset + len + 1)`: its bytes and the one
-//! after them, which is its newline or the first byte of the line's next part. The wire contract
-//! this relies on: within a generation, lines do not overlap, and a part of a split line is never
-//! empty, so no other line can start inside a committed range.
+//! A message claims its [`Envelope::extent`](logship_runtime::Envelope::extent): a line at
+//! `offset` with `len` bytes claims `[offset, offset + len + 1)`, its bytes and the one after
+//! them (its newline or the first byte of the line's next part); a journal entry claims its
+//! sequence number and those its input skipped just before it. The wire contract this relies
+//! on: within a generation, extents do not overlap (a part of a split line is never empty), so
+//! no other message can start inside a committed range.
 //!
 //! sled keys (in the commit record's tree): `p/<source hash: 16 bytes>` -> `<last committed at:
 //! ms, i64 BE>` then `<start: u64 BE><end: u64 BE>` per range. The source hash is the 128-bit
@@ -81,10 +83,8 @@ impl Ranges {
     }
 }
 
-/// The range a line claims (see the module doc).
-pub fn extent(offset: u64, len: usize) -> (u64, u64) {
-    (offset, offset.saturating_add(len as u64).saturating_add(1))
-}
+/// The half-open part `[start, end)` of its source a message claims (see the module doc).
+pub type Extent = (u64, u64);
 
 /// FNV-1a, 128 bits, of a source's canonical name.
 pub fn source_hash(host: &str, dev: u64, ino: u64, fp: u64, generation: u32) -> SourceHash {
@@ -130,9 +130,8 @@ impl Positions {
         positions
     }
 
-    /// Whether the line at `offset` of `len` bytes of `source` is already committed.
-    pub fn covers(&self, source: SourceHash, offset: u64, len: usize) -> bool {
-        let (start, end) = extent(offset, len);
+    /// Whether the message claiming `extent` of `source` is already committed.
+    pub fn covers(&self, source: SourceHash, (start, end): Extent) -> bool {
         self.sources
             .get(&source)
             .is_some_and(|s| s.ranges.contains(start, end))
@@ -148,16 +147,16 @@ impl Positions {
         self.sources.is_empty()
     }
 
-    /// The records a batch of written lines `(source, offset, len)` changes, and the idle sources
+    /// The records a batch of written messages `(source, extent)` changes, and the idle sources
     /// (older than `max_age_ms`) to forget; memory is unchanged until [`Positions::apply`].
     pub fn stage(
         &self,
-        lines: impl Iterator<Item = (SourceHash, u64, usize)>,
+        lines: impl Iterator<Item = (SourceHash, Extent)>,
         now_ms: i64,
         max_age_ms: i64,
     ) -> Staged {
         let mut touched: HashMap<SourceHash, Source> = HashMap::new();
-        for (hash, offset, len) in lines {
+        for (hash, (start, end)) in lines {
             let source = touched.entry(hash).or_insert_with(|| Source {
                 ranges: self
                     .sources
@@ -166,7 +165,6 @@ impl Positions {
                     .unwrap_or_default(),
                 last_ms: now_ms,
             });
-            let (start, end) = extent(offset, len);
             source.ranges.insert(start, end);
         }
         for source in touched.values_mut() {
@@ -230,6 +228,11 @@ fn decode(value: &[u8]) -> Option<Source> {
 mod tests {
     use super::*;
 
+    /// The extent of a file's line at `offset` of `len` bytes.
+    fn line(offset: u64, len: usize) -> Extent {
+        (offset, offset + len as u64 + 1)
+    }
+
     const S: SourceHash = 7;
 
     fn ranges(list: &[(u64, u64)]) -> Ranges {
@@ -261,50 +264,50 @@ mod tests {
         let lines = [(8, 2), (0, 4), (11, 2), (4, 4)];
         let mut positions = Positions::default();
         for (i, &(offset, len)) in lines.iter().enumerate() {
-            assert!(!positions.covers(S, offset, len), "line {i} before commit");
-            let staged = positions.stage([(S, offset, len)].into_iter(), 0, 1000);
+            assert!(!positions.covers(S, line(offset, len)), "line {i} before commit");
+            let staged = positions.stage([(S, line(offset, len))].into_iter(), 0, 1000);
             positions.apply(staged, 0);
-            assert!(positions.covers(S, offset, len));
+            assert!(positions.covers(S, line(offset, len)));
         }
         assert_eq!(positions.sources[&S].ranges.0, [(0, 14)]);
         // The part at 4 is not covered by the part at 0 alone.
         let mut only_first = Positions::default();
-        only_first.apply(only_first.stage([(S, 0, 4)].into_iter(), 0, 1000), 0);
-        assert!(!only_first.covers(S, 4, 4) && !only_first.covers(S + 1, 0, 4));
+        only_first.apply(only_first.stage([(S, line(0, 4))].into_iter(), 0, 1000), 0);
+        assert!(!only_first.covers(S, line(4, 4)) && !only_first.covers(S + 1, line(0, 4)));
         // An empty line right after a line is its own line.
-        assert!(!positions.covers(S, 14, 0));
+        assert!(!positions.covers(S, line(14, 0)));
     }
 
     #[test]
     fn a_source_full_of_gaps_keeps_only_its_highest_ranges() {
         let mut positions = Positions::default();
-        let lines = (0..MAX_RANGES as u64 + 10).map(|i| (S, i * 100, 9));
+        let lines = (0..MAX_RANGES as u64 + 10).map(|i| (S, line(i * 100, 9)));
         positions.apply(positions.stage(lines, 0, 1000), 0);
         assert_eq!(positions.sources[&S].ranges.len(), MAX_RANGES);
-        assert!(!positions.covers(S, 900, 9) && positions.covers(S, 1000, 9));
-        assert!(positions.covers(S, (MAX_RANGES as u64 + 9) * 100, 9));
+        assert!(!positions.covers(S, line(900, 9)) && positions.covers(S, line(1000, 9)));
+        assert!(positions.covers(S, line((MAX_RANGES as u64 + 9) * 100, 9)));
     }
 
     #[test]
     fn staging_changes_nothing_until_applied_and_idle_sources_are_forgotten() {
         let mut positions = Positions::default();
         positions.apply(
-            positions.stage([(1, 0, 9), (2, 0, 9)].into_iter(), 0, 1000),
+            positions.stage([(1, line(0, 9)), (2, line(0, 9))].into_iter(), 0, 1000),
             0,
         );
-        let staged = positions.stage([(2, 10, 9)].into_iter(), 70_000, 1000);
-        assert!(!positions.covers(2, 10, 9));
+        let staged = positions.stage([(2, line(10, 9))].into_iter(), 70_000, 1000);
+        assert!(!positions.covers(2, line(10, 9)));
         assert_eq!(staged.forgotten, [1]);
         assert_eq!(staged.updates.len(), 1);
         positions.apply(staged, 70_000);
-        assert!(positions.covers(2, 10, 9) && !positions.covers(1, 0, 9));
+        assert!(positions.covers(2, line(10, 9)) && !positions.covers(1, line(0, 9)));
         assert_eq!(positions.len(), 1);
     }
 
     #[test]
     fn records_round_trip_and_garbage_is_skipped() {
         let mut positions = Positions::default();
-        let staged = positions.stage([(S, 0, 9), (S, 100, 9)].into_iter(), 5, 1000);
+        let staged = positions.stage([(S, line(0, 9)), (S, line(100, 9))].into_iter(), 5, 1000);
         let records: Vec<(Vec<u8>, Vec<u8>)> = staged
             .updates
             .iter()

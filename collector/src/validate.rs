@@ -14,10 +14,10 @@ use crate::positions::{self, SourceHash};
 pub struct Line {
     /// [`Envelope::message_id`]: the dedup key of last resort (see `commit`).
     pub id: String,
-    /// Its source (host, file identity, generation): with `offset`, the dedup key.
+    /// Its source (host, file identity, generation): with `extent`, the dedup key.
     pub source: SourceHash,
-    /// Byte offset of the line in its source.
-    pub offset: u64,
+    /// The part of its source it claims ([`Envelope::extent`]): with `source`, the dedup key.
+    pub extent: positions::Extent,
     /// Output file, relative to `output.dir` (see [`outpath`]).
     pub file: PathBuf,
     /// The line's bytes, without a newline.
@@ -107,7 +107,7 @@ pub fn line(
             envelope.file.fp,
             envelope.generation,
         ),
-        offset: envelope.offset,
+        extent: envelope.extent(),
         file,
         bytes: envelope.line,
         host: envelope.host,
@@ -135,6 +135,7 @@ mod tests {
             timestamp_ms: 0,
             line: b"x".to_vec(),
             fields: Default::default(),
+            kind: Default::default(),
         }
         .to_json()
     }

@@ -114,7 +114,7 @@ impl Writer {
             ids.push(line.id.as_str());
             outcome.line_ts_ms.push(line.ts_ms);
             hosts.insert(line.host.as_str());
-            positions.push((line.source, line.offset, line.bytes.len()));
+            positions.push((line.source, line.extent));
         }
         let started = std::time::Instant::now();
         let lengths = self.sink.sync(&self.commit)?;

@@ -12,10 +12,18 @@
 //!   collector that predates it ignores it (unknown fields are ignored within a version).
 //! - A multiline event travels as one envelope: `line` holds its lines joined by `\n`, and its
 //!   offset is its first line's.
+//! - **Version 2** is a journal entry (`"kind":"journal"`): `offset` is not a byte position but
+//!   the entry's sequence number in the journal's sequence-number id (whose 128 bits are `dev`
+//!   and `ino`; `fp` names the input's unit filter, `gen` is 0), `ts` its realtime timestamp, and
+//!   `skipped` (omitted when 0) the sequence numbers just before it that the same input passed
+//!   over (other units' entries). A v1 collector rejects it (dead-letter) rather than read a
+//!   sequence number as a byte offset.
 //!
 //! Invariant: [`Envelope::message_id`] is a pure function of (host, file identity, generation,
 //! offset), so a line read or sent twice carries the same id. Unknown fields are ignored within a
 //! version; a breaking change bumps `v`, which older collectors reject (dead-letter, not crash).
+//! [`Envelope::extent`] is the part of its source a message claims: messages of one source never
+//! claim overlapping extents.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -24,8 +32,22 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 
-/// The envelope version this build writes and reads.
+/// The envelope version of a line of a file; a collector of this build also reads
+/// [`VERSION_JOURNAL`].
 pub const VERSION: u32 = 1;
+/// The envelope version of a journal entry (offsets are sequence numbers).
+pub const VERSION_JOURNAL: u32 = 2;
+
+/// What a message's source is, and so what its offset counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SourceKind {
+    /// A file: the offset is a byte position (envelope v1).
+    #[default]
+    File,
+    /// The systemd journal: the offset is the entry's sequence number, and `skipped` sequence
+    /// numbers before it were passed over by the same input (envelope v2).
+    Journal { skipped: u64 },
+}
 
 /// Which file a line came from: (device, inode) plus a fingerprint of its first bytes, so a
 /// reused inode is a different file.
@@ -55,6 +77,8 @@ pub struct Envelope {
     pub line: Vec<u8>,
     /// The input's labels.
     pub fields: BTreeMap<String, String>,
+    /// A file's line, or a journal entry.
+    pub kind: SourceKind,
 }
 
 /// Why a message body is not a usable envelope.
@@ -70,6 +94,10 @@ pub enum EnvelopeError {
     TwoLines,
     #[error("line_b64 is not base64")]
     Base64(#[source] base64::DecodeError),
+    #[error("envelope v{version} with kind {kind:?}")]
+    Kind { version: u32, kind: Option<String> },
+    #[error("journal entry skips {skipped} sequence numbers before {offset}")]
+    Skipped { skipped: u64, offset: u64 },
 }
 
 /// The JSON shape; borrowed on the way out, so encoding copies the line once.
@@ -91,6 +119,15 @@ struct Wire<'a> {
     line_b64: Option<String>,
     #[serde(default, skip_serializing_if = "no_fields")]
     fields: Cow<'a, BTreeMap<String, String>>,
+    /// `"journal"` in v2; absent in v1.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    skipped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 // serde hands `skip_serializing_if` a reference to the field itself.
@@ -116,6 +153,7 @@ pub struct EnvelopeRef<'a> {
     pub timestamp_ms: i64,
     pub line: &'a [u8],
     pub fields: &'a BTreeMap<String, String>,
+    pub kind: SourceKind,
 }
 
 impl EnvelopeRef<'_> {
@@ -134,8 +172,14 @@ impl EnvelopeRef<'_> {
             Ok(text) => (Some(Cow::Borrowed(text)), None),
             Err(_) => (None, Some(BASE64.encode(self.line))),
         };
+        let (v, kind, skipped) = match self.kind {
+            SourceKind::File => (VERSION, None, 0),
+            SourceKind::Journal { skipped } => {
+                (VERSION_JOURNAL, Some(Cow::Borrowed("journal")), skipped)
+            }
+        };
         let wire = Wire {
-            v: VERSION,
+            v,
             host: Cow::Borrowed(self.host),
             path: Cow::Borrowed(self.path),
             file: self.file,
@@ -145,6 +189,8 @@ impl EnvelopeRef<'_> {
             line,
             line_b64,
             fields: Cow::Borrowed(self.fields),
+            kind,
+            skipped,
         };
         // unwrap: a struct of strings and integers always serializes
         serde_json::to_vec(&wire).expect("envelope serializes")
@@ -163,6 +209,26 @@ impl Envelope {
             timestamp_ms: self.timestamp_ms,
             line: &self.line,
             fields: &self.fields,
+            kind: self.kind,
+        }
+    }
+
+    /// The half-open part `[start, end)` of its source this message claims; messages of one
+    /// source never claim overlapping parts. A file's line claims its bytes and the one after
+    /// them (its newline, or the first byte of its next part); a journal entry claims its
+    /// sequence number and the `skipped` ones before it.
+    pub fn extent(&self) -> (u64, u64) {
+        match self.kind {
+            SourceKind::File => (
+                self.offset,
+                self.offset
+                    .saturating_add(self.line.len() as u64)
+                    .saturating_add(1),
+            ),
+            SourceKind::Journal { skipped } => (
+                self.offset.saturating_sub(skipped),
+                self.offset.saturating_add(1),
+            ),
         }
     }
 
@@ -179,10 +245,30 @@ impl Envelope {
     /// Decodes and checks a message body.
     pub fn from_json(body: &[u8]) -> Result<Envelope, EnvelopeError> {
         let version: VersionOnly = serde_json::from_slice(body).map_err(EnvelopeError::Json)?;
-        if version.v != VERSION {
+        if version.v != VERSION && version.v != VERSION_JOURNAL {
             return Err(EnvelopeError::Version(version.v));
         }
         let wire: Wire = serde_json::from_slice(body).map_err(EnvelopeError::Json)?;
+        let kind = match (wire.v, wire.kind.as_deref()) {
+            (VERSION, None) if wire.skipped == 0 => SourceKind::File,
+            (VERSION_JOURNAL, Some("journal")) if wire.skipped <= wire.offset => {
+                SourceKind::Journal {
+                    skipped: wire.skipped,
+                }
+            }
+            (VERSION_JOURNAL, Some("journal")) => {
+                return Err(EnvelopeError::Skipped {
+                    skipped: wire.skipped,
+                    offset: wire.offset,
+                });
+            }
+            (version, kind) => {
+                return Err(EnvelopeError::Kind {
+                    version,
+                    kind: kind.map(str::to_string),
+                });
+            }
+        };
         let line = match (wire.line, wire.line_b64) {
             (Some(text), None) => text.into_owned().into_bytes(),
             (None, Some(b64)) => BASE64.decode(b64).map_err(EnvelopeError::Base64)?,
@@ -198,6 +284,7 @@ impl Envelope {
             timestamp_ms: wire.ts,
             line,
             fields: wire.fields.into_owned(),
+            kind,
         })
     }
 }
@@ -233,6 +320,28 @@ mod tests {
             timestamp_ms: 1_764_028_800_123,
             line: line.to_vec(),
             fields: BTreeMap::new(),
+            kind: SourceKind::File,
+        }
+    }
+
+    #[test]
+    fn journal_entries_are_v2_and_claim_their_sequence_numbers() {
+        let mut entry = sample(b"started");
+        entry.kind = SourceKind::Journal { skipped: 3 };
+        let json = entry.to_json();
+        let text = String::from_utf8(json.clone()).unwrap();
+        assert!(text.starts_with(r#"{"v":2,"#), "{text}");
+        assert!(text.ends_with(r#","kind":"journal","skipped":3}"#), "{text}");
+        assert_eq!(Envelope::from_json(&json).unwrap(), entry);
+        assert_eq!(entry.extent(), (1021, 1025));
+        assert_eq!(sample(b"abc").extent(), (1024, 1028));
+        // A kind that does not match the version, or skips below zero, is refused.
+        for body in [
+            text.replace(r#""v":2"#, r#""v":1"#),
+            text.replace(r#""kind":"journal""#, r#""kind":"file""#),
+            text.replace(r#""skipped":3"#, r#""skipped":2000"#),
+        ] {
+            assert!(Envelope::from_json(body.as_bytes()).is_err(), "{body}");
         }
     }
 
@@ -290,7 +399,7 @@ mod tests {
         let cases: [&[u8]; 7] = [
             b"",
             b"not json",
-            b"{\"v\":2}",
+            b"{\"v\":3}",
             b"{\"v\":1}",
             b"[1,2,3]",
             br#"{"v":1,"host":"h","path":"/p","file":{"dev":1,"ino":2,"fp":"zz"},"gen":0,"offset":0,"ts":0,"line":"x"}"#,
@@ -300,8 +409,8 @@ mod tests {
             assert!(Envelope::from_json(body).is_err(), "{body:?}");
         }
         assert!(matches!(
-            Envelope::from_json(b"{\"v\":2}"),
-            Err(EnvelopeError::Version(2))
+            Envelope::from_json(b"{\"v\":3}"),
+            Err(EnvelopeError::Version(3))
         ));
     }
 }

@@ -24,7 +24,7 @@ pub mod status;
 pub mod systemd;
 
 pub use backoff::Backoff;
-pub use envelope::{Envelope, EnvelopeError, EnvelopeRef, FileId};
+pub use envelope::{Envelope, EnvelopeError, EnvelopeRef, FileId, SourceKind};
 
 /// An error and its sources on one line: `cannot write "x": No space left on device (os error
 /// 28)`.

@@ -30,6 +30,7 @@ fn envelope(line: &[u8]) -> Envelope {
         timestamp_ms: 1_764_028_800_123,
         line: line.to_vec(),
         fields: Default::default(),
+        kind: Default::default(),
     }
 }
 

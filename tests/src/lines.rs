@@ -31,6 +31,7 @@ pub fn envelopes(host: &str, path: &str, ino: u64, range: std::ops::Range<usize>
                 timestamp_ms: 1_764_028_800_000,
                 line,
                 fields: Default::default(),
+                kind: Default::default(),
             };
             offset += envelope.line.len() as u64 + 1;
             envelope

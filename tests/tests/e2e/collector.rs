@@ -195,6 +195,7 @@ async fn hostile_messages_are_dead_lettered_and_nothing_is_written_outside_the_o
         timestamp_ms: 0,
         line: b"pwned".to_vec(),
         fields: Default::default(),
+        kind: Default::default(),
     };
     let mut bodies: Vec<Vec<u8>> = vec![
         b"not json at all".to_vec(),

@@ -48,6 +48,7 @@ fn envelope(host: &str, path: &str, offset: u64) -> Envelope {
         timestamp_ms: 0,
         line: format!("{host} {path} {offset}").into_bytes(),
         fields: Default::default(),
+        kind: Default::default(),
     }
 }
 
