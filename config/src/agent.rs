@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::broker::{Broker, RawBroker, duration_or};
 use crate::error::KeyError;
 use crate::load::Validate;
-use crate::machine::{check_state_version, ensure_writable_dir, hostname};
+use crate::machine::{check_state_version, ensure_readable_dir, ensure_writable_dir, hostname};
 use crate::units::parse_size;
 
 /// The file as written.
@@ -69,11 +69,31 @@ pub enum ReadFrom {
     End,
 }
 
+/// What an `[[inputs]]` table reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputType {
+    /// Files named by globs (`paths`).
+    #[default]
+    File,
+    /// The systemd journal (`directory`, `units`).
+    Journal,
+}
+
 /// One `[[inputs]]` table.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawInput {
+    #[serde(rename = "type")]
+    pub kind: Option<InputType>,
+    /// Globs of the files to read (`type = "file"`).
+    #[serde(default)]
     pub paths: Vec<String>,
+    /// A directory of journal files, as `journalctl --directory` (`type = "journal"`); default:
+    /// the local system journal.
+    pub directory: Option<PathBuf>,
+    /// Only entries whose `_SYSTEMD_UNIT` is one of these (`type = "journal"`); default: all.
+    pub units: Option<Vec<String>>,
     #[serde(default)]
     pub exclude: Vec<String>,
     pub read_from: Option<ReadFrom>,
@@ -109,7 +129,10 @@ pub struct AgentConfig {
     pub watch: WatchMode,
     pub broker: Broker,
     pub buffer: BufferSettings,
+    /// The file inputs (`type = "file"`), in file order.
     pub inputs: Vec<Input>,
+    /// The journal inputs (`type = "journal"`), in file order.
+    pub journals: Vec<JournalInput>,
     /// Where `/metrics` and `/health` are served; `None`: not at all.
     pub metrics: Option<std::net::SocketAddr>,
 }
@@ -132,6 +155,23 @@ pub struct Input {
     /// The input's `fields` over the config's `host_fields`.
     pub fields: BTreeMap<String, String>,
     pub multiline: Option<Multiline>,
+}
+
+/// One validated journal input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalInput {
+    /// Its key prefix in the file (`inputs[N]`), for messages.
+    pub key: String,
+    /// A directory of journal files; `None`: the local system journal.
+    pub directory: Option<PathBuf>,
+    /// Only entries of these units (`_SYSTEMD_UNIT`), sorted; empty: all entries.
+    pub units: Vec<String>,
+    /// Where the first start reads from; afterwards the saved cursor.
+    pub read_from: ReadFrom,
+    /// A longer `MESSAGE` is truncated to this many bytes (counted).
+    pub max_line_bytes: u64,
+    /// The input's `fields` over the config's `host_fields`.
+    pub fields: BTreeMap<String, String>,
 }
 
 /// How lines are joined into events.
@@ -197,12 +237,15 @@ impl Validate for RawAgentConfig {
                 "needs at least one [[inputs]] table",
             ));
         }
-        let inputs = self
-            .inputs
-            .into_iter()
-            .enumerate()
-            .map(|(i, input)| input.validate(i, &self.host_fields))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (mut inputs, mut journals) = (Vec::new(), Vec::new());
+        for (index, input) in self.inputs.into_iter().enumerate() {
+            match input.kind.unwrap_or_default() {
+                InputType::File => inputs.push(input.validate(index, &self.host_fields)?),
+                InputType::Journal => {
+                    journals.push(input.validate_journal(index, &self.host_fields)?)
+                }
+            }
+        }
         let shutdown_timeout = duration_or(
             "shutdown_timeout",
             &self.shutdown_timeout,
@@ -219,12 +262,18 @@ impl Validate for RawAgentConfig {
                 when_full: self.buffer.when_full.unwrap_or(WhenFull::Block),
             },
             inputs,
+            journals,
             metrics: self.metrics.validate()?,
         })
     }
 
     fn prepare(config: &AgentConfig) -> Result<(), KeyError> {
         ensure_writable_dir("state_dir", &config.state_dir)?;
+        for journal in &config.journals {
+            if let Some(dir) = &journal.directory {
+                ensure_readable_dir(&format!("{}.directory", journal.key), dir)?;
+            }
+        }
         check_state_version(&config.state_dir)
     }
 }
@@ -235,6 +284,17 @@ impl RawInput {
         index: usize,
         host_fields: &BTreeMap<String, String>,
     ) -> Result<Input, KeyError> {
+        for (key, set) in [
+            ("directory", self.directory.is_some()),
+            ("units", self.units.is_some()),
+        ] {
+            if set {
+                return Err(KeyError::new(
+                    format!("inputs[{index}].{key}"),
+                    "is a journal setting: add type = \"journal\" or remove it",
+                ));
+            }
+        }
         if self.paths.is_empty() {
             return Err(KeyError::new(
                 format!("inputs[{index}].paths"),
@@ -265,6 +325,70 @@ impl RawInput {
             max_line_bytes,
             fields,
             multiline,
+        })
+    }
+}
+
+impl RawInput {
+    fn validate_journal(
+        self,
+        index: usize,
+        host_fields: &BTreeMap<String, String>,
+    ) -> Result<JournalInput, KeyError> {
+        let key = format!("inputs[{index}]");
+        for (name, set) in [
+            ("paths", !self.paths.is_empty()),
+            ("exclude", !self.exclude.is_empty()),
+            ("multiline", self.multiline.is_some()),
+        ] {
+            if set {
+                return Err(KeyError::new(
+                    format!("{key}.{name}"),
+                    "is a file setting, not one of type = \"journal\"",
+                ));
+            }
+        }
+        if let Some(dir) = &self.directory
+            && (dir.as_os_str().is_empty() || dir.is_relative())
+        {
+            return Err(KeyError::new(
+                format!("{key}.directory"),
+                format!("must be an absolute path, not \"{}\"", dir.display()),
+            ));
+        }
+        let mut units = self.units.unwrap_or_default();
+        if let Some((i, unit)) = units
+            .iter()
+            .enumerate()
+            .find(|(_, u)| u.is_empty() || u.contains(['=', '\n', '\0']) || u.trim() != *u)
+        {
+            return Err(KeyError::new(
+                format!("{key}.units[{i}]"),
+                format!("invalid unit name \"{}\"", unit.escape_default()),
+            ));
+        }
+        units.sort();
+        units.dedup();
+        let max_line_bytes = match &self.max_line_bytes {
+            Some(text) => parse_size(text)
+                .map_err(|p| KeyError::new(format!("{key}.max_line_bytes"), p))?,
+            None => 1 << 20,
+        };
+        if max_line_bytes == 0 {
+            return Err(KeyError::new(
+                format!("{key}.max_line_bytes"),
+                "must be above zero",
+            ));
+        }
+        let mut fields = host_fields.clone();
+        fields.extend(self.fields);
+        Ok(JournalInput {
+            key,
+            directory: self.directory,
+            units,
+            read_from: self.read_from.unwrap_or(ReadFrom::Beginning),
+            max_line_bytes,
+            fields,
         })
     }
 }

@@ -33,6 +33,17 @@ pub fn ensure_writable_dir(key: &str, dir: &std::path::Path) -> Result<(), KeyEr
     std::fs::remove_file(&probe).map_err(fail)
 }
 
+/// Checks that `dir` is a directory whose entries can be listed (a journal directory).
+pub fn ensure_readable_dir(key: &str, dir: &std::path::Path) -> Result<(), KeyError> {
+    match std::fs::read_dir(dir) {
+        Ok(_) => Ok(()),
+        Err(err) => Err(KeyError::new(
+            key,
+            format!("cannot read \"{}\": {}", dir.display(), error_text(&err)),
+        )),
+    }
+}
+
 /// The layout of a state directory this build reads and writes.
 pub const STATE_VERSION: &str = "logship-state 1";
 

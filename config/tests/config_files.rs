@@ -157,7 +157,7 @@ fn agent_refuses_collector_keys() {
 #[test]
 fn example_agent_config_with_multiline_and_fields_uncommented_parses() {
     let text = example("agent.toml")
-        .replace("# fields = {", "fields = {")
+        .replacen("# fields = {", "fields = {", 1)
         .replace("# [inputs.multiline]", "[inputs.multiline]")
         .replace("# start = ", "start = ")
         .replace("# max_lines = 500", "max_lines = 500")
@@ -198,6 +198,72 @@ fn bad_multiline_snippets_name_their_key() {
             "inputs[0].multiline.timeout",
         ),
         ("fields = { service = 1 }", "inputs[0].fields.service"),
+    ] {
+        let text = format!("{base}{snippet}\n");
+        let err = parse::<RawAgentConfig>(Path::new("agent.toml"), &text).unwrap_err();
+        let message = err.to_string();
+        assert!(!message.contains('\n'), "one line: {message}");
+        assert!(
+            message.starts_with(&format!("agent.toml: {key}")),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn journal_inputs_parse_beside_file_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = example("agent.toml")
+        + &format!(
+            "\n[[inputs]]\ntype = \"journal\"\ndirectory = \"{}\"\nunits = [\"b.service\", \"a.service\", \"a.service\"]\nread_from = \"end\"\nfields = {{ source = \"journal\" }}\n",
+            dir.path().display()
+        );
+    let config = parse::<RawAgentConfig>(Path::new("agent.toml"), &text).unwrap();
+    assert_eq!(config.inputs.len(), 1);
+    let journal = &config.journals[0];
+    assert_eq!(journal.key, "inputs[1]");
+    assert_eq!(journal.units, ["a.service", "b.service"]);
+    assert_eq!(journal.read_from, logship_config::agent::ReadFrom::End);
+    assert_eq!(journal.directory.as_deref(), Some(dir.path()));
+    assert_eq!(
+        journal.fields.get("source").map(String::as_str),
+        Some("journal")
+    );
+    // The commented example in the shipped file parses too, with the system journal.
+    let uncommented = example("agent.toml")
+        .replace("# [[inputs]]\n# type", "[[inputs]]\ntype")
+        .replace("# units = ", "units = ")
+        .replace("# read_from = \"end\"", "read_from = \"end\"");
+    let config = parse::<RawAgentConfig>(Path::new("agent.toml"), &uncommented).unwrap();
+    assert_eq!(config.journals.len(), 1);
+    assert_eq!(config.journals[0].directory, None);
+}
+
+#[test]
+fn bad_journal_snippets_name_their_key() {
+    let base = example("agent.toml");
+    for (snippet, key) in [
+        (
+            "[[inputs]]\ntype = \"journal\"\npaths = [\"/x\"]",
+            "inputs[1].paths: is a file setting",
+        ),
+        (
+            "[[inputs]]\ntype = \"journal\"\nunits = [\"\"]",
+            "inputs[1].units[0]: invalid unit name",
+        ),
+        (
+            "[[inputs]]\ntype = \"journal\"\ndirectory = \"relative/dir\"",
+            "inputs[1].directory: must be an absolute path",
+        ),
+        (
+            "[[inputs]]\npaths = [\"/x\"]\nunits = [\"a.service\"]",
+            "inputs[1].units: is a journal setting",
+        ),
+        ("[[inputs]]\ntype = \"socket\"", "inputs[1].type: unknown variant"),
+        (
+            "[[inputs]]\ntype = \"journal\"\nmax_line_bytes = \"0\"",
+            "inputs[1].max_line_bytes: must be above zero",
+        ),
     ] {
         let text = format!("{base}{snippet}\n");
         let err = parse::<RawAgentConfig>(Path::new("agent.toml"), &text).unwrap_err();
