@@ -18,6 +18,7 @@
 pub mod discover;
 pub mod event;
 pub mod identity;
+pub mod journal;
 pub mod metrics;
 pub mod publisher;
 pub mod reader;
@@ -83,6 +84,9 @@ pub async fn run(
         })
         .context("cannot start the reader thread")?;
 
+    let (journals, mut journal_done) =
+        start_journals(&config, &spool, &metrics, &status, &reader_stop)?;
+
     let publisher_stop = CancellationToken::new();
     let mut publisher = tokio::spawn(
         publisher::Publisher::new(config.broker.clone(), spool.clone(), metrics.clone())
@@ -124,6 +128,9 @@ pub async fn run(
             _ = signals.reload.notified() => {
                 match logship_config::load::load::<RawAgentConfig>(&config_path) {
                     Ok(new) => {
+                        if new.journals != config.journals {
+                            tracing::warn!("journal inputs changed: they are read as configured at start until the agent restarts");
+                        }
                         let _ = reload_tx.send(new.inputs);
                     }
                     Err(err) => tracing::error!(error = format!("{:#}", anyhow::Error::from(err)), "reload refused, keeping the running config"),
@@ -137,6 +144,14 @@ pub async fn run(
                     Err(_) => anyhow::anyhow!("panicked"),
                 };
                 return Err(cause.context("reader failed"));
+            }
+            // cancel-safe: a message stays in the channel until received
+            Some((input, result)) = journal_done.recv(), if journals > 0 => {
+                let cause = match result {
+                    Ok(()) => anyhow::anyhow!("stopped without being asked to"),
+                    Err(err) => anyhow::Error::from(err),
+                };
+                return Err(cause.context(format!("journal reader of {input} failed")));
             }
             // cancel-safe: polling a JoinHandle by reference keeps it
             result = &mut publisher => {
@@ -156,6 +171,11 @@ pub async fn run(
         .await
         .map_err(|_| anyhow::anyhow!("reader thread panicked"))?
         .context("spool failed while reading")?;
+    for _ in 0..journals {
+        if let Some((input, result)) = journal_done.recv().await {
+            result.with_context(|| format!("journal reader of {input} failed"))?;
+        }
+    }
     publisher_stop.cancel();
     publisher
         .await
@@ -175,6 +195,38 @@ pub async fn run(
     Ok(())
 }
 
+/// What a journal reader thread reports when it ends: its input's key and why.
+type JournalDone = (String, Result<(), journal::JournalError>);
+
+/// Starts one thread per journal input; they stop with `stop`. Returns how many, and where
+/// each reports when it ends.
+fn start_journals(
+    config: &AgentConfig,
+    spool: &Arc<spool::Spool>,
+    metrics: &Arc<Metrics>,
+    status: &Arc<status::Status>,
+    stop: &CancellationToken,
+) -> anyhow::Result<(usize, tokio::sync::mpsc::UnboundedReceiver<JournalDone>)> {
+    let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
+    for input in &config.journals {
+        let reader = journal::JournalReader::new(
+            input.clone(),
+            config.host.clone(),
+            spool.clone(),
+            metrics.clone(),
+        );
+        status.add_journal(reader.state());
+        let (stop, done, key) = (stop.clone(), done_tx.clone(), input.key.clone());
+        std::thread::Builder::new()
+            .name("logship-journal".into())
+            .spawn(move || {
+                let _ = done.send((key, reader.run(stop)));
+            })
+            .context("cannot start a journal reader thread")?;
+    }
+    Ok((config.journals.len(), done_rx))
+}
+
 /// `/metrics` (the counters, the spool's gauges, the lag) and `/status`.
 fn pages(
     metrics: Arc<Metrics>,
@@ -190,6 +242,7 @@ fn pages(
                 spool_lines: metrics_spool.lines(),
                 spool_oldest_seconds: status::oldest_seconds(&metrics_spool).unwrap_or(0.0),
                 lag_bytes: metrics_status.lag_bytes(),
+                journal_lag_seconds: metrics_status.journal_lag_seconds(),
             })
         }),
         status: Arc::new(move || {

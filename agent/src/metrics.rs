@@ -21,6 +21,16 @@ logship_runtime::counters! {
         truncated_without_copy => "logship_agent_truncated_without_copy_total", "counter", "truncated_without_copy";
         /// Times reading paused because the state disk failed (full, I/O error).
         disk_pauses => "logship_agent_disk_pauses_total", "counter", "disk_pauses";
+        /// Journal entries read and spooled.
+        journal_entries => "logship_agent_journal_entries_total", "counter", "journal";
+        /// Saved journal cursors found gone (vacuumed): reading resumed at the first entry after.
+        journal_gaps => "logship_agent_journal_gaps_total", "counter", "journal_gaps";
+        /// journalctl children restarted (they exited or wrote what cannot be read).
+        journal_restarts => "logship_agent_journal_restarts_total", "counter", "journal_restarts";
+        /// Journal entries without a usable cursor, or export streams that could not be read.
+        journal_errors => "logship_agent_journal_errors_total", "counter", "journal_errors";
+        /// Journal entries whose MESSAGE was cut to max_line_bytes.
+        journal_truncated => "logship_agent_journal_truncated_total", "counter", "journal_truncated";
         /// Publishes sent, resends included.
         published => "logship_agent_published_total", "counter", "published";
         /// Publishes the broker confirmed cleanly.
@@ -45,6 +55,8 @@ pub struct Gauges {
     /// 0 when the spool is empty.
     pub spool_oldest_seconds: f64,
     pub lag_bytes: u64,
+    /// The largest journal input's lag; 0 without journal inputs.
+    pub journal_lag_seconds: f64,
 }
 
 impl Metrics {
@@ -86,6 +98,13 @@ impl Metrics {
             "Bytes in watched files not yet read (size minus read position, summed over open files).",
             gauges.lag_bytes,
         );
+        metric(
+            &mut out,
+            "logship_agent_journal_lag_seconds",
+            "gauge",
+            "How old the last journal entry spooled was when it was spooled (the largest over journal inputs).",
+            gauges.journal_lag_seconds,
+        );
         out
     }
 
@@ -111,7 +130,7 @@ mod tests {
         assert!(page.contains("# HELP logship_agent_lines_read_total Lines (and parts of long lines) read and spooled.\n"));
         assert!(page.contains("\nlogship_agent_lines_read_total 7\n"));
         assert!(page.contains("logship_agent_spool_lines 2"));
-        assert_eq!(page.matches("# TYPE").count(), metrics.counters().len() + 4);
+        assert_eq!(page.matches("# TYPE").count(), metrics.counters().len() + 5);
         assert!(metrics.summary().starts_with("files=0 read=7 split=0 "));
     }
 }

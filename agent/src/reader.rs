@@ -391,4 +391,4 @@ impl Reader {
 }
 
 mod opening;
-mod pause;
+pub(crate) mod pause;

@@ -9,8 +9,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use logship_runtime::status::{AgentStatus, BrokerState, FileStatus, SpoolStatus};
+use logship_runtime::status::{AgentStatus, BrokerState, FileStatus, JournalStatus, SpoolStatus};
 
+use crate::journal::JournalState;
 use crate::source::Source;
 use crate::spool::Spool;
 
@@ -25,6 +26,8 @@ pub struct Status {
     files: Mutex<Vec<FileStatus>>,
     /// Bytes in watched files not yet read, summed; as of the last snapshot.
     lag_bytes: AtomicU64,
+    /// The journal inputs, each kept by its reader.
+    journals: Mutex<Vec<std::sync::Arc<JournalState>>>,
     /// The broker connection, kept by the publisher.
     pub broker: BrokerState,
 }
@@ -40,6 +43,44 @@ impl Status {
         }
     }
 
+    /// Shows a journal input.
+    pub fn add_journal(&self, journal: std::sync::Arc<JournalState>) {
+        if let Ok(mut journals) = self.journals.lock() {
+            journals.push(journal);
+        }
+    }
+
+    /// The journal inputs as `/status` shows them.
+    fn journal_status(&self) -> Vec<JournalStatus> {
+        let Ok(journals) = self.journals.lock() else {
+            return Vec::new();
+        };
+        journals
+            .iter()
+            .map(|j| JournalStatus {
+                input: j.key.clone(),
+                directory: j.directory.as_ref().map(|d| d.display().to_string()),
+                units: j.units.clone(),
+                reading: j.reading.load(Ordering::Relaxed),
+                cursor: j.cursor.lock().ok().and_then(|c| c.clone()),
+                entries: j.entries.load(Ordering::Relaxed),
+                lag_seconds: j.lag_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+            })
+            .collect()
+    }
+
+    /// `logship_agent_journal_lag_seconds`: the largest of the journal inputs' lags.
+    pub fn journal_lag_seconds(&self) -> f64 {
+        self.journals.lock().map_or(0.0, |journals| {
+            journals
+                .iter()
+                .map(|j| j.lag_ms.load(Ordering::Relaxed))
+                .max()
+                .unwrap_or(0) as f64
+                / 1000.0
+        })
+    }
+
     /// `logship_agent_lag_bytes`.
     pub fn lag_bytes(&self) -> u64 {
         self.lag_bytes.load(Ordering::Relaxed)
@@ -52,6 +93,7 @@ impl Status {
             host: host.to_string(),
             lag_bytes: self.lag_bytes(),
             files: self.files.lock().map(|f| f.clone()).unwrap_or_default(),
+            journals: self.journal_status(),
             spool: SpoolStatus {
                 lines: spool.lines(),
                 bytes: spool.bytes(),

@@ -92,7 +92,11 @@ impl Commit {
     }
 
     /// Whether the message claiming `extent` of `source` was already written.
-    pub fn is_committed_position(&self, source: SourceHash, extent: crate::positions::Extent) -> bool {
+    pub fn is_committed_position(
+        &self,
+        source: SourceHash,
+        extent: crate::positions::Extent,
+    ) -> bool {
         self.positions.covers(source, extent)
     }
 

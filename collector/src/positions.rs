@@ -264,7 +264,10 @@ mod tests {
         let lines = [(8, 2), (0, 4), (11, 2), (4, 4)];
         let mut positions = Positions::default();
         for (i, &(offset, len)) in lines.iter().enumerate() {
-            assert!(!positions.covers(S, line(offset, len)), "line {i} before commit");
+            assert!(
+                !positions.covers(S, line(offset, len)),
+                "line {i} before commit"
+            );
             let staged = positions.stage([(S, line(offset, len))].into_iter(), 0, 1000);
             positions.apply(staged, 0);
             assert!(positions.covers(S, line(offset, len)));

@@ -370,8 +370,9 @@ impl RawInput {
         units.sort();
         units.dedup();
         let max_line_bytes = match &self.max_line_bytes {
-            Some(text) => parse_size(text)
-                .map_err(|p| KeyError::new(format!("{key}.max_line_bytes"), p))?,
+            Some(text) => {
+                parse_size(text).map_err(|p| KeyError::new(format!("{key}.max_line_bytes"), p))?
+            }
             None => 1 << 20,
         };
         if max_line_bytes == 0 {

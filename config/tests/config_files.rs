@@ -259,7 +259,10 @@ fn bad_journal_snippets_name_their_key() {
             "[[inputs]]\npaths = [\"/x\"]\nunits = [\"a.service\"]",
             "inputs[1].units: is a journal setting",
         ),
-        ("[[inputs]]\ntype = \"socket\"", "inputs[1].type: unknown variant"),
+        (
+            "[[inputs]]\ntype = \"socket\"",
+            "inputs[1].type: unknown variant",
+        ),
         (
             "[[inputs]]\ntype = \"journal\"\nmax_line_bytes = \"0\"",
             "inputs[1].max_line_bytes: must be above zero",

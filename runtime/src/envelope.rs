@@ -331,7 +331,10 @@ mod tests {
         let json = entry.to_json();
         let text = String::from_utf8(json.clone()).unwrap();
         assert!(text.starts_with(r#"{"v":2,"#), "{text}");
-        assert!(text.ends_with(r#","kind":"journal","skipped":3}"#), "{text}");
+        assert!(
+            text.ends_with(r#","kind":"journal","skipped":3}"#),
+            "{text}"
+        );
         assert_eq!(Envelope::from_json(&json).unwrap(), entry);
         assert_eq!(entry.extent(), (1021, 1025));
         assert_eq!(sample(b"abc").extent(), (1024, 1028));

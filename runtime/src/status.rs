@@ -91,6 +91,25 @@ pub struct FileStatus {
     pub generation: u64,
 }
 
+/// One journal input of the agent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JournalStatus {
+    /// Its table in the config (`inputs[N]`).
+    pub input: String,
+    /// Its directory; `None`: the system journal.
+    pub directory: Option<String>,
+    /// Its unit filter; empty: every entry.
+    pub units: Vec<String>,
+    /// Whether a journalctl child is reading now.
+    pub reading: bool,
+    /// The cursor of the last entry spooled: where reading resumes after a restart.
+    pub cursor: Option<String>,
+    /// Entries spooled since the agent started.
+    pub entries: u64,
+    /// How old the last entry spooled was when it was spooled.
+    pub lag_seconds: f64,
+}
+
 /// The agent's spool.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct SpoolStatus {
@@ -113,6 +132,9 @@ pub struct AgentStatus {
     pub lag_bytes: u64,
     /// Every open file, oldest first.
     pub files: Vec<FileStatus>,
+    /// Every journal input.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub journals: Vec<JournalStatus>,
     /// What waits for the broker's confirm.
     pub spool: SpoolStatus,
     /// The publisher's connection.
@@ -170,6 +192,27 @@ impl AgentStatus {
                 out,
                 "{:<9} {:>12} {:>12} {:>4}  {}",
                 file.state, file.offset, file.size, file.generation, file.path
+            );
+        }
+        for journal in &self.journals {
+            let _ = writeln!(
+                out,
+                "\njournal {} {} units {}: {} entries, lag {:.1}s, {}\n  cursor {}",
+                journal.input,
+                journal.directory.as_deref().unwrap_or("(system journal)"),
+                if journal.units.is_empty() {
+                    "(all)".to_string()
+                } else {
+                    journal.units.join(",")
+                },
+                journal.entries,
+                journal.lag_seconds,
+                if journal.reading {
+                    "reading"
+                } else {
+                    "not reading"
+                },
+                journal.cursor.as_deref().unwrap_or("-"),
             );
         }
         out
@@ -320,6 +363,15 @@ mod tests {
                 size: 15,
                 generation: 0,
             }],
+            journals: vec![JournalStatus {
+                input: "inputs[1]".into(),
+                directory: None,
+                units: vec!["nginx.service".into()],
+                reading: true,
+                cursor: Some("s=1;i=2".into()),
+                entries: 3,
+                lag_seconds: 0.5,
+            }],
             spool: SpoolStatus::default(),
             broker: BrokerStatus::default(),
         };
@@ -328,6 +380,7 @@ mod tests {
         assert_eq!(back, status);
         let table = status.table();
         assert!(table.contains("/var/log/a.log"), "{table}");
+        assert!(table.contains("nginx.service: 3 entries"), "{table}");
         assert!(table.contains("not connected"), "{table}");
     }
 }

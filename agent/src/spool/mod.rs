@@ -6,14 +6,17 @@
 //! - `q<seq: u64 BE>` -> `<lines: u32 BE><bytes: u64 BE>`: the index of segment `seq`, the lines
 //!   one reader turn produced (of any number of files, each file's in order).
 //! - `c<dev: u64 BE><ino: u64 BE>` -> checkpoint (see [`Checkpoint`]).
+//! - `j<journal input: u64 BE>` -> the cursor (text) of the last entry of that journal input
+//!   spooled (or, read from the end, the entry it starts after).
 //! - `n` -> next sequence number (u64 BE), so numbers are never reused.
 //! - `h` -> `<seq: u64 BE><lines: u64 BE>`: lines of the head segment already confirmed, saved
 //!   every few hundred confirms and on shutdown, so a restart resends fewer of them.
 //!
 //! Invariants:
 //! - A segment file is durable before its index record; the record and the checkpoint advance
-//!   of every file it holds lines of go in one sled batch. After a crash (sled keeps a prefix of
-//!   its writes) a checkpoint never passes a line that is not spooled.
+//!   of every file it holds lines of (or the journal cursor of the entries it holds) go in one
+//!   sled batch. After a crash (sled keeps a prefix of its writes) a checkpoint never passes a
+//!   line, and a cursor never passes an entry, that is not spooled.
 //! - A segment is written only while it leaves [`RESERVE`] bytes free on the state disk, so
 //!   sled can always record removals and the publisher can free space.
 //! - Segments are appended under one lock, so sequence numbers become visible in order and the
@@ -93,6 +96,12 @@ impl SpoolError {
                 [libc::ENOSPC, libc::EDQUOT, libc::EIO, libc::EROFS].contains(&code)
             })
     }
+}
+
+fn journal_key(input: u64) -> [u8; 9] {
+    let mut key = [b'j'; 9];
+    key[1..].copy_from_slice(&input.to_be_bytes());
+    key
 }
 
 /// A spooled line as it is published: its message id and envelope JSON.
@@ -189,6 +198,46 @@ impl Spool {
         lines: &[Message],
         checkpoints: &[(FileKey, Checkpoint)],
     ) -> Result<u64, SpoolError> {
+        self.append_with(lines, |batch| {
+            for (key, checkpoint) in checkpoints {
+                batch.insert(&checkpoint_key(*key), encode_checkpoint(checkpoint));
+            }
+        })
+    }
+
+    /// Appends entries of the journal input `input` as one segment, with the cursor of the
+    /// last of them in the same sled batch (see [`Spool::append`]).
+    pub fn append_journal(
+        &self,
+        lines: &[Message],
+        input: u64,
+        cursor: &str,
+    ) -> Result<u64, SpoolError> {
+        self.append_with(lines, |batch| {
+            batch.insert(&journal_key(input), cursor.as_bytes())
+        })
+    }
+
+    /// Records where a journal input starts, before it spooled anything (`read_from = "end"`).
+    pub fn set_journal_cursor(&self, input: u64, cursor: &str) -> Result<(), SpoolError> {
+        self.db.insert(journal_key(input), cursor.as_bytes())?;
+        Ok(())
+    }
+
+    /// The cursor of the last entry of journal input `input` that is spooled.
+    pub fn journal_cursor(&self, input: u64) -> Result<Option<String>, SpoolError> {
+        Ok(self
+            .db
+            .get(journal_key(input))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// One segment of `lines` and, in the same sled batch, what `checkpoints` adds.
+    fn append_with(
+        &self,
+        lines: &[Message],
+        checkpoints: impl FnOnce(&mut sled::Batch),
+    ) -> Result<u64, SpoolError> {
         let incoming: u64 = lines
             .iter()
             .map(|(id, body)| segment::framed_len(id, body))
@@ -214,9 +263,7 @@ impl Spool {
             // position ("h") can only ever name the segment it was saved for.
             batch.insert(b"n", &next_seq.to_be_bytes());
         }
-        for (key, checkpoint) in checkpoints {
-            batch.insert(&checkpoint_key(*key), encode_checkpoint(checkpoint));
-        }
+        checkpoints(&mut batch);
         if let Err(err) = self.db.apply_batch(batch) {
             if written > 0 {
                 // No record points at it: remove it now (or on the next open).

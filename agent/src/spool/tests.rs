@@ -92,3 +92,22 @@ fn block_reports_full_and_drop_oldest_makes_room() {
     assert!(spool.bytes() <= 100);
     assert_eq!(spool.page(0, 1).unwrap()[0].seq, 3);
 }
+
+#[test]
+fn a_journal_cursor_moves_with_its_entries_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let spool = open(dir.path(), 1 << 20, WhenFull::Block);
+        assert_eq!(spool.journal_cursor(7).unwrap(), None);
+        spool.set_journal_cursor(7, "s=1;i=1").unwrap();
+        spool.append_journal(&lines(2), 7, "s=1;i=3").unwrap();
+        assert_eq!(spool.lines(), 2);
+        spool.flush().unwrap();
+    }
+    let spool = open(dir.path(), 1 << 20, WhenFull::Block);
+    assert_eq!(spool.journal_cursor(7).unwrap().as_deref(), Some("s=1;i=3"));
+    assert_eq!(spool.journal_cursor(8).unwrap(), None);
+    // File checkpoints do not see journal records.
+    assert!(spool.checkpoints().unwrap().is_empty());
+    assert_eq!(spool.page(0, 10).unwrap()[0].lines.len(), 2);
+}
