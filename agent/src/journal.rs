@@ -220,7 +220,10 @@ impl JournalReader {
         if let Some(dir) = &self.input.directory {
             command.arg("--directory").arg(dir);
         }
-        command.args(["--output=export", "--quiet", "--no-pager"]);
+        // --merge: every boot. Without it, journalctl 252 --follow shows the latest boot only,
+        // even after a cursor, and the tail of the previous boot (written after the agent
+        // stopped for a reboot) would never be read.
+        command.args(["--output=export", "--merge", "--quiet", "--no-pager"]);
         // Matches on one field are alternatives (journalctl(1)).
         for unit in &self.input.units {
             command.arg(format!("_SYSTEMD_UNIT={unit}"));

@@ -6,6 +6,7 @@ pub mod broker;
 pub mod daemon;
 pub mod fixture;
 pub mod http;
+pub mod journal;
 pub mod lines;
 pub mod proxy;
 pub mod rabbit;

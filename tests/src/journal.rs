@@ -1,0 +1,129 @@
+//! Real journal files for the journal input's tests: `systemd-journal-remote` writes a journal
+//! file from entries in the export format fed on its stdin, while the test keeps feeding it
+//! (Debian package `systemd-journal-remote`; `.ci/run` installs it).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const REMOTE: &str = "/lib/systemd/systemd-journal-remote";
+
+/// Whether journal files can be written here; if not, says why on stderr.
+pub fn available(test: &str) -> bool {
+    let ok = Path::new(REMOTE).exists()
+        && Command::new("journalctl")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!(
+            "SKIPPED {test}: {REMOTE} or journalctl is missing (apt-get install systemd-journal-remote)"
+        );
+    }
+    ok
+}
+
+/// One entry to write.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// `_SYSTEMD_UNIT`, if any.
+    pub unit: Option<String>,
+    /// `SYSLOG_IDENTIFIER`, if any.
+    pub identifier: Option<String>,
+    pub message: Vec<u8>,
+}
+
+impl Entry {
+    /// An entry of `unit` with a text message.
+    pub fn of(unit: &str, message: &str) -> Entry {
+        Entry {
+            unit: Some(unit.to_string()),
+            identifier: None,
+            message: message.as_bytes().to_vec(),
+        }
+    }
+}
+
+/// A journal file being written.
+pub struct Feed {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    pub path: PathBuf,
+    /// `_BOOT_ID` of the entries written next: a test reboots by changing it.
+    pub boot: String,
+    /// The last monotonic timestamp written: it must grow within a boot, across files too (one
+    /// boot id for all), or journalctl orders entries of different files by it wrongly.
+    monotonic: u64,
+}
+
+impl Feed {
+    /// Starts writing `<dir>/<name>.journal`.
+    pub fn start(dir: &Path, name: &str) -> Feed {
+        std::fs::create_dir_all(dir).expect("journal dir");
+        let path = dir.join(format!("{name}.journal"));
+        let mut child = Command::new(REMOTE)
+            .arg(format!("--output={}", path.display()))
+            .arg("-")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("systemd-journal-remote");
+        let stdin = child.stdin.take();
+        Feed {
+            child,
+            stdin,
+            path,
+            boot: "6c0ffee0000000000000000000000001".to_string(),
+            monotonic: 0,
+        }
+    }
+
+    /// Writes entries (stamped now) and hands them to the writer at once.
+    pub fn write(&mut self, entries: &[Entry]) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let mut out = Vec::with_capacity(entries.len() * 200);
+        for entry in entries {
+            // Real time stands in for time since boot: it grows across feeds.
+            self.monotonic = (self.monotonic + 1).max(now);
+            out.extend_from_slice(
+                format!(
+                    "__REALTIME_TIMESTAMP={now}\n__MONOTONIC_TIMESTAMP={}\n_BOOT_ID={}\n_HOSTNAME=journal-test\nPRIORITY=6\n_PID=4242\n",
+                    self.monotonic, self.boot
+                )
+                .as_bytes(),
+            );
+            if let Some(unit) = &entry.unit {
+                out.extend_from_slice(format!("_SYSTEMD_UNIT={unit}\n").as_bytes());
+            }
+            if let Some(identifier) = &entry.identifier {
+                out.extend_from_slice(format!("SYSLOG_IDENTIFIER={identifier}\n").as_bytes());
+            }
+            out.extend_from_slice(b"MESSAGE\n");
+            out.extend_from_slice(&(entry.message.len() as u64).to_le_bytes());
+            out.extend_from_slice(&entry.message);
+            out.extend_from_slice(b"\n\n");
+        }
+        let stdin = self.stdin.as_mut().expect("feed open");
+        stdin.write_all(&out).expect("feed the journal writer");
+        stdin.flush().expect("feed the journal writer");
+    }
+
+    /// Closes the file: the writer exits once it has written everything.
+    pub fn finish(mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
