@@ -28,6 +28,11 @@ for name in agent collector; do
     || fail "$package.service does not run the installed binary on the installed config"
   dpkg-query -W -f='${Conffiles}\n' "$package" | grep -q "/etc/logship/$name.toml" || fail "$name.toml is not a conffile"
   getent passwd logship >/dev/null || fail "user logship not created"
+  if [ "$name" = agent ]; then
+    # The journal input reads the system journal as a member of systemd-journal.
+    grep -q "^SupplementaryGroups=.*systemd-journal" /usr/lib/systemd/system/$package.service \
+      || fail "$package.service does not give the journal's group"
+  fi
   [ "$(stat -c %G /etc/logship/$name.toml)" = logship ] || fail "$name.toml is not group logship"
   /usr/bin/$package --version | grep -q "^$package " || fail "$package --version"
   /usr/bin/$package --check-config /etc/logship/$name.toml || fail "$package --check-config on the installed config"
