@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use logship_runtime::{Envelope, FileId};
+use logship_runtime::{Envelope, FileId, SourceKind};
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -72,4 +72,28 @@ fn multiline_event_with_fields_matches_golden_json() {
         Envelope::from_json(&fixture("envelope-v1-fields.json")).unwrap(),
         expected
     );
+}
+
+#[test]
+fn journal_entry_matches_golden_json() {
+    let mut expected = envelope(b"Started nginx.service.");
+    expected.path = "journal/nginx.service".into();
+    expected.file = FileId {
+        dev: 0x0aad_8d5b_af4c_4232,
+        ino: 0xa337_69b2_d24e_d1d8,
+        fp: 0x1234_5678_9abc_def0,
+    };
+    expected.generation = 0;
+    expected.offset = 4242;
+    expected.kind = SourceKind::Journal { skipped: 3 };
+    expected
+        .fields
+        .insert("_SYSTEMD_UNIT".into(), "nginx.service".into());
+    expected.fields.insert("PRIORITY".into(), "6".into());
+    assert_eq!(expected.to_json(), fixture("envelope-v2-journal.json"));
+    assert_eq!(
+        Envelope::from_json(&fixture("envelope-v2-journal.json")).unwrap(),
+        expected
+    );
+    assert_eq!(expected.extent(), (4239, 4243));
 }

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use logship_tests::broker::amqp_url;
-use logship_tests::daemon::binary;
+use logship_tests::daemon::{binary, cpu_seconds};
 use logship_tests::fixture::Setup;
 use logship_tests::lines::{open_append, wait_for_lines};
 
@@ -333,19 +333,6 @@ impl Drop for Inotify {
         // SAFETY: our own descriptor, closed once.
         unsafe { libc::close(self.fd) };
     }
-}
-
-/// utime + stime of a process, in seconds (fields 14 and 15 of `/proc/<pid>/stat`).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
-    // The command name may hold spaces: count fields after its closing parenthesis (field 3 on).
-    let rest = &stat[stat.rfind(')').expect("stat format") + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 =
-        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    ticks as f64 / per_second
 }
 
 /// Case c: the agent's CPU over `measure` with `files` idle files, each read once before.
