@@ -264,7 +264,12 @@ impl JournalReader {
             tracing::info!(input = %self.input.key, directory = ?self.input.directory, units = ?self.input.units,
                 cursor = start.as_deref().unwrap_or("(beginning)"), "journal reading");
         }
-        let entries = pipe_entries(&mut child, self.input.max_line_bytes, &self.input.key);
+        let entries = pipe_entries(
+            &mut child,
+            self.input.max_line_bytes,
+            &self.input.key,
+            &self.metrics,
+        );
         self.state.reading.store(true, Ordering::Relaxed);
         let end = self.follow(stop, &entries, start.as_deref().and_then(Place::of));
         self.state.reading.store(false, Ordering::Relaxed);
@@ -492,11 +497,13 @@ impl Batch {
 }
 
 /// Parses the child's stdout on a thread of its own into a bounded channel (closed when the
-/// child's output ends), and says each distinct line of its stderr once.
+/// child's output ends), and says each distinct line of its stderr once (a corrupt file
+/// journalctl skips, say), counting every one in `journal_errors`.
 fn pipe_entries(
     child: &mut Child,
     max_value: u64,
     input: &str,
+    metrics: &Arc<Metrics>,
 ) -> Receiver<Result<Entry, ExportError>> {
     let (tx, rx) = std::sync::mpsc::sync_channel(AHEAD);
     if let Some(stdout) = child.stdout.take() {
@@ -506,10 +513,11 @@ fn pipe_entries(
         });
     }
     if let Some(stderr) = child.stderr.take() {
-        let input = input.to_string();
+        let (input, metrics) = (input.to_string(), metrics.clone());
         spawn_named("logship-journal-stderr", move || {
             let mut said = HashSet::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                Metrics::add(&metrics.journal_errors, 1);
                 if said.len() < STDERR_DISTINCT && said.insert(line.clone()) {
                     tracing::warn!(input = %input, message = %line, "journalctl says");
                 }

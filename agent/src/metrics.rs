@@ -27,7 +27,8 @@ logship_runtime::counters! {
         journal_gaps => "logship_agent_journal_gaps_total", "counter", "journal_gaps";
         /// journalctl children restarted (they exited or wrote what cannot be read).
         journal_restarts => "logship_agent_journal_restarts_total", "counter", "journal_restarts";
-        /// Journal entries without a usable cursor, or export streams that could not be read.
+        /// Journal entries without a usable cursor, export streams that could not be read, and
+        /// lines journalctl printed on stderr (a corrupt file it skips, say).
         journal_errors => "logship_agent_journal_errors_total", "counter", "journal_errors";
         /// Journal entries whose MESSAGE was cut to max_line_bytes.
         journal_truncated => "logship_agent_journal_truncated_total", "counter", "journal_truncated";

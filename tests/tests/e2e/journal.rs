@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use logship_tests::broker::amqp_url;
-use logship_tests::daemon::Daemon;
+use logship_tests::daemon::{Daemon, children};
 use logship_tests::fixture::{Agent, Setup};
 use logship_tests::http::{free_addr, get};
 use logship_tests::journal::{Entry, Feed, available};
@@ -100,6 +100,65 @@ fn entries_of_two_units_arrive_once_in_order_across_five_agent_kill9s() {
         read_lines(&out(&setup, &agent, "a.service")).len(),
         ENTRIES / 2
     );
+    daemon.stop(Duration::from_secs(30));
+    feed.finish();
+}
+
+#[test]
+fn a_journalctl_killed_under_the_agent_is_restarted_without_loss_or_duplicate() {
+    if !available("a_journalctl_killed_under_the_agent_is_restarted_without_loss_or_duplicate") {
+        return;
+    }
+    let setup = Setup::new("journal-child");
+    let journal = setup.dir.path().join("journal");
+    let mut feed = Feed::start(&journal, "app");
+    let _collector = setup.collector.start();
+    let agent = setup.agent(&amqp_url(), "", &journal_input(&journal, ""));
+    let mut daemon = agent.start(true);
+    let path = out(&setup, &agent, "a.service");
+    let entries = |range: std::ops::Range<usize>| {
+        range
+            .map(|i| Entry::of("a.service", &message("a.service", i)))
+            .collect::<Vec<_>>()
+    };
+    for round in 0..3 {
+        // The (restarted) child reads: this round's entries arrive; then it is killed.
+        feed.write(&entries(round * 1000..round * 1000 + 1000));
+        wait_for_lines(&path, round * 1000 + 1000, ARRIVAL);
+        let deadline = std::time::Instant::now() + ARRIVAL;
+        let children = loop {
+            let children = children(daemon.pid());
+            if !children.is_empty() || std::time::Instant::now() > deadline {
+                break children;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(!children.is_empty(), "no journalctl under the agent");
+        for child in children {
+            // SAFETY: kill(2) on a pid just read from /proc.
+            unsafe { libc::kill(child as i32, libc::SIGKILL) };
+        }
+    }
+    feed.write(&entries(3000..3500));
+    let want = expected("a.service", 0..3500);
+    assert_same_lines(
+        &wait_for_lines(&path, want.len(), ARRIVAL),
+        &want,
+        "a.service",
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(read_lines(&path).len(), want.len(), "no duplicate");
+    // Said once, not once per restart; the agent is still up.
+    assert_eq!(
+        daemon
+            .log_text()
+            .matches("journal reader stopped, restarting it")
+            .count(),
+        1,
+        "{}",
+        daemon.log_text()
+    );
+    assert!(daemon.wait_exit(Duration::ZERO).is_none());
     daemon.stop(Duration::from_secs(30));
     feed.finish();
 }
