@@ -164,7 +164,8 @@ pub struct JournalInput {
     pub key: String,
     /// A directory of journal files; `None`: the local system journal.
     pub directory: Option<PathBuf>,
-    /// Only entries of these units (`_SYSTEMD_UNIT`), sorted; empty: all entries.
+    /// Only entries of these units (`_SYSTEMD_UNIT`), sorted, a name without a type taken as a
+    /// service (`nginx` is `nginx.service`); empty: all entries.
     pub units: Vec<String>,
     /// Where the first start reads from; afterwards the saved cursor.
     pub read_from: ReadFrom,
@@ -366,6 +367,12 @@ impl RawInput {
                 format!("{key}.units[{i}]"),
                 format!("invalid unit name \"{}\"", unit.escape_default()),
             ));
+        }
+        // As systemctl and journalctl -u do: a name without a type is a service.
+        for unit in &mut units {
+            if !unit.contains('.') {
+                unit.push_str(".service");
+            }
         }
         units.sort();
         units.dedup();

@@ -215,14 +215,14 @@ fn journal_inputs_parse_beside_file_inputs() {
     let dir = tempfile::tempdir().unwrap();
     let text = example("agent.toml")
         + &format!(
-            "\n[[inputs]]\ntype = \"journal\"\ndirectory = \"{}\"\nunits = [\"b.service\", \"a.service\", \"a.service\"]\nread_from = \"end\"\nfields = {{ source = \"journal\" }}\n",
+            "\n[[inputs]]\ntype = \"journal\"\ndirectory = \"{}\"\nunits = [\"b.service\", \"a.service\", \"a\", \"c.socket\"]\nread_from = \"end\"\nfields = {{ source = \"journal\" }}\n",
             dir.path().display()
         );
     let config = parse::<RawAgentConfig>(Path::new("agent.toml"), &text).unwrap();
     assert_eq!(config.inputs.len(), 1);
     let journal = &config.journals[0];
     assert_eq!(journal.key, "inputs[1]");
-    assert_eq!(journal.units, ["a.service", "b.service"]);
+    assert_eq!(journal.units, ["a.service", "b.service", "c.socket"]);
     assert_eq!(journal.read_from, logship_config::agent::ReadFrom::End);
     assert_eq!(journal.directory.as_deref(), Some(dir.path()));
     assert_eq!(
