@@ -171,3 +171,34 @@ fn a_world_readable_config_with_a_password_is_warned_about() {
         "{log}"
     );
 }
+
+#[test]
+fn a_journal_directory_that_cannot_be_read_exits_2_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    let missing = dir.path().join("no-such-journal");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{}\"\n[broker]\nuris = [\"amqp://127.0.0.1:5672/%2f\"]\n[[inputs]]\ntype = \"journal\"\ndirectory = \"{}\"\n",
+            dir.path().join("state").display(),
+            missing.display()
+        ),
+    )
+    .unwrap();
+    let (code, _, stderr) = run(
+        &binary("logship-agent"),
+        &["--config".as_ref(), config.as_os_str()],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    let wanted = format!(
+        "logship-agent: {}: inputs[0].directory: cannot read \"{}\": No such file or directory",
+        config.display(),
+        missing.display()
+    );
+    assert!(
+        stderr.starts_with(&wanted),
+        "got: {stderr}\nwanted: {wanted}"
+    );
+}
