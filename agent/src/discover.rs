@@ -15,6 +15,8 @@ pub struct Found {
     pub path: PathBuf,
     /// The file's key when the scan stat'ed it (`None` for a path an event named).
     pub key: Option<FileKey>,
+    /// Its size when the scan stat'ed it: a file closed for the budget that changed is woken.
+    pub size: Option<u64>,
     pub read_from: ReadFrom,
     /// How its bytes become messages.
     pub rules: Arc<LineRules>,
@@ -59,6 +61,7 @@ pub fn scan(inputs: &[Input]) -> Scan {
                 seen.insert(path.clone());
                 let mut file = found(input, path);
                 file.key = meta.as_ref().map(FileKey::of);
+                file.size = meta.as_ref().map(std::fs::Metadata::len);
                 scan.found.push(file);
             }
         }
@@ -123,6 +126,7 @@ fn found(input: &Input, path: PathBuf) -> Found {
     Found {
         path,
         key: None,
+        size: None,
         read_from: input.read_from,
         rules: Arc::new(LineRules::of(input)),
     }

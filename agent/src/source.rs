@@ -19,6 +19,12 @@
 //!   copy: said and counted, and the new generation starts.
 //! - **Draining.** The path names another file, or none: this one is read to its end, and
 //!   closed after [`ROTATE_IDLE`] without growth. The reader flushes the spool before closing.
+//! - **Closed for the budget.** An active file read to its end, spooled, with no event being
+//!   assembled may lose its descriptor while other files wait for one ([`Source::park`]); it
+//!   stays known (position, head, partial line) and asks for a descriptor again when an event
+//!   or the rescan says it changed ([`Source::wake`]). It is reopened as itself only if the
+//!   path still names the same (device, inode) and its head still matches, as after a
+//!   truncation check; found under another name it drains; gone, it is finished.
 
 use std::fs::File;
 use std::path::Path;
@@ -45,8 +51,9 @@ enum State {
     Waiting,
     /// The path names this file.
     Active,
-    /// Reading the copytruncate copy; the file itself is read again from 0 afterwards.
-    Copy { original: File },
+    /// Reading the copytruncate copy; the file itself is read again from 0 afterwards (`None`:
+    /// the file's own descriptor could not be kept, read again from the path).
+    Copy { original: Option<File> },
     /// The path no longer names this file.
     Draining { since: Instant },
 }
@@ -76,6 +83,10 @@ pub struct Source {
     /// later held the name after it.
     pub left: bool,
     opened_at: Instant,
+    /// When it last read bytes or got its descriptor: the least recent is closed first.
+    active_at: Instant,
+    /// Closed for the budget and changed since: when it started waiting for a descriptor.
+    woken_at: Option<Instant>,
 }
 
 impl Source {
@@ -96,6 +107,8 @@ impl Source {
             pending_copy: None,
             left: false,
             opened_at: Instant::now(),
+            active_at: Instant::now(),
+            woken_at: None,
         }
     }
 
@@ -131,6 +144,60 @@ impl Source {
         &mut self.tailer
     }
 
+    /// Whether it holds a descriptor.
+    pub fn is_open(&self) -> bool {
+        self.tailer.is_open()
+    }
+
+    /// Whether its descriptor may be closed for the budget: an active file read to its end
+    /// (nothing new since), every line spooled, nothing the file alone could still give.
+    pub fn closable(&self) -> bool {
+        matches!(self.state, State::Active)
+            && !self.held
+            && !self.dirty
+            && self.pending_copy.is_none()
+            && self.tailer.closable()
+    }
+
+    /// Closes its descriptor for the budget.
+    pub fn park(&mut self) {
+        self.tailer.close_file();
+        self.woken_at = None;
+    }
+
+    /// Closed, and something says it changed: it asks for a descriptor (from now, unless it
+    /// already waits).
+    pub fn wake(&mut self) {
+        if !self.is_open() && self.woken_at.is_none() {
+            self.woken_at = Some(Instant::now());
+        }
+    }
+
+    /// Since when it waits for a descriptor, if it does.
+    pub fn woken_at(&self) -> Option<Instant> {
+        self.woken_at.filter(|_| !self.is_open())
+    }
+
+    /// When it last read bytes or got its descriptor back.
+    pub fn active_at(&self) -> Instant {
+        self.active_at.max(self.tailer.last_growth())
+    }
+
+    /// Its descriptor back, the same (device, inode): read on from where it stopped
+    /// (`draining`: found under another name, read to its end and closed).
+    pub fn reopen(&mut self, file: File, draining: bool) {
+        self.tailer.reopen(file);
+        self.woken_at = None;
+        self.active_at = Instant::now();
+        self.dirty = true;
+        if draining {
+            self.left = true;
+            self.state = State::Draining {
+                since: Instant::now(),
+            };
+        }
+    }
+
     /// Whether it waits behind an older file of its path.
     pub fn waiting(&self) -> bool {
         matches!(self.state, State::Waiting)
@@ -164,6 +231,7 @@ impl Source {
                 },
                 None => State::Active,
             };
+            self.active_at = Instant::now();
             self.dirty = true;
         }
     }
@@ -263,6 +331,11 @@ impl Source {
         let state = std::mem::replace(&mut self.state, State::Active);
         if let State::Copy { original } = state {
             self.tailer.ship_partial(host, out)?;
+            // Never `None`: a file is only closed for the budget while active.
+            let original = match original {
+                Some(file) => file,
+                None => File::open(self.tailer.path())?,
+            };
             self.tailer.swap_file(original);
             self.tailer.restart();
             self.dirty = true;
@@ -279,6 +352,9 @@ impl Source {
 
     /// Its lifecycle state, as `/status` names it.
     pub fn state_name(&self) -> &'static str {
+        if !self.is_open() {
+            return "closed";
+        }
         match self.state {
             State::Waiting => "waiting",
             State::Active => "active",

@@ -3,6 +3,7 @@
 mod agent;
 mod collector;
 mod config_errors;
+mod descriptors;
 mod faults;
 mod fleet;
 mod multiline;
