@@ -335,28 +335,15 @@ impl Drop for Inotify {
     }
 }
 
-/// utime + stime of a process, in seconds (fields 14 and 15 of `/proc/<pid>/stat`).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
-    // The command name may hold spaces: count fields after its closing parenthesis (field 3 on).
-    let rest = &stat[stat.rfind(')').expect("stat format") + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 =
-        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    ticks as f64 / per_second
-}
-
 /// Case c: the agent's CPU over `measure` with `files` idle files, each read once before.
 fn idle_cpu(label: &str, files: usize, measure: Duration) {
     let (_setup, mut agent, mut collector, _handles, _out_dir) =
         warmed_up(&format!("bench-{label}"), files);
     // Let the last confirms and checkpoints settle before measuring idleness.
     std::thread::sleep(Duration::from_secs(3));
-    let before = cpu_seconds(agent.pid());
+    let before = agent.cpu_seconds();
     std::thread::sleep(measure);
-    let used = cpu_seconds(agent.pid()) - before;
+    let used = agent.cpu_seconds() - before;
     let _ = agent.stop(Duration::from_secs(30));
     let _ = collector.stop(Duration::from_secs(30));
     println!(

@@ -175,6 +175,21 @@ impl Daemon {
             .count()
     }
 
+    /// CPU time it used so far (utime + stime, fields 14 and 15 of `/proc/<pid>/stat`), in
+    /// seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("proc stat");
+        // The command name may hold spaces: count fields after its closing parenthesis.
+        let rest = &stat[stat.rfind(')').expect("stat format") + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 =
+            fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        // SAFETY: sysconf has no preconditions.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        ticks as f64 / per_second
+    }
+
     /// Peak resident memory so far (VmHWM), in KiB; 0 once the process is gone.
     pub fn peak_rss_kib(&self) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.pid()))

@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod fixture;
 pub mod http;
 pub mod lines;
+pub mod many;
 pub mod proxy;
 pub mod rabbit;
 pub mod tmpfs;

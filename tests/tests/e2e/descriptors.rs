@@ -3,15 +3,14 @@
 //! --nofile=N:N`); every line of every file arrives once, in order, lines appended later
 //! included, with a few warning lines at most, and the agent never exits.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use logship_tests::broker::amqp_url;
 use logship_tests::daemon::Daemon;
 use logship_tests::fixture::{Agent, Setup};
-use logship_tests::lines::{
-    append, assert_delivered_once_in_order, expected, read_lines, text, wait_for_delivery,
-};
+use logship_tests::lines::{append, assert_delivered_once_in_order, expected, wait_for_delivery};
+use logship_tests::many::{self, create_files, source};
 
 use crate::rotation::{copytruncate_writer, rename_rotation_expected, rename_rotation_writer};
 
@@ -22,65 +21,26 @@ const LATER_LINES: usize = 5;
 /// The longest wait for every file's lines.
 const ARRIVAL: Duration = Duration::from_secs(300);
 
-/// The source name of file `i`: its lines are texts no other file has.
-fn source(i: usize) -> String {
-    format!("f{i:05}")
-}
-
-/// Creates `n` files `f00000.log`... in `dir`, each with lines `0..lines` of its source.
-fn create_files(dir: &Path, n: usize, lines: usize) -> Vec<PathBuf> {
-    (0..n)
-        .map(|i| {
-            let path = dir.join(format!("{}.log", source(i)));
-            append(&path, &source(i), 0..lines);
-            path
-        })
-        .collect()
-}
-
-/// Bytes of lines `0..n` of `source`, one per line.
-fn length(source: &str, n: usize) -> u64 {
-    (0..n).map(|i| text(source, i).len() as u64 + 1).sum()
-}
-
-/// Waits until the collector's copy of every file holds `counts[i]` lines (by size, cheap), or
-/// panics after [`ARRIVAL`]; `watch` runs on each look.
+/// Waits until the collector's copy of every file holds `counts[i]` lines, or panics after
+/// [`ARRIVAL`]; `look` runs on each look.
 fn wait_all(
     setup: &Setup,
     agent: &Agent,
     files: &[PathBuf],
     counts: &[usize],
     daemon: &Daemon,
-    mut watch: impl FnMut(),
+    look: impl FnMut(),
 ) -> Duration {
-    let started = Instant::now();
-    let want: Vec<u64> = (0..files.len())
-        .map(|i| length(&source(i), counts[i]))
-        .collect();
-    let mut first_missing = 0;
-    loop {
-        watch();
-        while first_missing < files.len() {
-            let out = setup.collector.file(&agent.host, &files[first_missing]);
-            let len = std::fs::metadata(&out).map_or(0, |m| m.len());
-            if len < want[first_missing] {
-                break;
-            }
-            first_missing += 1;
-        }
-        if first_missing == files.len() {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < ARRIVAL,
-            "{} of {} files complete after {ARRIVAL:?}; {} incomplete:\n{}",
-            first_missing,
-            files.len(),
-            files[first_missing].display(),
-            daemon.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    many::wait_all(&setup.collector, &agent.host, files, counts, ARRIVAL, look).unwrap_or_else(
+        |missing| {
+            panic!(
+                "{missing} of {} files complete after {ARRIVAL:?}; {} incomplete:\n{}",
+                files.len(),
+                files[missing].display(),
+                daemon.log_text()
+            )
+        },
+    )
 }
 
 /// Asserts the collector's copy of every file is exactly its lines `0..counts[i]`.
@@ -90,15 +50,8 @@ fn assert_every_file_once_in_order(
     files: &[PathBuf],
     counts: &[usize],
 ) {
-    for (i, path) in files.iter().enumerate() {
-        let lines = read_lines(&setup.collector.file(&agent.host, path));
-        assert_eq!(
-            lines,
-            expected(&source(i), 0..counts[i]),
-            "{} arrived wrong",
-            path.display()
-        );
-    }
+    let wrong = many::first_wrong(&setup.collector, &agent.host, files, counts);
+    assert!(wrong.is_none(), "{wrong:?} arrived wrong");
 }
 
 /// Asserts the agent is still running, then stops it and the collector cleanly.
