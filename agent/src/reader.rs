@@ -295,6 +295,11 @@ impl Reader {
             if source.waiting() || !(source.dirty || source.busy() || poll_all) {
                 continue;
             }
+            if source.draining() {
+                let moved_on = self.successor_grew(index);
+                self.sources[index].moved_on = moved_on;
+            }
+            let source = &mut self.sources[index];
             match source.step(
                 &self.host,
                 budget.min(FILE_BUDGET),
@@ -387,6 +392,15 @@ impl Reader {
             );
         }
         true
+    }
+
+    /// Whether a newer file of the path of the source at `index` has grown: the application
+    /// writes there now.
+    fn successor_grew(&self, index: usize) -> bool {
+        let path = self.sources[index].path();
+        self.sources[index + 1..]
+            .iter()
+            .any(|s| s.path() == path && s.is_open() && s.grown())
     }
 
     /// Marks the files that an older file of the same path still holds back; called whenever

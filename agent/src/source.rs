@@ -18,7 +18,10 @@
 //!   offset, as the same generation (same message ids); then a new generation starts at 0. No
 //!   copy: said and counted, and the new generation starts.
 //! - **Draining.** The path names another file, or none: this one is read to its end, and
-//!   closed after [`ROTATE_IDLE`] without growth. The reader flushes the spool before closing.
+//!   closed after [`ROTATE_IDLE`] without growth, or as soon as it is read to its end and idle
+//!   for [`MOVED_ON_IDLE`] once the application has clearly moved on (the newer file of its
+//!   path has grown: a logger writes its late lines into the renamed file before it reopens
+//!   the path, so they are all there by then). The reader flushes the spool before closing.
 //! - **Closed for the budget.** An active file read to its end, spooled, with no event being
 //!   assembled may lose its descriptor while other files wait for one ([`Source::park`]); it
 //!   stays known (position, head, partial line) and asks for a descriptor again when an event
@@ -40,6 +43,11 @@ use crate::tailer::Tailer;
 
 /// A rotated-away file is closed after this long without growth.
 pub const ROTATE_IDLE: Duration = Duration::from_secs(1);
+/// A rotated-away file whose path's newer file has grown is closed once read to its end and
+/// this long without growth: the application moved on, and the newer file must not wait a
+/// whole [`ROTATE_IDLE`] (at two rotations a second the lag would grow without bound). A short
+/// grace for a logger whose threads finish their writes to the old descriptor.
+pub const MOVED_ON_IDLE: Duration = Duration::from_millis(50);
 /// A file opened at sight is read only this long after it was opened: the event of an older
 /// file of its path leaving its name (renamed away before it was ever opened) can trail the
 /// one that made us open this file, and that older file must be read first.
@@ -77,6 +85,9 @@ pub struct Source {
     pub polled: bool,
     /// An older file of its path is still open: not read until that one is closed.
     pub held: bool,
+    /// A newer file of its path has grown: the application moved on (set by the reader before
+    /// each step of a draining file).
+    pub moved_on: bool,
     /// A copytruncate copy to read first (the file was truncated while the agent was stopped).
     pending_copy: Option<File>,
     /// It is known to have left its name (renamed away, deleted): a file found renamed away
@@ -104,6 +115,7 @@ impl Source {
             dirty: true,
             polled: false,
             held: false,
+            moved_on: false,
             pending_copy: None,
             left: false,
             opened_at: Instant::now(),
@@ -198,6 +210,18 @@ impl Source {
         }
     }
 
+    /// Whether it is being drained (its path names another file, or none).
+    pub fn draining(&self) -> bool {
+        matches!(self.state, State::Draining { .. })
+    }
+
+    /// Whether its file holds bytes past what was read (a newer file the application writes).
+    pub fn grown(&self) -> bool {
+        self.tailer
+            .size()
+            .is_some_and(|size| size > self.tailer.read_position())
+    }
+
     /// Whether it waits behind an older file of its path.
     pub fn waiting(&self) -> bool {
         matches!(self.state, State::Waiting)
@@ -257,8 +281,10 @@ impl Source {
             State::Copy { .. } if read < budget => self.copy_done(host, out)?,
             State::Draining { since }
                 if read == 0
-                    && since.elapsed() >= ROTATE_IDLE
-                    && self.tailer.last_growth().elapsed() >= ROTATE_IDLE =>
+                    && ((self.moved_on
+                        && self.tailer.last_growth().elapsed() >= MOVED_ON_IDLE)
+                        || (since.elapsed() >= ROTATE_IDLE
+                            && self.tailer.last_growth().elapsed() >= ROTATE_IDLE)) =>
             {
                 self.tailer.ship_partial(host, out)?;
                 return Ok(Step::Finished);

@@ -20,6 +20,11 @@ use crate::spool::Checkpoint;
 impl Reader {
     /// Expands the globs: opens what is not open yet, and watches the directories.
     pub(super) fn scan(&mut self) -> Result<(), ReaderError> {
+        // The globs' directories are watched before they are expanded: a file created in
+        // between is seen by one or the other.
+        for dir in discover::directories(&self.inputs, &[]) {
+            self.wakeups.watch(&dir);
+        }
         let scan = discover::scan(&self.inputs);
         for (path, err) in &scan.errors {
             self.warn_once(path, "cannot read file, will retry", err);

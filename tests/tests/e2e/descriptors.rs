@@ -121,7 +121,7 @@ fn files_rotating_by_rename_and_copytruncate_under_the_budget_lose_nothing() {
     let agent = setup.agent(&amqp_url(), "", "");
     // 192 files open at most: the idle files keep the budget full while two files rotate.
     let mut daemon = agent.start_with_nofile(256);
-    let renamed = rename_rotation_writer(setup.log("app.log"), GENERATIONS, false);
+    let renamed = rename_rotation_writer(setup.log("app.log"), GENERATIONS, 20_000, false);
     let copied = copytruncate_writer(
         setup.log("copied.log"),
         "copied",
@@ -143,7 +143,7 @@ fn files_rotating_by_rename_and_copytruncate_under_the_budget_lose_nothing() {
     renamed.join().expect("rename writer");
     copied.join().expect("copytruncate writer");
     eprintln!("fds-rotate: {next} lines appended to idle files meanwhile");
-    let want = rename_rotation_expected(GENERATIONS);
+    let want = rename_rotation_expected(GENERATIONS, 20_000);
     let stall = Duration::from_secs(30);
     let lines = wait_for_delivery(&setup.out(&agent, "app.log"), &want, stall, ARRIVAL);
     assert_delivered_once_in_order(&lines, &want, "renamed under the budget");

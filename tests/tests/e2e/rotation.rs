@@ -61,14 +61,14 @@ fn late(generation: usize) -> String {
 }
 
 /// Starts the collector and an agent (`top` at the top of its config), both publishing.
-fn start(setup: &Setup, top: &str) -> (Agent, Daemon, Daemon) {
+pub(crate) fn start(setup: &Setup, top: &str) -> (Agent, Daemon, Daemon) {
     let collector = setup.collector.start();
     let agent = setup.agent(&amqp_url(), top, "");
     let daemon = agent.start(true);
     (agent, daemon, collector)
 }
 
-/// Writes `generations` generations of [`GENERATION_LINES`] lines at 10k lines/s into `path`,
+/// Writes `generations` generations of `lines` lines at 10k lines/s into `path`,
 /// the way a logger with size-based rotation does: it holds its descriptor; at each rotation
 /// the older copies shift, `path` becomes `path.1`, the logger writes [`LATE_LINES`] more lines
 /// through its old descriptor (into `path.1`), then reopens `path`, a new file. With `delete`,
@@ -76,18 +76,20 @@ fn start(setup: &Setup, top: &str) -> (Agent, Daemon, Daemon) {
 pub(crate) fn rename_rotation_writer(
     path: PathBuf,
     generations: usize,
+    lines: usize,
     delete: bool,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut next = Instant::now();
         for generation in 0..generations {
             let mut file = open_append(&path);
-            let first = generation * GENERATION_LINES;
-            for chunk in (first..first + GENERATION_LINES).step_by(CHUNK) {
+            let first = generation * lines;
+            for chunk in (first..first + lines).step_by(CHUNK) {
                 write_lines(&mut file, "app", chunk..chunk + CHUNK);
                 tick(&mut next, TICK);
             }
-            shift_rotated(&path, generations);
+            // logrotate's `rotate 10`: the eleventh copy is overwritten.
+            shift_rotated(&path, generations.min(10));
             std::fs::rename(&path, rotated(&path, 1)).expect("rotate");
             write_lines(&mut file, &late(generation), 0..LATE_LINES);
             drop(file);
@@ -99,11 +101,11 @@ pub(crate) fn rename_rotation_writer(
 }
 
 /// What the collector's file for the path must hold: each generation, then its late lines.
-pub(crate) fn rename_rotation_expected(generations: usize) -> Vec<Vec<u8>> {
+pub(crate) fn rename_rotation_expected(generations: usize, lines: usize) -> Vec<Vec<u8>> {
     let mut want = Vec::new();
     for generation in 0..generations {
-        let first = generation * GENERATION_LINES;
-        want.extend(expected("app", first..first + GENERATION_LINES));
+        let first = generation * lines;
+        want.extend(expected("app", first..first + lines));
         want.extend(expected(&late(generation), 0..LATE_LINES));
     }
     want
@@ -114,10 +116,10 @@ pub(crate) fn rename_rotation_expected(generations: usize) -> Vec<Vec<u8>> {
 fn rename_rotation(label: &str, top: &str, generations: usize, delete: bool) -> String {
     let setup = Setup::new(label);
     let (agent, mut daemon, mut collector) = start(&setup, top);
-    rename_rotation_writer(setup.log("app.log"), generations, delete)
+    rename_rotation_writer(setup.log("app.log"), generations, GENERATION_LINES, delete)
         .join()
         .expect("writer");
-    let want = rename_rotation_expected(generations);
+    let want = rename_rotation_expected(generations, GENERATION_LINES);
     let lines = wait_for_delivery(&setup.out(&agent, "app.log"), &want, STALL, ARRIVAL);
     assert!(daemon.stop(Duration::from_secs(30)).success());
     assert!(collector.stop(Duration::from_secs(30)).success());
