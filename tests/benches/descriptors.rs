@@ -1,7 +1,7 @@
 //! The agent within a descriptor budget (issue 18), agent + broker + collector on this machine:
 //!
 //! - a. 100k files x 10 lines, the agent under an open-file limit of 1024 and then of 200k
-//!   (enough): how long until the agent read every line and until the collector held every
+//!   (enough; the hard limit if it cannot be raised that far): how long until the agent read every line and until the collector held every
 //!   one, whether each file arrived once and in order, the agent's peak RSS, its warning lines;
 //! - b. 1000 idle files (each read once) under a limit of 512 (so 552 of them are closed at any
 //!   time) and with enough descriptors: the agent's idle CPU, then the latency of a line
@@ -27,7 +27,8 @@ use logship_tests::many::{create_files, first_wrong, source, wait_all};
 const LINES: usize = 10;
 /// The longest wait for every line of case a.
 const ARRIVAL: Duration = Duration::from_secs(1800);
-/// "Enough" descriptors for 100k files.
+/// "Enough" descriptors for 100k files, if the hard limit allows (root with
+/// CAP_SYS_RESOURCE may raise it); the hard limit otherwise.
 const ENOUGH: u64 = 200_000;
 /// Lines written one after another to idle files in case b.
 const SAMPLES: usize = 200;
@@ -48,13 +49,40 @@ fn main() {
         binary("logship-collector").display(),
         amqp_url()
     );
+    let enough = most_descriptors();
     if matches!(case.as_str(), "a" | "all") {
-        many_files(files, 1024);
-        many_files(files, ENOUGH);
+        many_files(files, 1024, enough);
+        many_files(files, enough, enough);
     }
     if matches!(case.as_str(), "b" | "all") {
-        idle_files(1000, 512, Duration::from_secs(secs));
-        idle_files(1000, ENOUGH, Duration::from_secs(secs));
+        idle_files(1000, 512, enough, Duration::from_secs(secs));
+        idle_files(1000, enough, enough, Duration::from_secs(secs));
+    }
+}
+
+/// [`ENOUGH`] if this process may raise its open-file limit that far, else its hard limit.
+fn most_descriptors() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the rlimit we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 1024;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: limit.rlim_cur,
+        rlim_max: ENOUGH,
+    };
+    // SAFETY: setrlimit with a valid rlimit; only raises the hard limit (or fails).
+    if limit.rlim_max >= ENOUGH || unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        ENOUGH
+    } else {
+        eprintln!(
+            "cannot raise the open-file limit to {ENOUGH} (no CAP_SYS_RESOURCE): \"enough\" is the hard limit, {}",
+            limit.rlim_max
+        );
+        limit.rlim_max
     }
 }
 
@@ -65,12 +93,13 @@ fn start(
     n: usize,
     lines: usize,
     nofile: u64,
+    collector_nofile: u64,
 ) -> (Setup, Agent, Daemon, Daemon, Vec<PathBuf>, String) {
     let setup = Setup::new(label);
     let started = Instant::now();
     let files = create_files(&setup.logs, n, lines);
     eprintln!("{label}: {n} files written in {:?}", started.elapsed());
-    let collector = setup.collector.start_with_nofile(ENOUGH);
+    let collector = setup.collector.start_with_nofile(collector_nofile);
     let metrics = free_addr();
     let agent = setup.agent(
         &amqp_url(),
@@ -91,10 +120,10 @@ fn lines_read(metrics: &str) -> u64 {
 }
 
 /// Case a.
-fn many_files(n: usize, nofile: u64) {
+fn many_files(n: usize, nofile: u64, enough: u64) {
     let label = format!("a-{nofile}");
     let (setup, agent, mut daemon, mut collector, files, metrics) =
-        start(&format!("bench-fds-{nofile}"), n, LINES, nofile);
+        start(&format!("bench-fds-{nofile}"), n, LINES, nofile, enough);
     let started = Instant::now();
     let want = (n * LINES) as u64;
     let mut read_all = None;
@@ -131,10 +160,10 @@ fn many_files(n: usize, nofile: u64) {
 }
 
 /// Case b.
-fn idle_files(n: usize, nofile: u64, measure: Duration) {
+fn idle_files(n: usize, nofile: u64, enough: u64, measure: Duration) {
     let label = format!("b-{nofile}");
     let (setup, agent, mut daemon, mut collector, files, _) =
-        start(&format!("bench-idle-{nofile}"), n, 1, nofile);
+        start(&format!("bench-idle-{nofile}"), n, 1, nofile, enough);
     let mut counts = vec![1; n];
     if let Err(missing) = wait_all(
         &setup.collector,
