@@ -215,6 +215,11 @@ impl Source {
         matches!(self.state, State::Draining { .. })
     }
 
+    /// Bytes of its file read so far.
+    pub fn read_position(&self) -> u64 {
+        self.tailer.read_position()
+    }
+
     /// Whether its file holds bytes past what was read (a newer file the application writes).
     pub fn grown(&self) -> bool {
         self.tailer

@@ -11,9 +11,10 @@
 //! Invariants: `offset` is just past the last byte shipped; bytes between `offset` and the read
 //! position are the partial line, read again after a restart. The descriptor may be closed
 //! while the file is idle ([`Tailer::close_file`], for the descriptor budget): everything else
-//! stays, and reading goes on from the same position once [`Tailer::reopen`] gives it back. `spooled` is the last checkpoint
-//! the spool holds: [`Tailer::rewind`] goes back to it when a spool write failed, so the lines
-//! shipped since are read again (same offsets, same message ids).
+//! stays, and reading goes on from the same position once [`Tailer::reopen`] gives it back.
+//! `spooled` is the last checkpoint the spool holds: [`Tailer::rewind`] goes back to it when a
+//! spool write failed, so the lines shipped since are read again (same offsets, same message
+//! ids).
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -42,8 +43,6 @@ use crate::spool::Message;
 pub struct Tailer {
     /// The path it was found under, sent as the envelope's `path`.
     path: PathBuf,
-    /// `path` as text once, not per line (lossy if not UTF-8).
-    path_text: String,
     /// What is read: the file itself, or for a while its copytruncate copy; `None` while the
     /// descriptor is closed for the budget.
     file: Option<File>,
@@ -61,8 +60,8 @@ pub struct Tailer {
     last_growth: Instant,
     /// Parts of over-long lines shipped since the caller last took this count.
     parts: u64,
-    /// The checkpoint the spool holds.
-    spooled: Checkpoint,
+    /// Where the checkpoint the spool holds stands (its path is `path`).
+    spooled: Spooled,
     /// (length, mtime) of the file when its head last matched the fingerprint.
     head_checked: Option<(u64, Option<SystemTime>)>,
 }
@@ -84,7 +83,6 @@ impl Tailer {
         };
         Tailer {
             path: path.to_path_buf(),
-            path_text: path.to_string_lossy().into_owned(),
             file: Some(file),
             key,
             fingerprint,
@@ -96,7 +94,12 @@ impl Tailer {
             rules,
             last_growth: Instant::now(),
             parts: 0,
-            spooled: checkpoint.clone(),
+            spooled: Spooled {
+                offset: checkpoint.offset,
+                generation: checkpoint.generation,
+                fingerprint: checkpoint.fingerprint,
+                mid_event: checkpoint.mid_event,
+            },
             head_checked: None,
         }
     }
@@ -176,7 +179,12 @@ impl Tailer {
 
     /// The spool now holds everything shipped so far.
     pub fn spooled(&mut self) {
-        self.spooled = self.checkpoint();
+        self.spooled = Spooled {
+            offset: self.offset,
+            generation: self.generation,
+            fingerprint: self.fingerprint,
+            mid_event: self.mid_event(),
+        };
     }
 
     /// Whether lines were shipped (or the generation changed) since the spool last took them.
@@ -203,8 +211,13 @@ impl Tailer {
             fingerprint: self.fingerprint,
             path: self.path.clone(),
             finished: false,
-            mid_event: self.event.cut && !self.event.is_empty(),
+            mid_event: self.mid_event(),
         }
+    }
+
+    /// Whether the checkpoint is in the middle of a cut event.
+    fn mid_event(&self) -> bool {
+        self.event.cut && !self.event.is_empty()
     }
 
     /// The next byte to read.
@@ -355,7 +368,8 @@ impl Tailer {
         };
         let envelope = EnvelopeRef {
             host,
-            path: &self.path_text,
+            // Borrowed unless the path is not UTF-8: no allocation per line.
+            path: &self.path.to_string_lossy(),
             file: FileId {
                 dev: self.key.dev,
                 ino: self.key.ino,
@@ -428,6 +442,15 @@ impl Tailer {
             .map(|m| m.nlink() == 0)
             .unwrap_or(true)
     }
+}
+
+/// The part of the spool's checkpoint a rewind needs (the path is the tailer's own: 100k files
+/// must not hold a second copy each).
+struct Spooled {
+    offset: Offset,
+    generation: u32,
+    fingerprint: Option<Fingerprint>,
+    mid_event: bool,
 }
 
 fn now_ms() -> i64 {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use logship_config::agent::ReadFrom;
@@ -33,19 +33,27 @@ impl Reader {
             self.wakeups.watch(&dir);
         }
         self.count_open();
-        // Files closed for the budget, by path: the scan's stat says whether they changed.
-        let closed: HashMap<PathBuf, usize> = (0..self.sources.len())
-            .filter(|&i| !self.sources[i].is_open())
-            .map(|i| (self.sources[i].path().to_path_buf(), i))
-            .collect();
+        // Files closed for the budget that the scan's stat says changed (another file at the
+        // path, or another size) ask for their descriptor.
+        let changed: Vec<usize> = {
+            let closed: HashMap<&Path, usize> = (0..self.sources.len())
+                .filter(|&i| !self.sources[i].is_open())
+                .map(|i| (self.sources[i].path(), i))
+                .collect();
+            scan.found
+                .iter()
+                .filter_map(|found| {
+                    let &index = closed.get(found.path.as_path())?;
+                    let source = &self.sources[index];
+                    let read = source.read_position();
+                    (found.key != Some(source.key()) || found.size != Some(read)).then_some(index)
+                })
+                .collect()
+        };
+        for index in changed {
+            self.sources[index].wake();
+        }
         for found in scan.found {
-            if let Some(&index) = closed.get(&found.path) {
-                let source = &mut self.sources[index];
-                let read = source.tailer().read_position();
-                if found.key != Some(source.key()) || found.size != Some(read) {
-                    source.wake();
-                }
-            }
             // stat, not open: a file already followed costs no descriptor and no event.
             if !found.key.is_some_and(|key| self.keys.contains(&key)) {
                 self.open(found)?;
