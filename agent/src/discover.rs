@@ -15,6 +15,8 @@ pub struct Found {
     pub path: PathBuf,
     /// The file's key when the scan stat'ed it (`None` for a path an event named).
     pub key: Option<FileKey>,
+    /// Its size when the scan stat'ed it: a file closed for the budget that changed is woken.
+    pub size: Option<u64>,
     pub read_from: ReadFrom,
     /// How its bytes become messages.
     pub rules: Arc<LineRules>,
@@ -34,6 +36,8 @@ pub fn scan(inputs: &[Input]) -> Scan {
     let mut scan = Scan::default();
     let mut seen = HashSet::new();
     for input in inputs {
+        // One set of rules per input, shared by its files (100k files must not hold a copy each).
+        let rules = Arc::new(LineRules::of(input));
         for pattern in &input.paths {
             let Ok(paths) = glob::glob(pattern) else {
                 continue;
@@ -57,8 +61,9 @@ pub fn scan(inputs: &[Input]) -> Scan {
                     Err(_) => None,
                 };
                 seen.insert(path.clone());
-                let mut file = found(input, path);
+                let mut file = found(input, path, Arc::clone(&rules));
                 file.key = meta.as_ref().map(FileKey::of);
+                file.size = meta.as_ref().map(std::fs::Metadata::len);
                 scan.found.push(file);
             }
         }
@@ -76,7 +81,11 @@ pub fn matching(inputs: &[Input], path: &Path) -> Option<Found> {
             .any(|pattern| glob::Pattern::new(pattern).is_ok_and(|p| p.matches_path(path)));
         matched && !excluded(input, path)
     })?;
-    Some(found(input, path.to_path_buf()))
+    Some(found(
+        input,
+        path.to_path_buf(),
+        Arc::new(LineRules::of(input)),
+    ))
 }
 
 /// The directories a watch must cover: each matched file's, and each glob's longest
@@ -119,12 +128,13 @@ fn excluded(input: &Input, path: &Path) -> bool {
         })
 }
 
-fn found(input: &Input, path: PathBuf) -> Found {
+fn found(input: &Input, path: PathBuf, rules: Arc<LineRules>) -> Found {
     Found {
         path,
         key: None,
+        size: None,
         read_from: input.read_from,
-        rules: Arc::new(LineRules::of(input)),
+        rules,
     }
 }
 

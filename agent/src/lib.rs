@@ -74,6 +74,7 @@ pub async fn run(
         spool.clone(),
         metrics.clone(),
     )
+    .with_max_open_files(config.max_open_files)
     .with_status(status.clone());
     let stop = reader_stop.clone();
     let (reader_tx, mut reader_done) = tokio::sync::oneshot::channel();

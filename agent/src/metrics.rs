@@ -6,9 +6,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 logship_runtime::counters! {
-    /// The agent's counters; all monotonic but `files_watched`.
+    /// The agent's counters; all monotonic but the `files_*` gauges.
     pub struct Metrics {
-        /// Files open for reading.
+        /// Files followed: open, closed for the descriptor budget, or waiting for a descriptor.
         files_watched => "logship_agent_files_watched", "gauge", "files";
         /// Lines (and parts of long lines) read and spooled.
         lines_read => "logship_agent_lines_read_total", "counter", "read";
@@ -45,6 +45,10 @@ logship_runtime::counters! {
         /// Time the broker blocked publishing (resource alarms), finished spells only; counted in
         /// milliseconds.
         blocked_ms => "logship_agent_blocked_seconds_total", "counter", "" / 1000;
+        /// Watched files holding a descriptor (at most max_open_files, files in transit aside).
+        files_open => "logship_agent_files_open", "gauge", "open";
+        /// Files waiting for a descriptor (the budget is reached); read in turn.
+        files_waiting => "logship_agent_files_waiting", "gauge", "waiting";
     }
 }
 

@@ -13,8 +13,11 @@
 //!   reader says why once, retries with backoff, and says when it resumes. Any other failure
 //!   ends the thread with an error, and the agent with exit 1.
 //! - A drained file is closed only after the spool is flushed.
+//! - At most `max_open_files` watched files hold a descriptor (see [`budget`]): idle ones are
+//!   closed, least recently active first, when others wait for one, and reopened when they
+//!   change; files waiting for a descriptor get theirs in turn, oldest first.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
@@ -30,6 +33,7 @@ use crate::source::{Source, Step};
 use crate::spool::{Checkpoint, Spool, SpoolError};
 use crate::status::{Snapshots, Status};
 use crate::wakeup::{Wake, Wakeups};
+use budget::Budget;
 use logship_runtime::error_chain as chain;
 use pause::DiskPause;
 
@@ -69,6 +73,17 @@ pub struct Reader {
     inputs: Vec<Input>,
     /// Oldest first: of several files of one path, the first is read, the others wait.
     sources: Vec<Source>,
+    /// The sources' keys and paths (how many per path), so that finding out whether a file is
+    /// followed costs no walk over 100k sources.
+    keys: HashSet<FileKey>,
+    paths: HashMap<PathBuf, usize>,
+    /// The sources changed since `held` was last worked out.
+    relink_due: bool,
+    /// Sources holding a descriptor.
+    open_files: usize,
+    /// `max_open_files` as configured; the budget is worked out from it when reading starts.
+    max_open_files: Option<usize>,
+    budget: Budget,
     wakeups: Wakeups,
     /// `read_from` applies to files without a checkpoint found by the first scan of a config.
     first_scan: bool,
@@ -100,6 +115,12 @@ impl Reader {
             metrics,
             inputs,
             sources: Vec::new(),
+            keys: HashSet::new(),
+            paths: HashMap::new(),
+            relink_due: false,
+            open_files: 0,
+            max_open_files: None,
+            budget: Budget::default(),
             wakeups: Wakeups::new(watch),
             first_scan: true,
             warned: HashSet::new(),
@@ -118,6 +139,12 @@ impl Reader {
         self
     }
 
+    /// Keeps at most `max` watched files open (`None`: what the open-file limit leaves).
+    pub fn with_max_open_files(mut self, max: Option<usize>) -> Reader {
+        self.max_open_files = max;
+        self
+    }
+
     /// Reads until `stop` is cancelled, then flushes the spool.
     pub fn run(
         mut self,
@@ -127,6 +154,10 @@ impl Reader {
         if std::env::var_os("LOGSHIP_TEST_FAULT").is_some_and(|v| v == "reader") {
             return Err(ReaderError::Injected);
         }
+        self.budget = Budget::new(
+            self.max_open_files,
+            logship_runtime::rlimit::open_file_limit(),
+        );
         self.resume_rotated()?;
         let mut last_scan: Option<Instant> = None;
         let mut last_turn = Instant::now();
@@ -134,6 +165,7 @@ impl Reader {
             if let Some(inputs) = reload.try_iter().last() {
                 self.inputs = inputs;
                 self.first_scan = true;
+                self.budget.clear();
                 last_scan = None;
                 tracing::info!(inputs = self.inputs.len(), "inputs reloaded");
             }
@@ -176,11 +208,19 @@ impl Reader {
         }
         if self.full_since.is_some()
             || self.wakeups.polling()
-            || self.sources.iter().any(Source::busy)
+            || self.budget.queued() > 0
+            || self
+                .sources
+                .iter()
+                .any(|s| s.busy() || s.woken_at().is_some())
         {
             return POLL;
         }
-        if self.sources.iter().any(|s| s.dirty && !s.waiting()) {
+        if self
+            .sources
+            .iter()
+            .any(|s| s.dirty && !s.waiting() && s.is_open())
+        {
             return Duration::ZERO;
         }
         let next_scan = last_scan.map_or(Duration::ZERO, |at| every.saturating_sub(at.elapsed()));
@@ -208,6 +248,7 @@ impl Reader {
             for source in &mut self.sources {
                 if wake.changed.contains(source.path()) {
                     source.dirty = true;
+                    source.wake();
                 }
             }
         }
@@ -223,6 +264,10 @@ impl Reader {
         }
         if self.pause.holds(now) {
             return Ok(last_turn);
+        }
+        self.admit()?;
+        if std::mem::take(&mut self.relink_due) {
+            self.relink();
         }
         let (mut lines, mut finished) = (Vec::new(), Vec::new());
         // A segment is dropped whole by `drop_oldest`: keep it a small part of the cap (an
@@ -241,14 +286,20 @@ impl Reader {
                 break;
             }
             let source = &mut self.sources[index];
-            // An older file of its path is still open: its lines come first.
-            if source.held {
+            // An older file of its path is still open: its lines come first. A file closed
+            // for the budget waits for its descriptor.
+            if source.held || !source.is_open() {
                 continue;
             }
             source.activate();
             if source.waiting() || !(source.dirty || source.busy() || poll_all) {
                 continue;
             }
+            if source.draining() {
+                let moved_on = self.successor_grew(index);
+                self.sources[index].moved_on = moved_on;
+            }
+            let source = &mut self.sources[index];
             match source.step(
                 &self.host,
                 budget.min(FILE_BUDGET),
@@ -271,7 +322,7 @@ impl Reader {
             self.close(finished)?;
         }
         self.metrics.files_watched.store(
-            self.sources.len() as u64,
+            (self.sources.len() + self.budget.queued()) as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
         Ok(now)
@@ -307,6 +358,9 @@ impl Reader {
                 Ok(true)
             }
             Err(err) if err.is_disk_failure() => {
+                if err.is_out_of_descriptors() {
+                    self.budget.ran_out(self.open_files);
+                }
                 for &i in &touched {
                     self.sources[i].tailer().rewind();
                     self.sources[i].dirty = true;
@@ -340,6 +394,15 @@ impl Reader {
         true
     }
 
+    /// Whether a newer file of the path of the source at `index` has grown: the application
+    /// writes there now.
+    fn successor_grew(&self, index: usize) -> bool {
+        let path = self.sources[index].path();
+        self.sources[index + 1..]
+            .iter()
+            .any(|s| s.path() == path && s.is_open() && s.grown())
+    }
+
     /// Marks the files that an older file of the same path still holds back; called whenever
     /// the list of sources changes.
     fn relink(&mut self) {
@@ -359,7 +422,7 @@ impl Reader {
             other => other?,
         }
         for index in finished.into_iter().rev() {
-            let source = self.sources.remove(index);
+            let source = self.remove_source(index);
             match source.closing_checkpoint() {
                 Some(checkpoint) => self.spool.set_checkpoint(source.key(), &checkpoint)?,
                 None => self.spool.remove_checkpoint(source.key())?,
@@ -369,6 +432,30 @@ impl Reader {
         // The next file of each path, held since it appeared, is read from now on.
         self.relink();
         Ok(())
+    }
+
+    /// Adds a source at `at` (it holds a descriptor).
+    fn add_source(&mut self, at: usize, source: Source) {
+        self.keys.insert(source.key());
+        *self.paths.entry(source.path().to_path_buf()).or_default() += 1;
+        self.open_files += usize::from(source.is_open());
+        self.sources.insert(at, source);
+        self.relink_due = true;
+    }
+
+    /// Takes the source at `index` out.
+    fn remove_source(&mut self, index: usize) -> Source {
+        let source = self.sources.remove(index);
+        self.keys.remove(&source.key());
+        if let Some(count) = self.paths.get_mut(source.path()) {
+            *count -= 1;
+            if *count == 0 {
+                self.paths.remove(source.path());
+            }
+        }
+        self.open_files -= usize::from(source.is_open());
+        self.relink_due = true;
+        source
     }
 
     /// Deletes the files of segments the publisher removed, once that is durable.
@@ -390,5 +477,7 @@ impl Reader {
     }
 }
 
+mod budget;
 mod opening;
 pub(crate) mod pause;
+mod reopen;

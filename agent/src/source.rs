@@ -18,7 +18,16 @@
 //!   offset, as the same generation (same message ids); then a new generation starts at 0. No
 //!   copy: said and counted, and the new generation starts.
 //! - **Draining.** The path names another file, or none: this one is read to its end, and
-//!   closed after [`ROTATE_IDLE`] without growth. The reader flushes the spool before closing.
+//!   closed after [`ROTATE_IDLE`] without growth, or as soon as it is read to its end and idle
+//!   for [`MOVED_ON_IDLE`] once the application has clearly moved on (the newer file of its
+//!   path has grown: a logger writes its late lines into the renamed file before it reopens
+//!   the path, so they are all there by then). The reader flushes the spool before closing.
+//! - **Closed for the budget.** An active file read to its end, spooled, with no event being
+//!   assembled may lose its descriptor while other files wait for one ([`Source::park`]); it
+//!   stays known (position, head, partial line) and asks for a descriptor again when an event
+//!   or the rescan says it changed ([`Source::wake`]). It is reopened as itself only if the
+//!   path still names the same (device, inode) and its head still matches, as after a
+//!   truncation check; found under another name it drains; gone, it is finished.
 
 use std::fs::File;
 use std::path::Path;
@@ -34,6 +43,11 @@ use crate::tailer::Tailer;
 
 /// A rotated-away file is closed after this long without growth.
 pub const ROTATE_IDLE: Duration = Duration::from_secs(1);
+/// A rotated-away file whose path's newer file has grown is closed once read to its end and
+/// this long without growth: the application moved on, and the newer file must not wait a
+/// whole [`ROTATE_IDLE`] (at two rotations a second the lag would grow without bound). A short
+/// grace for a logger whose threads finish their writes to the old descriptor.
+pub const MOVED_ON_IDLE: Duration = Duration::from_millis(50);
 /// A file opened at sight is read only this long after it was opened: the event of an older
 /// file of its path leaving its name (renamed away before it was ever opened) can trail the
 /// one that made us open this file, and that older file must be read first.
@@ -45,8 +59,9 @@ enum State {
     Waiting,
     /// The path names this file.
     Active,
-    /// Reading the copytruncate copy; the file itself is read again from 0 afterwards.
-    Copy { original: File },
+    /// Reading the copytruncate copy; the file itself is read again from 0 afterwards (`None`:
+    /// the file's own descriptor could not be kept, read again from the path).
+    Copy { original: Option<File> },
     /// The path no longer names this file.
     Draining { since: Instant },
 }
@@ -70,12 +85,19 @@ pub struct Source {
     pub polled: bool,
     /// An older file of its path is still open: not read until that one is closed.
     pub held: bool,
+    /// A newer file of its path has grown: the application moved on (set by the reader before
+    /// each step of a draining file).
+    pub moved_on: bool,
     /// A copytruncate copy to read first (the file was truncated while the agent was stopped).
     pending_copy: Option<File>,
     /// It is known to have left its name (renamed away, deleted): a file found renamed away
     /// later held the name after it.
     pub left: bool,
     opened_at: Instant,
+    /// When it last read bytes or got its descriptor: the least recent is closed first.
+    active_at: Instant,
+    /// Closed for the budget and changed since: when it started waiting for a descriptor.
+    woken_at: Option<Instant>,
 }
 
 impl Source {
@@ -93,9 +115,12 @@ impl Source {
             dirty: true,
             polled: false,
             held: false,
+            moved_on: false,
             pending_copy: None,
             left: false,
             opened_at: Instant::now(),
+            active_at: Instant::now(),
+            woken_at: None,
         }
     }
 
@@ -131,6 +156,77 @@ impl Source {
         &mut self.tailer
     }
 
+    /// Whether it holds a descriptor.
+    pub fn is_open(&self) -> bool {
+        self.tailer.is_open()
+    }
+
+    /// Whether its descriptor may be closed for the budget: an active file read to its end
+    /// (nothing new since), every line spooled, nothing the file alone could still give.
+    pub fn closable(&self) -> bool {
+        matches!(self.state, State::Active)
+            && !self.held
+            && !self.dirty
+            && self.pending_copy.is_none()
+            && self.tailer.closable()
+    }
+
+    /// Closes its descriptor for the budget.
+    pub fn park(&mut self) {
+        self.tailer.close_file();
+        self.woken_at = None;
+    }
+
+    /// Closed, and something says it changed: it asks for a descriptor (from now, unless it
+    /// already waits).
+    pub fn wake(&mut self) {
+        if !self.is_open() && self.woken_at.is_none() {
+            self.woken_at = Some(Instant::now());
+        }
+    }
+
+    /// Since when it waits for a descriptor, if it does.
+    pub fn woken_at(&self) -> Option<Instant> {
+        self.woken_at.filter(|_| !self.is_open())
+    }
+
+    /// When it last read bytes or got its descriptor back.
+    pub fn active_at(&self) -> Instant {
+        self.active_at.max(self.tailer.last_growth())
+    }
+
+    /// Its descriptor back, the same (device, inode): read on from where it stopped
+    /// (`draining`: found under another name, read to its end and closed).
+    pub fn reopen(&mut self, file: File, draining: bool) {
+        self.tailer.reopen(file);
+        self.woken_at = None;
+        self.active_at = Instant::now();
+        self.dirty = true;
+        if draining {
+            self.left = true;
+            self.state = State::Draining {
+                since: Instant::now(),
+            };
+        }
+    }
+
+    /// Whether it is being drained (its path names another file, or none).
+    pub fn draining(&self) -> bool {
+        matches!(self.state, State::Draining { .. })
+    }
+
+    /// Bytes of its file read so far.
+    pub fn read_position(&self) -> u64 {
+        self.tailer.read_position()
+    }
+
+    /// Whether its file holds bytes past what was read (a newer file the application writes).
+    pub fn grown(&self) -> bool {
+        self.tailer
+            .size()
+            .is_some_and(|size| size > self.tailer.read_position())
+    }
+
     /// Whether it waits behind an older file of its path.
     pub fn waiting(&self) -> bool {
         matches!(self.state, State::Waiting)
@@ -164,6 +260,7 @@ impl Source {
                 },
                 None => State::Active,
             };
+            self.active_at = Instant::now();
             self.dirty = true;
         }
     }
@@ -189,8 +286,10 @@ impl Source {
             State::Copy { .. } if read < budget => self.copy_done(host, out)?,
             State::Draining { since }
                 if read == 0
-                    && since.elapsed() >= ROTATE_IDLE
-                    && self.tailer.last_growth().elapsed() >= ROTATE_IDLE =>
+                    && ((self.moved_on
+                        && self.tailer.last_growth().elapsed() >= MOVED_ON_IDLE)
+                        || (since.elapsed() >= ROTATE_IDLE
+                            && self.tailer.last_growth().elapsed() >= ROTATE_IDLE)) =>
             {
                 self.tailer.ship_partial(host, out)?;
                 return Ok(Step::Finished);
@@ -263,6 +362,11 @@ impl Source {
         let state = std::mem::replace(&mut self.state, State::Active);
         if let State::Copy { original } = state {
             self.tailer.ship_partial(host, out)?;
+            // Never `None`: a file is only closed for the budget while active.
+            let original = match original {
+                Some(file) => file,
+                None => File::open(self.tailer.path())?,
+            };
             self.tailer.swap_file(original);
             self.tailer.restart();
             self.dirty = true;
@@ -279,6 +383,9 @@ impl Source {
 
     /// Its lifecycle state, as `/status` names it.
     pub fn state_name(&self) -> &'static str {
+        if !self.is_open() {
+            return "closed";
+        }
         match self.state {
             State::Waiting => "waiting",
             State::Active => "active",

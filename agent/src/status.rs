@@ -2,7 +2,7 @@
 //!
 //! The reader thread owns the files: at the end of a turn (at most every [`SNAPSHOT_EVERY`])
 //! it copies each one's path, state, offset, size and generation into [`Status`], which the
-//! metrics listener reads. So the page costs the reader one `fstat` per file per second, and
+//! metrics listener reads. So the page costs the reader one `fstat` per open file per second, and
 //! never a lock the reader waits on for long.
 
 use std::sync::Mutex;
@@ -113,7 +113,8 @@ fn file_status(source: &mut Source) -> FileStatus {
         path: tailer.path().display().to_string(),
         state,
         offset: tailer.read_position(),
-        size: tailer.file().metadata().map_or(0, |m| m.len()),
+        // A file closed for the budget was read to its end when it was closed.
+        size: tailer.size().unwrap_or_else(|| tailer.read_position()),
         generation: u64::from(tailer.checkpoint().generation),
     }
 }

@@ -9,10 +9,14 @@
 //! shipped when the file is finished (rotated away or deleted, and idle) or truncated.
 //!
 //! Invariants: `offset` is just past the last byte shipped; bytes between `offset` and the read
-//! position are the partial line, read again after a restart. `spooled` is the last checkpoint
-//! the spool holds: [`Tailer::rewind`] goes back to it when a spool write failed, so the lines
-//! shipped since are read again (same offsets, same message ids).
+//! position are the partial line, read again after a restart. The descriptor may be closed
+//! while the file is idle ([`Tailer::close_file`], for the descriptor budget): everything else
+//! stays, and reading goes on from the same position once [`Tailer::reopen`] gives it back.
+//! `spooled` is the last checkpoint the spool holds: [`Tailer::rewind`] goes back to it when a
+//! spool write failed, so the lines shipped since are read again (same offsets, same message
+//! ids).
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -28,16 +32,20 @@ use crate::spool::{Checkpoint, Offset};
 /// Bytes read per `pread`.
 const READ_CHUNK: usize = 64 << 10;
 
+thread_local! {
+    /// One read buffer per reader thread, not per file: 100k files must not hold 64 KiB each.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
+}
+
 use crate::spool::Message;
 
 /// The read state of one open file.
 pub struct Tailer {
     /// The path it was found under, sent as the envelope's `path`.
     path: PathBuf,
-    /// `path` as text once, not per line (lossy if not UTF-8).
-    path_text: String,
-    /// What is read: the file itself, or for a while its copytruncate copy.
-    file: File,
+    /// What is read: the file itself, or for a while its copytruncate copy; `None` while the
+    /// descriptor is closed for the budget.
+    file: Option<File>,
     key: FileKey,
     fingerprint: Option<Fingerprint>,
     generation: u32,
@@ -52,11 +60,10 @@ pub struct Tailer {
     last_growth: Instant,
     /// Parts of over-long lines shipped since the caller last took this count.
     parts: u64,
-    /// The checkpoint the spool holds.
-    spooled: Checkpoint,
+    /// Where the checkpoint the spool holds stands (its path is `path`).
+    spooled: Spooled,
     /// (length, mtime) of the file when its head last matched the fingerprint.
     head_checked: Option<(u64, Option<SystemTime>)>,
-    buf: Vec<u8>,
 }
 
 impl Tailer {
@@ -76,8 +83,7 @@ impl Tailer {
         };
         Tailer {
             path: path.to_path_buf(),
-            path_text: path.to_string_lossy().into_owned(),
-            file,
+            file: Some(file),
             key,
             fingerprint,
             generation: checkpoint.generation,
@@ -88,9 +94,13 @@ impl Tailer {
             rules,
             last_growth: Instant::now(),
             parts: 0,
-            spooled: checkpoint.clone(),
+            spooled: Spooled {
+                offset: checkpoint.offset,
+                generation: checkpoint.generation,
+                fingerprint: checkpoint.fingerprint,
+                mid_event: checkpoint.mid_event,
+            },
             head_checked: None,
-            buf: vec![0; READ_CHUNK],
         }
     }
 
@@ -109,18 +119,52 @@ impl Tailer {
         self.fingerprint
     }
 
-    /// The descriptor being read.
-    pub fn file(&self) -> &File {
-        &self.file
+    /// The descriptor being read; an error while it is closed (never read then).
+    pub fn file(&self) -> std::io::Result<&File> {
+        self.file
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("descriptor closed for the budget"))
+    }
+
+    /// Whether the descriptor is open.
+    pub fn is_open(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Closes the descriptor (the file is idle); the position, head and partial line stay.
+    pub fn close_file(&mut self) {
+        self.file = None;
+        self.head_checked = None;
+    }
+
+    /// Gives the descriptor back (the caller checked it is the same file by its key); the
+    /// head is compared again before the next read, so a file rewritten meanwhile is noticed.
+    pub fn reopen(&mut self, file: File) {
+        self.file = Some(file);
+        self.head_checked = None;
+    }
+
+    /// The size of the file being read, if its descriptor is open.
+    pub fn size(&self) -> Option<u64> {
+        self.file.as_ref()?.metadata().ok().map(|m| m.len())
+    }
+
+    /// Whether closing the descriptor now loses nothing: every line read is spooled, no event
+    /// is being assembled, and a partial line could still be shipped without the file.
+    pub fn closable(&self) -> bool {
+        self.is_open()
+            && !self.unspooled()
+            && self.event.is_empty()
+            && (self.partial.is_empty() || self.fingerprint.is_some())
     }
 
     /// Reads `file` instead from now on (a copytruncate copy, then the file again); returns
-    /// the one read so far. The position does not change.
-    pub fn swap_file(&mut self, file: File) -> File {
+    /// the one read so far (`None` if it was closed). The position does not change.
+    pub fn swap_file(&mut self, file: File) -> Option<File> {
         self.partial.clear();
         self.event.clear();
         self.head_checked = None;
-        std::mem::replace(&mut self.file, file)
+        self.file.replace(file)
     }
 
     /// When a read last returned bytes.
@@ -135,7 +179,12 @@ impl Tailer {
 
     /// The spool now holds everything shipped so far.
     pub fn spooled(&mut self) {
-        self.spooled = self.checkpoint();
+        self.spooled = Spooled {
+            offset: self.offset,
+            generation: self.generation,
+            fingerprint: self.fingerprint,
+            mid_event: self.mid_event(),
+        };
     }
 
     /// Whether lines were shipped (or the generation changed) since the spool last took them.
@@ -162,8 +211,13 @@ impl Tailer {
             fingerprint: self.fingerprint,
             path: self.path.clone(),
             finished: false,
-            mid_event: self.event.cut && !self.event.is_empty(),
+            mid_event: self.mid_event(),
         }
+    }
+
+    /// Whether the checkpoint is in the middle of a cut event.
+    fn mid_event(&self) -> bool {
+        self.event.cut && !self.event.is_empty()
     }
 
     /// The next byte to read.
@@ -179,17 +233,18 @@ impl Tailer {
         out: &mut Vec<Message>,
     ) -> std::io::Result<usize> {
         let mut total = 0;
-        while total < budget {
-            let position = self.read_pos();
-            let n = self.file.read_at(&mut self.buf, position)?;
-            if n == 0 {
-                break;
+        SCRATCH.with_borrow_mut(|buf| {
+            while total < budget {
+                let position = self.read_pos();
+                let n = self.file()?.read_at(buf, position)?;
+                if n == 0 {
+                    break;
+                }
+                total += n;
+                self.cut(host, &buf[..n], out)?;
             }
-            total += n;
-            let chunk = std::mem::take(&mut self.buf);
-            self.cut(host, &chunk[..n], out)?;
-            self.buf = chunk;
-        }
+            Ok::<(), std::io::Error>(())
+        })?;
         if total > 0 {
             self.last_growth = Instant::now();
         }
@@ -305,7 +360,7 @@ impl Tailer {
             Some(fp) => fp,
             None => {
                 // The head is complete: a line (or 1 KiB, or a part) was just read in full.
-                let fp = identity::fingerprint(&self.file, true)?
+                let fp = identity::fingerprint(self.file()?, true)?
                     .unwrap_or(Fingerprint { hash: 0, len: 0 });
                 self.fingerprint = Some(fp);
                 fp
@@ -313,7 +368,8 @@ impl Tailer {
         };
         let envelope = EnvelopeRef {
             host,
-            path: &self.path_text,
+            // Borrowed unless the path is not UTF-8: no allocation per line.
+            path: &self.path.to_string_lossy(),
             file: FileId {
                 dev: self.key.dev,
                 ino: self.key.ino,
@@ -343,7 +399,7 @@ impl Tailer {
     /// Whether the file was truncated (shorter than what we read) or replaced in place (its head
     /// no longer matches the fingerprint).
     pub fn truncated(&mut self) -> std::io::Result<bool> {
-        let meta = self.file.metadata()?;
+        let meta = self.file()?.metadata()?;
         let len = meta.len();
         if len < self.read_pos() {
             return Ok(true);
@@ -355,7 +411,7 @@ impl Tailer {
             return Ok(false);
         }
         let truncated = match self.fingerprint {
-            Some(fp) if fp.len > 0 => !identity::matches(&self.file, fp)?,
+            Some(fp) if fp.len > 0 => !identity::matches(self.file()?, fp)?,
             _ => false,
         };
         self.head_checked = (!truncated && self.fingerprint.is_some()).then_some(stamp);
@@ -378,11 +434,24 @@ impl Tailer {
         self.read_pos()
     }
 
-    /// Whether the file has been deleted (no name left).
+    /// Whether the file has been deleted (no name left; a closed descriptor is only dropped for
+    /// good once its file is gone).
     pub fn deleted(&self) -> bool {
         use std::os::unix::fs::MetadataExt;
-        self.file.metadata().map(|m| m.nlink() == 0).unwrap_or(true)
+        self.file()
+            .and_then(File::metadata)
+            .map(|m| m.nlink() == 0)
+            .unwrap_or(true)
     }
+}
+
+/// The part of the spool's checkpoint a rewind needs (the path is the tailer's own: 100k files
+/// must not hold a second copy each).
+struct Spooled {
+    offset: Offset,
+    generation: u32,
+    fingerprint: Option<Fingerprint>,
+    mid_event: bool,
 }
 
 fn now_ms() -> i64 {

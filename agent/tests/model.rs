@@ -2,7 +2,9 @@
 //! halves), rename rotations (some with late writes into the renamed file), copytruncates
 //! (the copy left next to the file) and reader restarts, against the real reader thread and
 //! spool. What the spool holds, read as the collector would (one line per message id), must be
-//! every line written, once, in the order written.
+//! every line written, once, in the order written. Also under a descriptor budget of two
+//! files, with idle files growing meanwhile, so the file that rotates is closed while idle and
+//! reopened (or found renamed away, or truncated) when it changes.
 
 use std::collections::HashSet;
 use std::fs::OpenOptions;
@@ -24,7 +26,7 @@ struct Running {
     thread: std::thread::JoinHandle<()>,
 }
 
-fn start(spool: &Arc<Spool>, glob: &Path, watch: WatchMode) -> Running {
+fn start(spool: &Arc<Spool>, glob: &Path, watch: WatchMode, budget: Option<usize>) -> Running {
     let input = Input {
         paths: vec![glob.display().to_string()],
         exclude: Vec::new(),
@@ -39,7 +41,8 @@ fn start(spool: &Arc<Spool>, glob: &Path, watch: WatchMode) -> Running {
         watch,
         spool.clone(),
         Arc::new(Metrics::default()),
-    );
+    )
+    .with_max_open_files(budget);
     let stop = CancellationToken::new();
     let token = stop.clone();
     let (_reload, reload_rx) = std::sync::mpsc::channel();
@@ -115,14 +118,17 @@ fn pace(last: &mut Instant) {
     *last = Instant::now();
 }
 
-/// Every line in the spool, one per message id, in spool order.
-fn spooled(spool: &Spool) -> Vec<String> {
+/// Every line of `path` in the spool, one per message id, in spool order.
+fn spooled(spool: &Spool, path: &Path) -> Vec<String> {
     let mut seen = HashSet::new();
     let mut lines = Vec::new();
     for segment in spool.page(0, usize::MAX).unwrap() {
         for (id, body) in segment.lines {
             if seen.insert(id) {
                 let envelope = Envelope::from_json(&body).unwrap();
+                if Path::new(&envelope.path) != path {
+                    continue;
+                }
                 lines.push(String::from_utf8(envelope.line).unwrap());
             }
         }
@@ -141,7 +147,7 @@ fn settle(spool: &Spool) {
     }
 }
 
-fn run(seed: u64, watch: WatchMode) {
+fn run(seed: u64, watch: WatchMode, budget: Option<usize>) {
     if std::env::var_os("MODEL_DEBUG").is_some() {
         let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     }
@@ -158,12 +164,25 @@ fn run(seed: u64, watch: WatchMode) {
     };
     let path = model.path.clone();
     let rotated = logs.join("app.log.1");
-    let mut reader = Some(start(&spool, &logs.join("*.log"), watch));
+    let glob = logs.join("*.log");
+    let mut reader = Some(start(&spool, &glob, watch, budget));
+    // Under a budget: idle files that grow now and then, and compete for the descriptors.
+    let fillers: Vec<PathBuf> = (0..budget.map_or(0, |_| 4))
+        .map(|i| logs.join(format!("idle{i}.log")))
+        .collect();
     let (mut last_rotation, mut rotations) = (Instant::now(), 0);
     for _ in 0..30 {
         let action = fastrand::u8(0..10);
         if std::env::var_os("MODEL_DEBUG").is_some() {
             eprintln!("action {action} written {}", model.written.len());
+        }
+        if !fillers.is_empty() {
+            let mut file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&fillers[fastrand::usize(0..fillers.len())])
+                .unwrap();
+            file.write_all(b"idle file line\n").unwrap();
         }
         match action {
             0..=5 => model.append(&path, fastrand::usize(1..200), fastrand::bool()),
@@ -196,7 +215,7 @@ fn run(seed: u64, watch: WatchMode) {
                 if let Some(running) = reader.take() {
                     running.stop();
                 }
-                reader = Some(start(&spool, &logs.join("*.log"), watch));
+                reader = Some(start(&spool, &glob, watch, budget));
             }
         }
         std::thread::sleep(Duration::from_millis(fastrand::u64(0..40)));
@@ -205,7 +224,7 @@ fn run(seed: u64, watch: WatchMode) {
     if let Some(running) = reader.take() {
         running.stop();
     }
-    let got = spooled(&spool);
+    let got = spooled(&spool, &path);
     let first_difference = got.iter().zip(&model.written).position(|(a, b)| a != b);
     if let (Some(at), Some(_)) = (first_difference, std::env::var_os("MODEL_DEBUG")) {
         let from = at.saturating_sub(2);
@@ -228,11 +247,22 @@ fn random_appends_rotations_truncations_and_restarts_ship_every_line_once_in_ord
         Err(_) => vec![1, 2, 3],
     };
     for seed in seeds {
-        run(seed, WatchMode::Inotify);
+        run(seed, WatchMode::Inotify, None);
     }
 }
 
 #[test]
 fn the_same_when_polling() {
-    run(7, WatchMode::Poll);
+    run(7, WatchMode::Poll, None);
+}
+
+#[test]
+fn the_same_under_a_descriptor_budget_of_two_files() {
+    let seeds: Vec<u64> = match std::env::var("MODEL_SEED") {
+        Ok(seed) => vec![seed.parse().expect("MODEL_SEED is a number")],
+        Err(_) => vec![11, 12],
+    };
+    for seed in seeds {
+        run(seed, WatchMode::Inotify, Some(2));
+    }
 }

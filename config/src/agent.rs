@@ -20,6 +20,9 @@ pub struct RawAgentConfig {
     pub state_dir: PathBuf,
     pub shutdown_timeout: Option<String>,
     pub watch: Option<WatchMode>,
+    /// Watched files kept open at most (idle ones are closed and reopened); default: what the
+    /// open-file limit leaves after the agent's own descriptors.
+    pub max_open_files: Option<u64>,
     pub broker: RawBroker,
     #[serde(default)]
     pub buffer: RawBuffer,
@@ -127,6 +130,9 @@ pub struct AgentConfig {
     pub shutdown_timeout: Duration,
     /// How the reader learns that files changed.
     pub watch: WatchMode,
+    /// `max_open_files`: watched files kept open at most; `None`: as many as the open-file limit
+    /// leaves (the reader caps a configured value to that too).
+    pub max_open_files: Option<usize>,
     pub broker: Broker,
     pub buffer: BufferSettings,
     /// The file inputs (`type = "file"`), in file order.
@@ -252,11 +258,20 @@ impl Validate for RawAgentConfig {
             &self.shutdown_timeout,
             Duration::from_secs(10),
         )?;
+        let max_open_files = match self.max_open_files {
+            Some(0) => return Err(KeyError::new("max_open_files", "must be at least 1")),
+            Some(n) => Some(
+                usize::try_from(n)
+                    .map_err(|_| KeyError::new("max_open_files", format!("{n} is too large")))?,
+            ),
+            None => None,
+        };
         Ok(AgentConfig {
             host,
             state_dir: self.state_dir,
             shutdown_timeout,
             watch: self.watch.unwrap_or_default(),
+            max_open_files,
             broker,
             buffer: BufferSettings {
                 max_bytes,

@@ -278,3 +278,20 @@ fn bad_journal_snippets_name_their_key() {
         );
     }
 }
+
+#[test]
+fn agent_max_open_files_parses_and_zero_is_refused() {
+    let path = Path::new("agent.toml");
+    let config = parse::<RawAgentConfig>(path, &example("agent.toml")).unwrap();
+    assert_eq!(config.max_open_files, None);
+    let text = example("agent.toml").replace("# max_open_files = 4096", "max_open_files = 4096");
+    let config = parse::<RawAgentConfig>(path, &text).unwrap();
+    assert_eq!(config.max_open_files, Some(4096));
+    let text = example("agent.toml").replace("# max_open_files = 4096", "max_open_files = 0");
+    let err = parse::<RawAgentConfig>(path, &text).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("agent.toml: max_open_files: must be at least 1"),
+        "{err}"
+    );
+}

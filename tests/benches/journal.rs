@@ -142,7 +142,7 @@ fn ship_backlog(
     }
     let elapsed = started.elapsed().as_secs_f64();
     let arrived = wait_for_lines(&out, lines, Duration::ZERO).len();
-    let agent_cpu = cpu_seconds(daemon.pid());
+    let agent_cpu = daemon.cpu_seconds();
     stop(&mut daemon, &mut collector);
     if arrived < lines {
         eprintln!("{label}: only {arrived} of {lines} lines arrived");

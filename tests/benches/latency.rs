@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use logship_tests::broker::amqp_url;
-use logship_tests::daemon::{binary, cpu_seconds};
+use logship_tests::daemon::binary;
 use logship_tests::fixture::Setup;
 use logship_tests::lines::{open_append, wait_for_lines};
 
@@ -341,9 +341,9 @@ fn idle_cpu(label: &str, files: usize, measure: Duration) {
         warmed_up(&format!("bench-{label}"), files);
     // Let the last confirms and checkpoints settle before measuring idleness.
     std::thread::sleep(Duration::from_secs(3));
-    let before = cpu_seconds(agent.pid());
+    let before = agent.cpu_seconds();
     std::thread::sleep(measure);
-    let used = cpu_seconds(agent.pid()) - before;
+    let used = agent.cpu_seconds() - before;
     let _ = agent.stop(Duration::from_secs(30));
     let _ = collector.stop(Duration::from_secs(30));
     println!(

@@ -154,6 +154,32 @@ impl Daemon {
         self.child.id()
     }
 
+    /// Its log lines at WARN level, but the one about the test config's password (the shared
+    /// broker's guest password in a world-readable tempfile).
+    pub fn warnings(&self) -> Vec<String> {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains(" WARN ") && !l.contains("world-readable"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// How many regular files under `dir` it holds open now.
+    pub fn open_under(&self, dir: &Path) -> usize {
+        let Ok(entries) = std::fs::read_dir(format!("/proc/{}/fd", self.pid())) else {
+            return 0;
+        };
+        entries
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|target: &PathBuf| target.starts_with(dir) && target.is_file())
+            .count()
+    }
+
+    /// CPU time it used so far (utime + stime), in seconds: [`cpu_seconds`] of its pid.
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(self.pid())
+    }
+
     /// Peak resident memory so far (VmHWM), in KiB; 0 once the process is gone.
     pub fn peak_rss_kib(&self) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.pid()))

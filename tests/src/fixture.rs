@@ -170,6 +170,16 @@ impl Agent {
         daemon.wait_for_log(needle, before + 1, STARTUP);
         daemon
     }
+
+    /// Starts it under an open-file limit of `nofile` it cannot raise (as `prlimit
+    /// --nofile=N:N` would), and waits until it publishes.
+    pub fn start_with_nofile(&self, nofile: u64) -> Daemon {
+        let before = count(&self.log, "publishing");
+        let daemon =
+            Daemon::start_with_nofile(&binary("logship-agent"), &self.config, &self.log, nofile);
+        daemon.wait_for_log("publishing", before + 1, STARTUP);
+        daemon
+    }
 }
 
 /// A test's tempdir with a `logs` directory, its own exchange and queue, and a collector on them.

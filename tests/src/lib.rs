@@ -8,6 +8,7 @@ pub mod fixture;
 pub mod http;
 pub mod journal;
 pub mod lines;
+pub mod many;
 pub mod proxy;
 pub mod rabbit;
 pub mod tmpfs;

@@ -1,7 +1,7 @@
 //! How files enter the reader: the glob scan, a name an event reports, a rename followed to
 //! the file's new name, and files rotated while the agent was stopped.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::ErrorKind;
 use std::path::Path;
@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use logship_config::agent::ReadFrom;
 
+use super::reopen::Revived;
 use super::{Reader, ReaderError};
 use crate::discover::{self, Found};
 use crate::event::LineRules;
@@ -19,6 +20,11 @@ use crate::spool::Checkpoint;
 impl Reader {
     /// Expands the globs: opens what is not open yet, and watches the directories.
     pub(super) fn scan(&mut self) -> Result<(), ReaderError> {
+        // The globs' directories are watched before they are expanded: a file created in
+        // between is seen by one or the other.
+        for dir in discover::directories(&self.inputs, &[]) {
+            self.wakeups.watch(&dir);
+        }
         let scan = discover::scan(&self.inputs);
         for (path, err) in &scan.errors {
             self.warn_once(path, "cannot read file, will retry", err);
@@ -26,12 +32,30 @@ impl Reader {
         for dir in discover::directories(&self.inputs, &scan.found) {
             self.wakeups.watch(&dir);
         }
-        let known: HashSet<FileKey> = self.sources.iter().map(Source::key).collect();
+        self.count_open();
+        // Files closed for the budget that the scan's stat says changed (another file at the
+        // path, or another size) ask for their descriptor.
+        let changed: Vec<usize> = {
+            let closed: HashMap<&Path, usize> = (0..self.sources.len())
+                .filter(|&i| !self.sources[i].is_open())
+                .map(|i| (self.sources[i].path(), i))
+                .collect();
+            scan.found
+                .iter()
+                .filter_map(|found| {
+                    let &index = closed.get(found.path.as_path())?;
+                    let source = &self.sources[index];
+                    let read = source.read_position();
+                    (found.key != Some(source.key()) || found.size != Some(read)).then_some(index)
+                })
+                .collect()
+        };
+        for index in changed {
+            self.sources[index].wake();
+        }
         for found in scan.found {
             // stat, not open: a file already followed costs no descriptor and no event.
-            let seen =
-                std::fs::metadata(&found.path).is_ok_and(|m| known.contains(&FileKey::of(&m)));
-            if !seen {
+            if !found.key.is_some_and(|key| self.keys.contains(&key)) {
                 self.open(found)?;
             }
         }
@@ -39,17 +63,45 @@ impl Reader {
         Ok(())
     }
 
-    /// Opens a file found under a matching name, unless it is open already. It waits behind an
-    /// older file of the same path, if one is still open.
+    /// Opens a file found under a matching name, unless it is followed already. It waits
+    /// behind an older file of the same path, if one is still open. A newer file of a path
+    /// being read is in transit and opened at once; any other waits for a descriptor if the
+    /// budget is reached.
     pub(super) fn open(&mut self, found: Found) -> Result<(), ReaderError> {
-        let Some((file, key)) = self.open_file(&found.path) else {
-            return Ok(());
-        };
-        if self.sources.iter().any(|s| s.key() == key) {
+        if found.key.is_some_and(|key| self.keys.contains(&key)) {
             return Ok(());
         }
+        let first_scan = self.first_scan;
+        if self.paths.contains_key(&found.path) {
+            self.make_room()?;
+        } else if self.budget.is_queued(&found.path) || !self.budget.has_room(self.open_files) {
+            self.budget.queue(found, first_scan);
+            return Ok(());
+        }
+        if let Opening::NoDescriptor(found) = self.open_now(found, first_scan)? {
+            self.budget.ran_out(self.open_files);
+            self.budget.queue(found, first_scan);
+        }
+        Ok(())
+    }
+
+    /// Opens `found` now; `first_scan`: found by the first scan of a config (`read_from`
+    /// applies).
+    pub(super) fn open_now(
+        &mut self,
+        found: Found,
+        first_scan: bool,
+    ) -> Result<Opening, ReaderError> {
+        let (file, key) = match self.open_file(&found.path) {
+            Opened::File(file, key) => (file, key),
+            Opened::NoDescriptor => return Ok(Opening::NoDescriptor(found)),
+            Opened::Gone | Opened::Failed => return Ok(Opening::Skipped),
+        };
+        if self.keys.contains(&key) {
+            return Ok(Opening::Skipped);
+        }
         self.warned.remove(&found.path);
-        let (checkpoint, copy) = self.checkpoint_for(&found, &file, key)?;
+        let (checkpoint, copy) = self.checkpoint_for(&found, &file, key, first_scan)?;
         tracing::info!(path = %found.path.display(), offset = checkpoint.offset,
             generation = checkpoint.generation, "file opened");
         let mut source = Source::opened(&found.path, file, key, &checkpoint, found.rules.clone());
@@ -64,9 +116,8 @@ impl Reader {
             self.wakeups.watch(dir);
             source.polled = self.wakeups.polled(dir);
         }
-        self.sources.push(source);
-        self.relink();
-        Ok(())
+        self.add_source(self.sources.len(), source);
+        Ok(Opening::Opened)
     }
 
     /// A file was renamed from `from` to `to`. If `from` is a matching name and the file was
@@ -78,20 +129,33 @@ impl Reader {
             return Ok(());
         };
         let moved = std::fs::metadata(to).ok().map(|m| FileKey::of(&m));
-        if let Some(source) = self.sources.iter_mut().find(|s| Some(s.key()) == moved) {
-            source.left = true;
+        if let Some(index) = self.sources.iter().position(|s| Some(s.key()) == moved) {
+            self.sources[index].left = true;
+            if !self.sources[index].is_open() {
+                // Closed for the budget and now in transit: drained at once.
+                self.make_room()?;
+                if let Revived::Gone = self.revive(index, Some(to))? {
+                    self.finish_gone(vec![index])?;
+                }
+            }
             return Ok(());
         }
         if discover::matching(&self.inputs, to).is_some() {
             return Ok(());
         }
-        let Some((file, key)) = self.open_file(to) else {
-            return Ok(());
+        self.make_room()?;
+        let (file, key) = match self.open_file(to) {
+            Opened::File(file, key) => (file, key),
+            Opened::NoDescriptor => {
+                self.budget.ran_out(self.open_files);
+                return Ok(());
+            }
+            Opened::Gone | Opened::Failed => return Ok(()),
         };
-        if self.sources.iter().any(|s| s.key() == key) {
+        if self.keys.contains(&key) {
             return Ok(());
         }
-        let (checkpoint, _) = self.checkpoint_for(&found, &file, key)?;
+        let (checkpoint, _) = self.checkpoint_for(&found, &file, key, false)?;
         tracing::info!(path = %from.display(), renamed_to = %to.display(), offset = checkpoint.offset,
             "file renamed away before it was read, draining it");
         let source = Source::rotated(from, file, key, &checkpoint, found.rules.clone());
@@ -100,8 +164,7 @@ impl Reader {
             .iter()
             .position(|s| !s.left && s.path() == from)
             .unwrap_or(self.sources.len());
-        self.sources.insert(at, source);
-        self.relink();
+        self.add_source(at, source);
         Ok(())
     }
 
@@ -109,7 +172,7 @@ impl Reader {
     /// its old path and drain it from the checkpoint before the new file at the path.
     pub(super) fn resume_rotated(&mut self) -> Result<(), ReaderError> {
         self.resume_rotated_files()?;
-        self.relink();
+        self.relink_due = true;
         Ok(())
     }
 
@@ -143,36 +206,30 @@ impl Reader {
             tracing::info!(path = %checkpoint.path.display(), offset = checkpoint.offset,
                 "file rotated while stopped, draining it first");
             let rules = self.rules_for(&checkpoint.path);
-            self.sources.push(Source::rotated(
-                &checkpoint.path,
-                file,
-                key,
-                &checkpoint,
-                rules,
-            ));
+            let source = Source::rotated(&checkpoint.path, file, key, &checkpoint, rules);
+            self.add_source(self.sources.len(), source);
         }
         Ok(())
     }
 
-    /// Opens a file; `None` (said once, unless it is simply gone) if it cannot be.
-    fn open_file(&mut self, path: &Path) -> Option<(File, FileKey)> {
+    /// Opens a file (a failure other than a shortage of descriptors is said once per path).
+    pub(super) fn open_file(&mut self, path: &Path) -> Opened {
         let opened = File::open(path).and_then(|file| {
             let meta = file.metadata()?;
             Ok((file, FileKey::of(&meta)))
         });
         match opened {
-            Ok(opened) => Some(opened),
-            Err(err) if err.kind() == ErrorKind::NotFound => None,
+            Ok((file, key)) => Opened::File(file, key),
+            Err(err) if err.kind() == ErrorKind::NotFound => Opened::Gone,
+            Err(err)
+                if err.raw_os_error() == Some(libc::EMFILE)
+                    || err.raw_os_error() == Some(libc::ENFILE) =>
+            {
+                Opened::NoDescriptor
+            }
             Err(err) => {
-                let what = if err.raw_os_error() == Some(libc::EMFILE)
-                    || err.raw_os_error() == Some(libc::ENFILE)
-                {
-                    "cannot open file: out of file descriptors (raise LimitNOFILE), will retry"
-                } else {
-                    "cannot read file, will retry"
-                };
-                self.warn_once(path, what, &err);
-                None
+                self.warn_once(path, "cannot read file, will retry", &err);
+                Opened::Failed
             }
         }
     }
@@ -186,6 +243,7 @@ impl Reader {
         found: &Found,
         file: &File,
         key: FileKey,
+        first_scan: bool,
     ) -> Result<(Checkpoint, Option<File>), ReaderError> {
         let size = file.metadata().map_or(0, |m| m.len());
         Ok(match self.spool.checkpoint(key)? {
@@ -211,7 +269,7 @@ impl Reader {
                 (checkpoint, None)
             }
             None => {
-                let at_end = self.first_scan && found.read_from == ReadFrom::End;
+                let at_end = first_scan && found.read_from == ReadFrom::End;
                 let checkpoint = Checkpoint {
                     offset: if at_end { size } else { 0 },
                     generation: 0,
@@ -235,6 +293,26 @@ impl Reader {
             .or_else(|| self.inputs.first().map(|i| Arc::new(LineRules::of(i))))
             .unwrap_or_else(|| Arc::new(LineRules::plain(1 << 20)))
     }
+}
+
+/// What opening a file gave.
+pub(super) enum Opened {
+    File(File, FileKey),
+    /// No such file (any more).
+    Gone,
+    /// Out of descriptors: the file waits for one.
+    NoDescriptor,
+    /// Any other failure, said once; the rescan tries again.
+    Failed,
+}
+
+/// What [`Reader::open_now`] did with a found file.
+pub(super) enum Opening {
+    Opened,
+    /// Followed already, gone, or unreadable.
+    Skipped,
+    /// Out of descriptors: the file is handed back to wait.
+    NoDescriptor(Found),
 }
 
 /// Whether reading `file` may resume at `checkpoint`: same head, and not shorter.

@@ -6,20 +6,9 @@ use std::time::{Duration, Instant};
 
 use logship_runtime::Envelope;
 use logship_tests::broker::{Broker, Topology, amqp_url};
-use logship_tests::daemon::Daemon;
 use logship_tests::fixture::{Agent, Collector};
 use logship_tests::lines::{assert_same_lines, envelopes, read_lines, text, wait_for_lines};
 use logship_tests::tmpfs::Tmpfs;
-
-/// Lines of one collector's log at WARN level, but the one about the test config's password.
-fn warnings(daemon: &Daemon) -> Vec<String> {
-    daemon
-        .log_text()
-        .lines()
-        .filter(|l| l.contains(" WARN ") && !l.contains("world-readable"))
-        .map(str::to_string)
-        .collect()
-}
 
 /// `(host, path, ino)` of `n` sources spread over ten hosts.
 fn sources(n: usize) -> Vec<(String, String, u64)> {
@@ -91,17 +80,6 @@ fn fill(path: PathBuf) -> PathBuf {
     path
 }
 
-/// Descriptors of `pid` open on regular files under `dir`.
-fn open_under(pid: u32, dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return 0;
-    };
-    entries
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter(|target: &PathBuf| target.starts_with(dir) && target.is_file())
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_sources_under_a_256_descriptor_limit_are_all_written_without_an_error_storm() {
     const SOURCES: usize = 1000;
@@ -125,7 +103,7 @@ async fn thousand_sources_under_a_256_descriptor_limit_are_all_written_without_a
         LINES,
         Duration::from_secs(300),
         || {
-            most_open = most_open.max(open_under(daemon.pid(), &output));
+            most_open = most_open.max(daemon.open_under(&output));
         },
     );
     assert_every_line_once(&collector, &sources, LINES);
@@ -136,7 +114,7 @@ async fn thousand_sources_under_a_256_descriptor_limit_are_all_written_without_a
     assert!(!log.contains("cannot write output"), "{log}");
     assert!(!log.contains("ERROR"), "{log}");
     assert!(log.lines().count() <= 15, "too many log lines:\n{log}");
-    let warned = warnings(&daemon);
+    let warned = daemon.warnings();
     assert!(warned.len() <= 2, "an error storm: {warned:#?}");
     assert!(daemon.stop(Duration::from_secs(20)).success());
 }
@@ -182,7 +160,7 @@ async fn output_disk_filled_and_freed_mid_stream_writes_every_line_once_and_says
     assert_eq!(log.matches("cannot write output").count(), 1, "{log}");
     assert_eq!(log.matches("output writable again").count(), 1, "{log}");
     assert!(log.lines().count() <= 15, "too many log lines:\n{log}");
-    let warned = warnings(&daemon);
+    let warned = daemon.warnings();
     assert!(warned.len() <= 2, "too many warnings: {warned:#?}");
     assert!(
         warned[0].contains(collector.output.to_str().unwrap()),

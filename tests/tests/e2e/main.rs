@@ -3,6 +3,7 @@
 mod agent;
 mod collector;
 mod config_errors;
+mod descriptors;
 mod faults;
 mod fleet;
 mod journal;
@@ -13,3 +14,4 @@ mod rotation;
 mod security;
 mod service;
 mod state_disk;
+mod sustained_rotation;

@@ -31,13 +31,13 @@ const STALL: Duration = Duration::from_secs(30);
 const ARRIVAL: Duration = Duration::from_secs(150);
 
 /// `app.log.<n>`.
-fn rotated(path: &Path, n: usize) -> PathBuf {
+pub(crate) fn rotated(path: &Path, n: usize) -> PathBuf {
     let name = path.file_name().expect("file name").to_string_lossy();
     path.with_file_name(format!("{name}.{n}"))
 }
 
 /// Shifts `path.N` to `path.N+1` for every N up to `keep`, oldest first, as logrotate does.
-fn shift_rotated(path: &Path, keep: usize) {
+pub(crate) fn shift_rotated(path: &Path, keep: usize) {
     for n in (1..=keep).rev() {
         let from = rotated(path, n);
         if from.exists() {
@@ -48,7 +48,7 @@ fn shift_rotated(path: &Path, keep: usize) {
 
 /// Sleeps until `next` (at once if it passed) and moves it one [`TICK`] on: a steady rate
 /// that catches up after a slow write.
-fn tick(next: &mut Instant, period: Duration) {
+pub(crate) fn tick(next: &mut Instant, period: Duration) {
     *next += period;
     if let Some(wait) = next.checked_duration_since(Instant::now()) {
         std::thread::sleep(wait);
@@ -61,33 +61,35 @@ fn late(generation: usize) -> String {
 }
 
 /// Starts the collector and an agent (`top` at the top of its config), both publishing.
-fn start(setup: &Setup, top: &str) -> (Agent, Daemon, Daemon) {
+pub(crate) fn start(setup: &Setup, top: &str) -> (Agent, Daemon, Daemon) {
     let collector = setup.collector.start();
     let agent = setup.agent(&amqp_url(), top, "");
     let daemon = agent.start(true);
     (agent, daemon, collector)
 }
 
-/// Writes `generations` generations of [`GENERATION_LINES`] lines at 10k lines/s into `path`,
+/// Writes `generations` generations of `lines` lines at 10k lines/s into `path`,
 /// the way a logger with size-based rotation does: it holds its descriptor; at each rotation
 /// the older copies shift, `path` becomes `path.1`, the logger writes [`LATE_LINES`] more lines
 /// through its old descriptor (into `path.1`), then reopens `path`, a new file. With `delete`,
 /// `path.1` is removed right after its late lines. The last generation is rotated too.
-fn rename_rotation_writer(
+pub(crate) fn rename_rotation_writer(
     path: PathBuf,
     generations: usize,
+    lines: usize,
     delete: bool,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut next = Instant::now();
         for generation in 0..generations {
             let mut file = open_append(&path);
-            let first = generation * GENERATION_LINES;
-            for chunk in (first..first + GENERATION_LINES).step_by(CHUNK) {
+            let first = generation * lines;
+            for chunk in (first..first + lines).step_by(CHUNK) {
                 write_lines(&mut file, "app", chunk..chunk + CHUNK);
                 tick(&mut next, TICK);
             }
-            shift_rotated(&path, generations);
+            // logrotate's `rotate 10`: the eleventh copy is overwritten.
+            shift_rotated(&path, generations.min(10));
             std::fs::rename(&path, rotated(&path, 1)).expect("rotate");
             write_lines(&mut file, &late(generation), 0..LATE_LINES);
             drop(file);
@@ -99,11 +101,11 @@ fn rename_rotation_writer(
 }
 
 /// What the collector's file for the path must hold: each generation, then its late lines.
-fn rename_rotation_expected(generations: usize) -> Vec<Vec<u8>> {
+pub(crate) fn rename_rotation_expected(generations: usize, lines: usize) -> Vec<Vec<u8>> {
     let mut want = Vec::new();
     for generation in 0..generations {
-        let first = generation * GENERATION_LINES;
-        want.extend(expected("app", first..first + GENERATION_LINES));
+        let first = generation * lines;
+        want.extend(expected("app", first..first + lines));
         want.extend(expected(&late(generation), 0..LATE_LINES));
     }
     want
@@ -114,10 +116,10 @@ fn rename_rotation_expected(generations: usize) -> Vec<Vec<u8>> {
 fn rename_rotation(label: &str, top: &str, generations: usize, delete: bool) -> String {
     let setup = Setup::new(label);
     let (agent, mut daemon, mut collector) = start(&setup, top);
-    rename_rotation_writer(setup.log("app.log"), generations, delete)
+    rename_rotation_writer(setup.log("app.log"), generations, GENERATION_LINES, delete)
         .join()
         .expect("writer");
-    let want = rename_rotation_expected(generations);
+    let want = rename_rotation_expected(generations, GENERATION_LINES);
     let lines = wait_for_delivery(&setup.out(&agent, "app.log"), &want, STALL, ARRIVAL);
     assert!(daemon.stop(Duration::from_secs(30)).success());
     assert!(collector.stop(Duration::from_secs(30)).success());
@@ -171,6 +173,48 @@ fn file_created_written_and_renamed_away_within_50_ms_is_not_missed() {
     assert_delivered_once_in_order(&lines, &want, "burst");
 }
 
+/// Writes lines `0..total` of `source` into `path`, [`CHUNK`] lines every `write_every`, and
+/// copytruncates it `rotations` times meanwhile (every 1.5-2.5 s) as logrotate does with
+/// `copytruncate` and `delaycompress`: `path.1` stays next to the file, and nobody waits for
+/// the agent to catch up.
+pub(crate) fn copytruncate_writer(
+    path: PathBuf,
+    source: &'static str,
+    total: usize,
+    rotations: usize,
+    write_every: Duration,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        // The logger's descriptor (O_APPEND, so after a truncation it writes at the new end).
+        // The lock pauses the writer during copy + truncate only: lines written between the
+        // two are in neither file, logrotate's own race, not the agent's to fix.
+        let logger = Arc::new(Mutex::new(open_append(&path)));
+        let writer = {
+            let logger = Arc::clone(&logger);
+            std::thread::spawn(move || {
+                let mut next = Instant::now();
+                for chunk in (0..total).step_by(CHUNK) {
+                    let end = (chunk + CHUNK).min(total);
+                    write_lines(&mut logger.lock().expect("logger"), source, chunk..end);
+                    tick(&mut next, write_every);
+                }
+            })
+        };
+        for _ in 0..rotations {
+            std::thread::sleep(Duration::from_millis(1500 + fastrand::u64(0..1000)));
+            shift_rotated(&path, rotations);
+            let _paused = logger.lock().expect("logger");
+            std::fs::copy(&path, rotated(&path, 1)).expect("copy");
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_len(0))
+                .expect("truncate");
+        }
+        writer.join().expect("writer");
+    })
+}
+
 #[test]
 fn copytruncate_without_pause_while_writing_loses_nothing() {
     const TOTAL: usize = 60_000;
@@ -179,39 +223,9 @@ fn copytruncate_without_pause_while_writing_loses_nothing() {
     const WRITE_EVERY: Duration = Duration::from_millis(25);
     let setup = Setup::new("copytrunc");
     let (agent, mut daemon, mut collector) = start(&setup, "");
-    let path = setup.log("app.log");
-    // The logger's descriptor (O_APPEND, so after a truncation it writes at the new end). The
-    // lock pauses the writer during copy + truncate only: lines written between the two are in
-    // neither file, logrotate's own race, not the agent's to fix.
-    let logger = Arc::new(Mutex::new(open_append(&path)));
-    let writer = {
-        let logger = Arc::clone(&logger);
-        std::thread::spawn(move || {
-            let mut next = Instant::now();
-            for chunk in (0..TOTAL).step_by(CHUNK) {
-                write_lines(
-                    &mut logger.lock().expect("logger"),
-                    "app",
-                    chunk..chunk + CHUNK,
-                );
-                tick(&mut next, WRITE_EVERY);
-            }
-        })
-    };
-    for _ in 0..ROTATIONS {
-        std::thread::sleep(Duration::from_millis(1500 + fastrand::u64(0..1000)));
-        // logrotate with copytruncate and delaycompress: app.log.1 stays next to the file. No
-        // wait for the agent to catch up.
-        shift_rotated(&path, ROTATIONS);
-        let _paused = logger.lock().expect("logger");
-        std::fs::copy(&path, rotated(&path, 1)).expect("copy");
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .and_then(|f| f.set_len(0))
-            .expect("truncate");
-    }
-    writer.join().expect("writer");
+    copytruncate_writer(setup.log("app.log"), "app", TOTAL, ROTATIONS, WRITE_EVERY)
+        .join()
+        .expect("writer");
     let want = expected("app", 0..TOTAL);
     let lines = wait_for_delivery(&setup.out(&agent, "app.log"), &want, STALL, ARRIVAL);
     assert!(daemon.stop(Duration::from_secs(30)).success());
