@@ -2,8 +2,9 @@
 //! good. The only code that touches sled.
 //!
 //! One sled tree, keys by prefix:
-//! - `f/<output file, relative to output.dir>` -> committed length (u64 BE): every byte before it
-//!   was fsync'd and its message acked or about to be; bytes past it were never acked.
+//! - `f/<output file, relative to output.dir>` -> its [`FileRecord`]: the committed length (every
+//!   byte before it was fsync'd and its message acked or about to be; bytes past it were never
+//!   acked) and, for compressed files, its tail of small frames.
 //! - `m/seen` -> `<generation: u64 BE><committed length: u64 BE>` of the seen-id log (see
 //!   [`crate::seen`]); the ids themselves live in that log and in memory, which keeps sled small
 //!   (a seen-set inside sled cost about 200 MiB of RSS for 500k ids).
@@ -25,6 +26,7 @@ use std::path::{Path, PathBuf};
 
 use logship_config::collector::DedupSettings;
 
+use crate::file_record::FileRecord;
 use crate::positions::{Positions, SourceHash};
 use crate::seen::{self, Seen};
 
@@ -96,28 +98,34 @@ impl Commit {
         self.positions.covers(source, offset, len)
     }
 
-    /// Every file with a committed length.
-    pub fn files(&self) -> Result<Vec<(PathBuf, u64)>, CommitError> {
+    /// Every file with a committed length (records that do not decode read as length 0).
+    pub fn files(&self) -> Result<Vec<(PathBuf, FileRecord)>, CommitError> {
         let mut files = Vec::new();
         for entry in self.tree.scan_prefix(b"f/") {
             let (key, value) = entry?;
             let path = Path::new(std::ffi::OsStr::from_bytes(&key[2..])).to_path_buf();
-            files.push((path, read_u64(Some(value))));
+            files.push((path, FileRecord::decode(&value).unwrap_or_default()));
         }
         Ok(files)
     }
 
-    /// A file's committed length, if it has one.
-    pub fn committed_len(&self, file: &Path) -> Result<Option<u64>, CommitError> {
-        Ok(self.tree.get(file_key(file))?.map(|v| read_u64(Some(v))))
+    /// A file's committed record, if it has one.
+    pub fn committed(&self, file: &Path) -> Result<Option<FileRecord>, CommitError> {
+        Ok(self
+            .tree
+            .get(file_key(file))?
+            .map(|v| FileRecord::decode(&v).unwrap_or_default()))
     }
 
-    /// Records lengths (`None` forgets the file) and flushes, outside of a batch commit.
-    pub fn set_lengths(&self, lengths: &[(PathBuf, Option<u64>)]) -> Result<(), CommitError> {
+    /// Records files (`None` forgets the file) and flushes, outside of a batch commit.
+    pub fn set_records(
+        &self,
+        records: &[(PathBuf, Option<FileRecord>)],
+    ) -> Result<(), CommitError> {
         let mut batch = sled::Batch::default();
-        for (file, len) in lengths {
-            match len {
-                Some(len) => batch.insert(file_key(file), &len.to_be_bytes()),
+        for (file, record) in records {
+            match record {
+                Some(record) => batch.insert(file_key(file), record.encode()),
                 None => batch.remove(file_key(file)),
             }
         }
@@ -132,7 +140,7 @@ impl Commit {
         &mut self,
         ids: &[&str],
         positions: &[Position],
-        lengths: &[(PathBuf, u64)],
+        lengths: &[(PathBuf, FileRecord)],
         now_ms: i64,
     ) -> Result<(), CommitError> {
         let hashes: Vec<seen::IdHash> = ids.iter().map(|id| seen::hash(id)).collect();
@@ -142,8 +150,8 @@ impl Commit {
             .positions
             .stage(positions.iter().copied(), now_ms, max_age_ms);
         let mut batch = sled::Batch::default();
-        for (file, len) in lengths {
-            batch.insert(file_key(file), &len.to_be_bytes());
+        for (file, record) in lengths {
+            batch.insert(file_key(file), record.encode());
         }
         for (source, value) in &staged.updates {
             batch.insert(position_key(*source), value.as_slice());
@@ -199,12 +207,6 @@ fn decode_seen(value: Option<&[u8]>) -> (u64, u64) {
     (field(0..8), field(8..16))
 }
 
-fn read_u64(value: Option<sled::IVec>) -> u64 {
-    value
-        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-        .map_or(0, u64::from_be_bytes)
-}
-
 fn file_key(file: &Path) -> Vec<u8> {
     [b"f/", file.as_os_str().as_bytes()].concat()
 }
@@ -242,7 +244,7 @@ mod tests {
         {
             let mut commit = open(dir.path(), &wide, 1_000);
             let ids = ["a", "b"];
-            let lengths = vec![(PathBuf::from("h/x.log"), 42)];
+            let lengths = vec![(PathBuf::from("h/x.log"), FileRecord::at(42))];
             commit.record(&ids, &[], &lengths, 1_000).unwrap();
         }
         let commit = open(dir.path(), &wide, 1_000);
@@ -250,7 +252,7 @@ mod tests {
         assert!(!commit.is_seen("c"));
         assert_eq!(
             commit.files().unwrap(),
-            vec![(PathBuf::from("h/x.log"), 42)]
+            vec![(PathBuf::from("h/x.log"), FileRecord::at(42))]
         );
         assert_eq!(commit.seen_count(), 2);
     }

@@ -17,6 +17,7 @@ pub mod commit;
 pub mod consumer;
 pub mod dedup;
 pub mod durable;
+pub mod file_record;
 pub mod hosts;
 pub mod lru;
 pub mod metrics;

@@ -53,7 +53,7 @@ pub struct Metrics {
     /// Failed attempts to write a batch, by cause (in [`Cause::ALL`]'s order).
     write_errors: [AtomicU64; 4],
     /// Messages rejected (dead-lettered), by reason (in [`Reason::ALL`]'s order).
-    rejected: [AtomicU64; 3],
+    rejected: [AtomicU64; Reason::ALL.len()],
     /// Commit time minus the envelope's `ts` of every line written.
     delay: Histogram,
     hosts: Mutex<HostsSeen>,

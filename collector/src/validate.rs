@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use logship_config::CollectorConfig;
 use logship_config::layout::Layout;
 use logship_config::security::Security;
 use logship_runtime::{Envelope, EnvelopeError};
@@ -39,6 +40,9 @@ pub enum Rejection {
     /// this host (or the message carries no `user_id`).
     #[error("host {host:?} is not allowed for user {}", user.as_deref().map_or("(no user_id)".into(), |u| format!("{u:?}")))]
     HostNotAllowed { host: String, user: Option<String> },
+    /// The message is larger than `output.max_line_bytes`: never parsed.
+    #[error("message of {size} bytes is above output.max_line_bytes ({limit})")]
+    TooLarge { size: usize, limit: u64 },
 }
 
 impl Rejection {
@@ -48,6 +52,7 @@ impl Rejection {
             Rejection::Envelope(_) => Reason::Malformed,
             Rejection::Outpath(_) => Reason::UnsafePath,
             Rejection::HostNotAllowed { .. } => Reason::HostNotAllowed,
+            Rejection::TooLarge { .. } => Reason::TooLarge,
         }
     }
 }
@@ -61,14 +66,17 @@ pub enum Reason {
     UnsafePath = 1,
     /// Its host is not allowed for its validated user (`[security]`).
     HostNotAllowed = 2,
+    /// Larger than `output.max_line_bytes`.
+    TooLarge = 3,
 }
 
 impl Reason {
     /// Every reason, in counter order.
-    pub const ALL: [Reason; 3] = [
+    pub const ALL: [Reason; 4] = [
         Reason::Malformed,
         Reason::UnsafePath,
         Reason::HostNotAllowed,
+        Reason::TooLarge,
     ];
 
     /// The Prometheus label value.
@@ -77,8 +85,31 @@ impl Reason {
             Reason::Malformed => "malformed",
             Reason::UnsafePath => "unsafe_path",
             Reason::HostNotAllowed => "host_not_allowed",
+            Reason::TooLarge => "too_large",
         }
     }
+}
+
+/// Takes a delivery's body as `config` says: a body larger than `output.max_line_bytes` is
+/// refused before it is parsed; a line's output file carries the compression's suffix (a `.zst`
+/// file and a plain one never share a path).
+pub fn intake(
+    body: &[u8],
+    config: &CollectorConfig,
+    user: Option<&str>,
+) -> Result<Line, Rejection> {
+    if body.len() as u64 > config.archive.max_line_bytes {
+        return Err(Rejection::TooLarge {
+            size: body.len(),
+            limit: config.archive.max_line_bytes,
+        });
+    }
+    let mut line = line(body, &config.layout, user, &config.security)?;
+    let suffix = config.archive.compression.suffix();
+    if !suffix.is_empty() {
+        line.file.as_mut_os_string().push(suffix);
+    }
+    Ok(line)
 }
 
 /// Validates a message body; its output file follows `layout`. `user` is the message's

@@ -58,7 +58,12 @@ impl Writer {
                 "output.max_open_files leaves too few descriptors under the open-file limit; keeping fewer output files open"
             );
         }
-        let sink = Sink::open(&config.output_dir, &commit, max_open)?;
+        let sink = Sink::open(
+            &config.output_dir,
+            &commit,
+            max_open,
+            config.archive.compression,
+        )?;
         tracing::info!(
             files = commit.files()?.len(),
             seen_ids = commit.seen_count(),
@@ -121,6 +126,15 @@ impl Writer {
         outcome.fsync = started.elapsed();
         self.commit.record(&ids, &positions, &lengths, now_ms())?;
         outcome.committed_at_ms = now_ms();
+        // The batch is committed whatever happens here: a failed compaction is finished or
+        // undone by the recovery before the next batch.
+        if let Err(err) = self.sink.compact(&self.commit) {
+            if err.is_fatal() {
+                return Err(err);
+            }
+            tracing::warn!(error = %crate::outage::chain(&err), "cannot compact compressed output yet");
+            self.needs_recovery = true;
+        }
         outcome.hosts = hosts.into_iter().map(str::to_string).collect();
         outcome.open_files = self.sink.open_count();
         outcome.written = ids.len() as u64;
