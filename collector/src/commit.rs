@@ -8,8 +8,10 @@
 //! - `m/seen` -> `<generation: u64 BE><committed length: u64 BE>` of the seen-id log (see
 //!   [`crate::seen`]); the ids themselves live in that log and in memory, which keeps sled small
 //!   (a seen-set inside sled cost about 200 MiB of RSS for 500k ids).
-//! - `p/<source hash>` -> the source's committed byte ranges (see [`crate::positions`]): one
-//!   small record per source, not per line.
+//! - `p/<source hash>` -> the source's committed ranges (see [`crate::positions`]): one small
+//!   record per source, not per line.
+//! - `n/<source hash>` -> the source's host and path (see [`SourceName`]), written with its first
+//!   range and forgotten with it: what the audit names a hole by.
 //!
 //! A line is a duplicate if its source range is committed, or (for lines committed before
 //! positions were recorded, i.e. by an older version, and as a second net) if its id is in the
@@ -27,7 +29,7 @@ use std::path::{Path, PathBuf};
 use logship_config::collector::DedupSettings;
 
 use crate::file_record::FileRecord;
-use crate::positions::{Positions, SourceHash};
+use crate::positions::{Claim, Hole, Positions, SourceHash, SourceName};
 use crate::seen::{self, Seen};
 
 /// sled's page cache: it holds only file lengths and the seen log's position.
@@ -55,9 +57,6 @@ pub struct Commit {
     positions: Positions,
     bounds: DedupSettings,
 }
-
-/// A line written by a batch: its source, offset and length.
-pub type Position = (SourceHash, u64, usize);
 
 impl Commit {
     /// Opens (or creates) the record in `state_dir`; `bounds` limit the seen-id set.
@@ -93,9 +92,19 @@ impl Commit {
         self.seen.contains(seen::hash(id))
     }
 
-    /// Whether the line at `offset` (of `len` bytes) of `source` was already written.
-    pub fn is_committed_position(&self, source: SourceHash, offset: u64, len: usize) -> bool {
-        self.positions.covers(source, offset, len)
+    /// Whether all of `claim` was already written.
+    pub fn is_committed(&self, claim: &Claim) -> bool {
+        self.positions.covers(claim)
+    }
+
+    /// Every hole between committed ranges, with its source's name when known.
+    pub fn holes(&self) -> Result<Vec<(Hole, Option<SourceName>)>, CommitError> {
+        let mut named = Vec::new();
+        for hole in self.positions.holes() {
+            let name = self.tree.get(name_key(hole.source))?;
+            named.push((hole, name.and_then(|n| SourceName::decode(&n))));
+        }
+        Ok(named)
     }
 
     /// Every file with a committed length (records that do not decode read as length 0).
@@ -134,21 +143,22 @@ impl Commit {
         Ok(())
     }
 
-    /// Records a written batch: its ids, its lines' positions and the new file lengths. Only
-    /// then may it be acked.
+    /// Records a written batch: its ids, its lines' claims (with the names of their sources)
+    /// and the new file records. Only then may it be acked. Returns whether a hole opened,
+    /// changed or closed.
     pub fn record(
         &mut self,
         ids: &[&str],
-        positions: &[Position],
+        claims: &[(Claim, &SourceName)],
         lengths: &[(PathBuf, FileRecord)],
         now_ms: i64,
-    ) -> Result<(), CommitError> {
+    ) -> Result<bool, CommitError> {
         let hashes: Vec<seen::IdHash> = ids.iter().map(|id| seen::hash(id)).collect();
         let seen_len = self.seen.write(&hashes, now_ms)?;
         let max_age_ms = i64::try_from(self.bounds.max_age.as_millis()).unwrap_or(i64::MAX);
-        let staged = self
-            .positions
-            .stage(positions.iter().copied(), now_ms, max_age_ms);
+        let staged =
+            self.positions
+                .stage(claims.iter().map(|(claim, _)| *claim), now_ms, max_age_ms);
         let mut batch = sled::Batch::default();
         for (file, record) in lengths {
             batch.insert(file_key(file), record.encode());
@@ -158,16 +168,22 @@ impl Commit {
         }
         for source in &staged.forgotten {
             batch.remove(position_key(*source));
+            batch.remove(name_key(*source));
+        }
+        for source in &staged.new {
+            if let Some((_, name)) = claims.iter().find(|(c, _)| c.source == *source) {
+                batch.insert(name_key(*source), name.encode());
+            }
         }
         batch.insert(b"m/seen", &encode_seen(self.seen.generation(), seen_len));
         self.tree.apply_batch(batch)?;
         self.tree.flush()?;
-        self.positions.apply(staged, now_ms);
+        let holes_changed = self.positions.apply(staged, now_ms);
         self.seen.committed(&hashes, seen_len, now_ms, &self.bounds);
         if self.seen.wants_compaction() {
             self.compact()?;
         }
-        Ok(())
+        Ok(holes_changed)
     }
 
     /// Rewrites the seen log with only the live ids.
@@ -213,6 +229,10 @@ fn file_key(file: &Path) -> Vec<u8> {
 
 fn position_key(source: SourceHash) -> Vec<u8> {
     [&b"p/"[..], &source.to_be_bytes()].concat()
+}
+
+fn name_key(source: SourceHash) -> Vec<u8> {
+    [&b"n/"[..], &source.to_be_bytes()].concat()
 }
 
 #[cfg(test)]
@@ -264,19 +284,29 @@ mod tests {
         let source = crate::positions::source_hash("h", 1, 2, 3, 0);
         {
             let mut commit = open(dir.path(), &tiny, 0);
-            for i in 0..10u64 {
+            let name = SourceName {
+                host: "h".into(),
+                path: "/var/log/x.log".into(),
+            };
+            for i in (0..10u64).filter(|i| *i != 4) {
                 let id = format!("line-{i}");
+                let claim = Claim::line(source, i * 10, 9);
                 commit
-                    .record(&[id.as_str()], &[(source, i * 10, 9)], &[], 0)
+                    .record(&[id.as_str()], &[(claim, &name)], &[], 0)
                     .unwrap();
             }
             assert!(!commit.is_seen("line-0"));
-            assert!(commit.is_committed_position(source, 0, 9));
+            assert!(commit.is_committed(&Claim::line(source, 0, 9)));
         }
         let commit = open(dir.path(), &tiny, 0);
         assert_eq!(commit.source_count(), 1);
-        assert!((0..10).all(|i| commit.is_committed_position(source, i * 10, 9)));
-        assert!(!commit.is_committed_position(source, 100, 9));
+        let covered = |i: u64| commit.is_committed(&Claim::line(source, i * 10, 9));
+        assert!((0..10).all(|i| covered(i) == (i != 4)));
+        assert!(!covered(10));
+        let holes = commit.holes().unwrap();
+        assert_eq!(holes.len(), 1);
+        assert_eq!((holes[0].0.start, holes[0].0.end), (40, 50));
+        assert_eq!(holes[0].1.as_ref().unwrap().path, "/var/log/x.log");
     }
 
     #[test]

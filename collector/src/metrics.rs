@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use logship_runtime::histogram::Histogram;
-use logship_runtime::status::{BrokerState, CollectorStatus};
+use logship_runtime::status::{BrokerState, CollectorStatus, Gap};
 
 use crate::hosts::HostsSeen;
 use crate::outage::Cause;
@@ -63,17 +63,25 @@ pub struct Metrics {
     consuming: AtomicBool,
     /// The broker connection, kept by the consumer.
     pub broker: BrokerState,
+    /// Every hole between committed ranges, as of the last batch that changed one.
+    gaps: Mutex<Vec<Gap>>,
+    /// `audit.gap_after`: holes open longer are losses (counted, listed on `/status`).
+    gap_after: Duration,
 }
 
 impl Default for Metrics {
     fn default() -> Metrics {
-        Metrics::new(Duration::from_secs(7 * 24 * 3600))
+        Metrics::new(
+            Duration::from_secs(7 * 24 * 3600),
+            logship_config::archive::DEFAULT_GAP_AFTER,
+        )
     }
 }
 
 impl Metrics {
-    /// Metrics that forget a host silent for `host_max_age` (`dedup.max_age`).
-    pub fn new(host_max_age: Duration) -> Metrics {
+    /// Metrics that forget a host silent for `host_max_age` (`dedup.max_age`) and count holes
+    /// open longer than `gap_after` (`audit.gap_after`).
+    pub fn new(host_max_age: Duration, gap_after: Duration) -> Metrics {
         Metrics {
             counters: Counters::default(),
             write_errors: Default::default(),
@@ -83,7 +91,29 @@ impl Metrics {
             open_files: AtomicU64::new(0),
             consuming: AtomicBool::new(false),
             broker: BrokerState::default(),
+            gaps: Mutex::new(Vec::new()),
+            gap_after,
         }
+    }
+
+    /// The holes between committed ranges are now `gaps`.
+    pub fn set_gaps(&self, gaps: Vec<Gap>) {
+        if let Ok(mut held) = self.gaps.lock() {
+            *held = gaps;
+        }
+    }
+
+    /// The holes open longer than `audit.gap_after` now.
+    fn overdue_gaps(&self) -> Vec<Gap> {
+        let now = crate::audit::now_ms();
+        self.gaps.lock().map_or_else(
+            |_| Vec::new(),
+            |gaps| {
+                crate::audit::overdue(&gaps, self.gap_after, now)
+                    .cloned()
+                    .collect()
+            },
+        )
     }
 
     /// A batch was committed: its lines' delays, its hosts' last-seen time, the open files.
@@ -98,6 +128,9 @@ impl Metrics {
         }
         self.open_files
             .store(outcome.open_files as u64, Ordering::Relaxed);
+        if let Some(gaps) = &outcome.gaps {
+            self.set_gaps(gaps.clone());
+        }
     }
 
     /// A consumer is registered on the queue (`true`), or no longer.
@@ -127,6 +160,7 @@ impl Metrics {
             open_files: self.open_files.load(Ordering::Relaxed),
             hosts: self.hosts.lock().map_or(0, |h| h.len() as u64),
             counters,
+            gaps: self.overdue_gaps(),
         }
     }
 
@@ -185,6 +219,25 @@ impl Metrics {
             "gauge",
             "Output files open.",
             self.open_files.load(Ordering::Relaxed),
+        );
+        let overdue = self.overdue_gaps();
+        logship_runtime::http::metric(
+            &mut out,
+            "logship_collector_gaps",
+            "gauge",
+            "Holes between committed ranges of a source open longer than audit.gap_after: pieces that never arrived.",
+            overdue.len() as u64,
+        );
+        logship_runtime::http::metric(
+            &mut out,
+            "logship_collector_gap_bytes",
+            "gauge",
+            "Bytes in those holes (sources whose offsets are byte positions).",
+            overdue
+                .iter()
+                .filter(|g| crate::audit::is_bytes(g))
+                .map(|g| g.end - g.start)
+                .sum::<u64>(),
         );
         out
     }

@@ -8,7 +8,7 @@ use logship_config::security::Security;
 use logship_runtime::{Envelope, EnvelopeError};
 
 use crate::outpath::{self, OutpathError};
-use crate::positions::{self, SourceHash};
+use crate::positions::{self, Claim, OffsetKind, SourceHash, SourceName};
 
 /// A line that passed validation.
 #[derive(Debug)]
@@ -17,16 +17,34 @@ pub struct Line {
     pub id: String,
     /// Its source (host, file identity, generation): with `offset`, the dedup key.
     pub source: SourceHash,
-    /// Byte offset of the line in its source.
+    /// Offset of the line in its source.
     pub offset: u64,
+    /// What `offset` counts: bytes (files) unless the envelope says otherwise.
+    pub kind: OffsetKind,
     /// Output file, relative to `output.dir` (see [`outpath`]).
     pub file: PathBuf,
     /// The line's bytes, without a newline.
     pub bytes: Vec<u8>,
-    /// The source host (for the host's last-seen time).
-    pub host: String,
+    /// The source host and path (for the host's last-seen time, and the audit's names).
+    pub name: SourceName,
     /// The envelope's `ts`, unix milliseconds (for the delay histogram).
     pub ts_ms: i64,
+}
+
+impl Line {
+    /// What the line claims of its source: its bytes and the one after them.
+    pub fn claim(&self) -> Claim {
+        match self.kind {
+            OffsetKind::Bytes => Claim::line(self.source, self.offset, self.bytes.len()),
+            // A sequence number claims itself.
+            OffsetKind::Sequence => Claim {
+                source: self.source,
+                start: self.offset,
+                end: self.offset.saturating_add(1),
+                kind: OffsetKind::Sequence,
+            },
+        }
+    }
 }
 
 /// Why a message is rejected (dead-lettered): it is never written.
@@ -139,9 +157,13 @@ pub fn line(
             envelope.generation,
         ),
         offset: envelope.offset,
+        kind: OffsetKind::Bytes,
         file,
         bytes: envelope.line,
-        host: envelope.host,
+        name: SourceName {
+            host: envelope.host,
+            path: envelope.path,
+        },
         ts_ms: envelope.timestamp_ms,
     })
 }

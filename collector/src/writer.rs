@@ -6,14 +6,19 @@
 //! lengths (or, if even that failed, will be before the next batch is written), so the same
 //! batch can simply be written again.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
 
 use logship_config::CollectorConfig;
+use logship_runtime::status::Gap;
 
+use crate::audit::{AuditRecord, now_ms};
 use crate::commit::Commit;
 use crate::dedup;
 use crate::sink::{self, Sink, SinkError};
 use crate::validate::Line;
+
+/// The audit record is rewritten when only its count of sources changed at most this often.
+const AUDIT_REFRESH_MS: i64 = 10_000;
 
 /// What became of a batch.
 #[derive(Debug, Default)]
@@ -32,6 +37,8 @@ pub struct Outcome {
     pub hosts: Vec<String>,
     /// Output files open after the batch.
     pub open_files: usize,
+    /// Every hole between committed ranges, when the batch opened, changed or closed one.
+    pub gaps: Option<Vec<Gap>>,
 }
 
 /// Owns the output files and the commit record.
@@ -40,6 +47,10 @@ pub struct Writer {
     commit: Commit,
     /// A failed batch could not be truncated back: do it before writing anything else.
     needs_recovery: bool,
+    /// Where the audit record is kept.
+    state_dir: PathBuf,
+    /// When the audit record was last written, and the sources it counted.
+    audited: (i64, usize),
 }
 
 impl Writer {
@@ -71,11 +82,32 @@ impl Writer {
             max_open_files = sink.max_open(),
             "state recovered"
         );
-        Ok(Writer {
+        let mut writer = Writer {
             sink,
             commit,
             needs_recovery: false,
-        })
+            state_dir: config.state_dir.clone(),
+            audited: (0, 0),
+        };
+        writer.audit();
+        Ok(writer)
+    }
+
+    /// Writes the audit record (see [`crate::audit`]) and returns its gaps. A record that cannot
+    /// be written is said, not fatal: the output and its commit are unaffected.
+    pub fn audit(&mut self) -> Vec<Gap> {
+        self.audited = (now_ms(), self.commit.source_count());
+        let record = match AuditRecord::of(&self.commit, now_ms()) {
+            Ok(record) => record,
+            Err(err) => {
+                tracing::warn!(error = %logship_runtime::error_chain(&err), "cannot list gaps for the audit");
+                return Vec::new();
+            }
+        };
+        if let Err(err) = record.write(&self.state_dir) {
+            tracing::warn!(error = %logship_runtime::error_chain(&err), "cannot write the audit record");
+        }
+        record.gaps
     }
 
     /// Writes a batch of lines, in order. On failure the output is truncated back at once (on
@@ -108,7 +140,7 @@ impl Writer {
             ..Outcome::default()
         };
         let mut ids = Vec::with_capacity(fresh.len());
-        let mut positions = Vec::with_capacity(fresh.len());
+        let mut claims = Vec::with_capacity(fresh.len());
         let mut hosts = std::collections::HashSet::new();
         for (position, line) in fresh {
             if let Some((_, err)) = refused_files.iter().find(|(file, _)| *file == line.file) {
@@ -118,13 +150,13 @@ impl Writer {
             self.sink.append(&line.file, &line.bytes);
             ids.push(line.id.as_str());
             outcome.line_ts_ms.push(line.ts_ms);
-            hosts.insert(line.host.as_str());
-            positions.push((line.source, line.offset, line.bytes.len()));
+            hosts.insert(line.name.host.as_str());
+            claims.push((line.claim(), &line.name));
         }
         let started = std::time::Instant::now();
         let lengths = self.sink.sync(&self.commit)?;
         outcome.fsync = started.elapsed();
-        self.commit.record(&ids, &positions, &lengths, now_ms())?;
+        let holes_changed = self.commit.record(&ids, &claims, &lengths, now_ms())?;
         outcome.committed_at_ms = now_ms();
         // The batch is committed whatever happens here: a failed compaction is finished or
         // undone by the recovery before the next batch.
@@ -138,6 +170,14 @@ impl Writer {
         outcome.hosts = hosts.into_iter().map(str::to_string).collect();
         outcome.open_files = self.sink.open_count();
         outcome.written = ids.len() as u64;
+        // New sources alone refresh the record's count now and then, not on every batch.
+        let (audited_ms, audited_sources) = self.audited;
+        if holes_changed
+            || (self.commit.source_count() != audited_sources
+                && now_ms() - audited_ms >= AUDIT_REFRESH_MS)
+        {
+            outcome.gaps = Some(self.audit());
+        }
         Ok(outcome)
     }
 
@@ -145,10 +185,4 @@ impl Writer {
     pub fn reopen(&mut self) {
         self.sink.close_all();
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

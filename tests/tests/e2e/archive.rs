@@ -211,15 +211,8 @@ fn rss_kib(pid: u32) -> u64 {
 async fn a_100_mib_envelope_is_dead_lettered_unparsed_and_counted() {
     let topology = Topology::new("too-large", 1);
     let dir = tempfile::tempdir().unwrap();
-    let addr = logship_tests::http::free_addr();
-    let extra = format!("max_line_bytes = \"1 MiB\"\n[metrics]\nlisten = \"{addr}\"\n");
-    let collector = Collector::new(
-        dir.path(),
-        "c",
-        &topology.exchange,
-        &topology.queues[0],
-        &extra,
-    );
+    let (collector, addr) =
+        Collector::serving(dir.path(), &topology, "max_line_bytes = \"1 MiB\"", "");
     let mut daemon = collector.start();
     let broker = Broker::connect().await;
     // A normal line first, so the idle size is that of a collector that has written.

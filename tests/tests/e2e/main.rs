@@ -2,6 +2,7 @@
 
 mod agent;
 mod archive;
+mod audit;
 mod collector;
 mod config_errors;
 mod faults;
