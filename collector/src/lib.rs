@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod outage;
 pub mod outpath;
 pub mod positions;
+pub mod retention;
 pub mod seen;
 pub mod sink;
 pub mod topology;

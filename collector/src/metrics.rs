@@ -41,6 +41,10 @@ logship_runtime::counters! {
         fsync_micros => "logship_collector_fsync_seconds_total", "counter", "" / 1000000;
         /// Batches written and fsync'd.
         fsyncs => "logship_collector_fsyncs_total", "counter", "";
+        /// Output files deleted by retention (`output.retention`).
+        retention_deleted => "logship_collector_retention_deleted_total", "counter", "retention_deleted";
+        /// Bytes of the output files deleted by retention.
+        retention_deleted_bytes => "logship_collector_retention_deleted_bytes_total", "counter", "";
     }
 }
 
@@ -131,6 +135,8 @@ impl Metrics {
         if let Some(gaps) = &outcome.gaps {
             self.set_gaps(gaps.clone());
         }
+        Metrics::add(&self.counters.retention_deleted, outcome.retained.0);
+        Metrics::add(&self.counters.retention_deleted_bytes, outcome.retained.1);
     }
 
     /// A consumer is registered on the queue (`true`), or no longer.

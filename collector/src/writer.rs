@@ -7,6 +7,7 @@
 //! batch can simply be written again.
 
 use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
 use logship_config::CollectorConfig;
 use logship_runtime::status::Gap;
@@ -14,6 +15,7 @@ use logship_runtime::status::Gap;
 use crate::audit::{AuditRecord, now_ms};
 use crate::commit::Commit;
 use crate::dedup;
+use crate::retention;
 use crate::sink::{self, Sink, SinkError};
 use crate::validate::Line;
 
@@ -39,6 +41,8 @@ pub struct Outcome {
     pub open_files: usize,
     /// Every hole between committed ranges, when the batch opened, changed or closed one.
     pub gaps: Option<Vec<Gap>>,
+    /// Files and bytes deleted by retention passes since the last outcome.
+    pub retained: (u64, u64),
 }
 
 /// Owns the output files and the commit record.
@@ -51,6 +55,13 @@ pub struct Writer {
     state_dir: PathBuf,
     /// When the audit record was last written, and the sources it counted.
     audited: (i64, usize),
+    /// `output.dir` and `output.retention`.
+    output_dir: PathBuf,
+    retention: Option<Duration>,
+    /// Not before this instant is the next retention pass.
+    next_retention_ms: i64,
+    /// Files and bytes deleted by retention passes not yet reported in an outcome.
+    retained: (u64, u64),
 }
 
 impl Writer {
@@ -88,9 +99,66 @@ impl Writer {
             needs_recovery: false,
             state_dir: config.state_dir.clone(),
             audited: (0, 0),
+            output_dir: config.output_dir.clone(),
+            retention: config.archive.retention,
+            next_retention_ms: 0,
+            retained: (0, 0),
         };
         writer.audit();
+        writer.retention_pass()?;
         Ok(writer)
+    }
+
+    /// Deletes the output files older than `output.retention`, if set and a pass is due (see
+    /// [`crate::retention`]). A file that cannot be deleted is said and left; only a failing
+    /// commit record is an error.
+    fn retention_pass(&mut self) -> Result<(), SinkError> {
+        let Some(max_age) = self.retention else {
+            return Ok(());
+        };
+        let now = now_ms();
+        if now < self.next_retention_ms {
+            return Ok(());
+        }
+        self.next_retention_ms = now + retention::PASS_INTERVAL.as_millis() as i64;
+        let cutoff = SystemTime::now() - max_age;
+        let (expired, kept) = match retention::expired(&self.output_dir, cutoff) {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::warn!(dir = %self.output_dir.display(), error = %err, "retention pass failed; next one in an hour");
+                return Ok(());
+            }
+        };
+        let mut pass = retention::Pass {
+            kept,
+            ..retention::Pass::default()
+        };
+        for (relative, bytes) in expired {
+            self.sink.close(&relative);
+            match retention::delete(&self.output_dir, &relative) {
+                Ok(dirs) => {
+                    pass.dirs += dirs;
+                    pass.bytes += bytes;
+                    pass.deleted.push(relative);
+                }
+                Err(err) => {
+                    tracing::warn!(file = %self.output_dir.join(&relative).display(), error = %err, "retention cannot delete an old output file")
+                }
+            }
+        }
+        let forget: Vec<_> = pass.deleted.iter().map(|r| (r.clone(), None)).collect();
+        self.commit.set_records(&forget)?;
+        tracing::info!(
+            files = pass.deleted.len(),
+            bytes = pass.bytes,
+            dirs = pass.dirs,
+            kept = pass.kept,
+            retention = %humantime::format_duration(max_age),
+            "retention pass: deleted output files older than output.retention"
+        );
+        self.retained.0 += pass.deleted.len() as u64;
+        self.retained.1 += pass.bytes;
+        Ok(())
     }
 
     /// Writes the audit record (see [`crate::audit`]) and returns its gaps. A record that cannot
@@ -130,6 +198,7 @@ impl Writer {
     }
 
     fn write_batch(&mut self, lines: &[Line]) -> Result<Outcome, SinkError> {
+        self.retention_pass()?;
         let (fresh, duplicates) = dedup::fresh(lines, &self.commit);
         let refused_files = self.sink.open_all(
             fresh.iter().map(|(_, line)| line.file.as_path()),
@@ -170,6 +239,7 @@ impl Writer {
         outcome.hosts = hosts.into_iter().map(str::to_string).collect();
         outcome.open_files = self.sink.open_count();
         outcome.written = ids.len() as u64;
+        outcome.retained = std::mem::take(&mut self.retained);
         // New sources alone refresh the record's count now and then, not on every batch.
         let (audited_ms, audited_sources) = self.audited;
         if holes_changed

@@ -433,6 +433,12 @@ impl Sink {
         self.compact_due.clear();
     }
 
+    /// Closes `relative` if it is open (before retention deletes it). Nothing of it may be
+    /// pending: call between batches.
+    pub fn close(&mut self, relative: &Path) {
+        self.open.remove(relative);
+    }
+
     /// Output files open now.
     pub fn open_count(&self) -> usize {
         self.open.len()

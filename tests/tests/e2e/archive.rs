@@ -256,3 +256,80 @@ async fn a_100_mib_envelope_is_dead_lettered_unparsed_and_counted() {
     assert!(daemon.log_text().contains("above output.max_line_bytes"));
     assert!(daemon.stop(Duration::from_secs(20)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_old_files_keeps_young_ones_and_a_late_line_starts_a_new_file() {
+    let topology = Topology::new("retention", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let (collector, addr) = Collector::serving(
+        dir.path(),
+        &topology,
+        "retention = \"2d\"\nlayout = \"{host}/{path}\"",
+        "",
+    );
+    let mut daemon = collector.start();
+    let broker = Broker::connect().await;
+    let paths = [
+        "/var/log/old/a.log",
+        "/var/log/old/b.log",
+        "/var/log/young.log",
+    ];
+    for (ino, path) in paths.iter().enumerate() {
+        broker
+            .publish(
+                &topology.exchange,
+                &envelopes(HOST, path, ino as u64, 0..10),
+            )
+            .await;
+    }
+    let files: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| collector.file(HOST, Path::new(p)))
+        .collect();
+    for file in &files {
+        logship_tests::lines::wait_for_lines(file, 10, Duration::from_secs(30));
+    }
+    assert!(daemon.stop(Duration::from_secs(20)).success());
+    // Last written three days ago.
+    let old = std::time::SystemTime::now() - Duration::from_secs(3 * 86400);
+    for file in &files[..2] {
+        std::fs::File::options()
+            .write(true)
+            .open(file)
+            .and_then(|f| f.set_modified(old))
+            .unwrap();
+    }
+    let mut daemon = collector.start();
+    daemon.wait_for_log("retention pass", 1, Duration::from_secs(10));
+    let log = daemon.log_text();
+    assert!(log.contains("files=2 "), "{log}");
+    assert!(!files[0].exists() && !files[1].exists());
+    assert!(
+        !files[0].parent().unwrap().exists(),
+        "the emptied directory is removed"
+    );
+    assert_eq!(
+        logship_tests::lines::read_lines(&files[2]).len(),
+        10,
+        "young file kept"
+    );
+    // A late line for a deleted file starts a new one; a duplicate of a deleted line is still
+    // dropped (its source's ranges are kept for dedup.max_age).
+    broker
+        .publish(&topology.exchange, &envelopes(HOST, paths[0], 0, 9..11))
+        .await;
+    let lines = logship_tests::lines::wait_for_lines(&files[0], 1, Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_same_lines(
+        &logship_tests::lines::read_lines(&files[0]),
+        &[text(paths[0], 10)],
+        "the late line alone",
+    );
+    assert_eq!(lines.len(), 1);
+    let (_, page) = logship_tests::http::get(&addr, "/metrics");
+    assert!(
+        page.contains("\nlogship_collector_retention_deleted_total 2\n"),
+        "{page}"
+    );
+    assert!(daemon.stop(Duration::from_secs(20)).success());
+}
