@@ -41,6 +41,33 @@ fn example_collector_config_with_partitions_uncommented_parses() {
 }
 
 #[test]
+fn example_collector_config_with_the_archive_keys_uncommented_parses() {
+    let mut text = example("collector.toml");
+    for key in [
+        "compression = \"none\"",
+        "compression_level = 3",
+        "retention = \"30d\"",
+        "max_line_bytes = \"4 MiB\"",
+        "gap_after = \"10m\"",
+        "dead_letter_max_bytes = \"1 GiB\"",
+    ] {
+        assert!(text.contains(&format!("# {key}")), "{key}");
+        text = text.replace(&format!("# {key}"), key);
+    }
+    let text = text.replace("compression = \"none\"", "compression = \"zstd\"");
+    let config = parse::<RawCollectorConfig>(Path::new("collector.toml"), &text).unwrap();
+    assert_eq!(
+        config.archive.compression,
+        logship_config::archive::Compression::Zstd { level: 3 }
+    );
+    assert_eq!(
+        config.archive.retention,
+        Some(std::time::Duration::from_secs(30 * 86400))
+    );
+    assert_eq!(config.queue.dead_letter_max_bytes, 1 << 30);
+}
+
+#[test]
 fn example_agent_config_parses() {
     let config = parse::<RawAgentConfig>(Path::new("agent.toml"), &example("agent.toml")).unwrap();
     assert_eq!(config.buffer.max_bytes, 1 << 30);
