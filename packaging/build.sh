@@ -18,6 +18,7 @@ for bin in logship-agent logship-collector; do
   target/release/$bin --completions zsh > target/release/completions/_$bin
   target/release/$bin --completions fish > target/release/completions/$bin.fish
 done
+target/release/logship-collector --man audit | gzip -9n > target/release/man/logship-collector-audit.1.gz
 out=target/packages
 mkdir -p "$out"
 for package in logship-agent logship-collector; do

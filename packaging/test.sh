@@ -38,7 +38,9 @@ for name in agent collector; do
   /usr/bin/$package --check-config /etc/logship/$name.toml || fail "$package --check-config on the installed config"
   /usr/bin/$package --config /etc/logship/$name.toml --check-config || fail "$package --config FILE --check-config"
   /usr/bin/$package --help | grep -q -- "--check-config" || fail "$package --help"
-  for page in $package $package-status; do
+  pages="$package $package-status"
+  [ "$package" = logship-collector ] && pages="$pages $package-audit"
+  for page in $pages; do
     zcat /usr/share/man/man1/$page.1.gz | grep -q '^\.TH' || fail "man page $page(1) missing or empty"
   done
   [ -s /usr/share/bash-completion/completions/$package ] || fail "bash completion of $package missing"

@@ -353,6 +353,17 @@ impl Reader {
                         total = self.spool.dropped(),
                         "spool full, dropped the oldest lines"
                     );
+                    // Each piece by name: the collector's audit shows the same range as a hole.
+                    for range in self.spool.take_dropped() {
+                        tracing::warn!(
+                            path = %range.path,
+                            from = range.from,
+                            to = range.to,
+                            lines = range.lines,
+                            generation = range.generation,
+                            "spool full: dropped lines of this file (a hole in the collector's audit)"
+                        );
+                    }
                 }
                 self.pause.succeeded();
                 Ok(true)

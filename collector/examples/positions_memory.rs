@@ -3,7 +3,7 @@
 //! collector holds them after serving that many sources (host, file, generation) within
 //! `dedup.max_age`. Run: `cargo run --release -p logship-collector --example positions_memory`.
 
-use logship_collector::positions::{Positions, source_hash};
+use logship_collector::positions::{Claim, Positions, source_hash};
 
 /// Lines per batch, as a collector commits them.
 const BATCH: usize = 500;
@@ -22,7 +22,7 @@ fn main() {
         let lines = (next..end).map(|i| {
             let hash = source_hash(&format!("host-{}", i % 10_000), 2049, i as u64, 7, 0);
             // A source that sent a thousand 100-byte lines: one range.
-            (hash, (99_000, 99_100))
+            Claim::line(hash, 99_000, 99)
         });
         let staged = positions.stage(lines, now_ms, i64::MAX);
         positions.apply(staged, now_ms);

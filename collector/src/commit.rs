@@ -2,13 +2,16 @@
 //! good. The only code that touches sled.
 //!
 //! One sled tree, keys by prefix:
-//! - `f/<output file, relative to output.dir>` -> committed length (u64 BE): every byte before it
-//!   was fsync'd and its message acked or about to be; bytes past it were never acked.
+//! - `f/<output file, relative to output.dir>` -> its [`FileRecord`]: the committed length (every
+//!   byte before it was fsync'd and its message acked or about to be; bytes past it were never
+//!   acked) and, for compressed files, its tail of small frames.
 //! - `m/seen` -> `<generation: u64 BE><committed length: u64 BE>` of the seen-id log (see
 //!   [`crate::seen`]); the ids themselves live in that log and in memory, which keeps sled small
 //!   (a seen-set inside sled cost about 200 MiB of RSS for 500k ids).
-//! - `p/<source hash>` -> the source's committed byte ranges (see [`crate::positions`]): one
-//!   small record per source, not per line.
+//! - `p/<source hash>` -> the source's committed ranges (see [`crate::positions`]): one small
+//!   record per source, not per line.
+//! - `n/<source hash>` -> the source's host and path (see [`SourceName`]), written with its first
+//!   range and forgotten with it: what the audit names a hole by.
 //!
 //! A line is a duplicate if its source range is committed, or (for lines committed before
 //! positions were recorded, i.e. by an older version, and as a second net) if its id is in the
@@ -25,7 +28,8 @@ use std::path::{Path, PathBuf};
 
 use logship_config::collector::DedupSettings;
 
-use crate::positions::{Positions, SourceHash};
+use crate::file_record::FileRecord;
+use crate::positions::{Claim, Hole, Positions, SourceHash, SourceName};
 use crate::seen::{self, Seen};
 
 /// sled's page cache: it holds only file lengths and the seen log's position.
@@ -53,9 +57,6 @@ pub struct Commit {
     positions: Positions,
     bounds: DedupSettings,
 }
-
-/// A line written by a batch: its source, offset and length.
-pub type Position = (SourceHash, crate::positions::Extent);
 
 impl Commit {
     /// Opens (or creates) the record in `state_dir`; `bounds` limit the seen-id set.
@@ -91,37 +92,49 @@ impl Commit {
         self.seen.contains(seen::hash(id))
     }
 
-    /// Whether the message claiming `extent` of `source` was already written.
-    pub fn is_committed_position(
-        &self,
-        source: SourceHash,
-        extent: crate::positions::Extent,
-    ) -> bool {
-        self.positions.covers(source, extent)
+    /// Whether all of `claim` was already written.
+    pub fn is_committed(&self, claim: &Claim) -> bool {
+        self.positions.covers(claim)
     }
 
-    /// Every file with a committed length.
-    pub fn files(&self) -> Result<Vec<(PathBuf, u64)>, CommitError> {
+    /// Every hole between committed ranges, with its source's name when known.
+    pub fn holes(&self) -> Result<Vec<(Hole, Option<SourceName>)>, CommitError> {
+        let mut named = Vec::new();
+        for hole in self.positions.holes() {
+            let name = self.tree.get(name_key(hole.source))?;
+            named.push((hole, name.and_then(|n| SourceName::decode(&n))));
+        }
+        Ok(named)
+    }
+
+    /// Every file with a committed length (records that do not decode read as length 0).
+    pub fn files(&self) -> Result<Vec<(PathBuf, FileRecord)>, CommitError> {
         let mut files = Vec::new();
         for entry in self.tree.scan_prefix(b"f/") {
             let (key, value) = entry?;
             let path = Path::new(std::ffi::OsStr::from_bytes(&key[2..])).to_path_buf();
-            files.push((path, read_u64(Some(value))));
+            files.push((path, FileRecord::decode(&value).unwrap_or_default()));
         }
         Ok(files)
     }
 
-    /// A file's committed length, if it has one.
-    pub fn committed_len(&self, file: &Path) -> Result<Option<u64>, CommitError> {
-        Ok(self.tree.get(file_key(file))?.map(|v| read_u64(Some(v))))
+    /// A file's committed record, if it has one.
+    pub fn committed(&self, file: &Path) -> Result<Option<FileRecord>, CommitError> {
+        Ok(self
+            .tree
+            .get(file_key(file))?
+            .map(|v| FileRecord::decode(&v).unwrap_or_default()))
     }
 
-    /// Records lengths (`None` forgets the file) and flushes, outside of a batch commit.
-    pub fn set_lengths(&self, lengths: &[(PathBuf, Option<u64>)]) -> Result<(), CommitError> {
+    /// Records files (`None` forgets the file) and flushes, outside of a batch commit.
+    pub fn set_records(
+        &self,
+        records: &[(PathBuf, Option<FileRecord>)],
+    ) -> Result<(), CommitError> {
         let mut batch = sled::Batch::default();
-        for (file, len) in lengths {
-            match len {
-                Some(len) => batch.insert(file_key(file), &len.to_be_bytes()),
+        for (file, record) in records {
+            match record {
+                Some(record) => batch.insert(file_key(file), record.encode()),
                 None => batch.remove(file_key(file)),
             }
         }
@@ -130,40 +143,47 @@ impl Commit {
         Ok(())
     }
 
-    /// Records a written batch: its ids, its lines' positions and the new file lengths. Only
-    /// then may it be acked.
+    /// Records a written batch: its ids, its lines' claims (with the names of their sources)
+    /// and the new file records. Only then may it be acked. Returns whether a hole opened,
+    /// changed or closed.
     pub fn record(
         &mut self,
         ids: &[&str],
-        positions: &[Position],
-        lengths: &[(PathBuf, u64)],
+        claims: &[(Claim, &SourceName)],
+        lengths: &[(PathBuf, FileRecord)],
         now_ms: i64,
-    ) -> Result<(), CommitError> {
+    ) -> Result<bool, CommitError> {
         let hashes: Vec<seen::IdHash> = ids.iter().map(|id| seen::hash(id)).collect();
         let seen_len = self.seen.write(&hashes, now_ms)?;
         let max_age_ms = i64::try_from(self.bounds.max_age.as_millis()).unwrap_or(i64::MAX);
-        let staged = self
-            .positions
-            .stage(positions.iter().copied(), now_ms, max_age_ms);
+        let staged =
+            self.positions
+                .stage(claims.iter().map(|(claim, _)| *claim), now_ms, max_age_ms);
         let mut batch = sled::Batch::default();
-        for (file, len) in lengths {
-            batch.insert(file_key(file), &len.to_be_bytes());
+        for (file, record) in lengths {
+            batch.insert(file_key(file), record.encode());
         }
         for (source, value) in &staged.updates {
             batch.insert(position_key(*source), value.as_slice());
         }
         for source in &staged.forgotten {
             batch.remove(position_key(*source));
+            batch.remove(name_key(*source));
+        }
+        for source in &staged.new {
+            if let Some((_, name)) = claims.iter().find(|(c, _)| c.source == *source) {
+                batch.insert(name_key(*source), name.encode());
+            }
         }
         batch.insert(b"m/seen", &encode_seen(self.seen.generation(), seen_len));
         self.tree.apply_batch(batch)?;
         self.tree.flush()?;
-        self.positions.apply(staged, now_ms);
+        let holes_changed = self.positions.apply(staged, now_ms);
         self.seen.committed(&hashes, seen_len, now_ms, &self.bounds);
         if self.seen.wants_compaction() {
             self.compact()?;
         }
-        Ok(())
+        Ok(holes_changed)
     }
 
     /// Rewrites the seen log with only the live ids.
@@ -203,18 +223,16 @@ fn decode_seen(value: Option<&[u8]>) -> (u64, u64) {
     (field(0..8), field(8..16))
 }
 
-fn read_u64(value: Option<sled::IVec>) -> u64 {
-    value
-        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-        .map_or(0, u64::from_be_bytes)
-}
-
 fn file_key(file: &Path) -> Vec<u8> {
     [b"f/", file.as_os_str().as_bytes()].concat()
 }
 
 fn position_key(source: SourceHash) -> Vec<u8> {
     [&b"p/"[..], &source.to_be_bytes()].concat()
+}
+
+fn name_key(source: SourceHash) -> Vec<u8> {
+    [&b"n/"[..], &source.to_be_bytes()].concat()
 }
 
 #[cfg(test)]
@@ -246,7 +264,7 @@ mod tests {
         {
             let mut commit = open(dir.path(), &wide, 1_000);
             let ids = ["a", "b"];
-            let lengths = vec![(PathBuf::from("h/x.log"), 42)];
+            let lengths = vec![(PathBuf::from("h/x.log"), FileRecord::at(42))];
             commit.record(&ids, &[], &lengths, 1_000).unwrap();
         }
         let commit = open(dir.path(), &wide, 1_000);
@@ -254,7 +272,7 @@ mod tests {
         assert!(!commit.is_seen("c"));
         assert_eq!(
             commit.files().unwrap(),
-            vec![(PathBuf::from("h/x.log"), 42)]
+            vec![(PathBuf::from("h/x.log"), FileRecord::at(42))]
         );
         assert_eq!(commit.seen_count(), 2);
     }
@@ -266,19 +284,29 @@ mod tests {
         let source = crate::positions::source_hash("h", 1, 2, 3, 0);
         {
             let mut commit = open(dir.path(), &tiny, 0);
-            for i in 0..10u64 {
+            let name = SourceName {
+                host: "h".into(),
+                path: "/var/log/x.log".into(),
+            };
+            for i in (0..10u64).filter(|i| *i != 4) {
                 let id = format!("line-{i}");
+                let claim = Claim::line(source, i * 10, 9);
                 commit
-                    .record(&[id.as_str()], &[(source, (i * 10, i * 10 + 10))], &[], 0)
+                    .record(&[id.as_str()], &[(claim, &name)], &[], 0)
                     .unwrap();
             }
             assert!(!commit.is_seen("line-0"));
-            assert!(commit.is_committed_position(source, (0, 10)));
+            assert!(commit.is_committed(&Claim::line(source, 0, 9)));
         }
         let commit = open(dir.path(), &tiny, 0);
         assert_eq!(commit.source_count(), 1);
-        assert!((0..10).all(|i| commit.is_committed_position(source, (i * 10, i * 10 + 10))));
-        assert!(!commit.is_committed_position(source, (100, 110)));
+        let covered = |i: u64| commit.is_committed(&Claim::line(source, i * 10, 9));
+        assert!((0..10).all(|i| covered(i) == (i != 4)));
+        assert!(!covered(10));
+        let holes = commit.holes().unwrap();
+        assert_eq!(holes.len(), 1);
+        assert_eq!((holes[0].0.start, holes[0].0.end), (40, 50));
+        assert_eq!(holes[0].1.as_ref().unwrap().path, "/var/log/x.log");
     }
 
     #[test]

@@ -230,12 +230,7 @@ impl Consumer {
     async fn accept(&mut self, delivery: Delivery, batch: &mut Batch) -> Result<(), SessionEnd> {
         Metrics::add(&self.metrics.counters.received, 1);
         let user = delivery.properties.user_id().as_ref().map(|u| u.as_str());
-        match validate::line(
-            &delivery.data,
-            &self.config.layout,
-            user,
-            &self.config.security,
-        ) {
+        match validate::intake(&delivery.data, &self.config, user) {
             Ok(line) => {
                 batch.started.get_or_insert_with(Instant::now);
                 batch.lines.push(line);

@@ -19,7 +19,7 @@ pub fn fresh<'a>(lines: &'a [Line], commit: &Commit) -> (Vec<(usize, &'a Line)>,
     let mut duplicates = 0;
     for (position, line) in lines.iter().enumerate() {
         if in_batch.contains(line.id.as_str())
-            || commit.is_committed_position(line.source, line.extent)
+            || commit.is_committed(&line.claim())
             || commit.is_seen(&line.id)
         {
             duplicates += 1;

@@ -13,16 +13,19 @@
 //! EIO) stays unacked and is retried with backoff (`outage`); only a failing state database
 //! stops the collector.
 
+pub mod audit;
 pub mod commit;
 pub mod consumer;
 pub mod dedup;
 pub mod durable;
+pub mod file_record;
 pub mod hosts;
 pub mod lru;
 pub mod metrics;
 pub mod outage;
 pub mod outpath;
 pub mod positions;
+pub mod retention;
 pub mod seen;
 pub mod sink;
 pub mod topology;
@@ -45,10 +48,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let writer_config = config.clone();
-    let writer = tokio::task::spawn_blocking(move || writer::Writer::open(&writer_config))
+    let mut writer = tokio::task::spawn_blocking(move || writer::Writer::open(&writer_config))
         .await
         .context("state recovery panicked")?
         .context("cannot recover state")?;
+    metrics.set_gaps(writer.audit());
     if let Some(addr) = config.metrics {
         let (render_metrics, status_metrics) = (metrics.clone(), metrics.clone());
         let queue = config.queue.consumed();

@@ -90,6 +90,17 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
         Some((key, value))
     }
 
+    /// Removes the entry of `key`, if held.
+    pub fn remove<Q>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let (used, value) = self.entries.remove(key)?;
+        self.order.remove(&used);
+        Some(value)
+    }
+
     /// Removes every entry.
     pub fn clear(&mut self) {
         self.entries.clear();

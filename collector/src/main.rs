@@ -8,12 +8,19 @@ use logship_collector::{Metrics, run};
 use logship_config::collector::RawCollectorConfig;
 use logship_runtime::cli;
 
+const BINARY: &str = "logship-collector";
+
 fn main() -> ExitCode {
+    if let Ok(cli::Command::Audit(path)) =
+        cli::parse(BINARY, env!("CARGO_PKG_VERSION"), std::env::args_os())
+    {
+        return logship_collector::audit::main(BINARY, &path);
+    }
     cli::daemon_main::<RawCollectorConfig, _, _>(
-        "logship-collector",
+        BINARY,
         env!("CARGO_PKG_VERSION"),
         |config, _path, signals| {
-            let metrics = Arc::new(Metrics::new(config.dedup.max_age));
+            let metrics = Arc::new(Metrics::new(config.dedup.max_age, config.archive.gap_after));
             run(config, signals, metrics)
         },
     )

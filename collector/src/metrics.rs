@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use logship_runtime::histogram::Histogram;
-use logship_runtime::status::{BrokerState, CollectorStatus};
+use logship_runtime::status::{BrokerState, CollectorStatus, Gap};
 
 use crate::hosts::HostsSeen;
 use crate::outage::Cause;
@@ -41,6 +41,10 @@ logship_runtime::counters! {
         fsync_micros => "logship_collector_fsync_seconds_total", "counter", "" / 1000000;
         /// Batches written and fsync'd.
         fsyncs => "logship_collector_fsyncs_total", "counter", "";
+        /// Output files deleted by retention (`output.retention`).
+        retention_deleted => "logship_collector_retention_deleted_total", "counter", "retention_deleted";
+        /// Bytes of the output files deleted by retention.
+        retention_deleted_bytes => "logship_collector_retention_deleted_bytes_total", "counter", "";
     }
 }
 
@@ -53,7 +57,7 @@ pub struct Metrics {
     /// Failed attempts to write a batch, by cause (in [`Cause::ALL`]'s order).
     write_errors: [AtomicU64; 4],
     /// Messages rejected (dead-lettered), by reason (in [`Reason::ALL`]'s order).
-    rejected: [AtomicU64; 3],
+    rejected: [AtomicU64; Reason::ALL.len()],
     /// Commit time minus the envelope's `ts` of every line written.
     delay: Histogram,
     hosts: Mutex<HostsSeen>,
@@ -63,17 +67,25 @@ pub struct Metrics {
     consuming: AtomicBool,
     /// The broker connection, kept by the consumer.
     pub broker: BrokerState,
+    /// Every hole between committed ranges, as of the last batch that changed one.
+    gaps: Mutex<Vec<Gap>>,
+    /// `audit.gap_after`: holes open longer are losses (counted, listed on `/status`).
+    gap_after: Duration,
 }
 
 impl Default for Metrics {
     fn default() -> Metrics {
-        Metrics::new(Duration::from_secs(7 * 24 * 3600))
+        Metrics::new(
+            Duration::from_secs(7 * 24 * 3600),
+            logship_config::archive::DEFAULT_GAP_AFTER,
+        )
     }
 }
 
 impl Metrics {
-    /// Metrics that forget a host silent for `host_max_age` (`dedup.max_age`).
-    pub fn new(host_max_age: Duration) -> Metrics {
+    /// Metrics that forget a host silent for `host_max_age` (`dedup.max_age`) and count holes
+    /// open longer than `gap_after` (`audit.gap_after`).
+    pub fn new(host_max_age: Duration, gap_after: Duration) -> Metrics {
         Metrics {
             counters: Counters::default(),
             write_errors: Default::default(),
@@ -83,7 +95,29 @@ impl Metrics {
             open_files: AtomicU64::new(0),
             consuming: AtomicBool::new(false),
             broker: BrokerState::default(),
+            gaps: Mutex::new(Vec::new()),
+            gap_after,
         }
+    }
+
+    /// The holes between committed ranges are now `gaps`.
+    pub fn set_gaps(&self, gaps: Vec<Gap>) {
+        if let Ok(mut held) = self.gaps.lock() {
+            *held = gaps;
+        }
+    }
+
+    /// The holes open longer than `audit.gap_after` now.
+    fn overdue_gaps(&self) -> Vec<Gap> {
+        let now = crate::audit::now_ms();
+        self.gaps.lock().map_or_else(
+            |_| Vec::new(),
+            |gaps| {
+                crate::audit::overdue(&gaps, self.gap_after, now)
+                    .cloned()
+                    .collect()
+            },
+        )
     }
 
     /// A batch was committed: its lines' delays, its hosts' last-seen time, the open files.
@@ -98,6 +132,11 @@ impl Metrics {
         }
         self.open_files
             .store(outcome.open_files as u64, Ordering::Relaxed);
+        if let Some(gaps) = &outcome.gaps {
+            self.set_gaps(gaps.clone());
+        }
+        Metrics::add(&self.counters.retention_deleted, outcome.retained.0);
+        Metrics::add(&self.counters.retention_deleted_bytes, outcome.retained.1);
     }
 
     /// A consumer is registered on the queue (`true`), or no longer.
@@ -127,6 +166,7 @@ impl Metrics {
             open_files: self.open_files.load(Ordering::Relaxed),
             hosts: self.hosts.lock().map_or(0, |h| h.len() as u64),
             counters,
+            gaps: self.overdue_gaps(),
         }
     }
 
@@ -185,6 +225,25 @@ impl Metrics {
             "gauge",
             "Output files open.",
             self.open_files.load(Ordering::Relaxed),
+        );
+        let overdue = self.overdue_gaps();
+        logship_runtime::http::metric(
+            &mut out,
+            "logship_collector_gaps",
+            "gauge",
+            "Holes between committed ranges of a source open longer than audit.gap_after: pieces that never arrived.",
+            overdue.len() as u64,
+        );
+        logship_runtime::http::metric(
+            &mut out,
+            "logship_collector_gap_bytes",
+            "gauge",
+            "Bytes in those holes (sources whose offsets are byte positions).",
+            overdue
+                .iter()
+                .filter(|g| crate::audit::is_bytes(g))
+                .map(|g| g.end - g.start)
+                .sum::<u64>(),
         );
         out
     }

@@ -160,7 +160,7 @@ async fn declare_queue(
 ) -> Result<(), TopologyError> {
     let mut arguments = FieldTable::default();
     if let Some(dlx) = &config.queue.dead_letter_exchange {
-        declare_dead_letter(channel, dlx, queue).await?;
+        declare_dead_letter(channel, dlx, queue, config.queue.dead_letter_max_bytes).await?;
         arguments.insert(
             "x-dead-letter-exchange".into(),
             AMQPValue::LongString(dlx.as_str().into()),
@@ -195,11 +195,15 @@ async fn declare_queue(
 }
 
 /// Declares the dead-letter exchange `dlx` and `<queue>.dead-letter`, bound to it by `queue`'s
-/// name (the routing key its rejected messages carry).
+/// name (the routing key its rejected messages carry). The dead-letter queue holds at most
+/// `max_bytes` (`broker.dead_letter_max_bytes`), dropping its oldest messages past it: a flood
+/// of rejected messages must not fill the broker's disk and raise its alarm, which would block
+/// every agent.
 async fn declare_dead_letter(
     channel: &Channel,
     dlx: &str,
     queue: &str,
+    max_bytes: u64,
 ) -> Result<(), TopologyError> {
     channel
         .exchange_declare(
@@ -211,11 +215,20 @@ async fn declare_dead_letter(
         .await
         .map_err(failed(Op::Declare))?;
     let dead_queue = format!("{queue}.dead-letter");
+    let mut bounded = FieldTable::default();
+    bounded.insert(
+        "x-max-length-bytes".into(),
+        AMQPValue::LongLongInt(i64::try_from(max_bytes).unwrap_or(i64::MAX)),
+    );
+    bounded.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("drop-head".into()),
+    );
     channel
         .queue_declare(
             dead_queue.as_str().into(),
             QueueDeclareOptions::durable(),
-            FieldTable::default(),
+            bounded,
         )
         .await
         .map_err(failed(Op::Declare))?;

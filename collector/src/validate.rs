@@ -2,30 +2,43 @@
 
 use std::path::PathBuf;
 
+use logship_config::CollectorConfig;
 use logship_config::layout::Layout;
 use logship_config::security::Security;
-use logship_runtime::{Envelope, EnvelopeError};
+use logship_runtime::{Envelope, EnvelopeError, SourceKind};
 
 use crate::outpath::{self, OutpathError};
-use crate::positions::{self, SourceHash};
+use crate::positions::{self, Claim, OffsetKind, SourceHash, SourceName};
 
 /// A line that passed validation.
 #[derive(Debug)]
 pub struct Line {
     /// [`Envelope::message_id`]: the dedup key of last resort (see `commit`).
     pub id: String,
-    /// Its source (host, file identity, generation): with `extent`, the dedup key.
-    pub source: SourceHash,
-    /// The part of its source it claims ([`Envelope::extent`]): with `source`, the dedup key.
-    pub extent: positions::Extent,
+    /// What it claims of its source (host, file identity, generation): the dedup key. Its
+    /// [`Envelope::extent`], in bytes for a file's line, in sequence numbers for a journal
+    /// entry.
+    pub claim: Claim,
     /// Output file, relative to `output.dir` (see [`outpath`]).
     pub file: PathBuf,
     /// The line's bytes, without a newline.
     pub bytes: Vec<u8>,
-    /// The source host (for the host's last-seen time).
-    pub host: String,
+    /// The source host and path (for the host's last-seen time, and the audit's names).
+    pub name: SourceName,
     /// The envelope's `ts`, unix milliseconds (for the delay histogram).
     pub ts_ms: i64,
+}
+
+impl Line {
+    /// What the line claims of its source.
+    pub fn claim(&self) -> Claim {
+        self.claim
+    }
+
+    /// Its source (host, file identity, generation).
+    pub fn source(&self) -> SourceHash {
+        self.claim.source
+    }
 }
 
 /// Why a message is rejected (dead-lettered): it is never written.
@@ -39,6 +52,9 @@ pub enum Rejection {
     /// this host (or the message carries no `user_id`).
     #[error("host {host:?} is not allowed for user {}", user.as_deref().map_or("(no user_id)".into(), |u| format!("{u:?}")))]
     HostNotAllowed { host: String, user: Option<String> },
+    /// The message is larger than `output.max_line_bytes`: never parsed.
+    #[error("message of {size} bytes is above output.max_line_bytes ({limit})")]
+    TooLarge { size: usize, limit: u64 },
 }
 
 impl Rejection {
@@ -48,6 +64,7 @@ impl Rejection {
             Rejection::Envelope(_) => Reason::Malformed,
             Rejection::Outpath(_) => Reason::UnsafePath,
             Rejection::HostNotAllowed { .. } => Reason::HostNotAllowed,
+            Rejection::TooLarge { .. } => Reason::TooLarge,
         }
     }
 }
@@ -61,14 +78,17 @@ pub enum Reason {
     UnsafePath = 1,
     /// Its host is not allowed for its validated user (`[security]`).
     HostNotAllowed = 2,
+    /// Larger than `output.max_line_bytes`.
+    TooLarge = 3,
 }
 
 impl Reason {
     /// Every reason, in counter order.
-    pub const ALL: [Reason; 3] = [
+    pub const ALL: [Reason; 4] = [
         Reason::Malformed,
         Reason::UnsafePath,
         Reason::HostNotAllowed,
+        Reason::TooLarge,
     ];
 
     /// The Prometheus label value.
@@ -77,8 +97,31 @@ impl Reason {
             Reason::Malformed => "malformed",
             Reason::UnsafePath => "unsafe_path",
             Reason::HostNotAllowed => "host_not_allowed",
+            Reason::TooLarge => "too_large",
         }
     }
+}
+
+/// Takes a delivery's body as `config` says: a body larger than `output.max_line_bytes` is
+/// refused before it is parsed; a line's output file carries the compression's suffix (a `.zst`
+/// file and a plain one never share a path).
+pub fn intake(
+    body: &[u8],
+    config: &CollectorConfig,
+    user: Option<&str>,
+) -> Result<Line, Rejection> {
+    if body.len() as u64 > config.archive.max_line_bytes {
+        return Err(Rejection::TooLarge {
+            size: body.len(),
+            limit: config.archive.max_line_bytes,
+        });
+    }
+    let mut line = line(body, &config.layout, user, &config.security)?;
+    let suffix = config.archive.compression.suffix();
+    if !suffix.is_empty() {
+        line.file.as_mut_os_string().push(suffix);
+    }
+    Ok(line)
 }
 
 /// Validates a message body; its output file follows `layout`. `user` is the message's
@@ -98,8 +141,8 @@ pub fn line(
         });
     }
     let file = outpath::relative(layout, &envelope)?;
-    Ok(Line {
-        id: envelope.message_id(),
+    let (start, end) = envelope.extent();
+    let claim = Claim {
         source: positions::source_hash(
             &envelope.host,
             envelope.file.dev,
@@ -107,10 +150,22 @@ pub fn line(
             envelope.file.fp,
             envelope.generation,
         ),
-        extent: envelope.extent(),
+        start,
+        end,
+        kind: match envelope.kind {
+            SourceKind::File => OffsetKind::Bytes,
+            SourceKind::Journal { .. } => OffsetKind::Sequence,
+        },
+    };
+    Ok(Line {
+        id: envelope.message_id(),
+        claim,
         file,
         bytes: envelope.line,
-        host: envelope.host,
+        name: SourceName {
+            host: envelope.host,
+            path: envelope.path,
+        },
         ts_ms: envelope.timestamp_ms,
     })
 }

@@ -6,14 +6,21 @@
 //! lengths (or, if even that failed, will be before the next batch is written), so the same
 //! batch can simply be written again.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
 use logship_config::CollectorConfig;
+use logship_runtime::status::Gap;
 
+use crate::audit::{AuditRecord, now_ms};
 use crate::commit::Commit;
 use crate::dedup;
+use crate::retention;
 use crate::sink::{self, Sink, SinkError};
 use crate::validate::Line;
+
+/// The audit record is rewritten when only its count of sources changed at most this often.
+const AUDIT_REFRESH_MS: i64 = 10_000;
 
 /// What became of a batch.
 #[derive(Debug, Default)]
@@ -32,6 +39,10 @@ pub struct Outcome {
     pub hosts: Vec<String>,
     /// Output files open after the batch.
     pub open_files: usize,
+    /// Every hole between committed ranges, when the batch opened, changed or closed one.
+    pub gaps: Option<Vec<Gap>>,
+    /// Files and bytes deleted by retention passes since the last outcome.
+    pub retained: (u64, u64),
 }
 
 /// Owns the output files and the commit record.
@@ -40,6 +51,17 @@ pub struct Writer {
     commit: Commit,
     /// A failed batch could not be truncated back: do it before writing anything else.
     needs_recovery: bool,
+    /// Where the audit record is kept.
+    state_dir: PathBuf,
+    /// When the audit record was last written, and the sources it counted.
+    audited: (i64, usize),
+    /// `output.dir` and `output.retention`.
+    output_dir: PathBuf,
+    retention: Option<Duration>,
+    /// Not before this instant is the next retention pass.
+    next_retention_ms: i64,
+    /// Files and bytes deleted by retention passes not yet reported in an outcome.
+    retained: (u64, u64),
 }
 
 impl Writer {
@@ -58,7 +80,12 @@ impl Writer {
                 "output.max_open_files leaves too few descriptors under the open-file limit; keeping fewer output files open"
             );
         }
-        let sink = Sink::open(&config.output_dir, &commit, max_open)?;
+        let sink = Sink::open(
+            &config.output_dir,
+            &commit,
+            max_open,
+            config.archive.compression,
+        )?;
         tracing::info!(
             files = commit.files()?.len(),
             seen_ids = commit.seen_count(),
@@ -66,11 +93,89 @@ impl Writer {
             max_open_files = sink.max_open(),
             "state recovered"
         );
-        Ok(Writer {
+        let mut writer = Writer {
             sink,
             commit,
             needs_recovery: false,
-        })
+            state_dir: config.state_dir.clone(),
+            audited: (0, 0),
+            output_dir: config.output_dir.clone(),
+            retention: config.archive.retention,
+            next_retention_ms: 0,
+            retained: (0, 0),
+        };
+        writer.audit();
+        writer.retention_pass()?;
+        Ok(writer)
+    }
+
+    /// Deletes the output files older than `output.retention`, if set and a pass is due (see
+    /// [`crate::retention`]). A file that cannot be deleted is said and left; only a failing
+    /// commit record is an error.
+    fn retention_pass(&mut self) -> Result<(), SinkError> {
+        let Some(max_age) = self.retention else {
+            return Ok(());
+        };
+        let now = now_ms();
+        if now < self.next_retention_ms {
+            return Ok(());
+        }
+        self.next_retention_ms = now + retention::PASS_INTERVAL.as_millis() as i64;
+        let cutoff = SystemTime::now() - max_age;
+        let (expired, kept) = match retention::expired(&self.output_dir, cutoff) {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::warn!(dir = %self.output_dir.display(), error = %err, "retention pass failed; next one in an hour");
+                return Ok(());
+            }
+        };
+        let mut pass = retention::Pass {
+            kept,
+            ..retention::Pass::default()
+        };
+        for (relative, bytes) in expired {
+            self.sink.close(&relative);
+            match retention::delete(&self.output_dir, &relative) {
+                Ok(dirs) => {
+                    pass.dirs += dirs;
+                    pass.bytes += bytes;
+                    pass.deleted.push(relative);
+                }
+                Err(err) => {
+                    tracing::warn!(file = %self.output_dir.join(&relative).display(), error = %err, "retention cannot delete an old output file")
+                }
+            }
+        }
+        let forget: Vec<_> = pass.deleted.iter().map(|r| (r.clone(), None)).collect();
+        self.commit.set_records(&forget)?;
+        tracing::info!(
+            files = pass.deleted.len(),
+            bytes = pass.bytes,
+            dirs = pass.dirs,
+            kept = pass.kept,
+            retention = %humantime::format_duration(max_age),
+            "retention pass: deleted output files older than output.retention"
+        );
+        self.retained.0 += pass.deleted.len() as u64;
+        self.retained.1 += pass.bytes;
+        Ok(())
+    }
+
+    /// Writes the audit record (see [`crate::audit`]) and returns its gaps. A record that cannot
+    /// be written is said, not fatal: the output and its commit are unaffected.
+    pub fn audit(&mut self) -> Vec<Gap> {
+        self.audited = (now_ms(), self.commit.source_count());
+        let record = match AuditRecord::of(&self.commit, now_ms()) {
+            Ok(record) => record,
+            Err(err) => {
+                tracing::warn!(error = %logship_runtime::error_chain(&err), "cannot list gaps for the audit");
+                return Vec::new();
+            }
+        };
+        if let Err(err) = record.write(&self.state_dir) {
+            tracing::warn!(error = %logship_runtime::error_chain(&err), "cannot write the audit record");
+        }
+        record.gaps
     }
 
     /// Writes a batch of lines, in order. On failure the output is truncated back at once (on
@@ -93,6 +198,7 @@ impl Writer {
     }
 
     fn write_batch(&mut self, lines: &[Line]) -> Result<Outcome, SinkError> {
+        self.retention_pass()?;
         let (fresh, duplicates) = dedup::fresh(lines, &self.commit);
         let refused_files = self.sink.open_all(
             fresh.iter().map(|(_, line)| line.file.as_path()),
@@ -103,7 +209,7 @@ impl Writer {
             ..Outcome::default()
         };
         let mut ids = Vec::with_capacity(fresh.len());
-        let mut positions = Vec::with_capacity(fresh.len());
+        let mut claims = Vec::with_capacity(fresh.len());
         let mut hosts = std::collections::HashSet::new();
         for (position, line) in fresh {
             if let Some((_, err)) = refused_files.iter().find(|(file, _)| *file == line.file) {
@@ -113,17 +219,35 @@ impl Writer {
             self.sink.append(&line.file, &line.bytes);
             ids.push(line.id.as_str());
             outcome.line_ts_ms.push(line.ts_ms);
-            hosts.insert(line.host.as_str());
-            positions.push((line.source, line.extent));
+            hosts.insert(line.name.host.as_str());
+            claims.push((line.claim(), &line.name));
         }
         let started = std::time::Instant::now();
         let lengths = self.sink.sync(&self.commit)?;
         outcome.fsync = started.elapsed();
-        self.commit.record(&ids, &positions, &lengths, now_ms())?;
+        let holes_changed = self.commit.record(&ids, &claims, &lengths, now_ms())?;
         outcome.committed_at_ms = now_ms();
+        // The batch is committed whatever happens here: a failed compaction is finished or
+        // undone by the recovery before the next batch.
+        if let Err(err) = self.sink.compact(&self.commit) {
+            if err.is_fatal() {
+                return Err(err);
+            }
+            tracing::warn!(error = %crate::outage::chain(&err), "cannot compact compressed output yet");
+            self.needs_recovery = true;
+        }
         outcome.hosts = hosts.into_iter().map(str::to_string).collect();
         outcome.open_files = self.sink.open_count();
         outcome.written = ids.len() as u64;
+        outcome.retained = std::mem::take(&mut self.retained);
+        // New sources alone refresh the record's count now and then, not on every batch.
+        let (audited_ms, audited_sources) = self.audited;
+        if holes_changed
+            || (self.commit.source_count() != audited_sources
+                && now_ms() - audited_ms >= AUDIT_REFRESH_MS)
+        {
+            outcome.gaps = Some(self.audit());
+        }
         Ok(outcome)
     }
 
@@ -131,10 +255,4 @@ impl Writer {
     pub fn reopen(&mut self) {
         self.sink.close_all();
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -213,6 +213,10 @@ impl Validate for RawAgentConfig {
                 self.broker.dead_letter_exchange.is_some(),
             ),
             ("broker.partitions", self.broker.partitions.is_some()),
+            (
+                "broker.dead_letter_max_bytes",
+                self.broker.dead_letter_max_bytes.is_some(),
+            ),
             ("broker.partition", self.broker.partition.is_some()),
         ] {
             if set {

@@ -36,6 +36,8 @@ pub struct RawBroker {
     pub prefetch: Option<u16>,
     /// Collector only: where rejected messages go; `""` disables dead-lettering.
     pub dead_letter_exchange: Option<String>,
+    /// Collector only: the dead-letter queue's size cap (oldest dropped past it).
+    pub dead_letter_max_bytes: Option<String>,
     /// Collector only: queues in this collector's partitioned group (default 1: one queue).
     pub partitions: Option<u32>,
     /// Collector only: the partition (0-based) this member consumes.

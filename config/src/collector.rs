@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::archive::{self, Archive, RawArchive, RawAudit};
 use crate::broker::{Broker, RawBroker, check_name, duration_or};
 use crate::error::KeyError;
 use crate::layout::Layout;
@@ -27,6 +28,8 @@ pub struct RawCollectorConfig {
     pub metrics: crate::metrics::RawMetrics,
     #[serde(default)]
     pub security: crate::security::RawSecurity,
+    #[serde(default)]
+    pub audit: RawAudit,
 }
 
 /// `[output]`.
@@ -37,6 +40,11 @@ pub struct RawOutput {
     pub max_open_files: Option<u64>,
     /// See [`crate::layout`]; default `{host}/{path}`.
     pub layout: Option<String>,
+    /// See [`crate::archive`].
+    pub compression: Option<String>,
+    pub compression_level: Option<i32>,
+    pub retention: Option<String>,
+    pub max_line_bytes: Option<String>,
 }
 
 /// Output files kept open at most, unless `output.max_open_files` says otherwise: far below
@@ -79,6 +87,8 @@ pub struct CollectorConfig {
     pub metrics: Option<std::net::SocketAddr>,
     /// `[security]`: which hosts a broker user may write lines for.
     pub security: crate::security::Security,
+    /// Compression, retention, the intake bound and the audit (see [`crate::archive`]).
+    pub archive: Archive,
 }
 
 /// This collector's own queue, or its partitioned group.
@@ -95,6 +105,9 @@ pub struct QueueSettings {
     pub dead_letter_exchange: Option<String>,
     /// Quorum queues survive the loss of a minority of cluster nodes.
     pub queue_type: QueueType,
+    /// `broker.dead_letter_max_bytes`: the dead-letter queue's cap; past it the oldest
+    /// rejected messages are dropped (`x-overflow = drop-head`).
+    pub dead_letter_max_bytes: u64,
 }
 
 impl QueueSettings {
@@ -160,6 +173,16 @@ impl Validate for RawCollectorConfig {
             }
             None => Some(format!("{}.dead-letter", broker.exchange)),
         };
+        let dead_letter_max_bytes =
+            archive::dead_letter_max_bytes(self.broker.dead_letter_max_bytes.as_deref())?;
+        let archive = RawArchive {
+            compression: self.output.compression.as_deref(),
+            compression_level: self.output.compression_level,
+            retention: self.output.retention.as_deref(),
+            max_line_bytes: self.output.max_line_bytes.as_deref(),
+            audit: Some(&self.audit),
+        }
+        .validate()?;
         let queue_type = match self.broker.queue_type.as_deref() {
             None | Some("classic") => QueueType::Classic,
             Some("quorum") => QueueType::Quorum,
@@ -210,6 +233,7 @@ impl Validate for RawCollectorConfig {
                 prefetch,
                 dead_letter_exchange,
                 queue_type,
+                dead_letter_max_bytes,
             },
             output_dir: self.output.dir,
             layout: match &self.output.layout {
@@ -224,6 +248,7 @@ impl Validate for RawCollectorConfig {
             dedup: DedupSettings { max_ids, max_age },
             metrics: self.metrics.validate()?,
             security: self.security.validate()?,
+            archive,
         })
     }
 

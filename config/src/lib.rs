@@ -6,6 +6,7 @@
 //! - [`load`]: reading and validating a file.
 //! - [`agent`], [`collector`]: each daemon's settings.
 //! - [`layout`]: the collector's `output.layout` template.
+//! - [`archive`]: the collector's compression, retention, intake bound and audit settings.
 //! - [`security`]: the collector's `[security]` table (which hosts a broker user may write).
 //! - [`broker`], [`tls`], [`partition`]: broker settings shared by both daemons; URIs never
 //!   print their password.
@@ -13,6 +14,7 @@
 //!   checks of this machine (hostname, writable directories, the state version).
 
 pub mod agent;
+pub mod archive;
 pub mod broker;
 pub mod collector;
 pub mod error;

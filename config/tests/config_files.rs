@@ -41,6 +41,33 @@ fn example_collector_config_with_partitions_uncommented_parses() {
 }
 
 #[test]
+fn example_collector_config_with_the_archive_keys_uncommented_parses() {
+    let mut text = example("collector.toml");
+    for key in [
+        "compression = \"none\"",
+        "compression_level = 3",
+        "retention = \"30d\"",
+        "max_line_bytes = \"4 MiB\"",
+        "gap_after = \"10m\"",
+        "dead_letter_max_bytes = \"1 GiB\"",
+    ] {
+        assert!(text.contains(&format!("# {key}")), "{key}");
+        text = text.replace(&format!("# {key}"), key);
+    }
+    let text = text.replace("compression = \"none\"", "compression = \"zstd\"");
+    let config = parse::<RawCollectorConfig>(Path::new("collector.toml"), &text).unwrap();
+    assert_eq!(
+        config.archive.compression,
+        logship_config::archive::Compression::Zstd { level: 3 }
+    );
+    assert_eq!(
+        config.archive.retention,
+        Some(std::time::Duration::from_secs(30 * 86400))
+    );
+    assert_eq!(config.queue.dead_letter_max_bytes, 1 << 30);
+}
+
+#[test]
 fn example_agent_config_parses() {
     let config = parse::<RawAgentConfig>(Path::new("agent.toml"), &example("agent.toml")).unwrap();
     assert_eq!(config.buffer.max_bytes, 1 << 30);
@@ -97,6 +124,59 @@ fn bad_collector_snippets_name_their_key() {
         (
             Box::new(|c| c.replace("queue = \"q\"\n", "")),
             "collector.toml: broker.queue: missing key",
+        ),
+        (
+            Box::new(|c| {
+                c.replace(
+                    "dir = \"/tmp/y\"",
+                    "dir = \"/tmp/y\"\ncompression = \"gzip\"",
+                )
+            }),
+            "collector.toml: output.compression: unknown compression \"gzip\" (none or zstd)",
+        ),
+        (
+            Box::new(|c| {
+                c.replace(
+                    "dir = \"/tmp/y\"",
+                    "dir = \"/tmp/y\"\ncompression = \"zstd\"\ncompression_level = 30",
+                )
+            }),
+            "collector.toml: output.compression_level: 30 is out of range (1 to 22, or -7 to -1 for the fast levels)",
+        ),
+        (
+            Box::new(|c| {
+                c.replace(
+                    "dir = \"/tmp/y\"",
+                    "dir = \"/tmp/y\"\ncompression_level = 5",
+                )
+            }),
+            "collector.toml: output.compression_level: set without output.compression = \"zstd\"",
+        ),
+        (
+            Box::new(|c| c.replace("dir = \"/tmp/y\"", "dir = \"/tmp/y\"\nretention = \"10m\"")),
+            "collector.toml: output.retention: \"10m\" is below one hour (retention passes run hourly)",
+        ),
+        (
+            Box::new(|c| {
+                c.replace(
+                    "dir = \"/tmp/y\"",
+                    "dir = \"/tmp/y\"\nmax_line_bytes = \"1MB\"",
+                )
+            }),
+            "collector.toml: output.max_line_bytes: invalid size \"1MB\" (use a number of bytes or KiB, MiB, GiB, TiB)",
+        ),
+        (
+            Box::new(|c| format!("{c}\n[audit]\ngap_after = \"soon\"\n")),
+            "collector.toml: audit.gap_after: invalid duration \"soon\" (e.g. \"500ms\", \"30s\", \"7d\")",
+        ),
+        (
+            Box::new(|c| {
+                c.replace(
+                    "queue = \"q\"",
+                    "queue = \"q\"\ndead_letter_max_bytes = \"0\"",
+                )
+            }),
+            "collector.toml: broker.dead_letter_max_bytes: must be above zero",
         ),
         (
             Box::new(|c| c.replace("state_dir = \"/tmp/x\"\n", "")),

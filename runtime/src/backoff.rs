@@ -59,6 +59,7 @@ mod tests {
             queue: None,
             prefetch: None,
             dead_letter_exchange: None,
+            dead_letter_max_bytes: None,
             partitions: None,
             partition: None,
         }

@@ -6,6 +6,7 @@
 //! logship-agent [--config FILE]                 run (default /etc/logship/agent.toml)
 //! logship-agent [--config FILE] --check-config  validate and exit (also: --check-config FILE)
 //! logship-agent [--config FILE] status          GET /status from metrics.listen, as a table
+//! logship-collector [--config FILE] audit       the sources' missing ranges: exit 0 none, 1 some
 //! logship-agent --help | -h | --version | -V    exit 0
 //! ```
 //!
@@ -59,6 +60,11 @@ enum Sub {
     /// Ask the running daemon how it is doing (GET /status on metrics.listen) and print a
     /// short table: exit 2 if metrics are off in the config, 1 if the daemon does not answer.
     Status,
+    /// logship-collector only: list, per host and path, the ranges of each source that never
+    /// arrived (holes between committed ranges open longer than audit.gap_after) and since
+    /// when; reads the state, also while the collector runs. Exit 0 when there is none, 1 when
+    /// there is one, 2 if the config or the state cannot be read.
+    Audit,
 }
 
 /// What the command line asks for.
@@ -70,6 +76,8 @@ pub enum Command {
     Check(PathBuf),
     /// Fetch the status page of the daemon this config file describes.
     Status(PathBuf),
+    /// Audit the archive of the collector this config file describes (the binary answers it).
+    Audit(PathBuf),
     /// Print the man page of the binary (`None`) or of one of its subcommands.
     Man(Option<String>),
     /// Print the completion script for a shell.
@@ -89,6 +97,7 @@ pub fn definition(binary: &'static str, version: &'static str) -> clap::Command 
             arg.required(false)
                 .default_value(format!("/etc/logship/{role}.toml"))
         })
+        .mut_subcommand("audit", |audit| audit.hide(binary != "logship-collector"))
 }
 
 /// Parses the arguments (program name first). `Err` is clap's: help and version requests
@@ -108,12 +117,19 @@ pub fn parse(
         return Ok(Command::Completions(shell));
     }
     match (args.check_config, args.subcommand) {
-        (Some(_), Some(Sub::Status)) => Err(definition.error(
+        (Some(_), Some(_)) => Err(definition.error(
             ErrorKind::ArgumentConflict,
-            "--check-config and status do not go together",
+            "--check-config and a subcommand do not go together",
         )),
         (Some(file), None) => Ok(Command::Check(file.unwrap_or(args.config))),
         (None, Some(Sub::Status)) => Ok(Command::Status(args.config)),
+        (None, Some(Sub::Audit)) if binary == "logship-collector" => {
+            Ok(Command::Audit(args.config))
+        }
+        (None, Some(Sub::Audit)) => Err(definition.error(
+            ErrorKind::InvalidSubcommand,
+            "audit is a logship-collector command",
+        )),
         (None, None) => Ok(Command::Run(args.config)),
     }
 }
@@ -202,6 +218,10 @@ where
         Ok(Command::Check(path)) => (path, true),
         Ok(Command::Status(path)) => {
             return status::command(binary, &path, R::Config::status_table);
+        }
+        // The collector's binary answers `audit` before calling us; parse refuses it elsewhere.
+        Ok(Command::Audit(_)) => {
+            return fail(binary, "usage: audit is a logship-collector command", 2);
         }
         Ok(Command::Man(page)) => return man_page(binary, version, page.as_deref()),
         Ok(Command::Completions(shell)) => {

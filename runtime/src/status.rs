@@ -158,6 +158,27 @@ pub struct CollectorStatus {
     pub hosts: u64,
     /// Every counter of `/metrics`, by metric name, in its shown unit.
     pub counters: BTreeMap<String, f64>,
+    /// Holes between committed ranges open longer than `audit.gap_after`: pieces of sources
+    /// that never arrived.
+    #[serde(default)]
+    pub gaps: Vec<Gap>,
+}
+
+/// A hole between two committed ranges of a source: on `/status`, and in the audit record the
+/// collector keeps for `logship-collector audit`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Gap {
+    pub host: String,
+    pub path: String,
+    /// The source (file identity and generation) as the collector keys it, in hex.
+    pub source: String,
+    /// `"bytes"`, or `"sequence numbers"` for sources whose offsets are not byte positions.
+    pub unit: String,
+    /// The missing range, `[start, end)`.
+    pub start: u64,
+    pub end: u64,
+    /// Since when it has been open (unix milliseconds).
+    pub since_ms: i64,
 }
 
 impl AgentStatus {
@@ -232,7 +253,8 @@ impl CollectorStatus {
         let _ = writeln!(out, "queue       {} ({consuming})", self.queue);
         let _ = writeln!(out, "broker      {}", broker_line(&self.broker));
         let _ = writeln!(out, "open files  {}", self.open_files);
-        let _ = writeln!(out, "hosts       {}\n", self.hosts);
+        let _ = writeln!(out, "hosts       {}", self.hosts);
+        let _ = writeln!(out, "gaps        {}\n", self.gaps.len());
         for (name, value) in &self.counters {
             let short = name.strip_prefix("logship_collector_").unwrap_or(name);
             let _ = writeln!(out, "{short:<24} {value}");

@@ -23,6 +23,20 @@ impl Collector {
         Collector::with_uris(dir, name, &[&amqp_url()], exchange, queue, "", extra)
     }
 
+    /// A collector of its own on `topology`'s first queue, serving `/metrics` and `/status`
+    /// on a free loopback address (returned); `output` goes into `[output]`, `rest` after it.
+    pub fn serving(
+        dir: &Path,
+        topology: &Topology,
+        output: &str,
+        rest: &str,
+    ) -> (Collector, String) {
+        let addr = crate::http::free_addr();
+        let extra = format!("{output}\n[metrics]\nlisten = \"{addr}\"\n{rest}");
+        let collector = Collector::new(dir, "c", &topology.exchange, &topology.queues[0], &extra);
+        (collector, addr)
+    }
+
     /// Like [`Collector::new`], on other brokers; `broker` goes into `[broker]`.
     pub fn with_uris(
         dir: &Path,

@@ -29,6 +29,7 @@
 //!   file are durable before the file can vanish.
 
 pub mod checkpoint;
+pub mod dropped;
 mod index;
 pub mod segment;
 
@@ -144,6 +145,8 @@ pub struct Spool {
     /// Lines (not segments) spooled.
     lines: AtomicU64,
     dropped: AtomicU64,
+    /// What `drop_oldest` dropped since [`Spool::take_dropped`] was last called.
+    dropped_ranges: Mutex<Vec<dropped::DroppedRange>>,
     /// Segments whose records are removed but whose files wait for a durable flush.
     doomed: Mutex<Vec<Seq>>,
     state_dir: PathBuf,
@@ -201,6 +204,7 @@ impl Spool {
             bytes: AtomicU64::new(bytes),
             lines: AtomicU64::new(count),
             dropped: AtomicU64::new(0),
+            dropped_ranges: Mutex::new(Vec::new()),
             doomed: Mutex::new(Vec::new()),
             state_dir: state_dir.to_path_buf(),
             max_bytes,
@@ -319,10 +323,25 @@ impl Spool {
             let Some((key, _)) = self.db.scan_prefix(b"q").next().transpose()? else {
                 break;
             };
-            dropped += self.remove(decode_seq(&key))?;
+            let seq = decode_seq(&key);
+            // A damaged segment is dropped all the same; only its ranges go unnamed.
+            if let Ok(messages) = self.segments.read(seq) {
+                // unwrap: as in `remove`.
+                dropped::add(
+                    &mut self.dropped_ranges.lock().expect("spool lock poisoned"),
+                    &messages,
+                );
+            }
+            dropped += self.remove(seq)?;
         }
         self.dropped.fetch_add(dropped, Ordering::Relaxed);
         Ok(dropped)
+    }
+
+    /// The ranges of source files dropped by `drop_oldest` since the last call.
+    pub fn take_dropped(&self) -> Vec<dropped::DroppedRange> {
+        // unwrap: as in `remove`.
+        std::mem::take(&mut *self.dropped_ranges.lock().expect("spool lock poisoned"))
     }
 
     /// Records a checkpoint alone (a new generation, a file finished, a start at the end).

@@ -14,6 +14,9 @@
 //! - No symbolic link below `output.dir` is ever followed, to write or to truncate: every file
 //!   and directory is opened relative to its parent's descriptor without following links
 //!   ([`nofollow`]). A path through a link is refused, and its lines are dead-lettered.
+//! - Compressed files (`output.compression = "zstd"`) get one frame per batch, so their
+//!   committed length is always the end of a frame; a staged compaction is finished before the
+//!   file is truncated or written ([`frames`], [`compact`]).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -21,11 +24,16 @@ use std::io::{ErrorKind, Write};
 use std::os::fd::{AsFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use logship_config::archive::Compression;
+
 use crate::commit::{Commit, CommitError};
 use crate::durable::{OutputFs, SyncError, Target};
+use crate::file_record::FileRecord;
 use crate::lru::Lru;
 
 mod budget;
+mod compact;
+pub mod frames;
 mod nofollow;
 
 pub use budget::budget;
@@ -58,6 +66,12 @@ pub enum SinkError {
     NotOpen { path: PathBuf },
     #[error(transparent)]
     Commit(#[from] CommitError),
+    #[error("cannot compress for \"{}\"", path.display())]
+    Compress {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl SinkError {
@@ -86,7 +100,8 @@ impl SinkError {
             SinkError::Open { path, source }
             | SinkError::Write { path, source }
             | SinkError::Truncate { path, source, .. }
-            | SinkError::Sync(SyncError { path, source }) => Some((path, source)),
+            | SinkError::Sync(SyncError { path, source })
+            | SinkError::Compress { path, source } => Some((path, source)),
             SinkError::NotOpen { .. } | SinkError::Commit(_) => None,
         }
     }
@@ -94,9 +109,9 @@ impl SinkError {
 
 struct OutputFile {
     file: File,
-    /// What the file holds (and will hold once synced): its committed length plus what this
+    /// What the file holds (and will hold once synced): its committed record plus what this
     /// batch wrote to it.
-    len: u64,
+    record: FileRecord,
     /// Whether a syncfs of `output.dir` covers it (not on a mount below it).
     on_output_fs: bool,
 }
@@ -115,12 +130,21 @@ pub struct Sink {
     pending: Vec<(PathBuf, Vec<u8>)>,
     /// Index of each file in `pending`.
     pending_index: HashMap<PathBuf, usize>,
+    /// zstd contexts when files are compressed; `None`: plain files.
+    frames: Option<frames::Frames>,
+    /// Compressed files whose tail of small frames is due for compaction once committed.
+    compact_due: Vec<PathBuf>,
 }
 
 impl Sink {
     /// Opens `dir` and truncates every recorded file back to its committed length; at most
-    /// `max_open` files will be open at once.
-    pub fn open(dir: &Path, commit: &Commit, max_open: usize) -> Result<Sink, SinkError> {
+    /// `max_open` files will be open at once; files are written as `compression` says.
+    pub fn open(
+        dir: &Path,
+        commit: &Commit,
+        max_open: usize,
+        compression: Compression,
+    ) -> Result<Sink, SinkError> {
         let open_err = |source| SinkError::Open {
             path: dir.to_path_buf(),
             source,
@@ -135,6 +159,16 @@ impl Sink {
             max_open: max_open.max(1),
             pending: Vec::new(),
             pending_index: HashMap::new(),
+            frames: match compression {
+                Compression::None => None,
+                Compression::Zstd { level } => Some(frames::Frames::new(level).map_err(
+                    |source| SinkError::Compress {
+                        path: dir.to_path_buf(),
+                        source,
+                    },
+                )?),
+            },
+            compact_due: Vec::new(),
         };
         sink.truncate_back(commit, true)?;
         Ok(sink)
@@ -151,7 +185,18 @@ impl Sink {
     fn truncate_back(&mut self, commit: &Commit, on_start: bool) -> Result<(), SinkError> {
         self.close_all();
         let mut forget = Vec::new();
-        for (relative, committed) in commit.files()? {
+        for (relative, record) in commit.files()? {
+            let record = match record.staged {
+                Some(_) => match self.settle(&relative, &record, commit) {
+                    Err(SinkError::Open { source, .. }) if source.kind() == ErrorKind::NotFound => {
+                        forget.push((relative, None));
+                        continue;
+                    }
+                    settled => settled?,
+                },
+                None => record,
+            };
+            let committed = record.len;
             let path = self.dir.join(&relative);
             let opened = nofollow::open_existing(self.root.as_fd(), &relative);
             let meta = opened.and_then(|file| Ok((file.metadata()?, file)));
@@ -167,7 +212,7 @@ impl Sink {
                 }
                 Ok((meta, _)) if meta.len() < committed => {
                     tracing::info!(file = %path.display(), "output file shorter than committed, starting anew");
-                    forget.push((relative, Some(meta.len())));
+                    forget.push((relative, Some(FileRecord::at(meta.len()))));
                 }
                 Ok(_) => {}
                 Err(err) if err.kind() == ErrorKind::NotFound => forget.push((relative, None)),
@@ -183,7 +228,7 @@ impl Sink {
             }
         }
         if !forget.is_empty() {
-            commit.set_lengths(&forget)?;
+            commit.set_records(&forget)?;
         }
         Ok(())
     }
@@ -221,7 +266,7 @@ impl Sink {
             }
         }
         if !intents.is_empty() {
-            commit.set_lengths(&intents)?;
+            commit.set_records(&intents)?;
         }
         Ok(refused)
     }
@@ -231,7 +276,7 @@ impl Sink {
         &mut self,
         relative: &Path,
         commit: &Commit,
-    ) -> Result<(OutputFile, Option<u64>), SinkError> {
+    ) -> Result<(OutputFile, Option<FileRecord>), SinkError> {
         let path = self.dir.join(relative);
         let open_err = |source| SinkError::Open {
             path: path.clone(),
@@ -245,25 +290,31 @@ impl Sink {
                     return Err(open_err(err));
                 }
             };
+        let committed = match commit.committed(relative)? {
+            Some(record) if record.staged.is_some() => {
+                Some(self.settle(relative, &record, commit)?)
+            }
+            other => other,
+        };
         let meta = file.metadata().map_err(open_err)?;
         let actual = meta.len();
-        let (len, intent) = match commit.committed_len(relative)? {
-            Some(committed) if actual > committed => {
-                truncate(&file, &path, committed)?;
-                (committed, None)
+        let (record, intent) = match committed {
+            Some(record) if actual > record.len => {
+                truncate(&file, &path, record.len)?;
+                (record, None)
             }
-            Some(committed) if actual == committed => (committed, None),
+            Some(record) if actual == record.len => (record, None),
             _ => {
                 // A new directory entry must be durable before any line in it is acked.
                 dir.sync_all().map_err(open_err)?;
-                (actual, Some(actual))
+                (FileRecord::at(actual), Some(FileRecord::at(actual)))
             }
         };
         let on_output_fs = self.fs.covers(&meta);
         Ok((
             OutputFile {
                 file,
-                len,
+                record,
                 on_output_fs,
             },
             intent,
@@ -304,8 +355,8 @@ impl Sink {
     }
 
     /// Writes what was appended and makes it durable (see [`OutputFs::sync`]), at most
-    /// `max_open` files at a time; returns the touched files' new lengths.
-    pub fn sync(&mut self, commit: &Commit) -> Result<Vec<(PathBuf, u64)>, SinkError> {
+    /// `max_open` files at a time; returns the touched files' new records.
+    pub fn sync(&mut self, commit: &Commit) -> Result<Vec<(PathBuf, FileRecord)>, SinkError> {
         let pending = std::mem::take(&mut self.pending);
         self.pending_index.clear();
         let mut lengths = Vec::with_capacity(pending.len());
@@ -323,15 +374,36 @@ impl Sink {
                     .ok_or_else(|| SinkError::NotOpen {
                         path: relative.clone(),
                     })?;
+                let frame = match &mut self.frames {
+                    Some(frames) => {
+                        Some(frames.frame(bytes).map_err(|source| SinkError::Compress {
+                            path: self.dir.join(relative),
+                            source,
+                        })?)
+                    }
+                    None => None,
+                };
+                let written = frame.as_deref().unwrap_or(bytes);
                 output
                     .file
-                    .write_all(bytes)
+                    .write_all(written)
                     .map_err(|source| SinkError::Write {
                         path: self.dir.join(relative),
                         source,
                     })?;
-                output.len += bytes.len() as u64;
-                lengths.push((relative.clone(), output.len));
+                let old_len = output.record.len;
+                output.record.len += written.len() as u64;
+                if frame.is_none() {
+                    output.record = FileRecord::at(output.record.len);
+                } else if frames::appended(
+                    &mut output.record,
+                    old_len,
+                    bytes.len() as u64,
+                    frames::phase(relative),
+                ) {
+                    self.compact_due.push(relative.clone());
+                }
+                lengths.push((relative.clone(), output.record));
             }
             self.sync_chunk(chunk)?;
         }
@@ -363,6 +435,13 @@ impl Sink {
         self.open.clear();
         self.pending.clear();
         self.pending_index.clear();
+        self.compact_due.clear();
+    }
+
+    /// Closes `relative` if it is open (before retention deletes it). Nothing of it may be
+    /// pending: call between batches.
+    pub fn close(&mut self, relative: &Path) {
+        self.open.remove(relative);
     }
 
     /// Output files open now.

@@ -65,12 +65,12 @@ pub fn open_append(root: BorrowedFd<'_>, relative: &Path) -> io::Result<Opened> 
     })
 }
 
-/// Opens the existing file `relative` (under `root`) for writing, to truncate it; `NotFound` if
-/// it or a directory on the way is missing.
+/// Opens the existing file `relative` (under `root`) for reading and writing, to truncate or
+/// compact it; `NotFound` if it or a directory on the way is missing.
 pub fn open_existing(root: BorrowedFd<'_>, relative: &Path) -> io::Result<File> {
     let (dirs, name) = split(relative)?;
     let dir = walk(root, dirs, false)?;
-    open_at(dir.as_fd(), name, libc::O_WRONLY)
+    open_at(dir.as_fd(), name, libc::O_RDWR)
 }
 
 /// Whether `err` is this module refusing a link or a non-regular file (so the path can never be

@@ -27,7 +27,7 @@ fn the_budget_leaves_room_under_the_open_file_limit() {
 fn a_batch_over_more_files_than_may_be_open_is_written_whole() {
     let (state, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut commit = commit(state.path());
-    let mut sink = Sink::open(out.path(), &commit, 4).unwrap();
+    let mut sink = Sink::open(out.path(), &commit, 4, Compression::None).unwrap();
     let files: Vec<PathBuf> = (0..10).map(|i| format!("h/{i}.log").into()).collect();
     for round in 0..3 {
         let refused = sink
@@ -41,7 +41,7 @@ fn a_batch_over_more_files_than_may_be_open_is_written_whole() {
         let lengths = sink.sync(&commit).unwrap();
         assert_eq!(lengths.len(), files.len());
         assert!(sink.open_count() <= 4);
-        assert!(lengths.iter().all(|(_, len)| *len == 4 * (round + 1)));
+        assert!(lengths.iter().all(|(_, r)| r.len == 4 * (round + 1)));
         commit.record(&[], &[], &lengths, 0).unwrap();
     }
     for file in &files {
@@ -54,7 +54,7 @@ fn a_batch_over_more_files_than_may_be_open_is_written_whole() {
 fn bytes_synced_but_never_committed_are_truncated_on_recovery() {
     let (state, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut commit = commit(state.path());
-    let mut sink = Sink::open(out.path(), &commit, 2).unwrap();
+    let mut sink = Sink::open(out.path(), &commit, 2, Compression::None).unwrap();
     let files: Vec<PathBuf> = (0..5).map(|i| format!("h/{i}.log").into()).collect();
     sink.open_all(files.iter().map(PathBuf::as_path), &commit)
         .unwrap();
@@ -71,4 +71,66 @@ fn bytes_synced_but_never_committed_are_truncated_on_recovery() {
             "kept\n"
         );
     }
+}
+
+/// Reads a compressed output file whole, as `zstdcat` would.
+fn unzstd(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap();
+    String::from_utf8(zstd::stream::decode_all(&bytes[..]).unwrap()).unwrap()
+}
+
+#[test]
+fn compressed_files_stay_whole_through_compactions_and_an_interrupted_one() {
+    let (state, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut commit = commit(state.path());
+    let zstd = Compression::Zstd { level: 3 };
+    let mut sink = Sink::open(out.path(), &commit, 4, zstd).unwrap();
+    let files: Vec<PathBuf> = (0..3).map(|i| format!("h/{i}.log.zst").into()).collect();
+    let mut expected = String::new();
+    let mut compactions = 0;
+    for n in 0..2000 {
+        let line =
+            format!("2026-12-02T10:00:00.{n:03}Z INFO worker=3 request={n} status=200 bytes=512");
+        for file in &files {
+            sink.append(file, line.as_bytes());
+        }
+        expected.push_str(&line);
+        expected.push('\n');
+        let records = sink.sync(&commit).unwrap();
+        commit.record(&[], &[], &records, 0).unwrap();
+        compactions += sink.compact(&commit).unwrap();
+    }
+    assert!(compactions >= 3, "{compactions}");
+    let plain = expected.len() as u64;
+    for file in &files {
+        let path = out.path().join(file);
+        assert_eq!(unzstd(&path), expected);
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(size * 4 < plain, "{size} bytes for {plain}");
+    }
+    // A compaction staged and committed, then a crash before it is settled.
+    let file = &files[0];
+    let record = commit.committed(file).unwrap().unwrap();
+    assert!(record.len > record.tail_start);
+    let handle = File::options()
+        .read(true)
+        .append(true)
+        .open(out.path().join(file))
+        .unwrap();
+    let (bytes, staged) = sink
+        .frames
+        .as_mut()
+        .unwrap()
+        .stage(&handle, &record)
+        .unwrap()
+        .unwrap();
+    (&handle).write_all(&bytes).unwrap();
+    commit.set_records(&[(file.clone(), Some(staged))]).unwrap();
+    drop((sink, handle));
+    let sink = Sink::open(out.path(), &commit, 4, zstd).unwrap();
+    let settled = commit.committed(file).unwrap().unwrap();
+    assert_eq!(settled.staged, None);
+    assert!(settled.len < record.len);
+    assert_eq!(unzstd(&out.path().join(file)), expected);
+    drop(sink);
 }

@@ -1,6 +1,8 @@
 //! End-to-end tests: the real daemons against the real broker at `AMQP_URL`.
 
 mod agent;
+mod archive;
+mod audit;
 mod collector;
 mod config_errors;
 mod descriptors;

@@ -1,0 +1,88 @@
+//! A source's committed ranges, each with the time the hole below it opened.
+
+/// One committed range `[start, end)`, and since when the hole below it (between the range
+/// before it and this one) has been open; meaningless for the lowest range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    pub start: u64,
+    pub end: u64,
+    pub since_ms: i64,
+}
+
+/// Sorted, disjoint, non-adjacent half-open ranges.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ranges(pub(super) Vec<Range>);
+
+impl Ranges {
+    /// Adds `[start, end)` at `now_ms`, merging with every range it overlaps or touches. A hole
+    /// it shrinks or splits keeps its age; a hole it opens (above the highest range, or below
+    /// the lowest) is new.
+    pub fn insert(&mut self, start: u64, end: u64, now_ms: i64) {
+        if start >= end {
+            return;
+        }
+        // The first range that ends at or after `start` may merge; so may those that follow
+        // while they begin at or before `end`.
+        let first = self.0.partition_point(|r| r.end < start);
+        let mut last = first;
+        let (mut lo, mut hi) = (start, end);
+        while let Some(r) = self.0.get(last) {
+            if r.start > end {
+                break;
+            }
+            lo = lo.min(r.start);
+            hi = hi.max(r.end);
+            last += 1;
+        }
+        let since_ms = match self.0.get(first) {
+            // Merged, or inside a hole: the hole below is the one that was there.
+            Some(r) if first > 0 || first < last => r.since_ms,
+            // A new lowest range: the hole between it and the old lowest opens now.
+            Some(_) => {
+                self.0[first].since_ms = now_ms;
+                now_ms
+            }
+            // Above the highest range (or the first range of all).
+            None => now_ms,
+        };
+        self.0.splice(
+            first..last,
+            [Range {
+                start: lo,
+                end: hi,
+                since_ms,
+            }],
+        );
+    }
+
+    /// Whether all of `[start, end)` is inside one range.
+    pub fn contains(&self, start: u64, end: u64) -> bool {
+        let i = self.0.partition_point(|r| r.end < end);
+        self.0
+            .get(i)
+            .is_some_and(|r| r.start <= start && end <= r.end)
+    }
+
+    /// Forgets the lowest ranges beyond the `keep` highest.
+    pub fn keep_highest(&mut self, keep: usize) {
+        let excess = self.0.len().saturating_sub(keep);
+        self.0.drain(..excess);
+    }
+
+    /// The holes between committed ranges: `(start, end, since_ms)`.
+    pub fn holes(&self) -> impl Iterator<Item = (u64, u64, i64)> + '_ {
+        self.0
+            .windows(2)
+            .map(|w| (w[0].end, w[1].start, w[1].since_ms))
+    }
+
+    /// Number of ranges.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}

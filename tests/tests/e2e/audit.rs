@@ -1,0 +1,195 @@
+//! The completeness audit against real daemons: holes an agent's drops leave, a hole a late
+//! resend fills, and `logship-collector audit`'s exit code.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use logship_tests::broker::{Broker, Topology};
+use logship_tests::daemon::{binary, run};
+use logship_tests::fixture::{Collector, Setup};
+use logship_tests::lines::{append, envelopes, read_lines, text, wait_for_lines};
+use logship_tests::proxy::Proxy;
+
+const ARRIVAL: Duration = Duration::from_secs(90);
+
+/// Holes count as losses one second after they open.
+const GAP_AFTER: &str = "[audit]\ngap_after = \"1s\"\n";
+
+/// `logship-collector audit` for `collector`: (exit code, stdout).
+fn audit(collector: &Collector) -> (Option<i32>, String) {
+    let (code, out, err) = run(
+        &binary("logship-collector"),
+        &[
+            "--config".as_ref(),
+            collector.config.as_os_str(),
+            "audit".as_ref(),
+        ],
+    );
+    eprintln!("audit: exit {code:?}\n{out}{err}");
+    (code, out)
+}
+
+/// Polls the audit until it exits with `code` (lines reach the output file an instant before
+/// their batch commits and the audit record is rewritten); returns its last answer.
+fn audit_until(collector: &Collector, code: i32) -> (Option<i32>, String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = audit(collector);
+        if answer.0 == Some(code) || std::time::Instant::now() > deadline {
+            return answer;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Byte offset of line `i` of `source` (lines as [`text`] makes them, each with a newline).
+fn offset(source: &str, i: usize) -> u64 {
+    (0..i).map(|k| text(source, k).len() as u64 + 1).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hole_is_audited_after_gap_after_and_disappears_when_a_late_resend_fills_it() {
+    let topology = Topology::new("audit-fill", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let (collector, addr) = Collector::serving(dir.path(), &topology, "", GAP_AFTER);
+    let mut daemon = collector.start();
+    let broker = Broker::connect().await;
+    let path = "/var/log/app.log";
+    broker
+        .publish(&topology.exchange, &envelopes("web-1", path, 7, 0..100))
+        .await;
+    let file = collector.file("web-1", Path::new(path));
+    wait_for_lines(&file, 100, ARRIVAL);
+    assert_eq!(audit(&collector).0, Some(0), "nothing missing");
+    broker
+        .publish(&topology.exchange, &envelopes("web-1", path, 7, 150..200))
+        .await;
+    wait_for_lines(&file, 150, ARRIVAL);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (code, out) = audit_until(&collector, 1);
+    assert_eq!(code, Some(1));
+    let (start, end) = (offset(path, 100), offset(path, 150));
+    assert!(out.contains(&format!("web-1 {path}\n")), "{out}");
+    assert!(
+        out.contains(&format!(
+            "missing bytes {start}..{end} ({} bytes)",
+            end - start
+        )),
+        "{out}"
+    );
+    // The same hole on /status and in the metrics.
+    let (_, page) = logship_tests::http::get(&addr, "/metrics");
+    assert!(page.contains("\nlogship_collector_gaps 1\n"), "{page}");
+    assert!(
+        page.contains(&format!("\nlogship_collector_gap_bytes {}\n", end - start)),
+        "{page}"
+    );
+    let (_, status) = logship_tests::http::get(&addr, "/status");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["gaps"][0]["start"], start, "{status}");
+    assert_eq!(status["gaps"][0]["path"], path, "{status}");
+    broker
+        .publish(&topology.exchange, &envelopes("web-1", path, 7, 100..150))
+        .await;
+    wait_for_lines(&file, 200, ARRIVAL);
+    assert_eq!(
+        audit_until(&collector, 0).0,
+        Some(0),
+        "the late resend filled the hole"
+    );
+    assert!(daemon.stop(Duration::from_secs(20)).success());
+    // And with the collector stopped, from the same record.
+    assert_eq!(audit(&collector).0, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_an_agent_drops_with_drop_oldest_are_audited_as_exactly_their_byte_ranges() {
+    let setup = Setup::new("audit-drop");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&setup.collector.config)
+        .and_then(|mut f| f.write_all(GAP_AFTER.as_bytes()))
+        .unwrap();
+    let mut collector = setup.collector.start();
+    let proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let agent = setup.agent(
+        &proxy.url(),
+        "[buffer]\nmax_bytes = \"64KiB\"\nwhen_full = \"drop_oldest\"",
+        "",
+    );
+    let mut daemon = agent.start(true);
+    let log = setup.log("flood.log");
+    append(&log, "flood", 0..100);
+    let out = setup.out(&agent, "flood.log");
+    wait_for_lines(&out, 100, ARRIVAL);
+    assert_eq!(audit(&setup.collector).0, Some(0), "nothing dropped yet");
+    // The broker goes away; the spool fills and drops its oldest lines.
+    proxy.cut();
+    append(&log, "flood", 100..5100);
+    daemon.wait_for_log("dropped the oldest lines", 1, Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    proxy.restore();
+    let newest = text("flood", 5099);
+    let deadline = std::time::Instant::now() + ARRIVAL;
+    while read_lines(&out).last() != Some(&newest) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "newest line never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // What never arrived, as byte ranges of the source.
+    let arrived: std::collections::HashSet<Vec<u8>> = read_lines(&out).into_iter().collect();
+    let source = log.to_string_lossy().to_string();
+    let mut holes: Vec<(u64, u64)> = Vec::new();
+    for i in 0..5100 {
+        if arrived.contains(&text("flood", i)) {
+            continue;
+        }
+        let (start, end) = (offset("flood", i), offset("flood", i + 1));
+        match holes.last_mut() {
+            Some(last) if last.1 == start => last.1 = end,
+            _ => holes.push((start, end)),
+        }
+    }
+    assert!(!holes.is_empty(), "the spool dropped lines");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (code, report) = audit_until(&setup.collector, 1);
+    assert_eq!(code, Some(1));
+    assert!(
+        report.contains(&format!("{} {source}\n", agent.host)),
+        "{report}"
+    );
+    let listed = report.matches("missing bytes").count();
+    assert_eq!(listed, holes.len(), "{holes:?}\n{report}");
+    for (start, end) in &holes {
+        assert!(
+            report.contains(&format!("missing bytes {start}..{end} ")),
+            "{start}..{end}:\n{report}"
+        );
+    }
+    // The agent's own log names the same file and, piece by piece, the same ranges.
+    let agent_log = daemon.log_text();
+    let field = |line: &str, name: &str| -> u64 {
+        let rest = line.split(&format!(" {name}=")).nth(1).unwrap_or_default();
+        rest.split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(u64::MAX)
+    };
+    let mut logged: Vec<(u64, u64)> = Vec::new();
+    for line in agent_log
+        .lines()
+        .filter(|l| l.contains(&format!("path={source} from=")))
+    {
+        let (from, to) = (field(line, "from"), field(line, "to"));
+        match logged.last_mut() {
+            Some(last) if last.1 == from => last.1 = to,
+            _ => logged.push((from, to)),
+        }
+    }
+    assert_eq!(logged, holes, "the agent's drops as logged\n{agent_log}");
+    assert!(daemon.stop(Duration::from_secs(20)).success());
+    assert!(collector.stop(Duration::from_secs(20)).success());
+}
