@@ -31,8 +31,11 @@ use crate::status::Status;
 
 /// Publishes in flight without a confirm: enough to keep one broker busy, small in memory.
 const WINDOW: usize = 1024;
-/// A confirm that takes longer (and the connection is not blocked) means a dead connection.
-const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+/// Publishes outstanding and no confirm for this long (and the connection is not blocked):
+/// the connection is dead, even if its heartbeat has not said so yet (a silent network takes
+/// two heartbeats, 20 s by default). A healthy broker confirms in milliseconds, a loaded one
+/// (quorum queues, fsyncs) within a second or two.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 /// Wait before resending what was returned (no queue bound) or nacked.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// The head segment's confirmed prefix is saved every this many confirms (and on shutdown).
@@ -128,7 +131,7 @@ impl Publisher {
                 .session(&connection, &uri, &stop, drain, &mut reconnect)
                 .await;
             self.status.broker.disconnected();
-            let _ = connection.close(200, "logship-agent closing".into()).await;
+            amqp::close(&connection, &self.broker, "logship-agent closing").await;
             match end {
                 Ok(()) => break,
                 Err(PublishError::Spool(err)) => return Err(err),
@@ -158,11 +161,12 @@ impl Publisher {
         drain: Duration,
         reconnect: &mut Reconnect,
     ) -> Result<(), PublishError> {
-        let channel = connection.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        amqp::declare_exchange(&channel, &self.broker)
+        let deadline = self.broker.connect_timeout;
+        let channel = amqp::within("channel open", deadline, connection.create_channel()).await?;
+        let confirms = channel.confirm_select(ConfirmSelectOptions::default());
+        amqp::within("confirm select", deadline, confirms).await?;
+        let declared = amqp::declare_exchange(&channel, &self.broker);
+        amqp::within("exchange declare", deadline, declared)
             .await
             .map_err(|err| match Refused::during(&err, Op::Declare) {
                 Some(refused) => PublishError::Refused(refused),

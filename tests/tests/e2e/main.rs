@@ -5,6 +5,7 @@ mod collector;
 mod config_errors;
 mod faults;
 mod fleet;
+mod heal;
 mod multiline;
 mod ops;
 mod partitions;
