@@ -125,17 +125,28 @@ fn print_log(name: &str, daemon: &Daemon) {
     }
 }
 
-/// A collector and an agent on `uris`, reading `<dir>/logs/app.log`.
+/// A collector and an agent on `uris`, reading `<dir>/logs/app.log`; `broker` goes into both
+/// `[broker]` tables, `collector_broker` into the collector's only.
 fn stage(
     dir: &Path,
     exchange: &str,
     queue: &str,
     uris: &[&str],
     broker: &str,
+    collector_broker: &str,
 ) -> (Collector, Agent, PathBuf) {
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs).unwrap();
-    let collector = Collector::with_uris(dir, "collector", uris, exchange, queue, broker, "");
+    let collector_broker = format!("{broker}{collector_broker}");
+    let collector = Collector::with_uris(
+        dir,
+        "collector",
+        uris,
+        exchange,
+        queue,
+        &collector_broker,
+        "",
+    );
     let agent = Agent::with_uris(
         dir,
         "agent",
@@ -173,6 +184,7 @@ fn a_network_gone_silent_under_both_daemons_delivers_every_line_once_in_order() 
         &topology.queues[0],
         &[&url],
         DEFAULT_RECONNECT,
+        "",
     );
     let mut collector_daemon = collector.start();
     let mut agent_daemon = agent.start(true);
@@ -217,6 +229,7 @@ fn a_node_stopped_and_started_five_times_resumes_promptly_each_time() {
         "restarts.q",
         &[&url],
         DEFAULT_RECONNECT,
+        "",
     );
     let mut collector_daemon = collector.start();
     let mut agent_daemon = agent.start(true);
@@ -258,14 +271,14 @@ fn a_quorum_cluster_of_three_keeps_working_when_the_connected_node_is_killed() {
     b.join(&a);
     c.join(&a);
     let (url_a, url_b, url_c) = (a.url(), b.url(), c.url());
-    let broker = format!("queue_type = \"quorum\"\n{DEFAULT_RECONNECT}");
     // Both daemons start on a (the first URI), so the queues' leaders are there too.
     let (collector, agent, log) = stage(
         dir.path(),
         "cluster",
         "cluster.q",
         &[&url_a, &url_b, &url_c],
-        &broker,
+        DEFAULT_RECONNECT,
+        "queue_type = \"quorum\"\n",
     );
     let mut collector_daemon = collector.start();
     let mut agent_daemon = agent.start(true);
