@@ -13,3 +13,4 @@ mod rotation;
 mod security;
 mod service;
 mod state_disk;
+mod upgrade;
