@@ -240,16 +240,7 @@ impl Broker {
             .queue_declare(dead_queue.as_str().into(), durable, FieldTable::default())
             .await
             .expect("declare classic dead-letter queue");
-        self.channel
-            .queue_bind(
-                dead_queue.as_str().into(),
-                dlx.as_str().into(),
-                queue.into(),
-                Default::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("bind dead-letter queue");
+        self.bind(&dead_queue, &dlx, queue).await;
         let mut arguments = FieldTable::default();
         arguments.insert(
             "x-dead-letter-exchange".into(),
@@ -269,16 +260,7 @@ impl Broker {
             .queue_declare(queue.into(), durable, arguments)
             .await
             .expect("declare queue as the previous release");
-        self.channel
-            .queue_bind(
-                queue.into(),
-                exchange.into(),
-                "".into(),
-                Default::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("bind queue");
+        self.bind(queue, exchange, "").await;
     }
 
     /// Declares a durable queue bound to `exchange`, to read what the agent publishes.
@@ -291,16 +273,21 @@ impl Broker {
             .queue_declare(queue.into(), options, FieldTable::default())
             .await
             .expect("declare queue");
+        self.bind(queue, exchange, "").await;
+    }
+
+    /// Binds `queue` to `exchange` with `routing_key`.
+    async fn bind(&self, queue: &str, exchange: &str, routing_key: &str) {
         self.channel
             .queue_bind(
                 queue.into(),
                 exchange.into(),
-                "".into(),
+                routing_key.into(),
                 Default::default(),
                 FieldTable::default(),
             )
             .await
-            .expect("bind queue");
+            .unwrap_or_else(|err| panic!("bind {queue} to {exchange}: {err}"));
     }
 
     /// Takes one message from `queue` (acked), if there is one.
