@@ -1,6 +1,9 @@
-//! The broker side: connect (with backoff over the URIs), declare, consume, batch, ack.
+//! The broker side: connect (see `logship_runtime::reconnect`), start a session (`session`),
+//! consume, batch, ack, with a liveness watch beside each session (`liveness`).
 //!
 //! Invariants:
+//! - A batch is what is already waiting when its first delivery is taken (up to
+//!   `batch.max_messages`), unless `batch.max_delay` keeps it open longer.
 //! - A delivery is acked only after the writer committed its batch (`ack` with `multiple`
 //!   up to the batch's last line); a malformed one is rejected without requeue, never acked.
 //! - A batch whose channel died is dropped unacked: the broker redelivers it, and dedup (committed
