@@ -282,7 +282,7 @@ impl Publisher {
                 continue;
             };
             let (id, body) = &segment.lines[segment.next];
-            let published = amqp::publish(
+            let publishing = amqp::publish(
                 channel,
                 &self.broker.exchange,
                 &self.routing_key,
@@ -290,9 +290,8 @@ impl Publisher {
                 body,
                 "logship-agent",
                 Some(&self.user_id),
-            )
-            .await;
-            let confirm = match published {
+            );
+            let confirm = match written(&self.blocked, publishing).await? {
                 Ok(confirm) => confirm,
                 Err(err) => return Err(PublishError::closed(err, inflight).await),
             };
@@ -403,5 +402,22 @@ impl Publisher {
                 }
             }
         })
+    }
+}
+
+/// Waits for a publish's frames to be written: a publish that is not written within
+/// [`CONFIRM_TIMEOUT`] while the broker does not block us means a dead connection (lapin
+/// never resolves it once its I/O loop has ended); while blocked, it waits.
+async fn written(
+    blocked: &AtomicBool,
+    publishing: impl std::future::Future<Output = Result<PublisherConfirm, lapin::Error>>,
+) -> Result<Result<PublisherConfirm, lapin::Error>, PublishError> {
+    let mut publishing = std::pin::pin!(publishing);
+    loop {
+        match tokio::time::timeout(CONFIRM_TIMEOUT, publishing.as_mut()).await {
+            Ok(published) => return Ok(published),
+            Err(_) if blocked.load(Ordering::Relaxed) => continue,
+            Err(_) => return Err(PublishError::ConfirmTimeout(CONFIRM_TIMEOUT)),
+        }
     }
 }

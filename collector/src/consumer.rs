@@ -39,6 +39,11 @@ use crate::writer::{Outcome, Writer};
 /// At most one warning per this interval about rejected messages; the rest are counted.
 const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// An ack or a reject is one frame written to the socket. One not written by then means a dead
+/// connection: lapin never resolves it once its I/O loop has ended (seen after a broker stop:
+/// the collector then waited forever, up but idle).
+const SETTLE_DEADLINE: Duration = Duration::from_secs(5);
+
 /// Lines waiting to be written, with the ackers of their deliveries.
 #[derive(Default)]
 struct Batch {
@@ -302,7 +307,12 @@ impl Consumer {
         // `multiple` acks every unsettled delivery up to this one: the whole batch but the
         // lines just rejected (which are already settled).
         if let Some(last) = (0..ackers.len()).rev().find(|&i| !refused[i])
-            && !ackers[last].ack(BasicAckOptions { multiple: true }).await?
+            && !within(
+                "basic.ack",
+                SETTLE_DEADLINE,
+                ackers[last].ack(BasicAckOptions { multiple: true }),
+            )
+            .await?
         {
             return Err(channel_closed("ack"));
         }
@@ -375,7 +385,8 @@ fn writer_lost() -> SessionEnd {
 }
 
 async fn reject(acker: &Acker) -> Result<(), SessionEnd> {
-    if acker.reject(BasicRejectOptions { requeue: false }).await? {
+    let rejecting = acker.reject(BasicRejectOptions { requeue: false });
+    if within("basic.reject", SETTLE_DEADLINE, rejecting).await? {
         Ok(())
     } else {
         Err(channel_closed("reject"))
