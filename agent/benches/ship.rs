@@ -274,6 +274,8 @@ fn broker_for(exchange: &str) -> logship_config::Broker {
         uris: vec![uri],
         exchange: exchange.to_string(),
         connection_name: "bench".into(),
+        heartbeat: logship_config::broker::DEFAULT_HEARTBEAT,
+        connect_timeout: logship_config::broker::DEFAULT_CONNECT_TIMEOUT,
         reconnect_delay: Duration::from_millis(100),
         reconnect_max_delay: Duration::from_secs(1),
         tls: Default::default(),

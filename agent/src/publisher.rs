@@ -31,8 +31,11 @@ use crate::status::Status;
 
 /// Publishes in flight without a confirm: enough to keep one broker busy, small in memory.
 const WINDOW: usize = 1024;
-/// A confirm that takes longer (and the connection is not blocked) means a dead connection.
-const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+/// Publishes outstanding and no confirm for this long (and the connection is not blocked):
+/// the connection is dead, even if its heartbeat has not said so yet (a silent network takes
+/// two heartbeats, 20 s by default). A healthy broker confirms in milliseconds, a loaded one
+/// (quorum queues, fsyncs) within a second or two.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 /// Wait before resending what was returned (no queue bound) or nacked.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// The head segment's confirmed prefix is saved every this many confirms (and on shutdown).
@@ -128,7 +131,7 @@ impl Publisher {
                 .session(&connection, &uri, &stop, drain, &mut reconnect)
                 .await;
             self.status.broker.disconnected();
-            let _ = connection.close(200, "logship-agent closing".into()).await;
+            amqp::close(&connection, &self.broker, "logship-agent closing").await;
             match end {
                 Ok(()) => break,
                 Err(PublishError::Spool(err)) => return Err(err),
@@ -158,11 +161,12 @@ impl Publisher {
         drain: Duration,
         reconnect: &mut Reconnect,
     ) -> Result<(), PublishError> {
-        let channel = connection.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        amqp::declare_exchange(&channel, &self.broker)
+        let deadline = self.broker.connect_timeout;
+        let channel = amqp::within("channel open", deadline, connection.create_channel()).await?;
+        let confirms = channel.confirm_select(ConfirmSelectOptions::default());
+        amqp::within("confirm select", deadline, confirms).await?;
+        let declared = amqp::declare_exchange(&channel, &self.broker);
+        amqp::within("exchange declare", deadline, declared)
             .await
             .map_err(|err| match Refused::during(&err, Op::Declare) {
                 Some(refused) => PublishError::Refused(refused),
@@ -278,7 +282,7 @@ impl Publisher {
                 continue;
             };
             let (id, body) = &segment.lines[segment.next];
-            let published = amqp::publish(
+            let publishing = amqp::publish(
                 channel,
                 &self.broker.exchange,
                 &self.routing_key,
@@ -286,9 +290,8 @@ impl Publisher {
                 body,
                 "logship-agent",
                 Some(&self.user_id),
-            )
-            .await;
-            let confirm = match published {
+            );
+            let confirm = match written(&self.blocked, publishing).await? {
                 Ok(confirm) => confirm,
                 Err(err) => return Err(PublishError::closed(err, inflight).await),
             };
@@ -399,5 +402,22 @@ impl Publisher {
                 }
             }
         })
+    }
+}
+
+/// Waits for a publish's frames to be written: a publish that is not written within
+/// [`CONFIRM_TIMEOUT`] while the broker does not block us means a dead connection (lapin
+/// never resolves it once its I/O loop has ended); while blocked, it waits.
+async fn written(
+    blocked: &AtomicBool,
+    publishing: impl std::future::Future<Output = Result<PublisherConfirm, lapin::Error>>,
+) -> Result<Result<PublisherConfirm, lapin::Error>, PublishError> {
+    let mut publishing = std::pin::pin!(publishing);
+    loop {
+        match tokio::time::timeout(CONFIRM_TIMEOUT, publishing.as_mut()).await {
+            Ok(published) => return Ok(published),
+            Err(_) if blocked.load(Ordering::Relaxed) => continue,
+            Err(_) => return Err(PublishError::ConfirmTimeout(CONFIRM_TIMEOUT)),
+        }
     }
 }

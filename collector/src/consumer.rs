@@ -1,6 +1,9 @@
-//! The broker side: connect (with backoff over the URIs), declare, consume, batch, ack.
+//! The broker side: connect (see `logship_runtime::reconnect`), start a session (`session`),
+//! consume, batch, ack, with a liveness watch beside each session (`liveness`).
 //!
 //! Invariants:
+//! - A batch is what is already waiting when its first delivery is taken (up to
+//!   `batch.max_messages`), unless `batch.max_delay` keeps it open longer.
 //! - A delivery is acked only after the writer committed its batch (`ack` with `multiple`
 //!   up to the batch's last line); a malformed one is rejected without requeue, never acked.
 //! - A batch whose channel died is dropped unacked: the broker redelivers it, and dedup (committed
@@ -13,77 +16,41 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use futures_util::StreamExt as _;
+use futures_util::{FutureExt as _, StreamExt as _};
 use lapin::Acker;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
-};
-use lapin::types::FieldTable;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicRejectOptions};
 use lapin::{Channel, Connection};
 use logship_config::{BrokerUri, CollectorConfig};
-use logship_runtime::access::{Op, RefusalLog, Refused};
-use logship_runtime::amqp::Reconnect;
+use logship_runtime::access::RefusalLog;
+use logship_runtime::amqp::{self, Reconnect, within};
 use logship_runtime::signals::Signals;
 use tokio_util::sync::CancellationToken;
 
+use crate::liveness::{self, Activity};
 use crate::metrics::Metrics;
 use crate::outage::Outages;
-use crate::topology::{self, TopologyError};
+pub use crate::session::FatalError;
+use crate::session::{self, Said, SessionEnd, Subscription};
+use crate::topology::TopologyError;
 use crate::validate::{self, Line, Reason};
 use crate::writer::{Outcome, Writer};
 
 /// At most one warning per this interval about rejected messages; the rest are counted.
 const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Why a session with the broker ended.
-enum SessionEnd {
-    /// The broker or the network failed; reconnect.
-    Lost(lapin::Error),
-    /// The broker refused an operation for lack of permission: said once, retried.
-    Denied(Refused),
-    /// The broker refused our declarations (a queue or exchange exists with other arguments,
-    /// another number of partitions, no hash exchange plugin): reconnecting cannot help.
-    Refused(TopologyError),
-    /// The state database failed, or the writer was lost to a panic: the collector stops.
-    Fatal(FatalError),
-}
-
-/// A failure the collector cannot recover from by itself: it exits 1 with the cause, for
-/// systemd to restart it.
-#[derive(Debug, thiserror::Error)]
-pub enum FatalError {
-    #[error("the writer panicked")]
-    WriterPanicked(#[source] tokio::task::JoinError),
-    #[error("the writer was lost to an earlier panic")]
-    WriterLost,
-    #[error("cannot commit a batch")]
-    Commit(#[source] crate::sink::SinkError),
-}
-
-impl SessionEnd {
-    /// A failed declaration: refused if reconnecting cannot help, else lost.
-    fn declaring(err: TopologyError) -> SessionEnd {
-        match err {
-            TopologyError::Broker(err) => SessionEnd::Lost(err),
-            TopologyError::Refused(refused) => SessionEnd::Denied(refused),
-            refused => SessionEnd::Refused(refused),
-        }
-    }
-}
-
-impl From<lapin::Error> for SessionEnd {
-    fn from(err: lapin::Error) -> Self {
-        SessionEnd::Lost(err)
-    }
-}
+/// An ack or a reject is one frame written to the socket. One not written by then means a dead
+/// connection: lapin never resolves it once its I/O loop has ended (seen after a broker stop:
+/// the collector then waited forever, up but idle).
+const SETTLE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Lines waiting to be written, with the ackers of their deliveries.
 #[derive(Default)]
 struct Batch {
     lines: Vec<Line>,
     ackers: Vec<Acker>,
-    /// When the first line arrived: the batch is written `max_delay` after.
+    /// When the first line arrived: with a `batch.max_delay` above zero the batch is written
+    /// that long after (or once full).
     started: Option<Instant>,
 }
 
@@ -96,6 +63,10 @@ pub struct Consumer {
     rejects: RejectLog,
     /// Kept across sessions: an outage spans reconnects and is announced once.
     outages: Outages,
+    /// Warnings about the broker's queues, said once.
+    said: Said,
+    /// What the liveness watch of the current session reads.
+    activity: Arc<Activity>,
 }
 
 impl Consumer {
@@ -107,6 +78,8 @@ impl Consumer {
             writer: Some(writer),
             metrics,
             rejects: RejectLog::default(),
+            said: Said::default(),
+            activity: Activity::new(),
         }
     }
 
@@ -128,9 +101,12 @@ impl Consumer {
                 .await;
             self.metrics.broker.disconnected();
             self.metrics.set_consuming(false);
-            let _ = connection
-                .close(200, "logship-collector closing".into())
-                .await;
+            amqp::close(
+                &connection,
+                &self.config.broker,
+                "logship-collector closing",
+            )
+            .await;
             match end {
                 Ok(()) => break,
                 // A wrong broker.partitions or a missing plugin is said with its key first;
@@ -152,8 +128,9 @@ impl Consumer {
         Ok(())
     }
 
-    /// One connection's life: declare, consume, batch, ack. `Ok` means shutdown was requested
-    /// and the open batch is committed and acked.
+    /// One connection's life: declare, consume, batch, ack, with a watch on the consumer's
+    /// liveness beside it. `Ok` means shutdown was requested and the open batch is committed
+    /// and acked.
     async fn session(
         &mut self,
         connection: &Connection,
@@ -161,33 +138,49 @@ impl Consumer {
         signals: &Signals,
         reconnect: &mut Reconnect,
     ) -> Result<(), SessionEnd> {
-        let channel = connection.create_channel().await?;
-        channel
-            .basic_qos(self.config.queue.prefetch, BasicQosOptions::default())
-            .await?;
-        topology::declare(&channel, &self.config)
-            .await
-            .map_err(SessionEnd::declaring)?;
+        let Some(subscription) =
+            session::start(connection, &self.config, &mut self.said, &signals.shutdown).await?
+        else {
+            return Ok(());
+        };
         let queue = self.config.queue.consumed();
-        let mut deliveries = channel
-            .basic_consume(
-                queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|err| match Refused::during(&err, Op::Consume) {
-                Some(refused) => SessionEnd::Denied(refused),
-                None => SessionEnd::Lost(err),
-            })?;
         tracing::info!(uri = %uri, queue = %queue, exchange = %self.config.broker.exchange,
             prefetch = self.config.queue.prefetch, "consuming");
         self.metrics.set_consuming(true);
         reconnect.established();
+        self.activity = Activity::new();
+        let stop_watch = CancellationToken::new();
+        let (dead_tx, dead) = tokio::sync::oneshot::channel();
+        let watch = tokio::spawn(liveness::watch(
+            self.config.broker.clone(),
+            uri.clone(),
+            queue,
+            self.activity.clone(),
+            stop_watch.clone(),
+            dead_tx,
+        ));
+        let result = self.consume(subscription, signals, dead).await;
+        stop_watch.cancel();
+        let _ = tokio::time::timeout(self.config.broker.connect_timeout * 2, watch).await;
+        result
+    }
+
+    /// Consumes until shutdown (`Ok`), the channel fails, or the watch says the consumer is
+    /// dead.
+    async fn consume(
+        &mut self,
+        subscription: Subscription,
+        signals: &Signals,
+        mut dead: tokio::sync::oneshot::Receiver<String>,
+    ) -> Result<(), SessionEnd> {
+        let Subscription {
+            channel,
+            mut deliveries,
+        } = subscription;
+        let deadline = self.config.broker.connect_timeout;
         let mut batch = Batch::default();
         loop {
-            let deadline = batch
+            let flush_at = batch
                 .started
                 .map(|started| started + self.config.batch.max_delay);
             tokio::select! {
@@ -195,9 +188,10 @@ impl Consumer {
                 // cancel-safe: only observes the token
                 _ = signals.shutdown.cancelled() => {
                     // Stop deliveries first so no new ones arrive while the last batch commits.
-                    let _ = channel.basic_cancel(deliveries.tag(), BasicCancelOptions::default()).await;
+                    let cancel = channel.basic_cancel(deliveries.tag(), BasicCancelOptions::default());
+                    let _ = within("basic.cancel", deadline, cancel).await;
                     self.flush(&mut batch, &channel, &signals.shutdown).await?;
-                    let _ = channel.close(200, "shutdown".into()).await;
+                    let _ = within("channel close", deadline, channel.close(200, "shutdown".into())).await;
                     return Ok(());
                 }
                 // cancel-safe: a Notify permit is kept until taken
@@ -205,23 +199,57 @@ impl Consumer {
                     self.flush(&mut batch, &channel, &signals.shutdown).await?;
                     self.writer.as_mut().ok_or_else(writer_lost)?.reopen();
                 }
+                // cancel-safe: a oneshot receiver keeps its value until taken
+                why = &mut dead => {
+                    // The sender is dropped without a value only when the watch stops.
+                    let why = why.unwrap_or_else(|_| "liveness watch stopped".to_string());
+                    return Err(SessionEnd::Lost(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut, format!("consumer looks dead: {why}")).into()));
+                }
                 // cancel-safe: a sleep
-                _ = sleep_until(deadline), if deadline.is_some() => {
+                _ = sleep_until(flush_at), if flush_at.is_some() => {
                     self.flush(&mut batch, &channel, &signals.shutdown).await?;
                 }
                 // cancel-safe: lapin's consumer keeps undelivered messages in its own buffer
-                delivery = deliveries.next() => match delivery {
-                    Some(Ok(delivery)) => {
-                        self.accept(delivery, &mut batch).await?;
-                        if batch.lines.len() >= self.config.batch.max_messages {
-                            self.flush(&mut batch, &channel, &signals.shutdown).await?;
-                        }
+                delivery = deliveries.next() => {
+                    self.take(delivery, &mut deliveries, &mut batch).await?;
+                    let full = batch.lines.len() >= self.config.batch.max_messages;
+                    if full || self.config.batch.max_delay.is_zero() {
+                        self.flush(&mut batch, &channel, &signals.shutdown).await?;
                     }
-                    Some(Err(err)) => return Err(err.into()),
-                    None => return Err(lapin::Error::from(lapin::ErrorKind::InvalidChannelState(
-                        lapin::ChannelState::Closed, "consumer cancelled by the broker"))
-                        .into()),
-                },
+                }
+            }
+        }
+    }
+
+    /// Takes `first` and every delivery already waiting in the client (up to a full batch):
+    /// what arrived while the last batch was written forms the next, so batches grow with the
+    /// traffic while a lone line is written at once.
+    async fn take(
+        &mut self,
+        first: Option<Result<Delivery, lapin::Error>>,
+        deliveries: &mut lapin::Consumer,
+        batch: &mut Batch,
+    ) -> Result<(), SessionEnd> {
+        let mut next = first;
+        loop {
+            match next {
+                Some(Ok(delivery)) => self.accept(delivery, batch).await?,
+                Some(Err(err)) => return Err(err.into()),
+                None => {
+                    return Err(lapin::Error::from(lapin::ErrorKind::InvalidChannelState(
+                        lapin::ChannelState::Closed,
+                        "consumer cancelled by the broker",
+                    ))
+                    .into());
+                }
+            }
+            if batch.lines.len() >= self.config.batch.max_messages {
+                return Ok(());
+            }
+            match deliveries.next().now_or_never() {
+                Some(delivery) => next = delivery,
+                None => return Ok(()),
             }
         }
     }
@@ -229,6 +257,7 @@ impl Consumer {
     /// Validates a delivery: a line joins the batch; anything else is rejected at once.
     async fn accept(&mut self, delivery: Delivery, batch: &mut Batch) -> Result<(), SessionEnd> {
         Metrics::add(&self.metrics.counters.received, 1);
+        self.activity.delivered();
         let user = delivery.properties.user_id().as_ref().map(|u| u.as_str());
         match validate::intake(&delivery.data, &self.config, user) {
             Ok(line) => {
@@ -258,7 +287,10 @@ impl Consumer {
         if lines.is_empty() {
             return Ok(());
         }
-        let Some(outcome) = self.write_until_done(lines, channel, shutdown).await? else {
+        self.activity.writing(true);
+        let written = self.write_until_done(lines, channel, shutdown).await;
+        self.activity.writing(false);
+        let Some(outcome) = written? else {
             return Ok(());
         };
         let mut refused = vec![false; ackers.len()];
@@ -270,7 +302,12 @@ impl Consumer {
         // `multiple` acks every unsettled delivery up to this one: the whole batch but the
         // lines just rejected (which are already settled).
         if let Some(last) = (0..ackers.len()).rev().find(|&i| !refused[i])
-            && !ackers[last].ack(BasicAckOptions { multiple: true }).await?
+            && !within(
+                "basic.ack",
+                SETTLE_DEADLINE,
+                ackers[last].ack(BasicAckOptions { multiple: true }),
+            )
+            .await?
         {
             return Err(channel_closed("ack"));
         }
@@ -343,7 +380,8 @@ fn writer_lost() -> SessionEnd {
 }
 
 async fn reject(acker: &Acker) -> Result<(), SessionEnd> {
-    if acker.reject(BasicRejectOptions { requeue: false }).await? {
+    let rejecting = acker.reject(BasicRejectOptions { requeue: false });
+    if within("basic.reject", SETTLE_DEADLINE, rejecting).await? {
         Ok(())
     } else {
         Err(channel_closed("reject"))

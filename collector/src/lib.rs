@@ -3,7 +3,7 @@
 //!
 //! The path of a delivery:
 //! ```text
-//! consumer (prefetch N) -> validate -> batch (N msgs or T ms) -> writer: dedup -> sink (append,
+//! consumer (prefetch N) -> validate -> batch (what is waiting) -> writer: dedup -> sink (append,
 //! at most `output.max_open_files` open, durable: fdatasync or one syncfs) -> commit (sled,
 //! flushed) -> consumer: ack(multiple)
 //! ```
@@ -11,7 +11,9 @@
 //! committed; what was written but not acked is truncated on start and redelivered; what is
 //! delivered twice is dropped by id. A batch that cannot be written (full disk, no descriptors,
 //! EIO) stays unacked and is retried with backoff (`outage`); only a failing state database
-//! stops the collector.
+//! stops the collector. The collector is its queue's single active consumer (`topology`,
+//! `session`), so a consumer that vanished silently cannot have its lines overtaken; a consumer
+//! that stops receiving is noticed within seconds (`liveness`).
 
 pub mod audit;
 pub mod commit;
@@ -20,6 +22,7 @@ pub mod dedup;
 pub mod durable;
 pub mod file_record;
 pub mod hosts;
+pub mod liveness;
 pub mod lru;
 pub mod metrics;
 pub mod outage;
@@ -27,6 +30,7 @@ pub mod outpath;
 pub mod positions;
 pub mod retention;
 pub mod seen;
+pub mod session;
 pub mod sink;
 pub mod topology;
 pub mod validate;

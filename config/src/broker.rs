@@ -56,7 +56,15 @@ pub struct Broker {
     pub exchange: String,
     /// Shown in the management UI, so an operator can tell which host a connection is.
     pub connection_name: String,
-    /// First delay after a failed connect; doubles up to `reconnect_max_delay`, with jitter.
+    /// AMQP heartbeat asked of the broker (a URI's `?heartbeat=` wins for that URI): a silent
+    /// connection is declared dead after two of them without a frame.
+    pub heartbeat: Duration,
+    /// Deadline of each step of a session start: TCP, TLS and AMQP open together, then each of
+    /// channel open, declarations and consume. A step that passes it ends the attempt.
+    pub connect_timeout: Duration,
+    /// First delay after a lost session or a failed session start; doubles up to
+    /// `reconnect_max_delay`, with jitter. A node that refuses connections is retried at a
+    /// short fixed interval instead (see `logship_runtime::reconnect`).
     pub reconnect_delay: Duration,
     pub reconnect_max_delay: Duration,
     /// For `amqps://` URIs.
@@ -69,17 +77,34 @@ pub struct Broker {
 /// Default exchange: the fanout every collector binds its queue to.
 pub const DEFAULT_EXCHANGE: &str = "logs";
 
+/// Default AMQP heartbeat. RabbitMQ advises 5 to 20 s; with 10 s a silent connection is noticed
+/// by lapin after 20 s without a frame and by the broker after two missed heartbeats, while a
+/// busy or briefly paused peer (GC, a slow disk) is not mistaken for a dead one.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// Default deadline of each step of a session start. A healthy broker answers in milliseconds
+/// (a quorum queue declaration in a cluster in well under a second); a step that takes longer
+/// is waiting on a node that is booting, stopping or unreachable without a refusal.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl RawBroker {
     /// Validates the settings both daemons share; `app` names the default connection.
     pub fn validate_common(&self, app: &str) -> Result<Broker, KeyError> {
-        let heartbeat = duration_or("broker.heartbeat", &self.heartbeat, Duration::from_secs(30))?;
-        let heartbeat = u16::try_from(heartbeat.as_secs())
+        let heartbeat_interval =
+            duration_or("broker.heartbeat", &self.heartbeat, DEFAULT_HEARTBEAT)?;
+        let heartbeat = u16::try_from(heartbeat_interval.as_secs())
             .map_err(|_| KeyError::new("broker.heartbeat", "must be at most 65535s"))?;
         let connect_timeout = duration_or(
             "broker.connect_timeout",
             &self.connect_timeout,
-            Duration::from_secs(10),
+            DEFAULT_CONNECT_TIMEOUT,
         )?;
+        if connect_timeout.is_zero() {
+            return Err(KeyError::new(
+                "broker.connect_timeout",
+                "must be above zero",
+            ));
+        }
         if self.uris.is_empty() {
             return Err(KeyError::new("broker.uris", "needs at least one URI"));
         }
@@ -126,6 +151,8 @@ impl RawBroker {
             uris,
             exchange: exchange.to_string(),
             connection_name,
+            heartbeat: heartbeat_interval,
+            connect_timeout,
             reconnect_delay,
             reconnect_max_delay,
             tls,

@@ -134,7 +134,9 @@ pub enum QueueType {
 pub struct BatchSettings {
     /// At most this many messages; below the prefetch so the broker keeps sending during fsync.
     pub max_messages: usize,
-    /// At most this long after its first message.
+    /// How long after its first message a batch stays open for more. Default zero: a batch is
+    /// what was waiting when its first message was taken (so a lone line is written at once,
+    /// and under load what arrives while one batch is written forms the next).
     pub max_delay: Duration,
 }
 
@@ -204,11 +206,7 @@ impl Validate for RawCollectorConfig {
             Some(n) => n as usize,
             None => usize::from(prefetch).div_ceil(2),
         };
-        let max_delay = duration_or(
-            "batch.max_delay",
-            &self.batch.max_delay,
-            Duration::from_millis(50),
-        )?;
+        let max_delay = duration_or("batch.max_delay", &self.batch.max_delay, Duration::ZERO)?;
         let max_ids = self.dedup.max_ids.unwrap_or(1_000_000);
         if max_ids == 0 {
             return Err(KeyError::new("dedup.max_ids", "must be at least 1"));

@@ -7,17 +7,51 @@ use lapin::{
     BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind, PublisherConfirm,
 };
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use tokio_util::sync::CancellationToken;
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use logship_config::{Broker, BrokerUri};
 
-use crate::backoff::Backoff;
+pub use crate::reconnect::{Connected, Reconnect};
 
-/// Opens one connection to `uri`, named after this daemon and host in the management UI; an
-/// `amqps://` URI verifies the broker with the system roots plus `broker.tls.ca_file`.
+/// Runs one step of a session start (or of closing one) under `deadline`: a broker that does
+/// not answer in time fails the step with a `TimedOut` I/O error naming it, so no step can
+/// stall a daemon that should be reconnecting.
+pub async fn within<T>(
+    step: &'static str,
+    deadline: Duration,
+    future: impl Future<Output = Result<T, lapin::Error>>,
+) -> Result<T, lapin::Error> {
+    match tokio::time::timeout(deadline, future).await {
+        Ok(result) => result,
+        Err(_) => Err(timed_out(step, deadline)),
+    }
+}
+
+/// The error of a step that passed its deadline.
+pub fn timed_out(step: &'static str, deadline: Duration) -> lapin::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("{step}: no answer from the broker within {deadline:?}"),
+    )
+    .into()
+}
+
+/// Opens one connection to `uri` (TCP, TLS and AMQP open under `broker.connect_timeout`), named
+/// after this daemon and host in the management UI; an `amqps://` URI verifies the broker with
+/// the system roots plus `broker.tls.ca_file`.
 pub async fn connect(broker: &Broker, uri: &BrokerUri) -> Result<Connection, lapin::Error> {
+    within("connect", broker.connect_timeout, open(broker, uri)).await
+}
+
+/// Closes `connection` politely, giving up after `broker.connect_timeout`: a silent peer never
+/// answers the close.
+pub async fn close(connection: &Connection, broker: &Broker, reason: &str) {
+    let closing = connection.close(200, reason.into());
+    let _ = tokio::time::timeout(broker.connect_timeout, closing).await;
+}
+
+async fn open(broker: &Broker, uri: &BrokerUri) -> Result<Connection, lapin::Error> {
     let properties =
         ConnectionProperties::default().with_connection_name(broker.connection_name.clone().into());
     let tls = OwnedTLSConfig {
@@ -96,85 +130,5 @@ pub fn durable_exchange() -> ExchangeDeclareOptions {
     ExchangeDeclareOptions {
         durable: true,
         ..ExchangeDeclareOptions::default()
-    }
-}
-
-/// The reconnect policy both daemons share: the URIs in turn, a backoff delay (exponential, with
-/// jitter) between attempts after a failure, one warning per outage.
-pub struct Reconnect {
-    backoff: Backoff,
-    next_uri: usize,
-    /// Since when the broker is unreachable (or the last session was lost).
-    outage: Option<Instant>,
-}
-
-/// A connection, the URI it went to, and how long the outage before it lasted (if any).
-pub type Connected = (Connection, BrokerUri, Option<Duration>);
-
-impl Reconnect {
-    /// A policy for `broker`'s URIs and delays.
-    pub fn new(broker: &Broker) -> Reconnect {
-        Reconnect {
-            backoff: Backoff::new(broker),
-            next_uri: 0,
-            outage: None,
-        }
-    }
-
-    /// Connects to the next URI, after a backoff delay when the last attempt or session failed.
-    /// Logs the first failure of an outage at warn and the rest at debug. `None` once `stop` is
-    /// cancelled.
-    pub async fn connect(
-        &mut self,
-        broker: &Broker,
-        stop: &CancellationToken,
-    ) -> Option<Connected> {
-        loop {
-            if self.outage.is_some() {
-                let delay = self.backoff.next_delay();
-                tokio::select! {
-                    // cancel-safe: only observes the token
-                    _ = stop.cancelled() => return None,
-                    // cancel-safe: a sleep
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
-            let uri = broker.uris[self.next_uri % broker.uris.len()].clone();
-            self.next_uri += 1;
-            let result = tokio::select! {
-                // cancel-safe: abandoning a connect in progress loses nothing
-                _ = stop.cancelled() => return None,
-                result = connect(broker, &uri) => result,
-            };
-            match result {
-                Ok(connection) => {
-                    let outage = self.outage.take().map(|since| since.elapsed());
-                    return Some((connection, uri, outage));
-                }
-                Err(err) => {
-                    let refused = crate::access::Refused::of(&err);
-                    if let Some(refused) = refused.filter(|_| self.outage.is_none()) {
-                        // Credentials or vhost access, not the network: said as such.
-                        tracing::warn!(uri = %uri, user = %uri.uri.authority.userinfo.username,
-                            "{refused}; check the user, its password and its vhost permissions, retrying");
-                    } else if self.outage.is_none() {
-                        tracing::warn!(uri = %uri, error = %err, "cannot connect to broker, retrying");
-                    } else {
-                        tracing::debug!(uri = %uri, error = %err, "cannot connect to broker");
-                    }
-                    self.outage.get_or_insert_with(Instant::now);
-                }
-            }
-        }
-    }
-
-    /// The session is up: the next failure starts with the shortest delay again.
-    pub fn established(&mut self) {
-        self.backoff.reset();
-    }
-
-    /// The session was lost: the next connect waits a backoff delay first.
-    pub fn lost(&mut self) {
-        self.outage = Some(Instant::now());
     }
 }

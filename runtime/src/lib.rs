@@ -1,7 +1,8 @@
 //! What logship-agent and logship-collector share at run time:
 //!
 //! - [`envelope`]: the wire format of one line, and its message id.
-//! - [`amqp`], [`backoff`]: connecting (URIs in turn, TLS), reconnecting with backoff,
+//! - [`amqp`], [`reconnect`], [`backoff`]: connecting (URIs in turn, TLS, every step under a
+//!   deadline), reconnecting (probing a node that is down, backing off from one that fails),
 //!   declaring the exchange, and the properties every line is published with.
 //! - [`cli`], [`signals`], [`systemd`], [`rlimit`], [`http`], [`histogram`], [`status`]: the
 //!   daemon plumbing: the command line and `main`, logging, signals, sd_notify, the open-file
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod envelope;
 pub mod histogram;
 pub mod http;
+pub mod reconnect;
 pub mod rlimit;
 pub mod signals;
 pub mod status;

@@ -215,6 +215,54 @@ impl Broker {
         count
     }
 
+    /// Declares `queue` and its dead-letter route exactly as the collector of the release before
+    /// issue 16 did: no `x-single-active-consumer`, and a classic `<queue>.dead-letter` whatever
+    /// the queue's type (`quorum` or not).
+    pub async fn declare_as_previous_release(&self, exchange: &str, queue: &str, quorum: bool) {
+        use lapin::types::AMQPValue;
+        self.declare_exchange(exchange).await;
+        let dlx = format!("{exchange}.dead-letter");
+        self.channel
+            .exchange_declare(
+                dlx.as_str().into(),
+                ExchangeKind::Direct,
+                amqp::durable_exchange(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare dead-letter exchange");
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        let dead_queue = format!("{queue}.dead-letter");
+        self.channel
+            .queue_declare(dead_queue.as_str().into(), durable, FieldTable::default())
+            .await
+            .expect("declare classic dead-letter queue");
+        self.bind(&dead_queue, &dlx, queue).await;
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(dlx.as_str().into()),
+        );
+        arguments.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(queue.into()),
+        );
+        if quorum {
+            arguments.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+        }
+        self.channel
+            .queue_declare(queue.into(), durable, arguments)
+            .await
+            .expect("declare queue as the previous release");
+        self.bind(queue, exchange, "").await;
+    }
+
     /// Declares a durable queue bound to `exchange`, to read what the agent publishes.
     pub async fn bind_queue(&self, exchange: &str, queue: &str) {
         let options = QueueDeclareOptions {
@@ -225,16 +273,21 @@ impl Broker {
             .queue_declare(queue.into(), options, FieldTable::default())
             .await
             .expect("declare queue");
+        self.bind(queue, exchange, "").await;
+    }
+
+    /// Binds `queue` to `exchange` with `routing_key`.
+    async fn bind(&self, queue: &str, exchange: &str, routing_key: &str) {
         self.channel
             .queue_bind(
                 queue.into(),
                 exchange.into(),
-                "".into(),
+                routing_key.into(),
                 Default::default(),
                 FieldTable::default(),
             )
             .await
-            .expect("bind queue");
+            .unwrap_or_else(|err| panic!("bind {queue} to {exchange}: {err}"));
     }
 
     /// Takes one message from `queue` (acked), if there is one.

@@ -55,8 +55,9 @@ impl Collector {
         std::fs::write(
             &config,
             format!(
-                "state_dir = \"{state}\"\n[broker]\nuris = [{uris}]\nexchange = \"{exchange}\"\nqueue = \"{queue}\"\nprefetch = 500\nreconnect_delay = \"100ms\"\nreconnect_max_delay = \"1s\"\n{broker}\n[output]\ndir = \"{out}\"\n{extra}",
+                "state_dir = \"{state}\"\n[broker]\nuris = [{uris}]\nexchange = \"{exchange}\"\nqueue = \"{queue}\"\nprefetch = 500\n{reconnect}{broker}\n[output]\ndir = \"{out}\"\n{extra}",
                 state = root.join("state").display(),
+                reconnect = fast_reconnect(broker),
                 uris = uris.join(", "),
                 out = output.display(),
             ),
@@ -144,8 +145,9 @@ impl Agent {
         std::fs::write(
             &config,
             format!(
-                "host = \"{host}\"\nstate_dir = \"{state}\"\nshutdown_timeout = \"5s\"\n{top}\n[broker]\nuris = [{uris}]\nexchange = \"{exchange}\"\nreconnect_delay = \"100ms\"\nreconnect_max_delay = \"1s\"\n{broker}\n[[inputs]]\npaths = [{globs}]\n{extra}\n",
+                "host = \"{host}\"\nstate_dir = \"{state}\"\nshutdown_timeout = \"5s\"\n{top}\n[broker]\nuris = [{uris}]\nexchange = \"{exchange}\"\n{reconnect}{broker}\n[[inputs]]\npaths = [{globs}]\n{extra}\n",
                 state = state.display(),
+                reconnect = fast_reconnect(broker),
                 uris = uris.join(", "),
                 globs = globs.join(", "),
             ),
@@ -250,6 +252,16 @@ impl Setup {
     /// The collector's copy of a file in the logs directory.
     pub fn out(&self, agent: &Agent, name: &str) -> PathBuf {
         self.collector.file(&agent.host, &self.log(name))
+    }
+}
+
+/// Short reconnect delays for tests, unless the test's `[broker]` lines set their own (a test
+/// of the defaults says `reconnect_delay = "500ms"` and `reconnect_max_delay = "30s"`).
+fn fast_reconnect(broker: &str) -> &'static str {
+    if broker.contains("reconnect_") {
+        ""
+    } else {
+        "reconnect_delay = \"100ms\"\nreconnect_max_delay = \"1s\"\n"
     }
 }
 

@@ -1,5 +1,9 @@
 //! A TCP proxy in front of the broker that a test can cut: every connection is closed and new
 //! ones are dropped at once, until it is restored. The agent sees a broker outage.
+//!
+//! It can also silence every open connection for good while new ones pass, as when a NAT or a
+//! firewall loses its state: both sockets stay open and nothing passes on them any more, in
+//! either direction, with no FIN and no RST.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +18,8 @@ pub struct Proxy {
     up: Arc<AtomicBool>,
     /// Bumped on every cut, so open connections close.
     cuts: watch::Sender<u64>,
+    /// Bumped on every silence, so open connections stop passing bytes (and stay open).
+    silences: watch::Sender<u64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -24,7 +30,8 @@ impl Proxy {
         let addr = listener.local_addr().expect("proxy addr");
         let up = Arc::new(AtomicBool::new(true));
         let (cuts, _) = watch::channel(0u64);
-        let (up_task, cuts_task) = (up.clone(), cuts.clone());
+        let (silences, _) = watch::channel(0u64);
+        let (up_task, cuts_task, silences_task) = (up.clone(), cuts.clone(), silences.clone());
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if !up_task.load(Ordering::SeqCst) {
@@ -32,6 +39,7 @@ impl Proxy {
                     continue;
                 }
                 let mut cut = cuts_task.subscribe();
+                let mut silence = silences_task.subscribe();
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(target).await else {
                         return;
@@ -39,8 +47,12 @@ impl Proxy {
                     let (mut client, mut server) = (client, server);
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut.changed() => {}
+                        _ = cut.changed() => return,
+                        _ = silence.changed() => {}
                     }
+                    // Silenced: hold both sockets, read nothing, write nothing, until cut.
+                    let _ = cut.changed().await;
+                    drop((client, server));
                 });
             }
         });
@@ -48,6 +60,7 @@ impl Proxy {
             addr,
             up,
             cuts,
+            silences,
             task,
         }
     }
@@ -61,6 +74,12 @@ impl Proxy {
     pub fn cut(&self) {
         self.up.store(false, Ordering::SeqCst);
         self.cuts.send_modify(|n| *n += 1);
+    }
+
+    /// Every connection open now goes silent for good (both sockets stay open); connections
+    /// opened afterwards pass as usual.
+    pub fn silence(&self) {
+        self.silences.send_modify(|n| *n += 1);
     }
 
     /// Lets connections through again.

@@ -1,0 +1,313 @@
+//! Healing in seconds (issue 16): a network that goes silent under both daemons, a node stopped
+//! and started again and again, a 3-node quorum cluster losing the node both daemons use. Every
+//! line arrives once and in order; the tests print how long lines stopped being written (they
+//! assert nothing on it: the machine is shared).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use logship_tests::broker::{Topology, amqp_url};
+use logship_tests::daemon::Daemon;
+use logship_tests::fixture::{Agent, Collector};
+use logship_tests::lines::{
+    assert_delivered_once_in_order, expected, open_append, text, wait_for_delivery, write_lines,
+};
+use logship_tests::proxy::Proxy;
+use logship_tests::rabbit::{self, Node};
+
+/// How long the last lines may take to arrive once the writer stopped.
+const ARRIVAL: Duration = Duration::from_secs(180);
+/// The defaults, spelled out: the fixture's fast test delays would hide a backoff that grew.
+const DEFAULT_RECONNECT: &str = "reconnect_delay = \"500ms\"\nreconnect_max_delay = \"30s\"\n";
+
+/// Writes lines of source `app` to a file, `per_tick` every 100 ms, until stopped.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    written: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(log: &Path, per_tick: usize) -> Writer {
+        let (stop, written) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let (stop_thread, written_thread) = (stop.clone(), written.clone());
+        let mut file = open_append(log);
+        let thread = std::thread::spawn(move || {
+            let mut next = 0;
+            while !stop_thread.load(Ordering::SeqCst) {
+                write_lines(&mut file, "app", next..next + per_tick);
+                next += per_tick;
+                written_thread.store(next, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        Writer {
+            stop,
+            written,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops writing; returns how many lines were written.
+    fn finish(mut self) -> usize {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+        self.written.load(Ordering::SeqCst)
+    }
+}
+
+/// Lines in the collector's file (every test line has the same length).
+fn lines_in(out: &Path) -> usize {
+    let line = text("app", 0).len() as u64 + 1;
+    (std::fs::metadata(out).map_or(0, |m| m.len()) / line) as usize
+}
+
+/// Watches the output for `span`, sampling every 50 ms: returns the longest time the file did
+/// not grow while the writer kept writing.
+fn longest_gap(out: &Path, span: Duration) -> Duration {
+    let end = Instant::now() + span;
+    let (mut last, mut since, mut longest) = (lines_in(out), Instant::now(), Duration::ZERO);
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = lines_in(out);
+        if now != last {
+            longest = longest.max(since.elapsed());
+            (last, since) = (now, Instant::now());
+        }
+    }
+    longest.max(since.elapsed())
+}
+
+/// Waits until the output grows past what it held at the call; returns how long that took.
+fn time_to_growth(out: &Path, timeout: Duration) -> Option<Duration> {
+    let (start, before) = (Instant::now(), lines_in(out));
+    while start.elapsed() < timeout {
+        if lines_in(out) > before {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+fn verify(out: &Path, total: usize, what: &str) {
+    let want = expected("app", 0..total);
+    let lines = wait_for_delivery(out, &want, ARRIVAL, ARRIVAL);
+    assert_delivered_once_in_order(&lines, &want, what);
+}
+
+fn stop(daemon: &mut Daemon) {
+    let status = daemon.stop(Duration::from_secs(30));
+    assert!(status.success(), "exit {status}:\n{}", daemon.log_text());
+}
+
+/// Prints the lines of a daemon's log that tell how it noticed and healed.
+fn print_log(name: &str, daemon: &Daemon) {
+    for line in daemon.log_text().lines().filter(|l| {
+        [
+            "lost",
+            "reachable again",
+            "consuming",
+            "publishing",
+            "looks dead",
+        ]
+        .iter()
+        .any(|needle| l.contains(needle))
+    }) {
+        eprintln!("  {name}: {line}");
+    }
+}
+
+/// A collector and an agent on `uris`, reading `<dir>/logs/app.log`; `broker` goes into both
+/// `[broker]` tables, `collector_broker` into the collector's only.
+fn stage(
+    dir: &Path,
+    exchange: &str,
+    queue: &str,
+    uris: &[&str],
+    broker: &str,
+    collector_broker: &str,
+) -> (Collector, Agent, PathBuf) {
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let collector_broker = format!("{broker}{collector_broker}");
+    let collector = Collector::with_uris(
+        dir,
+        "collector",
+        uris,
+        exchange,
+        queue,
+        &collector_broker,
+        "",
+    );
+    let agent = Agent::with_uris(
+        dir,
+        "agent",
+        uris,
+        exchange,
+        &[&logs.join("*.log")],
+        "",
+        broker,
+        "",
+    );
+    (collector, agent, logs.join("app.log"))
+}
+
+/// Agent and collector reach the shared broker through a proxy; 8 s into a stream of 600 lines
+/// a second every open connection goes silent for good while new ones pass. `collector_broker`
+/// goes into the collector's `[broker]`.
+fn silent_network(what: &str, collector_broker: &str) {
+    let topology = Topology::new("silent", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let target = amqp_url();
+    let target = target
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("127.0.0.1:5672")
+        .to_string();
+    let target = std::net::ToSocketAddrs::to_socket_addrs(&target)
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = runtime.block_on(Proxy::start(target));
+    let url = proxy.url();
+    let (collector, agent, log) = stage(
+        dir.path(),
+        &topology.exchange,
+        &topology.queues[0],
+        &[&url],
+        DEFAULT_RECONNECT,
+        collector_broker,
+    );
+    let mut collector_daemon = collector.start();
+    let mut agent_daemon = agent.start(true);
+    let out = collector.file(&agent.host, &log);
+    let writer = Writer::start(&log, 60);
+    std::thread::sleep(Duration::from_secs(8));
+    proxy.silence();
+    let silenced = Instant::now();
+    // What was already in the collector's socket is still written for a moment.
+    std::thread::sleep(Duration::from_secs(1));
+    let before = lines_in(&out);
+    let resumed =
+        time_to_growth(&out, Duration::from_secs(150)).map(|d| d + Duration::from_secs(1));
+    std::thread::sleep(Duration::from_secs(10));
+    let total = writer.finish();
+    eprintln!(
+        "{what}: first line written {:.1}s after the silence ({before} lines before it)",
+        resumed.map_or(f64::NAN, |d| d.as_secs_f64())
+    );
+    verify(&out, total, what);
+    eprintln!(
+        "{what}: checked {:.0}s after the silence",
+        silenced.elapsed().as_secs_f64()
+    );
+    print_log("agent", &agent_daemon);
+    print_log("collector", &collector_daemon);
+    stop(&mut agent_daemon);
+    stop(&mut collector_daemon);
+}
+
+#[test]
+fn a_network_gone_silent_under_both_daemons_delivers_every_line_once_in_order() {
+    silent_network("silent network", "");
+}
+
+#[test]
+fn a_node_stopped_and_started_five_times_resumes_promptly_each_time() {
+    let test = "node_stopped_five_times";
+    if !rabbit::available(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), "n", None);
+    let url = node.url();
+    let (collector, agent, log) = stage(
+        dir.path(),
+        "restarts",
+        "restarts.q",
+        &[&url],
+        DEFAULT_RECONNECT,
+        "",
+    );
+    let mut collector_daemon = collector.start();
+    let mut agent_daemon = agent.start(true);
+    let out = collector.file(&agent.host, &log);
+    let writer = Writer::start(&log, 50);
+    let mut delays = Vec::new();
+    for round in 1..=5 {
+        std::thread::sleep(Duration::from_secs(3));
+        node.stop();
+        std::thread::sleep(Duration::from_secs(8));
+        node.boot();
+        // The node takes connections from here on.
+        let delay = time_to_growth(&out, Duration::from_secs(120));
+        eprintln!(
+            "{test}: round {round}: first line written {:.2}s after the node took connections",
+            delay.map_or(f64::NAN, |d| d.as_secs_f64())
+        );
+        delays.push(delay);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let total = writer.finish();
+    verify(&out, total, test);
+    eprintln!("{test}: resume delays {delays:?}");
+    print_log("collector", &collector_daemon);
+    stop(&mut agent_daemon);
+    stop(&mut collector_daemon);
+}
+
+#[test]
+fn a_quorum_cluster_of_three_keeps_working_when_the_connected_node_is_killed() {
+    let test = "quorum_three_nodes";
+    if !rabbit::available(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let a = Node::start(dir.path(), "a", None);
+    let b = Node::start(dir.path(), "b", None);
+    let c = Node::start(dir.path(), "c", None);
+    b.join(&a);
+    c.join(&a);
+    let (url_a, url_b, url_c) = (a.url(), b.url(), c.url());
+    // Both daemons start on a (the first URI), so the queues' leaders are there too.
+    let (collector, agent, log) = stage(
+        dir.path(),
+        "cluster",
+        "cluster.q",
+        &[&url_a, &url_b, &url_c],
+        DEFAULT_RECONNECT,
+        "queue_type = \"quorum\"\n",
+    );
+    let mut collector_daemon = collector.start();
+    let mut agent_daemon = agent.start(true);
+    let out = collector.file(&agent.host, &log);
+    let writer = Writer::start(&log, 50);
+    std::thread::sleep(Duration::from_secs(5));
+    let (_, queues) = b.ctl(&["list_queues", "-q", "name", "type", "leader"]);
+    eprintln!("{test}: queues before the kill:\n{queues}");
+    let before = longest_gap(&out, Duration::from_secs(2));
+    a.kill9();
+    let gap = longest_gap(&out, Duration::from_secs(30));
+    let total = writer.finish();
+    eprintln!(
+        "{test}: longest time without a written line: {:.2}s after the kill (before it: {:.2}s)",
+        gap.as_secs_f64(),
+        before.as_secs_f64()
+    );
+    verify(&out, total, test);
+    print_log("agent", &agent_daemon);
+    print_log("collector", &collector_daemon);
+    stop(&mut agent_daemon);
+    stop(&mut collector_daemon);
+    drop((b, c));
+}
