@@ -405,70 +405,6 @@ impl Reader {
         true
     }
 
-    /// Whether a newer file of the path of the source at `index` has grown: the application
-    /// writes there now.
-    fn successor_grew(&self, index: usize) -> bool {
-        let path = self.sources[index].path();
-        self.sources[index + 1..]
-            .iter()
-            .any(|s| s.path() == path && s.is_open() && s.grown())
-    }
-
-    /// Marks the files that an older file of the same path still holds back; called whenever
-    /// the list of sources changes.
-    fn relink(&mut self) {
-        let mut seen = HashSet::new();
-        for source in &mut self.sources {
-            source.held = !seen.insert(source.path().to_path_buf());
-        }
-    }
-
-    /// Closes drained files: the spool is flushed first, so their lines outlive the files.
-    fn close(&mut self, finished: Vec<usize>) -> Result<(), ReaderError> {
-        if finished.is_empty() {
-            return Ok(());
-        }
-        match self.spool.flush() {
-            Err(err) if err.is_disk_failure() => return Ok(()),
-            other => other?,
-        }
-        for index in finished.into_iter().rev() {
-            let source = self.remove_source(index);
-            match source.closing_checkpoint() {
-                Some(checkpoint) => self.spool.set_checkpoint(source.key(), &checkpoint)?,
-                None => self.spool.remove_checkpoint(source.key())?,
-            }
-            tracing::info!(path = %source.path().display(), "file closed");
-        }
-        // The next file of each path, held since it appeared, is read from now on.
-        self.relink();
-        Ok(())
-    }
-
-    /// Adds a source at `at` (it holds a descriptor).
-    fn add_source(&mut self, at: usize, source: Source) {
-        self.keys.insert(source.key());
-        *self.paths.entry(source.path().to_path_buf()).or_default() += 1;
-        self.open_files += usize::from(source.is_open());
-        self.sources.insert(at, source);
-        self.relink_due = true;
-    }
-
-    /// Takes the source at `index` out.
-    fn remove_source(&mut self, index: usize) -> Source {
-        let source = self.sources.remove(index);
-        self.keys.remove(&source.key());
-        if let Some(count) = self.paths.get_mut(source.path()) {
-            *count -= 1;
-            if *count == 0 {
-                self.paths.remove(source.path());
-            }
-        }
-        self.open_files -= usize::from(source.is_open());
-        self.relink_due = true;
-        source
-    }
-
     /// Deletes the files of segments the publisher removed, once that is durable.
     fn collect(&mut self) -> Result<(), ReaderError> {
         if self.spool.uncollected() == 0 || self.last_collect.elapsed() < COLLECT_EVERY {
@@ -492,3 +428,4 @@ mod budget;
 mod opening;
 pub(crate) mod pause;
 mod reopen;
+mod sources;

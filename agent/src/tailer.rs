@@ -119,36 +119,6 @@ impl Tailer {
         self.fingerprint
     }
 
-    /// The descriptor being read; an error while it is closed (never read then).
-    pub fn file(&self) -> std::io::Result<&File> {
-        self.file
-            .as_ref()
-            .ok_or_else(|| std::io::Error::other("descriptor closed for the budget"))
-    }
-
-    /// Whether the descriptor is open.
-    pub fn is_open(&self) -> bool {
-        self.file.is_some()
-    }
-
-    /// Closes the descriptor (the file is idle); the position, head and partial line stay.
-    pub fn close_file(&mut self) {
-        self.file = None;
-        self.head_checked = None;
-    }
-
-    /// Gives the descriptor back (the caller checked it is the same file by its key); the
-    /// head is compared again before the next read, so a file rewritten meanwhile is noticed.
-    pub fn reopen(&mut self, file: File) {
-        self.file = Some(file);
-        self.head_checked = None;
-    }
-
-    /// The size of the file being read, if its descriptor is open.
-    pub fn size(&self) -> Option<u64> {
-        self.file.as_ref()?.metadata().ok().map(|m| m.len())
-    }
-
     /// Whether closing the descriptor now loses nothing: every line read is spooled, no event
     /// is being assembled, and a partial line could still be shipped without the file.
     pub fn closable(&self) -> bool {
@@ -156,15 +126,6 @@ impl Tailer {
             && !self.unspooled()
             && self.event.is_empty()
             && (self.partial.is_empty() || self.fingerprint.is_some())
-    }
-
-    /// Reads `file` instead from now on (a copytruncate copy, then the file again); returns
-    /// the one read so far (`None` if it was closed). The position does not change.
-    pub fn swap_file(&mut self, file: File) -> Option<File> {
-        self.partial.clear();
-        self.event.clear();
-        self.head_checked = None;
-        self.file.replace(file)
     }
 
     /// When a read last returned bytes.
@@ -433,16 +394,6 @@ impl Tailer {
     pub fn read_position(&self) -> u64 {
         self.read_pos()
     }
-
-    /// Whether the file has been deleted (no name left; a closed descriptor is only dropped for
-    /// good once its file is gone).
-    pub fn deleted(&self) -> bool {
-        use std::os::unix::fs::MetadataExt;
-        self.file()
-            .and_then(File::metadata)
-            .map(|m| m.nlink() == 0)
-            .unwrap_or(true)
-    }
 }
 
 /// The part of the spool's checkpoint a rewind needs (the path is the tailer's own: 100k files
@@ -460,5 +411,6 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+mod descriptor;
 #[cfg(test)]
 mod tests;
