@@ -38,6 +38,13 @@ fn message(unit: &str, i: usize) -> String {
     format!("{unit} entry {i:06} lorem ipsum dolor sit amet")
 }
 
+/// Entries `range` of unit `a.service`.
+fn entries(range: std::ops::Range<usize>) -> Vec<Entry> {
+    range
+        .map(|i| Entry::of("a.service", &message("a.service", i)))
+        .collect()
+}
+
 fn expected(unit: &str, range: std::ops::Range<usize>) -> Vec<Vec<u8>> {
     range.map(|i| message(unit, i).into_bytes()).collect()
 }
@@ -116,11 +123,6 @@ fn a_journalctl_killed_under_the_agent_is_restarted_without_loss_or_duplicate() 
     let agent = setup.agent(&amqp_url(), "", &journal_input(&journal, ""));
     let mut daemon = agent.start(true);
     let path = out(&setup, &agent, "a.service");
-    let entries = |range: std::ops::Range<usize>| {
-        range
-            .map(|i| Entry::of("a.service", &message("a.service", i)))
-            .collect::<Vec<_>>()
-    };
     for round in 0..3 {
         // The (restarted) child reads: this round's entries arrive; then it is killed.
         feed.write(&entries(round * 1000..round * 1000 + 1000));
@@ -222,11 +224,7 @@ fn a_vacuumed_cursor_is_a_counted_gap_not_a_restart_at_now_or_a_reread() {
         &journal_input(&journal, ""),
     );
     let mut old = Feed::start(&journal, "old");
-    old.write(
-        &(0..100)
-            .map(|i| Entry::of("a.service", &message("a.service", i)))
-            .collect::<Vec<_>>(),
-    );
+    old.write(&entries(0..100));
     let mut daemon = agent.start(true);
     let path = out(&setup, &agent, "a.service");
     wait_for_lines(&path, 100, ARRIVAL);
@@ -236,20 +234,12 @@ fn a_vacuumed_cursor_is_a_counted_gap_not_a_restart_at_now_or_a_reread() {
     // While the agent is stopped: entries it never saw, then the file vacuumed away; a new file
     // holds what came after.
     let mut lost = Feed::start(&journal, "old");
-    lost.write(
-        &(100..150)
-            .map(|i| Entry::of("a.service", &message("a.service", i)))
-            .collect::<Vec<_>>(),
-    );
+    lost.write(&entries(100..150));
     lost.finish();
     std::fs::remove_file(journal.join("old.journal")).expect("vacuum");
     std::thread::sleep(Duration::from_millis(20));
     let mut new = Feed::start(&journal, "new");
-    new.write(
-        &(150..200)
-            .map(|i| Entry::of("a.service", &message("a.service", i)))
-            .collect::<Vec<_>>(),
-    );
+    new.write(&entries(150..200));
 
     let mut daemon = agent.start(true);
     let mut want = expected("a.service", 0..100);
@@ -288,11 +278,6 @@ fn the_tail_of_the_previous_boot_is_read_after_a_reboot() {
     let setup = Setup::new("journal-boots");
     let journal = setup.dir.path().join("journal");
     let mut feed = Feed::start(&journal, "app");
-    let entries = |range: std::ops::Range<usize>| {
-        range
-            .map(|i| Entry::of("a.service", &message("a.service", i)))
-            .collect::<Vec<_>>()
-    };
     feed.write(&entries(0..100));
     let _collector = setup.collector.start();
     let agent = setup.agent(&amqp_url(), "", &journal_input(&journal, ""));
@@ -326,11 +311,7 @@ fn read_from_end_ships_only_what_comes_later_and_keeps_its_place_across_a_restar
     let setup = Setup::new("journal-end");
     let journal = setup.dir.path().join("journal");
     let mut feed = Feed::start(&journal, "app");
-    feed.write(
-        &(0..50)
-            .map(|i| Entry::of("a.service", &message("a.service", i)))
-            .collect::<Vec<_>>(),
-    );
+    feed.write(&entries(0..50));
     let _collector = setup.collector.start();
     let agent = setup.agent(
         &amqp_url(),
@@ -341,17 +322,9 @@ fn read_from_end_ships_only_what_comes_later_and_keeps_its_place_across_a_restar
     daemon.wait_for_log("journal reading", 1, ARRIVAL);
     daemon.stop(Duration::from_secs(30));
     // Written while the agent is stopped, after its first start: shipped.
-    feed.write(
-        &(50..60)
-            .map(|i| Entry::of("a.service", &message("a.service", i)))
-            .collect::<Vec<_>>(),
-    );
+    feed.write(&entries(50..60));
     let mut daemon = agent.start(true);
-    feed.write(
-        &(60..70)
-            .map(|i| Entry::of("a.service", &message("a.service", i)))
-            .collect::<Vec<_>>(),
-    );
+    feed.write(&entries(60..70));
     let path = out(&setup, &agent, "a.service");
     let want = expected("a.service", 50..70);
     assert_same_lines(
