@@ -395,12 +395,7 @@ impl Sink {
                 output.record.len += written.len() as u64;
                 if frame.is_none() {
                     output.record = FileRecord::at(output.record.len);
-                } else if frames::appended(
-                    &mut output.record,
-                    old_len,
-                    bytes.len() as u64,
-                    frames::phase(relative),
-                ) {
+                } else if frames::appended(&mut output.record, old_len, bytes.len() as u64) {
                     self.compact_due.push(relative.clone());
                 }
                 lengths.push((relative.clone(), output.record));
