@@ -13,7 +13,8 @@
 //! of one line hardly compresses. So the frames after the file's last sealed frame form its
 //! tail; each time the tail's lines cross a multiple of [`COMPACT_STEP`], the tail is rewritten
 //! as one frame, and once that frame holds [`SEAL_PLAIN`] it is sealed (never rewritten again).
-//! At most `COMPACT_STEP` of lines thus sit in small frames, and a line is recompressed at most
+//! About `COMPACT_STEP` of lines (plus what arrives until the next compaction round, at most a
+//! second's worth: `compact`) thus sit in small frames, and a line is recompressed about
 //! `SEAL_PLAIN / COMPACT_STEP` times. A compaction is crash-safe:
 //! 1. the tail is decompressed and compressed again as one frame, which is appended inside a
 //!    skippable frame (readers ignore it), synced, and recorded as `staged` in the commit record;
