@@ -151,7 +151,7 @@ async fn throughput(lines: usize) {
     let broker = Broker::connect().await;
     let started = Instant::now();
     // Offsets are computed per line: build in chunks to keep memory flat.
-    let mut offsets = vec![0u64; FILES];
+    let mut offsets = vec![0u64; 2 * FILES];
     for first in (0..lines).step_by(10_000) {
         let chunk: Vec<Envelope> = (first..(first + 10_000).min(lines))
             .map(|i| {
@@ -167,7 +167,7 @@ async fn throughput(lines: usize) {
         started.elapsed().as_secs_f64()
     );
     let plain_bytes: u64 = {
-        let mut offsets = vec![0u64; FILES];
+        let mut offsets = vec![0u64; 2 * FILES];
         (0..lines)
             .map(|i| envelope_at(i, &mut offsets).line.len() as u64 + 1)
             .sum()
@@ -207,7 +207,6 @@ async fn throughput(lines: usize) {
     let _ = std::fs::remove_dir_all(dir.path());
 }
 
-/// Envelope `i` of the round-robin over [`FILES`] sources, `offsets` carrying each source's next.
 /// What the `zstd` command makes of the whole plain file at level 3: the ratio our framing is
 /// measured against (skipped without the command).
 fn whole_file(plain: &std::path::Path) {
@@ -226,9 +225,18 @@ fn whole_file(plain: &std::path::Path) {
     );
 }
 
+/// Envelope `i` over [`FILES`] sources; `offsets` holds each source's next offset, then its
+/// next line number. Round-robin, or with `BENCH_SPREAD=1` each line to a file drawn at random
+/// (files then cross their compaction steps at different times, as in a real fleet).
 fn envelope_at(i: usize, offsets: &mut [u64]) -> Envelope {
-    let file = i % FILES;
-    let mut e = envelope_base(file, (i / FILES) as u64);
+    let file = if std::env::var("BENCH_SPREAD").is_ok_and(|v| v == "1") {
+        fastrand::Rng::with_seed(i as u64).usize(..FILES)
+    } else {
+        i % FILES
+    };
+    let n = offsets[file + FILES];
+    offsets[file + FILES] += 1;
+    let mut e = envelope_base(file, n);
     e.offset = offsets[file];
     offsets[file] += e.line.len() as u64 + 1;
     e

@@ -1,5 +1,11 @@
 //! Compacting the tails of compressed files after a batch commits, and finishing a compaction a
 //! crash interrupted (see [`super::frames`] for the format and the protocol).
+//!
+//! A round of compactions costs two syncs and two flushes of the commit record whatever the
+//! number of files in it, so rounds run at most every [`ROUND_EVERY`], each compacting every
+//! tail due since the last: measured on 400 files, a round after every batch (files due one by
+//! one) cut the collector's throughput to 0.39 of plain output; tails then grow by at most that
+//! interval's lines past their step.
 
 use std::fs::File;
 use std::os::fd::AsFd as _;
@@ -7,6 +13,9 @@ use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
 use super::{Sink, SinkError, frames, nofollow};
+
+/// At most one compaction round per this interval.
+pub const ROUND_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 use crate::commit::Commit;
 use crate::durable::Target;
 use crate::file_record::FileRecord;
@@ -16,6 +25,11 @@ impl Sink {
     /// and commits that, then settles each and commits the shorter files. A failure leaves the
     /// files for recovery (a staged compaction is settled, anything else truncated).
     pub fn compact(&mut self, commit: &Commit) -> Result<usize, SinkError> {
+        let now = std::time::Instant::now();
+        if self.compact_due.is_empty() || now < self.next_compaction {
+            return Ok(0);
+        }
+        self.next_compaction = now + ROUND_EVERY;
         let due = std::mem::take(&mut self.compact_due);
         let Some(frames) = self.frames.as_mut() else {
             return Ok(0);

@@ -13,7 +13,8 @@
 //! of one line hardly compresses. So the frames after the file's last sealed frame form its
 //! tail; each time the tail's lines cross a multiple of [`COMPACT_STEP`], the tail is rewritten
 //! as one frame, and once that frame holds [`SEAL_PLAIN`] it is sealed (never rewritten again).
-//! At most `COMPACT_STEP` of lines thus sit in small frames, and a line is recompressed at most
+//! About `COMPACT_STEP` of lines (plus what arrives until the next compaction round, at most a
+//! second's worth: `compact`) thus sit in small frames, and a line is recompressed about
 //! `SEAL_PLAIN / COMPACT_STEP` times. A compaction is crash-safe:
 //! 1. the tail is decompressed and compressed again as one frame, which is appended inside a
 //!    skippable frame (readers ignore it), synced, and recorded as `staged` in the commit record;
@@ -27,9 +28,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::FileExt as _;
-use std::path::Path;
 
 use crate::file_record::FileRecord;
 
@@ -110,23 +109,9 @@ impl Frames {
     }
 }
 
-/// Where in each [`COMPACT_STEP`] a file's compactions fall: a function of its path, so that
-/// files growing alike (a fleet's files written round-robin) do not all compact in one batch.
-pub fn phase(relative: &Path) -> u64 {
-    let hash = relative
-        .as_os_str()
-        .as_bytes()
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-    hash % COMPACT_STEP
-}
-
 /// Whether a file whose last frame of `plain` bytes (taking it from `old_len` to `record.len`)
-/// was just appended needs its tail compacted (each time its tail crosses a multiple of
-/// [`COMPACT_STEP`], shifted by the file's `phase`); updates the tail in `record`.
-pub fn appended(record: &mut FileRecord, old_len: u64, plain: u64, phase: u64) -> bool {
+/// was just appended needs its tail compacted; updates the tail in `record`.
+pub fn appended(record: &mut FileRecord, old_len: u64, plain: u64) -> bool {
     let before = record.tail_plain;
     record.tail_plain += plain;
     if record.tail_start == old_len {
@@ -136,7 +121,7 @@ pub fn appended(record: &mut FileRecord, old_len: u64, plain: u64, phase: u64) -
         }
         return false;
     }
-    (before + phase) / COMPACT_STEP != (record.tail_plain + phase) / COMPACT_STEP
+    before / COMPACT_STEP != record.tail_plain / COMPACT_STEP
 }
 
 /// The record of a file whose tail is now the one frame `[record.tail_start, end)`: sealed if
@@ -204,7 +189,7 @@ mod tests {
             file.write_all(&frame).unwrap();
             let old = record.len;
             record.len += frame.len() as u64;
-            appended(&mut record, old, line.len() as u64, 0);
+            appended(&mut record, old, line.len() as u64);
         }
         record
     }
@@ -265,25 +250,14 @@ mod tests {
     fn a_large_frame_is_sealed_and_tails_compact_at_each_step() {
         let mut record = FileRecord::at(10);
         record.len = 500;
-        assert!(!appended(&mut record, 10, SEAL_PLAIN, 0));
+        assert!(!appended(&mut record, 10, SEAL_PLAIN));
         assert_eq!(record, FileRecord::at(500));
         record.len = 600;
-        assert!(!appended(&mut record, 500, 10, 0));
+        assert!(!appended(&mut record, 500, 10));
         record.len = 700;
-        assert!(!appended(&mut record, 600, COMPACT_STEP - 11, 0));
+        assert!(!appended(&mut record, 600, COMPACT_STEP - 11));
         record.len = 800;
-        assert!(appended(&mut record, 700, 1, 0));
-        // Another file's phase moves its step.
-        let other = FileRecord {
-            len: 800,
-            tail_start: 500,
-            tail_plain: COMPACT_STEP - 2,
-            staged: None,
-        };
-        assert!(!appended(&mut other.clone(), 800, 1, 0));
-        assert!(appended(&mut other.clone(), 800, 1, 1));
-        assert!(!appended(&mut other.clone(), 800, 1, 5));
-        assert_ne!(phase(Path::new("h/a.log")), phase(Path::new("h/b.log")));
+        assert!(appended(&mut record, 700, 1));
         assert_eq!(compacted(&record, 650).tail_start, 500);
         record.tail_plain = SEAL_PLAIN;
         assert_eq!(compacted(&record, 650), FileRecord::at(650));

@@ -134,6 +134,8 @@ pub struct Sink {
     frames: Option<frames::Frames>,
     /// Compressed files whose tail of small frames is due for compaction once committed.
     compact_due: Vec<PathBuf>,
+    /// Not before this instant is the next compaction round (see [`compact`]).
+    next_compaction: std::time::Instant,
 }
 
 impl Sink {
@@ -169,6 +171,7 @@ impl Sink {
                 )?),
             },
             compact_due: Vec::new(),
+            next_compaction: std::time::Instant::now(),
         };
         sink.truncate_back(commit, true)?;
         Ok(sink)
@@ -395,12 +398,9 @@ impl Sink {
                 output.record.len += written.len() as u64;
                 if frame.is_none() {
                     output.record = FileRecord::at(output.record.len);
-                } else if frames::appended(
-                    &mut output.record,
-                    old_len,
-                    bytes.len() as u64,
-                    frames::phase(relative),
-                ) {
+                } else if frames::appended(&mut output.record, old_len, bytes.len() as u64)
+                    && !self.compact_due.contains(relative)
+                {
                     self.compact_due.push(relative.clone());
                 }
                 lengths.push((relative.clone(), output.record));
