@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 const REMOTE: &str = "/lib/systemd/systemd-journal-remote";
 
-/// Whether journal files can be written here; if not, says why on stderr.
+/// Whether journal files can be written here; if not, skips (or fails, see [`crate::skip`]).
 pub fn available(test: &str) -> bool {
     let ok = Path::new(REMOTE).exists()
         && Command::new("journalctl")
@@ -18,8 +18,9 @@ pub fn available(test: &str) -> bool {
             .status()
             .is_ok_and(|s| s.success());
     if !ok {
-        eprintln!(
-            "SKIPPED {test}: {REMOTE} or journalctl is missing (apt-get install systemd-journal-remote)"
+        crate::skip(
+            test,
+            &format!("{REMOTE} or journalctl is missing (apt-get install systemd-journal-remote)"),
         );
     }
     ok

@@ -15,11 +15,14 @@ const CTL: &str = "/usr/lib/rabbitmq/bin/rabbitmqctl";
 /// partitioned collector groups need the consistent-hash exchange.
 pub const PLUGINS: &[&str] = &["rabbitmq_consistent_hash_exchange"];
 
-/// Whether a private node can be run here; if not, says why once on stderr.
+/// Whether a private node can be run here; if not, skips (or fails, see [`crate::skip`]).
 pub fn available(test: &str) -> bool {
     let ok = Path::new(SERVER).exists() && Path::new(CTL).exists();
     if !ok {
-        eprintln!("SKIPPED {test}: {SERVER} is not installed (apt-get install rabbitmq-server)");
+        crate::skip(
+            test,
+            &format!("{SERVER} is not installed (apt-get install rabbitmq-server)"),
+        );
     }
     ok
 }

@@ -16,7 +16,7 @@ const HOST: &str = "web-1";
 fn zstd_available(test: &str) -> bool {
     let found = Command::new("zstd").arg("-V").output().is_ok();
     if !found {
-        eprintln!("{test}: skipped, no zstd command (apt-get install zstd)");
+        logship_tests::skip(test, "no zstd command (apt-get install zstd)");
     }
     found
 }

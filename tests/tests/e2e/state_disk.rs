@@ -54,7 +54,7 @@ async fn fill_state_disk(label: &str) -> Option<FullDisk> {
     let disk = match Tmpfs::mount(&agent.state, STATE_DISK) {
         Ok(disk) => disk,
         Err(why) => {
-            eprintln!("skipped: needs a tmpfs as the state disk ({why})");
+            logship_tests::skip(label, &format!("needs a tmpfs as the state disk ({why})"));
             return None;
         }
     };
