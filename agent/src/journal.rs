@@ -23,15 +23,15 @@
 //! - A child that exits or writes garbage is restarted with backoff (said once per outage);
 //!   journalctl missing ends the agent with exit 1. Never a running agent that stopped reading.
 
+mod child;
 pub mod cursor;
 pub mod export;
 
-use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
+use std::collections::HashMap;
 use std::os::unix::process::CommandExt as _;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -47,8 +47,6 @@ use export::{Entry, ExportError, ExportReader};
 
 /// The program that reads the journal.
 const JOURNALCTL: &str = "journalctl";
-/// Entries parsed ahead of the spool: bounds memory; past it journalctl blocks on its pipe.
-const AHEAD: usize = 1024;
 /// Entries per spool append at most (one segment, one fsync, one sled batch).
 const BATCH_ENTRIES: usize = 2000;
 /// Bytes of envelopes per spool append at most.
@@ -61,8 +59,6 @@ const WAIT_MAX: Duration = Duration::from_millis(250);
 /// Restart delays of a child that exited: from the first to the last, doubling.
 const RESTART_MIN: Duration = Duration::from_millis(200);
 const RESTART_MAX: Duration = Duration::from_secs(5);
-/// journalctl's stderr lines said at most once each, up to this many distinct ones.
-const STDERR_DISTINCT: usize = 64;
 /// A child that dies again within this long after the last warning is not said again.
 const QUIET: Duration = Duration::from_secs(60);
 
@@ -264,7 +260,7 @@ impl JournalReader {
             tracing::info!(input = %self.input.key, directory = ?self.input.directory, units = ?self.input.units,
                 cursor = start.as_deref().unwrap_or("(beginning)"), "journal reading");
         }
-        let entries = pipe_entries(
+        let entries = child::pipe_entries(
             &mut child,
             self.input.max_line_bytes,
             &self.input.key,
@@ -493,62 +489,6 @@ impl Batch {
         self.messages.clear();
         self.bytes = 0;
         self.cursor = None;
-    }
-}
-
-/// Parses the child's stdout on a thread of its own into a bounded channel (closed when the
-/// child's output ends), and says each distinct line of its stderr once (a corrupt file
-/// journalctl skips, say), counting every one in `journal_errors`.
-fn pipe_entries(
-    child: &mut Child,
-    max_value: u64,
-    input: &str,
-    metrics: &Arc<Metrics>,
-) -> Receiver<Result<Entry, ExportError>> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(AHEAD);
-    if let Some(stdout) = child.stdout.take() {
-        let max_value = usize::try_from(max_value).unwrap_or(usize::MAX);
-        spawn_named("logship-journal-parse", move || {
-            parse_into(BufReader::with_capacity(256 << 10, stdout), max_value, &tx)
-        });
-    }
-    if let Some(stderr) = child.stderr.take() {
-        let (input, metrics) = (input.to_string(), metrics.clone());
-        spawn_named("logship-journal-stderr", move || {
-            let mut said = HashSet::new();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                Metrics::add(&metrics.journal_errors, 1);
-                if said.len() < STDERR_DISTINCT && said.insert(line.clone()) {
-                    tracing::warn!(input = %input, message = %line, "journalctl says");
-                }
-            }
-        });
-    }
-    rx
-}
-
-fn parse_into(stdout: impl BufRead, max_value: usize, tx: &SyncSender<Result<Entry, ExportError>>) {
-    let mut reader = ExportReader::new(stdout, max_value);
-    loop {
-        let next = match reader.next_entry() {
-            Ok(Some(entry)) => Ok(entry),
-            Ok(None) => return,
-            Err(err) => Err(err),
-        };
-        let failed = next.is_err();
-        if tx.send(next).is_err() || failed {
-            return;
-        }
-    }
-}
-
-fn spawn_named(name: &str, work: impl FnOnce() + Send + 'static) {
-    if let Err(err) = std::thread::Builder::new()
-        .name(name.to_string())
-        .spawn(work)
-    {
-        // The session then sees its channel closed and restarts, with backoff.
-        tracing::warn!(error = %err, thread = name, "cannot start a journal thread");
     }
 }
 
