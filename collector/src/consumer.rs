@@ -23,13 +23,14 @@ use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicRejectOptions};
 use lapin::{Channel, Connection};
 use logship_config::{BrokerUri, CollectorConfig};
 use logship_runtime::access::RefusalLog;
-use logship_runtime::amqp::{self, Reconnect, within};
+use logship_runtime::amqp::{self, within};
+use logship_runtime::reconnect::Reconnect;
 use logship_runtime::signals::Signals;
 use tokio_util::sync::CancellationToken;
 
 use crate::liveness::{self, Activity};
 use crate::metrics::Metrics;
-use crate::outage::Outages;
+use crate::outage::{Cause, Outages};
 pub use crate::session::FatalError;
 use crate::session::{self, Said, SessionEnd, Subscription};
 use crate::topology::TopologyError;
@@ -356,7 +357,9 @@ impl Consumer {
                 }
                 Err(err) => err,
             };
-            let delay = self.outages.report_failure(&err, &self.metrics);
+            let cause = Cause::of(&err);
+            Metrics::add(self.metrics.write_errors(cause), 1);
+            let delay = self.outages.report_failure(cause, &err);
             tokio::select! {
                 // cancel-safe: only observes the token
                 _ = shutdown.cancelled() => {
