@@ -286,7 +286,7 @@ fn size(bytes: u64) -> String {
 /// Why `status` could not show the page.
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
-    #[error("no answer from the daemon at {addr} (is it running?): {source}")]
+    #[error("no answer from the daemon at {addr} (is it running?)")]
     Connect {
         addr: SocketAddr,
         #[source]
@@ -363,5 +363,33 @@ mod tests {
         assert!(table.contains("/var/log/a.log"), "{table}");
         assert!(table.contains("nginx.service: 3 entries"), "{table}");
         assert!(table.contains("not connected"), "{table}");
+    }
+
+    #[test]
+    fn the_status_page_shows_the_broker_uri_without_its_password() {
+        let uri = BrokerUri::parse("amqp://u:hunter2@h:5672/%2f", 30, Duration::from_secs(5))
+            .expect("a valid URI");
+        let state = BrokerState::default();
+        state.connected(&uri);
+        let status = AgentStatus {
+            version: "1".into(),
+            host: "web-1".into(),
+            lag_bytes: 0,
+            files: Vec::new(),
+            journals: Vec::new(),
+            spool: SpoolStatus::default(),
+            broker: state.snapshot(),
+        };
+        let json = serde_json::to_string(&status).unwrap();
+        let table = status.table();
+        assert!(json.contains("amqp://u:***@h:5672"), "{json}");
+        assert!(
+            table.contains("amqp://u:***@h:5672/%2f (connected)"),
+            "{table}"
+        );
+        assert!(
+            !json.contains("hunter2") && !table.contains("hunter2"),
+            "{json}\n{table}"
+        );
     }
 }
