@@ -426,7 +426,6 @@ impl Reader {
 
 mod budget;
 mod opening;
-mod outcome;
 pub(crate) mod pause;
 mod reopen;
 mod sources;
