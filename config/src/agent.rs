@@ -321,17 +321,7 @@ impl RawInput {
                 "needs at least one glob",
             ));
         }
-        let max_line_bytes = match &self.max_line_bytes {
-            Some(text) => parse_size(text)
-                .map_err(|p| KeyError::new(format!("inputs[{index}].max_line_bytes"), p))?,
-            None => 1 << 20,
-        };
-        if max_line_bytes == 0 {
-            return Err(KeyError::new(
-                format!("inputs[{index}].max_line_bytes"),
-                "must be above zero",
-            ));
-        }
+        let max_line_bytes = max_line_bytes(&format!("inputs[{index}]"), &self.max_line_bytes)?;
         let mut fields = host_fields.clone();
         fields.extend(self.fields);
         let multiline = self
@@ -395,18 +385,7 @@ impl RawInput {
         }
         units.sort();
         units.dedup();
-        let max_line_bytes = match &self.max_line_bytes {
-            Some(text) => {
-                parse_size(text).map_err(|p| KeyError::new(format!("{key}.max_line_bytes"), p))?
-            }
-            None => 1 << 20,
-        };
-        if max_line_bytes == 0 {
-            return Err(KeyError::new(
-                format!("{key}.max_line_bytes"),
-                "must be above zero",
-            ));
-        }
+        let max_line_bytes = max_line_bytes(&key, &self.max_line_bytes)?;
         let mut fields = host_fields.clone();
         fields.extend(self.fields);
         Ok(JournalInput {
@@ -418,6 +397,19 @@ impl RawInput {
             fields,
         })
     }
+}
+
+/// An input's `max_line_bytes` (default 1 MiB, never 0); errors name `<input>.max_line_bytes`.
+fn max_line_bytes(input: &str, raw: &Option<String>) -> Result<u64, KeyError> {
+    let key = || format!("{input}.max_line_bytes");
+    let bytes = match raw {
+        Some(text) => parse_size(text).map_err(|p| KeyError::new(key(), p))?,
+        None => 1 << 20,
+    };
+    if bytes == 0 {
+        return Err(KeyError::new(key(), "must be above zero"));
+    }
+    Ok(bytes)
 }
 
 impl RawMultiline {
