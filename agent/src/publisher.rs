@@ -10,8 +10,11 @@
 //!   the publisher waits, having said so once, instead of timing out.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
@@ -218,7 +221,12 @@ impl Publisher {
                 Some(until) => until.saturating_duration_since(Instant::now()),
                 None => CONFIRM_TIMEOUT,
             };
-            let outcome = tokio::select! {
+            // Most confirms are in by the time the loop comes back for them: take those
+            // without a timer.
+            let ready = futures_util::FutureExt::now_or_never(&mut *confirm);
+            let outcome = match ready {
+                Some(result) => Some(result),
+                None => tokio::select! {
                 biased;
                 // cancel-safe: the confirm stays in the window and is awaited again
                 result = confirm => Some(result),
@@ -226,6 +234,7 @@ impl Publisher {
                 _ = tokio::time::sleep(wait) => None,
                 // cancel-safe: only observes the token; the loop then switches to draining
                 _ = stop.cancelled(), if drain_until.is_none() => continue,
+                },
             };
             let Some(result) = outcome else {
                 if drain_until.is_some() {
@@ -268,38 +277,66 @@ impl Publisher {
         self.load_from = 0;
     }
 
-    /// Publishes spooled lines until the window is full or the spool is drained.
+    /// Publishes spooled lines until the window is full or the spool is drained, in bursts:
+    /// every publish of a burst is handed to the client before any is awaited, so its I/O
+    /// thread writes the burst with one wake-up instead of one per line.
     async fn fill(
         &mut self,
         channel: &Channel,
         inflight: &mut VecDeque<InFlight>,
     ) -> Result<(), PublishError> {
-        while inflight.len() < WINDOW {
+        loop {
+            let burst = self.next_burst(WINDOW - inflight.len())?;
+            if burst.is_empty() {
+                return Ok(());
+            }
+            let publishes = burst.iter().map(|&(seq, line)| {
+                let (id, body) = self.line(seq, line);
+                amqp::publish(
+                    channel,
+                    &self.broker.exchange,
+                    &self.routing_key,
+                    id,
+                    body,
+                    "logship-agent",
+                    Some(&self.user_id),
+                )
+            });
+            let published = written(&self.blocked, in_order(publishes.collect())).await?;
+            Metrics::add(&self.metrics.published, burst.len() as u64);
+            for ((seq, line), result) in burst.into_iter().zip(published) {
+                match result {
+                    Ok(confirm) => inflight.push_back((seq, line, confirm)),
+                    Err(err) => return Err(PublishError::closed(err, inflight).await),
+                }
+            }
+        }
+    }
+
+    /// The next (at most `room`) lines to publish, in spool order, loading segments as needed;
+    /// each is marked as published.
+    fn next_burst(&mut self, room: usize) -> Result<Vec<(Seq, usize)>, PublishError> {
+        let mut burst = Vec::with_capacity(room);
+        while burst.len() < room {
             let Some(segment) = self.segments.iter_mut().find(|s| s.next < s.lines.len()) else {
                 if !self.load()? {
                     break;
                 }
                 continue;
             };
-            let (id, body) = &segment.lines[segment.next];
-            let publishing = amqp::publish(
-                channel,
-                &self.broker.exchange,
-                &self.routing_key,
-                id,
-                body,
-                "logship-agent",
-                Some(&self.user_id),
-            );
-            let confirm = match written(&self.blocked, publishing).await? {
-                Ok(confirm) => confirm,
-                Err(err) => return Err(PublishError::closed(err, inflight).await),
-            };
-            inflight.push_back((segment.seq, segment.next, confirm));
-            segment.next += 1;
-            Metrics::add(&self.metrics.published, 1);
+            let take = (segment.lines.len() - segment.next).min(room - burst.len());
+            burst.extend((segment.next..segment.next + take).map(|line| (segment.seq, line)));
+            segment.next += take;
         }
-        Ok(())
+        Ok(burst)
+    }
+
+    /// A loaded line's message id and body.
+    fn line(&self, seq: Seq, line: usize) -> (&str, &[u8]) {
+        let segment = self.segments.iter().find(|s| s.seq == seq);
+        // The burst was taken from loaded segments, and nothing unloads them meanwhile.
+        let (id, body) = &segment.expect("a burst's segment is loaded").lines[line];
+        (id, body)
     }
 
     /// Reads the next segments from the spool; `false` if there are none.
@@ -405,13 +442,35 @@ impl Publisher {
     }
 }
 
-/// Waits for a publish's frames to be written: a publish that is not written within
-/// [`CONFIRM_TIMEOUT`] while the broker does not block us means a dead connection (lapin
-/// never resolves it once its I/O loop has ended); while blocked, it waits.
-async fn written(
+/// Polls `futures` in their order until every one is done; their outputs, in that order. A
+/// publish takes its delivery tag and queues its frames when first polled, so the first pass
+/// queues the whole burst in order before the first of them is awaited.
+async fn in_order<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => done = false,
+                }
+            }
+        }
+        if done { Poll::Ready(()) } else { Poll::Pending }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
+/// Waits for publishes' frames to be written: publishes not written within
+/// [`CONFIRM_TIMEOUT`] while the broker does not block us mean a dead connection (lapin
+/// never resolves them once its I/O loop has ended); while blocked, it waits.
+async fn written<T>(
     blocked: &AtomicBool,
-    publishing: impl std::future::Future<Output = Result<PublisherConfirm, lapin::Error>>,
-) -> Result<Result<PublisherConfirm, lapin::Error>, PublishError> {
+    publishing: impl Future<Output = T>,
+) -> Result<T, PublishError> {
     let mut publishing = std::pin::pin!(publishing);
     loop {
         match tokio::time::timeout(CONFIRM_TIMEOUT, publishing.as_mut()).await {
@@ -419,5 +478,32 @@ async fn written(
             Err(_) if blocked.load(Ordering::Relaxed) => continue,
             Err(_) => return Err(PublishError::ConfirmTimeout(CONFIRM_TIMEOUT)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::in_order;
+
+    #[tokio::test]
+    async fn a_burst_is_started_in_order_and_answered_in_order() {
+        let started = Mutex::new(Vec::new());
+        let futures = (0..5usize)
+            .map(|i| {
+                let started = &started;
+                async move {
+                    started.lock().unwrap().push(i);
+                    // Later ones finish first: the outputs keep the futures' order anyway.
+                    for _ in 0..(5 - i) {
+                        tokio::task::yield_now().await;
+                    }
+                    i * 10
+                }
+            })
+            .collect();
+        assert_eq!(in_order(futures).await, [0, 10, 20, 30, 40]);
+        assert_eq!(*started.lock().unwrap(), [0, 1, 2, 3, 4]);
     }
 }
