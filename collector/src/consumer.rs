@@ -3,7 +3,8 @@
 //!
 //! Invariants:
 //! - A batch is what is already waiting when its first delivery is taken (up to
-//!   `batch.max_messages`), unless `batch.max_delay` keeps it open longer.
+//!   `batch.max_messages`), unless `batch.max_delay`, or heavy traffic (see [`LINGER`]), keeps
+//!   it open longer.
 //! - A delivery is acked only after the writer committed its batch (`ack` with `multiple`
 //!   up to the batch's last line); a malformed one is rejected without requeue, never acked.
 //! - A batch whose channel died is dropped unacked: the broker redelivers it, and dedup (committed
@@ -49,10 +50,20 @@ const SETTLE_DEADLINE: Duration = Duration::from_secs(5);
 struct Batch {
     lines: Vec<Line>,
     ackers: Vec<Acker>,
-    /// When the first line arrived: with a `batch.max_delay` above zero the batch is written
-    /// that long after (or once full).
+    /// When the first line arrived: the batch is written [`Batch::hold`] after (or once full).
     started: Option<Instant>,
+    /// How long the batch stays open after its first line: `batch.max_delay`, or [`LINGER`]
+    /// while the traffic is heavy.
+    hold: Duration,
 }
+
+/// While batches are large (the previous one held [`HEAVY`] lines or more), a batch stays open
+/// this long for more: under heavy traffic, batches several times larger share one round of
+/// fsyncs, sled flush and ack, which is most of the collector's CPU per line. A lone line, or a
+/// light stream, is still written at once.
+const LINGER: Duration = Duration::from_millis(5);
+/// A batch this large says the traffic is heavy.
+const HEAVY: usize = 64;
 
 /// Consumes this collector's queue for as long as it runs.
 pub struct Consumer {
@@ -67,6 +78,8 @@ pub struct Consumer {
     said: Said,
     /// What the liveness watch of the current session reads.
     activity: Arc<Activity>,
+    /// Lines of the last batch written: a large one means heavy traffic (see [`LINGER`]).
+    last_batch: usize,
 }
 
 impl Consumer {
@@ -80,6 +93,7 @@ impl Consumer {
             rejects: RejectLog::default(),
             said: Said::default(),
             activity: Activity::new(),
+            last_batch: 0,
         }
     }
 
@@ -180,9 +194,7 @@ impl Consumer {
         let deadline = self.config.broker.connect_timeout;
         let mut batch = Batch::default();
         loop {
-            let flush_at = batch
-                .started
-                .map(|started| started + self.config.batch.max_delay);
+            let flush_at = batch.started.map(|started| started + batch.hold);
             tokio::select! {
                 biased;
                 // cancel-safe: only observes the token
@@ -214,7 +226,7 @@ impl Consumer {
                 delivery = deliveries.next() => {
                     self.take(delivery, &mut deliveries, &mut batch).await?;
                     let full = batch.lines.len() >= self.config.batch.max_messages;
-                    if full || self.config.batch.max_delay.is_zero() {
+                    if full || batch.hold.is_zero() {
                         self.flush(&mut batch, &channel, &signals.shutdown).await?;
                     }
                 }
@@ -261,7 +273,10 @@ impl Consumer {
         let user = delivery.properties.user_id().as_ref().map(|u| u.as_str());
         match validate::intake(&delivery.data, &self.config, user) {
             Ok(line) => {
-                batch.started.get_or_insert_with(Instant::now);
+                if batch.started.is_none() {
+                    batch.started = Some(Instant::now());
+                    batch.hold = self.hold();
+                }
                 batch.lines.push(line);
                 batch.ackers.push(delivery.acker);
             }
@@ -275,6 +290,16 @@ impl Consumer {
         Ok(())
     }
 
+    /// How long a batch starting now stays open: `batch.max_delay`, or at least [`LINGER`]
+    /// after a batch of [`HEAVY`] lines or more.
+    fn hold(&self) -> Duration {
+        if self.last_batch >= HEAVY {
+            self.config.batch.max_delay.max(LINGER)
+        } else {
+            self.config.batch.max_delay
+        }
+    }
+
     /// Writes, syncs and commits the batch, then acks it. A batch that cannot be written is
     /// left unacked if shutdown is requested during the outage (the broker redelivers it).
     async fn flush(
@@ -284,6 +309,7 @@ impl Consumer {
         shutdown: &CancellationToken,
     ) -> Result<(), SessionEnd> {
         let Batch { lines, ackers, .. } = std::mem::take(batch);
+        self.last_batch = lines.len();
         if lines.is_empty() {
             return Ok(());
         }

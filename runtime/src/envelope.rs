@@ -244,11 +244,22 @@ impl Envelope {
 
     /// Decodes and checks a message body.
     pub fn from_json(body: &[u8]) -> Result<Envelope, EnvelopeError> {
-        let version: VersionOnly = serde_json::from_slice(body).map_err(EnvelopeError::Json)?;
-        if version.v != VERSION && version.v != VERSION_JOURNAL {
-            return Err(EnvelopeError::Version(version.v));
+        // One parse for a good envelope; only a body that does not parse is read again for
+        // its version, so that a newer version is reported as such, not as a missing field.
+        let wire: Wire = match serde_json::from_slice(body) {
+            Ok(wire) => wire,
+            Err(err) => {
+                return Err(match serde_json::from_slice::<VersionOnly>(body) {
+                    Ok(version) if version.v != VERSION && version.v != VERSION_JOURNAL => {
+                        EnvelopeError::Version(version.v)
+                    }
+                    _ => EnvelopeError::Json(err),
+                });
+            }
+        };
+        if wire.v != VERSION && wire.v != VERSION_JOURNAL {
+            return Err(EnvelopeError::Version(wire.v));
         }
-        let wire: Wire = serde_json::from_slice(body).map_err(EnvelopeError::Json)?;
         let kind = match (wire.v, wire.kind.as_deref()) {
             (VERSION, None) if wire.skipped == 0 => SourceKind::File,
             (VERSION_JOURNAL, Some("journal")) if wire.skipped <= wire.offset => {

@@ -24,12 +24,11 @@ use std::time::{Duration, Instant};
 
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    ConfirmSelectOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties, ExchangeKind};
-use logship_tests::broker::{amqp_url, unique};
+use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
+use logship_tests::broker::{Broker, amqp_url, unique};
 use logship_tests::daemon::binary;
 use logship_tests::fixture::Setup;
 
@@ -175,41 +174,9 @@ fn bare(lines: usize, body_len: usize, together: bool) -> Bare {
     let queue = format!("{exchange}.q");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let connection = connect().await;
-        let channel = connection.create_channel().await.expect("channel");
-        channel
-            .exchange_declare(
-                exchange.as_str().into(),
-                ExchangeKind::Fanout,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("declare exchange");
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("declare queue");
-        channel
-            .queue_bind(
-                queue.as_str().into(),
-                exchange.as_str().into(),
-                "".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("bind queue");
+        let broker = Broker::connect().await;
+        broker.declare_exchange(&exchange).await;
+        broker.bind_queue(&exchange, &queue).await;
     });
     let out = tempfile::NamedTempFile::new().expect("consumer file");
     let spawn = |role: &str| {
