@@ -16,7 +16,9 @@
 //!   longer matches its fingerprint, was truncated: the lines written after our last read are
 //!   in the copy a copytruncate left next to it (same head). They are read from there, from our
 //!   offset, as the same generation (same message ids); then a new generation starts at 0. No
-//!   copy: said and counted, and the new generation starts.
+//!   copy: said and counted, and the new generation starts. If the file was seen larger than
+//!   what was read (or than its copy), those bytes are lost: the log names the file and the
+//!   range, and a loss marker makes them a hole in the collector's audit (see `tailer::loss`).
 //! - **Draining.** The path names another file, or none: this one is read to its end, and
 //!   closed after [`ROTATE_IDLE`] without growth, or as soon as it is read to its end and idle
 //!   for [`MOVED_ON_IDLE`] once the application has clearly moved on (the newer file of its
@@ -345,8 +347,14 @@ impl Source {
             }
             Some(None) => {
                 Metrics::add(&metrics.truncated_without_copy, 1);
-                tracing::warn!(path = %path.display(), offset,
-                    "file truncated and no copy of it found next to it: lines written since the last read may be lost");
+                match self.tailer.mark_lost(host, out)? {
+                    Some((from, to)) => {
+                        tracing::warn!(path = %path.display(), from, to, bytes = to - from,
+                        "file truncated and no copy of it found next to it: these bytes of it were never read (a hole in the collector's audit)")
+                    }
+                    None => tracing::warn!(path = %path.display(), offset,
+                        "file truncated and no copy of it found next to it: it was read to the size last seen, nothing provably lost (lines written since may be)"),
+                }
                 self.restart(host, out)?;
             }
             None => {
@@ -361,6 +369,12 @@ impl Source {
     fn copy_done(&mut self, host: &str, out: &mut Vec<Message>) -> std::io::Result<()> {
         let state = std::mem::replace(&mut self.state, State::Active);
         if let State::Copy { original } = state {
+            // A copy shorter than the file was seen: what was written between the copy and the
+            // truncation is lost.
+            if let Some((from, to)) = self.tailer.mark_lost(host, out)? {
+                tracing::warn!(path = %self.tailer.path().display(), from, to, bytes = to - from,
+                    "file truncated, and its copy ends short of the size it was seen at: these bytes of it were never read (a hole in the collector's audit)");
+            }
             self.tailer.ship_partial(host, out)?;
             // Never `None`: a file is only closed for the budget while active.
             let original = match original {

@@ -6,7 +6,8 @@
 //! UTF-8 and NUL included. A line longer than `max_line_bytes` is shipped as consecutive parts of
 //! exactly `max_line_bytes` bytes (the last part ends at the newline), each with its own offset,
 //! so memory holds at most one part per file. A last line without a newline waits, and is
-//! shipped when the file is finished (rotated away or deleted, and idle) or truncated.
+//! shipped when the file is finished (rotated away or deleted, and idle) or truncated (unless
+//! the file was seen larger than what was read: then its rest is lost, see [`loss`]).
 //!
 //! Invariants: `offset` is just past the last byte shipped; bytes between `offset` and the read
 //! position are the partial line, read again after a restart. The descriptor may be closed
@@ -23,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use logship_runtime::{EnvelopeRef, FileId};
+use logship_runtime::{EnvelopeRef, FileId, SourceKind};
 
 use crate::event::{Action, Event, LineRules};
 use crate::identity::{self, FileKey, Fingerprint};
@@ -64,6 +65,12 @@ pub struct Tailer {
     spooled: Spooled,
     /// (length, mtime) of the file when its head last matched the fingerprint.
     head_checked: Option<(u64, Option<SystemTime>)>,
+    /// (generation, the largest size a look found it at, not truncated): what a truncation
+    /// without a copy provably lost lies below it (see [`loss`]).
+    seen: (u32, u64),
+    /// Where the last shipped message's claim ends, which is where the collector's hole
+    /// starts if the rest is lost (see [`loss`]).
+    claim_end: Offset,
 }
 
 impl Tailer {
@@ -99,8 +106,11 @@ impl Tailer {
                 generation: checkpoint.generation,
                 fingerprint: checkpoint.fingerprint,
                 mid_event: checkpoint.mid_event,
+                claim_end: checkpoint.offset,
             },
             head_checked: None,
+            seen: (checkpoint.generation, 0),
+            claim_end: checkpoint.offset,
         }
     }
 
@@ -145,6 +155,7 @@ impl Tailer {
             generation: self.generation,
             fingerprint: self.fingerprint,
             mid_event: self.mid_event(),
+            claim_end: self.claim_end,
         };
     }
 
@@ -162,6 +173,7 @@ impl Tailer {
         self.event.clear();
         self.resume_mid_event = self.spooled.mid_event;
         self.head_checked = None;
+        self.claim_end = self.spooled.claim_end;
     }
 
     /// Where reading would resume after a restart.
@@ -327,6 +339,21 @@ impl Tailer {
                 fp
             }
         };
+        out.push(self.message(host, fingerprint, self.offset, line, SourceKind::File));
+        self.claim_end = self.offset + line.len() as u64 + 1;
+        self.offset += consumed;
+        Ok(())
+    }
+
+    /// The message of `line` (of `kind`) at `offset` of this file's generation.
+    fn message(
+        &self,
+        host: &str,
+        fingerprint: Fingerprint,
+        offset: Offset,
+        line: &[u8],
+        kind: SourceKind,
+    ) -> Message {
         let envelope = EnvelopeRef {
             host,
             // Borrowed unless the path is not UTF-8: no allocation per line.
@@ -337,15 +364,13 @@ impl Tailer {
                 fp: fingerprint.hash,
             },
             generation: self.generation,
-            offset: self.offset,
+            offset,
             timestamp_ms: now_ms(),
             line,
             fields: &self.rules.fields,
-            kind: logship_runtime::SourceKind::File,
+            kind,
         };
-        out.push((envelope.message_id(), envelope.to_json()));
-        self.offset += consumed;
-        Ok(())
+        (envelope.message_id(), envelope.to_json())
     }
 
     /// The file is finished or truncated: ships a last line that never got its newline, and
@@ -369,6 +394,7 @@ impl Tailer {
         // fstat per look, not a read).
         let stamp = (len, meta.modified().ok());
         if self.head_checked == Some(stamp) {
+            self.note_size(len);
             return Ok(false);
         }
         let truncated = match self.fingerprint {
@@ -376,6 +402,9 @@ impl Tailer {
             _ => false,
         };
         self.head_checked = (!truncated && self.fingerprint.is_some()).then_some(stamp);
+        if !truncated {
+            self.note_size(len);
+        }
         Ok(truncated)
     }
 
@@ -388,6 +417,7 @@ impl Tailer {
         self.resume_mid_event = false;
         self.fingerprint = None;
         self.head_checked = None;
+        self.claim_end = 0;
     }
 
     /// Bytes read past the checkpoint.
@@ -403,6 +433,7 @@ struct Spooled {
     generation: u32,
     fingerprint: Option<Fingerprint>,
     mid_event: bool,
+    claim_end: Offset,
 }
 
 fn now_ms() -> i64 {
@@ -412,5 +443,6 @@ fn now_ms() -> i64 {
 }
 
 mod descriptor;
+mod loss;
 #[cfg(test)]
 mod tests;

@@ -27,6 +27,9 @@ pub struct Line {
     pub name: SourceName,
     /// The envelope's `ts`, unix milliseconds (for the delay histogram).
     pub ts_ms: i64,
+    /// A loss marker's lost bytes (envelope v3): nothing is written, only its claim committed,
+    /// so the bytes below it stay a hole in the audit.
+    pub lost: Option<u64>,
 }
 
 impl Line {
@@ -153,9 +156,13 @@ pub fn line(
         start,
         end,
         kind: match envelope.kind {
-            SourceKind::File => OffsetKind::Bytes,
+            SourceKind::File | SourceKind::Lost { .. } => OffsetKind::Bytes,
             SourceKind::Journal { .. } => OffsetKind::Sequence,
         },
+    };
+    let lost = match envelope.kind {
+        SourceKind::Lost { bytes } => Some(bytes),
+        _ => None,
     };
     Ok(Line {
         id: envelope.message_id(),
@@ -167,6 +174,7 @@ pub fn line(
             path: envelope.path,
         },
         ts_ms: envelope.timestamp_ms,
+        lost,
     })
 }
 

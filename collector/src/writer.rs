@@ -201,7 +201,10 @@ impl Writer {
         self.retention_pass()?;
         let (fresh, duplicates) = dedup::fresh(lines, &self.commit);
         let refused_files = self.sink.open_all(
-            fresh.iter().map(|(_, line)| line.file.as_path()),
+            fresh
+                .iter()
+                .filter(|(_, line)| line.lost.is_none())
+                .map(|(_, line)| line.file.as_path()),
             &self.commit,
         )?;
         let mut outcome = Outcome {
@@ -211,7 +214,17 @@ impl Writer {
         let mut ids = Vec::with_capacity(fresh.len());
         let mut claims = Vec::with_capacity(fresh.len());
         let mut hosts = std::collections::HashSet::new();
+        let mut markers = Vec::new();
         for (position, line) in fresh {
+            if line.lost.is_some() {
+                // A loss marker: its claim is committed (a resend is a duplicate), nothing is
+                // written, and the lost bytes below it become a hole.
+                markers.push(line);
+                ids.push(line.id.as_str());
+                hosts.insert(line.name.host.as_str());
+                claims.push((line.claim(), &line.name));
+                continue;
+            }
             if let Some((_, err)) = refused_files.iter().find(|(file, _)| *file == line.file) {
                 outcome.refused.push((position, crate::outage::chain(&err)));
                 continue;
@@ -227,6 +240,12 @@ impl Writer {
         outcome.fsync = started.elapsed();
         let holes_changed = self.commit.record(&ids, &claims, &lengths, now_ms())?;
         outcome.committed_at_ms = now_ms();
+        for marker in &markers {
+            let end = marker.claim.start;
+            tracing::warn!(host = %marker.name.host, path = %marker.name.path,
+                from = end.saturating_sub(marker.lost.unwrap_or_default()), to = end,
+                "the agent found this file truncated and never read these bytes of it (a hole in the audit)");
+        }
         // The batch is committed whatever happens here: a failed compaction is finished or
         // undone by the recovery before the next batch.
         if let Err(err) = self.sink.compact(&self.commit) {
@@ -238,7 +257,7 @@ impl Writer {
         }
         outcome.hosts = hosts.into_iter().map(str::to_string).collect();
         outcome.open_files = self.sink.open_count();
-        outcome.written = ids.len() as u64;
+        outcome.written = (ids.len() - markers.len()) as u64;
         outcome.retained = std::mem::take(&mut self.retained);
         // New sources alone refresh the record's count now and then, not on every batch.
         let (audited_ms, audited_sources) = self.audited;
@@ -254,5 +273,69 @@ impl Writer {
     /// SIGHUP: close every output file; each is reopened (and re-checked) when next written.
     pub fn reopen(&mut self) {
         self.sink.close_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use logship_runtime::{Envelope, FileId, SourceKind};
+
+    use super::*;
+
+    fn body(offset: u64, line: &[u8], kind: SourceKind) -> Vec<u8> {
+        Envelope {
+            host: "web-1".into(),
+            path: "/var/log/app.log".into(),
+            file: FileId {
+                dev: 1,
+                ino: 2,
+                fp: 3,
+            },
+            generation: 0,
+            offset,
+            timestamp_ms: 0,
+            line: line.to_vec(),
+            fields: Default::default(),
+            kind,
+        }
+        .to_json()
+    }
+
+    #[test]
+    fn a_loss_marker_commits_its_claim_writes_nothing_and_leaves_a_hole_below_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "state_dir = \"{0}/state\"\n[output]\ndir = \"{0}/out\"\n[broker]\nuris = [\"amqp://h/%2f\"]\nqueue = \"q\"\n",
+            dir.path().display()
+        );
+        let config = logship_config::load::parse::<logship_config::collector::RawCollectorConfig>(
+            std::path::Path::new("collector.toml"),
+            &text,
+        )
+        .unwrap();
+        std::fs::create_dir_all(&config.output_dir).unwrap();
+        let mut writer = Writer::open(&config).unwrap();
+        let intake = |body: Vec<u8>| crate::validate::intake(&body, &config, None).unwrap();
+        // "first\n" is bytes 0..6; the file grew to 30 bytes and was truncated unread.
+        let marker = || intake(body(30, b"", SourceKind::Lost { bytes: 24 }));
+        let outcome = writer
+            .write(&[intake(body(0, b"first", SourceKind::File)), marker()])
+            .unwrap();
+        assert_eq!(outcome.written, 1);
+        let gaps = outcome.gaps.expect("a hole opened");
+        assert_eq!(
+            gaps.iter()
+                .map(|g| (g.path.as_str(), g.start, g.end))
+                .collect::<Vec<_>>(),
+            [("/var/log/app.log", 6, 30)]
+        );
+        let out = dir.path().join("out/web-1/var/log/app.log");
+        assert_eq!(std::fs::read(&out).unwrap(), b"first\n");
+        // A resend of the marker is a duplicate: nothing written, the hole as it was.
+        let outcome = writer.write(&[marker()]).unwrap();
+        assert_eq!((outcome.written, outcome.duplicates), (0, 1));
+        assert!(outcome.gaps.is_none());
+        assert_eq!(writer.audit().len(), 1);
+        assert_eq!(std::fs::read(&out).unwrap(), b"first\n");
     }
 }

@@ -18,6 +18,13 @@
 //!   `skipped` (omitted when 0) the sequence numbers just before it that the same input passed
 //!   over (other units' entries). A v1 collector rejects it (dead-letter) rather than read a
 //!   sequence number as a byte offset.
+//! - **Version 3** is a loss marker (`"kind":"lost"`, `"line":""`): the agent found the file
+//!   truncated and could not read the end of generation `gen`. `offset` is that generation's
+//!   size as last seen, and `lost` (at least 1, at most `offset`) the bytes just before it that
+//!   were never read. It claims `[offset, offset + 1)`, a byte past the generation's end, and
+//!   carries no line: the collector commits the claim and writes nothing, so the lost bytes are
+//!   a hole between two committed ranges, which the audit names. A collector before v3 rejects
+//!   it (dead-letter) rather than write it as an empty line.
 //!
 //! Invariant: [`Envelope::message_id`] is a pure function of (host, file identity, generation,
 //! offset), so a line read or sent twice carries the same id. Unknown fields are ignored within a
@@ -37,6 +44,8 @@ use serde::{Deserialize, Serialize};
 pub const VERSION: u32 = 1;
 /// The envelope version of a journal entry (offsets are sequence numbers).
 pub const VERSION_JOURNAL: u32 = 2;
+/// The envelope version of a loss marker (no line; see [`SourceKind::Lost`]).
+pub const VERSION_LOST: u32 = 3;
 
 /// What a message's source is, and so what its offset counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -47,6 +56,9 @@ pub enum SourceKind {
     /// The systemd journal: the offset is the entry's sequence number, and `skipped` sequence
     /// numbers before it were passed over by the same input (envelope v2).
     Journal { skipped: u64 },
+    /// A file's generation ended at `offset` (its size as last seen) and its `bytes` just before
+    /// that were never read: no line, only the claim of the byte past the end (envelope v3).
+    Lost { bytes: u64 },
 }
 
 /// Which file a line came from: (device, inode) plus a fingerprint of its first bytes, so a
@@ -98,6 +110,8 @@ pub enum EnvelopeError {
     Kind { version: u32, kind: Option<String> },
     #[error("journal entry skips {skipped} sequence numbers before {offset}")]
     Skipped { skipped: u64, offset: u64 },
+    #[error("loss marker at {offset} with {lost} lost bytes or a line")]
+    Lost { lost: u64, offset: u64 },
 }
 
 /// The JSON shape; borrowed on the way out, so encoding copies the line once.
@@ -124,6 +138,9 @@ struct Wire<'a> {
     kind: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "is_zero")]
     skipped: u64,
+    /// The bytes a loss marker (v3) says were never read.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    lost: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -172,11 +189,12 @@ impl EnvelopeRef<'_> {
             Ok(text) => (Some(Cow::Borrowed(text)), None),
             Err(_) => (None, Some(BASE64.encode(self.line))),
         };
-        let (v, kind, skipped) = match self.kind {
-            SourceKind::File => (VERSION, None, 0),
+        let (v, kind, skipped, lost) = match self.kind {
+            SourceKind::File => (VERSION, None, 0, 0),
             SourceKind::Journal { skipped } => {
-                (VERSION_JOURNAL, Some(Cow::Borrowed("journal")), skipped)
+                (VERSION_JOURNAL, Some(Cow::Borrowed("journal")), skipped, 0)
             }
+            SourceKind::Lost { bytes } => (VERSION_LOST, Some(Cow::Borrowed("lost")), 0, bytes),
         };
         let wire = Wire {
             v,
@@ -191,6 +209,7 @@ impl EnvelopeRef<'_> {
             fields: Cow::Borrowed(self.fields),
             kind,
             skipped,
+            lost,
         };
         // unwrap: a struct of strings and integers always serializes
         serde_json::to_vec(&wire).expect("envelope serializes")
@@ -216,7 +235,8 @@ impl Envelope {
     /// The half-open part `[start, end)` of its source this message claims; messages of one
     /// source never claim overlapping parts. A file's line claims its bytes and the one after
     /// them (its newline, or the first byte of its next part); a journal entry claims its
-    /// sequence number and the `skipped` ones before it.
+    /// sequence number and the `skipped` ones before it; a loss marker claims the byte past its
+    /// generation's end, so the lost bytes below it stay a hole.
     pub fn extent(&self) -> (u64, u64) {
         match self.kind {
             SourceKind::File => (
@@ -229,6 +249,7 @@ impl Envelope {
                 self.offset.saturating_sub(skipped),
                 self.offset.saturating_add(1),
             ),
+            SourceKind::Lost { .. } => (self.offset, self.offset.saturating_add(1)),
         }
     }
 
@@ -246,30 +267,42 @@ impl Envelope {
     pub fn from_json(body: &[u8]) -> Result<Envelope, EnvelopeError> {
         // One parse for a good envelope; only a body that does not parse is read again for
         // its version, so that a newer version is reported as such, not as a missing field.
+        let known = |v: u32| [VERSION, VERSION_JOURNAL, VERSION_LOST].contains(&v);
         let wire: Wire = match serde_json::from_slice(body) {
             Ok(wire) => wire,
             Err(err) => {
                 return Err(match serde_json::from_slice::<VersionOnly>(body) {
-                    Ok(version) if version.v != VERSION && version.v != VERSION_JOURNAL => {
-                        EnvelopeError::Version(version.v)
-                    }
+                    Ok(version) if !known(version.v) => EnvelopeError::Version(version.v),
                     _ => EnvelopeError::Json(err),
                 });
             }
         };
-        if wire.v != VERSION && wire.v != VERSION_JOURNAL {
+        if !known(wire.v) {
             return Err(EnvelopeError::Version(wire.v));
         }
         let kind = match (wire.v, wire.kind.as_deref()) {
-            (VERSION, None) if wire.skipped == 0 => SourceKind::File,
-            (VERSION_JOURNAL, Some("journal")) if wire.skipped <= wire.offset => {
+            (VERSION, None) if wire.skipped == 0 && wire.lost == 0 => SourceKind::File,
+            (VERSION_JOURNAL, Some("journal")) if wire.skipped <= wire.offset && wire.lost == 0 => {
                 SourceKind::Journal {
                     skipped: wire.skipped,
                 }
             }
-            (VERSION_JOURNAL, Some("journal")) => {
+            (VERSION_JOURNAL, Some("journal")) if wire.skipped > wire.offset => {
                 return Err(EnvelopeError::Skipped {
                     skipped: wire.skipped,
+                    offset: wire.offset,
+                });
+            }
+            (VERSION_LOST, Some("lost"))
+                if (1..=wire.offset).contains(&wire.lost)
+                    && wire.skipped == 0
+                    && wire.line.as_deref() == Some("") =>
+            {
+                SourceKind::Lost { bytes: wire.lost }
+            }
+            (VERSION_LOST, Some("lost")) => {
+                return Err(EnvelopeError::Lost {
+                    lost: wire.lost,
                     offset: wire.offset,
                 });
             }
@@ -360,6 +393,37 @@ mod tests {
     }
 
     #[test]
+    fn loss_markers_are_v3_claim_the_byte_past_the_end_and_carry_no_line() {
+        let mut marker = sample(b"");
+        marker.kind = SourceKind::Lost { bytes: 24 };
+        let json = marker.to_json();
+        let text = String::from_utf8(json.clone()).unwrap();
+        assert!(text.starts_with(r#"{"v":3,"#), "{text}");
+        assert!(
+            text.ends_with(r#","line":"","kind":"lost","lost":24}"#),
+            "{text}"
+        );
+        assert_eq!(Envelope::from_json(&json).unwrap(), marker);
+        // Past the end: the 24 bytes below it are not claimed.
+        assert_eq!(marker.extent(), (1024, 1025));
+        // The same id as a line at its offset would have: a resend is a duplicate.
+        assert_eq!(marker.message_id(), sample(b"x").message_id());
+        // A marker with a line, with nothing or more than its offset lost, or a kind that does
+        // not match the version, is refused.
+        for body in [
+            text.replace(r#""line":"""#, r#""line":"x""#),
+            text.replace(r#""lost":24"#, r#""lost":0"#),
+            text.replace(r#""lost":24"#, r#""lost":1025"#),
+            text.replace(r#""v":3"#, r#""v":1"#),
+            text.replace(r#""v":3"#, r#""v":2"#),
+            text.replace(r#""kind":"lost""#, r#""kind":"journal""#),
+            text.replace(r#","kind":"lost""#, ""),
+        ] {
+            assert!(Envelope::from_json(body.as_bytes()).is_err(), "{body}");
+        }
+    }
+
+    #[test]
     fn fields_travel_when_set_and_are_omitted_when_empty() {
         let mut envelope = sample(b"first\n  at second");
         assert!(
@@ -413,7 +477,7 @@ mod tests {
         let cases: [&[u8]; 7] = [
             b"",
             b"not json",
-            b"{\"v\":3}",
+            b"{\"v\":4}",
             b"{\"v\":1}",
             b"[1,2,3]",
             br#"{"v":1,"host":"h","path":"/p","file":{"dev":1,"ino":2,"fp":"zz"},"gen":0,"offset":0,"ts":0,"line":"x"}"#,
@@ -423,8 +487,8 @@ mod tests {
             assert!(Envelope::from_json(body).is_err(), "{body:?}");
         }
         assert!(matches!(
-            Envelope::from_json(b"{\"v\":3}"),
-            Err(EnvelopeError::Version(3))
+            Envelope::from_json(b"{\"v\":4}"),
+            Err(EnvelopeError::Version(4))
         ));
     }
 }

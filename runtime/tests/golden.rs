@@ -97,3 +97,15 @@ fn journal_entry_matches_golden_json() {
     );
     assert_eq!(expected.extent(), (4239, 4243));
 }
+
+#[test]
+fn loss_marker_matches_golden_json() {
+    let mut expected = envelope(b"");
+    expected.kind = SourceKind::Lost { bytes: 4096 };
+    assert_eq!(expected.to_json(), fixture("envelope-v3-lost.json"));
+    assert_eq!(
+        Envelope::from_json(&fixture("envelope-v3-lost.json")).unwrap(),
+        expected
+    );
+    assert_eq!(expected.extent(), (73_400_320, 73_400_321));
+}

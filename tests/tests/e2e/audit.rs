@@ -1,5 +1,5 @@
-//! The completeness audit against real daemons: holes an agent's drops leave, a hole a late
-//! resend fills, and `logship-collector audit`'s exit code.
+//! The completeness audit against real daemons: holes an agent's drops and a truncation without
+//! a copy leave, a hole a late resend fills, and `logship-collector audit`'s exit code.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use logship_tests::broker::{Broker, Topology};
 use logship_tests::daemon::{binary, run};
-use logship_tests::fixture::{Collector, Setup};
+use logship_tests::fixture::{Agent, Collector, Setup};
 use logship_tests::lines::{append, envelopes, read_lines, text, wait_for_lines};
 use logship_tests::proxy::Proxy;
 
@@ -46,6 +46,33 @@ fn audit_until(collector: &Collector, code: i32) -> (Option<i32>, String) {
 /// Byte offset of line `i` of `source` (lines as [`text`] makes them, each with a newline).
 fn offset(source: &str, i: usize) -> u64 {
     (0..i).map(|k| text(source, k).len() as u64 + 1).sum()
+}
+
+/// A collector whose holes count after [`GAP_AFTER`], and an agent with a 64 KiB spool
+/// (`when_full` as given) reaching the broker through a proxy the test can cut; neither started.
+async fn behind_a_proxy(label: &str, when_full: &str) -> (Setup, Proxy, Agent) {
+    let setup = Setup::new(label);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&setup.collector.config)
+        .and_then(|mut f| f.write_all(GAP_AFTER.as_bytes()))
+        .unwrap();
+    let proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let agent = setup.agent(
+        &proxy.url(),
+        &format!("[buffer]\nmax_bytes = \"64KiB\"\nwhen_full = \"{when_full}\""),
+        "",
+    );
+    (setup, proxy, agent)
+}
+
+/// The number in field `name` of a log line (`u64::MAX` if there is none).
+fn field(line: &str, name: &str) -> u64 {
+    let rest = line.split(&format!(" {name}=")).nth(1).unwrap_or_default();
+    rest.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u64::MAX)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,19 +132,8 @@ async fn a_hole_is_audited_after_gap_after_and_disappears_when_a_late_resend_fil
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lines_an_agent_drops_with_drop_oldest_are_audited_as_exactly_their_byte_ranges() {
-    let setup = Setup::new("audit-drop");
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&setup.collector.config)
-        .and_then(|mut f| f.write_all(GAP_AFTER.as_bytes()))
-        .unwrap();
+    let (setup, proxy, agent) = behind_a_proxy("audit-drop", "drop_oldest").await;
     let mut collector = setup.collector.start();
-    let proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
-    let agent = setup.agent(
-        &proxy.url(),
-        "[buffer]\nmax_bytes = \"64KiB\"\nwhen_full = \"drop_oldest\"",
-        "",
-    );
     let mut daemon = agent.start(true);
     let log = setup.log("flood.log");
     append(&log, "flood", 0..100);
@@ -171,13 +187,6 @@ async fn lines_an_agent_drops_with_drop_oldest_are_audited_as_exactly_their_byte
     }
     // The agent's own log names the same file and, piece by piece, the same ranges.
     let agent_log = daemon.log_text();
-    let field = |line: &str, name: &str| -> u64 {
-        let rest = line.split(&format!(" {name}=")).nth(1).unwrap_or_default();
-        rest.split_whitespace()
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(u64::MAX)
-    };
     let mut logged: Vec<(u64, u64)> = Vec::new();
     for line in agent_log
         .lines()
@@ -192,4 +201,118 @@ async fn lines_an_agent_drops_with_drop_oldest_are_audited_as_exactly_their_byte
     assert_eq!(logged, holes, "the agent's drops as logged\n{agent_log}");
     assert!(daemon.stop(Duration::from_secs(20)).success());
     assert!(collector.stop(Duration::from_secs(20)).success());
+}
+
+/// What a truncation behind a paused agent left.
+struct Truncated {
+    /// The collector's lines of the file, in order.
+    lines: Vec<Vec<u8>>,
+    /// The old generation's size when it was truncated.
+    size: u64,
+    /// The agent's log.
+    agent_log: String,
+    /// `logship-collector audit`'s exit code and report.
+    audit: (Option<i32>, String),
+    /// The file's path, and the agent's host.
+    source: String,
+    host: String,
+}
+
+/// An agent ships 100 lines and stops; the broker goes away, 5000 lines are appended, and the
+/// agent starts again: it sees the file at its full size and reads until its spool is full
+/// (`block`). The file is then truncated (after a copy next to it if `copy`), 10 lines of a new
+/// generation are written, and the broker comes back.
+async fn truncate_behind_a_paused_agent(label: &str, copy: bool) -> Truncated {
+    let (setup, proxy, agent) = behind_a_proxy(label, "block").await;
+    let mut collector = setup.collector.start();
+    let log = setup.log("flood.log");
+    let out = setup.out(&agent, "flood.log");
+    let mut daemon = agent.start(true);
+    append(&log, "flood", 0..100);
+    wait_for_lines(&out, 100, ARRIVAL);
+    assert!(daemon.stop(Duration::from_secs(20)).success());
+    proxy.cut();
+    append(&log, "flood", 100..5100);
+    let size = std::fs::metadata(&log).unwrap().len();
+    assert_eq!(size, offset("flood", 5100));
+    let mut daemon = agent.start(false);
+    daemon.wait_for_log("spool full, reading paused", 1, Duration::from_secs(30));
+    if copy {
+        std::fs::copy(&log, setup.log("flood.log.1")).unwrap();
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .and_then(|f| f.set_len(0))
+        .unwrap();
+    append(&log, "after", 0..10);
+    proxy.restore();
+    let last = text("after", 9);
+    let deadline = std::time::Instant::now() + ARRIVAL;
+    while read_lines(&out).last() != Some(&last) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new generation never arrived\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let audit = audit_until(&setup.collector, if copy { 0 } else { 1 });
+    let truncated = Truncated {
+        lines: read_lines(&out),
+        size,
+        agent_log: daemon.log_text(),
+        audit,
+        source: log.to_string_lossy().to_string(),
+        host: agent.host.clone(),
+    };
+    assert!(daemon.stop(Duration::from_secs(20)).success());
+    assert!(collector.stop(Duration::from_secs(20)).success());
+    truncated
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_a_truncation_without_a_copy_lost_are_audited_as_the_range_the_agent_logs() {
+    let t = truncate_behind_a_paused_agent("audit-trunc", false).await;
+    // The agent names the file and the range it never read: from where it stopped to the size
+    // it had seen.
+    let logged: Vec<&str> = t
+        .agent_log
+        .lines()
+        .filter(|l| l.contains("never read") && l.contains(&format!("path={} ", t.source)))
+        .collect();
+    assert_eq!(logged.len(), 1, "{}", t.agent_log);
+    let (from, to) = (field(logged[0], "from"), field(logged[0], "to"));
+    assert_eq!(to, t.size, "{}", logged[0]);
+    // It stopped at a line boundary past the first 100 lines; the lines before it arrived, in
+    // order, then the new generation's.
+    let read = (100..5100)
+        .find(|&i| offset("flood", i) == from)
+        .unwrap_or_else(|| panic!("{from} is not a line boundary: {}", logged[0]));
+    let mut expected: Vec<Vec<u8>> = (0..read).map(|i| text("flood", i)).collect();
+    expected.extend((0..10).map(|i| text("after", i)));
+    assert!(t.lines == expected, "{} lines arrived", t.lines.len());
+    // The audit lists exactly that range of that file.
+    let (code, report) = t.audit;
+    assert_eq!(code, Some(1), "{report}");
+    assert!(
+        report.contains(&format!("{} {}\n", t.host, t.source)),
+        "{report}"
+    );
+    assert_eq!(report.matches("missing bytes").count(), 1, "{report}");
+    assert!(
+        report.contains(&format!("missing bytes {from}..{to} ({} bytes)", to - from)),
+        "{from}..{to}:\n{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copytruncate_whose_copy_is_found_leaves_no_hole() {
+    let t = truncate_behind_a_paused_agent("audit-copy", true).await;
+    let mut expected: Vec<Vec<u8>> = (0..5100).map(|i| text("flood", i)).collect();
+    expected.extend((0..10).map(|i| text("after", i)));
+    assert!(t.lines == expected, "{} lines arrived", t.lines.len());
+    assert!(!t.agent_log.contains("never read"), "{}", t.agent_log);
+    assert_eq!(t.audit.0, Some(0), "{}", t.audit.1);
 }
