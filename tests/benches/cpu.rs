@@ -5,17 +5,18 @@
 //! - bare: a publisher process (persistent messages, publisher confirms, a window of 1024) and a
 //!   consumer process (prefetch 2000, every 100 messages appended to a file, `fdatasync`'d, then
 //!   acked with `multiple`) move N messages as large as the agent's envelopes through a durable
-//!   fanout exchange and queue of their own, at the same time;
+//!   fanout exchange and queue of their own: first one after the other (the consumer drains what
+//!   the publisher queued), then at the same time, as the agent and the collector run;
 //! - logship: the agent ships a pre-written file of N lines of ~200 bytes (an application log:
 //!   timestamps, levels, a few varying fields) to a collector, from the agent's start until the
 //!   collector's file holds every line.
 //!
 //! CPU is each process's utime + stime (`wait4` for the bare ones, `/proc` for the daemons);
-//! lines/s is N over the bare publisher's run and over the agent's start to the last line at the
-//! collector. Prints one line per run and a summary; asserts nothing but that every line
-//! arrived. `BENCH_LINES` sets N (default 1000000). Uses the binaries next to this benchmark
-//! (`cargo build --release --workspace`) or `LOGSHIP_AGENT_BIN` / `LOGSHIP_COLLECTOR_BIN`, and
-//! the broker at `AMQP_URL`.
+//! lines/s is N over the bare publisher's run (alone) and over the agent's start to the last
+//! line at the collector. Prints one line per run and a summary; asserts nothing but that every
+//! line arrived, byte for byte. `BENCH_LINES` sets N (default 1000000). Uses the binaries next
+//! to this benchmark (`cargo build --release --workspace`) or `LOGSHIP_AGENT_BIN` /
+//! `LOGSHIP_COLLECTOR_BIN`, and the broker at `AMQP_URL`.
 
 use std::io::Write as _;
 use std::path::Path;
