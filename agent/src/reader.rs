@@ -426,6 +426,7 @@ impl Reader {
 
 mod budget;
 mod opening;
+mod outcome;
 pub(crate) mod pause;
 mod reopen;
 mod sources;

@@ -23,13 +23,14 @@ use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicRejectOptions};
 use lapin::{Channel, Connection};
 use logship_config::{BrokerUri, CollectorConfig};
 use logship_runtime::access::RefusalLog;
-use logship_runtime::amqp::{self, Reconnect, within};
+use logship_runtime::amqp::{self, within};
+use logship_runtime::reconnect::Reconnect;
 use logship_runtime::signals::Signals;
 use tokio_util::sync::CancellationToken;
 
 use crate::liveness::{self, Activity};
-use crate::metrics::Metrics;
-use crate::outage::Outages;
+use crate::metrics::{Counters, Metrics};
+use crate::outage::{Cause, Outages};
 pub use crate::session::FatalError;
 use crate::session::{self, Said, SessionEnd, Subscription};
 use crate::topology::TopologyError;
@@ -93,7 +94,7 @@ impl Consumer {
         {
             if let Some(outage) = outage.filter(|_| !refusals.active()) {
                 tracing::info!(uri = %uri, outage_secs = outage.as_secs(), "broker reachable again");
-                Metrics::add(&self.metrics.counters.reconnects, 1);
+                Counters::add(&self.metrics.counters.reconnects, 1);
             }
             self.metrics.broker.connected(&uri);
             let end = self
@@ -256,7 +257,7 @@ impl Consumer {
 
     /// Validates a delivery: a line joins the batch; anything else is rejected at once.
     async fn accept(&mut self, delivery: Delivery, batch: &mut Batch) -> Result<(), SessionEnd> {
-        Metrics::add(&self.metrics.counters.received, 1);
+        Counters::add(&self.metrics.counters.received, 1);
         self.activity.delivered();
         let user = delivery.properties.user_id().as_ref().map(|u| u.as_str());
         match validate::intake(&delivery.data, &self.config, user) {
@@ -267,8 +268,8 @@ impl Consumer {
             }
             Err(rejection) => {
                 reject(&delivery.acker).await?;
-                Metrics::add(&self.metrics.counters.dead_lettered, 1);
-                Metrics::add(self.metrics.rejected(rejection.reason()), 1);
+                Counters::add(&self.metrics.counters.dead_lettered, 1);
+                Counters::add(self.metrics.rejected(rejection.reason()), 1);
                 self.rejects.record(&format!("{rejection:#}"));
             }
         }
@@ -311,18 +312,18 @@ impl Consumer {
         {
             return Err(channel_closed("ack"));
         }
-        Metrics::add(&self.metrics.counters.written, outcome.written);
-        Metrics::add(&self.metrics.counters.duplicates, outcome.duplicates);
+        Counters::add(&self.metrics.counters.written, outcome.written);
+        Counters::add(&self.metrics.counters.duplicates, outcome.duplicates);
         let refused = outcome.refused.len() as u64;
-        Metrics::add(&self.metrics.counters.dead_lettered, refused);
-        Metrics::add(self.metrics.rejected(Reason::UnsafePath), refused);
-        Metrics::add(&self.metrics.counters.batches, 1);
-        Metrics::add(&self.metrics.counters.batch_lines, ackers.len() as u64);
-        Metrics::add(
+        Counters::add(&self.metrics.counters.dead_lettered, refused);
+        Counters::add(self.metrics.rejected(Reason::UnsafePath), refused);
+        Counters::add(&self.metrics.counters.batches, 1);
+        Counters::add(&self.metrics.counters.batch_lines, ackers.len() as u64);
+        Counters::add(
             &self.metrics.counters.fsync_micros,
             outcome.fsync.as_micros() as u64,
         );
-        Metrics::add(&self.metrics.counters.fsyncs, 1);
+        Counters::add(&self.metrics.counters.fsyncs, 1);
         self.metrics.committed(&outcome);
         Ok(())
     }
@@ -356,7 +357,9 @@ impl Consumer {
                 }
                 Err(err) => err,
             };
-            let delay = self.outages.report_failure(&err, &self.metrics);
+            let cause = Cause::of(&err);
+            Counters::add(self.metrics.write_errors(cause), 1);
+            let delay = self.outages.report_failure(cause, &err);
             tokio::select! {
                 // cancel-safe: only observes the token
                 _ = shutdown.cancelled() => {

@@ -135,8 +135,8 @@ impl Metrics {
         if let Some(gaps) = &outcome.gaps {
             self.set_gaps(gaps.clone());
         }
-        Metrics::add(&self.counters.retention_deleted, outcome.retained.0);
-        Metrics::add(&self.counters.retention_deleted_bytes, outcome.retained.1);
+        Counters::add(&self.counters.retention_deleted, outcome.retained.0);
+        Counters::add(&self.counters.retention_deleted_bytes, outcome.retained.1);
     }
 
     /// A consumer is registered on the queue (`true`), or no longer.
@@ -168,11 +168,6 @@ impl Metrics {
             counters,
             gaps: self.overdue_gaps(),
         }
-    }
-
-    /// Adds `n` to a counter.
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
     }
 
     /// The counter of failed writes for `cause`.

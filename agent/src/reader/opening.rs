@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use logship_config::agent::ReadFrom;
 
-use super::reopen::Revived;
+use super::outcome::{Opened, Opening, Revived};
 use super::{Reader, ReaderError};
 use crate::discover::{self, Found};
 use crate::event::LineRules;
@@ -293,26 +293,6 @@ impl Reader {
             .or_else(|| self.inputs.first().map(|i| Arc::new(LineRules::of(i))))
             .unwrap_or_else(|| Arc::new(LineRules::plain(1 << 20)))
     }
-}
-
-/// What opening a file gave.
-pub(super) enum Opened {
-    File(File, FileKey),
-    /// No such file (any more).
-    Gone,
-    /// Out of descriptors: the file waits for one.
-    NoDescriptor,
-    /// Any other failure, said once; the rescan tries again.
-    Failed,
-}
-
-/// What [`Reader::open_now`] did with a found file.
-pub(super) enum Opening {
-    Opened,
-    /// Followed already, gone, or unreadable.
-    Skipped,
-    /// Out of descriptors: the file is handed back to wait.
-    NoDescriptor(Found),
 }
 
 /// Whether reading `file` may resume at `checkpoint`: same head, and not shorter.
