@@ -114,7 +114,7 @@ impl Reader {
         }
         if let Some(dir) = found.path.parent() {
             self.wakeups.watch(dir);
-            source.polled = self.wakeups.polled(dir);
+            source.set_polled(self.wakeups.polled(dir));
         }
         self.add_source(self.sources.len(), source);
         Ok(Opening::Opened)
@@ -130,7 +130,7 @@ impl Reader {
         };
         let moved = std::fs::metadata(to).ok().map(|m| FileKey::of(&m));
         if let Some(index) = self.sources.iter().position(|s| Some(s.key()) == moved) {
-            self.sources[index].left = true;
+            self.sources[index].mark_left();
             if !self.sources[index].is_open() {
                 // Closed for the budget and now in transit: drained at once.
                 self.make_room()?;
@@ -162,7 +162,7 @@ impl Reader {
         let at = self
             .sources
             .iter()
-            .position(|s| !s.left && s.path() == from)
+            .position(|s| !s.has_left() && s.path() == from)
             .unwrap_or(self.sources.len());
         self.add_source(at, source);
         Ok(())
