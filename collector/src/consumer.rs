@@ -34,7 +34,7 @@ use crate::outage::{Cause, Outages};
 pub use crate::session::FatalError;
 use crate::session::{self, Said, SessionEnd, Subscription};
 use crate::topology::TopologyError;
-use crate::validate::{self, Line, Reason};
+use crate::validate::{self, Line};
 use crate::writer::{Outcome, Writer};
 
 /// At most one warning per this interval about rejected messages; the rest are counted.
@@ -312,19 +312,7 @@ impl Consumer {
         {
             return Err(channel_closed("ack"));
         }
-        Counters::add(&self.metrics.counters.written, outcome.written);
-        Counters::add(&self.metrics.counters.duplicates, outcome.duplicates);
-        let refused = outcome.refused.len() as u64;
-        Counters::add(&self.metrics.counters.dead_lettered, refused);
-        Counters::add(self.metrics.rejected(Reason::UnsafePath), refused);
-        Counters::add(&self.metrics.counters.batches, 1);
-        Counters::add(&self.metrics.counters.batch_lines, ackers.len() as u64);
-        Counters::add(
-            &self.metrics.counters.fsync_micros,
-            outcome.fsync.as_micros() as u64,
-        );
-        Counters::add(&self.metrics.counters.fsyncs, 1);
-        self.metrics.committed(&outcome);
+        self.metrics.committed(&outcome, ackers.len());
         Ok(())
     }
 
