@@ -14,12 +14,11 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use lapin::Channel;
 use lapin::options::{ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Confirmation};
-use logship_runtime::amqp;
 use logship_runtime::{Envelope, FileId};
-use logship_tests::broker::Broker;
+use logship_tests::broker::{Broker, Outgoing, publish_confirmed};
 use logship_tests::daemon::{Daemon, tree_bytes};
 
 const WINDOW: usize = 1024;
@@ -295,29 +294,8 @@ async fn bare_publish(channel: &Channel, exchange: &str, lines: usize) {
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .expect("confirm mode");
-    let mut pending = std::collections::VecDeque::new();
-    for i in 0..lines {
-        let envelope = sample(i);
-        let confirm = amqp::publish(
-            channel,
-            exchange,
-            "",
-            &envelope.message_id(),
-            &envelope.to_json(),
-            "logship-bench",
-            None,
-        )
-        .await
-        .expect("publish");
-        pending.push_back(confirm);
-        if pending.len() >= WINDOW {
-            let confirm = pending.pop_front().expect("window not empty");
-            assert_eq!(confirm.await.expect("confirm"), Confirmation::Ack(None));
-        }
-    }
-    for confirm in pending {
-        assert_eq!(confirm.await.expect("confirm"), Confirmation::Ack(None));
-    }
+    let messages = (0..lines).map(|i| Outgoing::envelope(&sample(i), ""));
+    publish_confirmed(channel, exchange, WINDOW, "logship-bench", messages).await;
 }
 
 fn write_agent_config(dir: &Path, name: &str, url: &str, exchange: &str, log: &Path) -> PathBuf {

@@ -54,7 +54,9 @@ pub fn scan(inputs: &[Input]) -> Scan {
                 if excluded(input, &path) || seen.contains(&path) {
                     continue;
                 }
-                // One stat per file and scan: it tells directories apart and names the file.
+                // One stat per file and scan: it tells directories apart, and its key and size
+                // show a file closed for the budget that changed (opening stats the descriptor
+                // again: the name may have moved on to another file meanwhile).
                 let meta = match std::fs::metadata(&path) {
                     Ok(meta) if meta.is_dir() => continue,
                     Ok(meta) => Some(meta),

@@ -20,9 +20,9 @@ pub mod event;
 pub mod identity;
 pub mod journal;
 pub mod metrics;
+pub mod publish_error;
 pub mod publisher;
 pub mod reader;
-pub mod session;
 pub mod source;
 pub mod spool;
 pub mod status;
@@ -50,6 +50,34 @@ pub async fn run(
     signals: Signals,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<()> {
+    let mut running = start(&config, &signals, &metrics).await?;
+    supervise(&mut running, &config, &config_path, &signals).await?;
+    stop(running, &metrics).await
+}
+
+/// The agent's parts once started: the spool, the reader and journal threads, the publisher
+/// task, and how to stop each and learn that it ended.
+struct Running {
+    spool: Arc<spool::Spool>,
+    /// New inputs for the reader (SIGHUP).
+    reload: std::sync::mpsc::Sender<Vec<logship_config::agent::Input>>,
+    reader_stop: CancellationToken,
+    reader_done: tokio::sync::oneshot::Receiver<Result<(), reader::ReaderError>>,
+    /// Journal reader threads started; each reports once on `journal_done`.
+    journals: usize,
+    journal_done: tokio::sync::mpsc::UnboundedReceiver<JournalDone>,
+    publisher_stop: CancellationToken,
+    publisher: tokio::task::JoinHandle<Result<(), spool::SpoolError>>,
+}
+
+/// Opens the spool (recovering it), starts the reader, the journal readers and the publisher,
+/// serves the HTTP pages, and tells systemd the agent is ready (even while the broker is down:
+/// lines are spooled meanwhile) with a watchdog.
+async fn start(
+    config: &AgentConfig,
+    signals: &Signals,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Running> {
     let (state_dir, max_bytes, when_full) = (
         config.state_dir.clone(),
         config.buffer.max_bytes,
@@ -77,7 +105,7 @@ pub async fn run(
     .with_max_open_files(config.max_open_files)
     .with_status(status.clone());
     let stop = reader_stop.clone();
-    let (reader_tx, mut reader_done) = tokio::sync::oneshot::channel();
+    let (reader_tx, reader_done) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("logship-reader".into())
         .spawn(move || {
@@ -85,11 +113,10 @@ pub async fn run(
         })
         .context("cannot start the reader thread")?;
 
-    let (journals, mut journal_done) =
-        start_journals(&config, &spool, &metrics, &status, &reader_stop)?;
+    let (journals, journal_done) = start_journals(config, &spool, metrics, &status, &reader_stop)?;
 
     let publisher_stop = CancellationToken::new();
-    let mut publisher = tokio::spawn(
+    let publisher = tokio::spawn(
         publisher::Publisher::new(config.broker.clone(), spool.clone(), metrics.clone())
             .with_routing_key(config.host.clone())
             .with_status(status.clone())
@@ -121,24 +148,45 @@ pub async fn run(
                 .load(std::sync::atomic::Ordering::Relaxed)
         )
     });
+    Ok(Running {
+        spool,
+        reload: reload_tx,
+        reader_stop,
+        reader_done,
+        journals,
+        journal_done,
+        publisher_stop,
+        publisher,
+    })
+}
+
+/// Waits for `signals.shutdown` (then returns `Ok`), reloading the inputs on SIGHUP; a reader,
+/// journal reader or publisher that ends meanwhile is an error naming it (the agent never runs
+/// on without one).
+async fn supervise(
+    running: &mut Running,
+    config: &AgentConfig,
+    config_path: &std::path::Path,
+    signals: &Signals,
+) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             // cancel-safe: only observes the token
-            _ = signals.shutdown.cancelled() => break,
+            _ = signals.shutdown.cancelled() => return Ok(()),
             // cancel-safe: a Notify permit is kept until taken
             _ = signals.reload.notified() => {
-                match logship_config::load::load::<RawAgentConfig>(&config_path) {
+                match logship_config::load::load::<RawAgentConfig>(config_path) {
                     Ok(new) => {
                         if new.journals != config.journals {
                             tracing::warn!("journal inputs changed: they are read as configured at start until the agent restarts");
                         }
-                        let _ = reload_tx.send(new.inputs);
+                        let _ = running.reload.send(new.inputs);
                     }
                     Err(err) => tracing::error!(error = format!("{:#}", anyhow::Error::from(err)), "reload refused, keeping the running config"),
                 }
             }
             // cancel-safe: polling a oneshot receiver by reference keeps it
-            result = &mut reader_done => {
+            result = &mut running.reader_done => {
                 let cause = match result {
                     Ok(Ok(())) => anyhow::anyhow!("stopped without being asked to"),
                     Ok(Err(err)) => anyhow::Error::from(err),
@@ -147,7 +195,7 @@ pub async fn run(
                 return Err(cause.context("reader failed"));
             }
             // cancel-safe: a message stays in the channel until received
-            Some((input, result)) = journal_done.recv(), if journals > 0 => {
+            Some((input, result)) = running.journal_done.recv(), if running.journals > 0 => {
                 let cause = match result {
                     Ok(()) => anyhow::anyhow!("stopped without being asked to"),
                     Err(err) => anyhow::Error::from(err),
@@ -155,7 +203,7 @@ pub async fn run(
                 return Err(cause.context(format!("journal reader of {input} failed")));
             }
             // cancel-safe: polling a JoinHandle by reference keeps it
-            result = &mut publisher => {
+            result = &mut running.publisher => {
                 let cause = match result {
                     Ok(Ok(())) => anyhow::anyhow!("stopped without being asked to"),
                     Ok(Err(err)) => anyhow::Error::from(err),
@@ -165,25 +213,30 @@ pub async fn run(
             }
         }
     }
+}
 
-    // Stop reading first; the reader flushes the spool as it exits.
-    reader_stop.cancel();
-    (&mut reader_done)
+/// Stops reading first (the reader flushes the spool as it exits), then the journal readers,
+/// then the publisher (which waits for outstanding confirms), and flushes the spool.
+async fn stop(mut running: Running, metrics: &Metrics) -> anyhow::Result<()> {
+    running.reader_stop.cancel();
+    running
+        .reader_done
         .await
         .map_err(|_| anyhow::anyhow!("reader thread panicked"))?
         .context("spool failed while reading")?;
-    for _ in 0..journals {
-        if let Some((input, result)) = journal_done.recv().await {
+    for _ in 0..running.journals {
+        if let Some((input, result)) = running.journal_done.recv().await {
             result.with_context(|| format!("journal reader of {input} failed"))?;
         }
     }
-    publisher_stop.cancel();
-    publisher
+    running.publisher_stop.cancel();
+    running
+        .publisher
         .await
         .context("publisher panicked")?
         .context("spool failed while publishing")?;
-    let spool_for_flush = spool.clone();
-    let flushed = tokio::task::spawn_blocking(move || spool_for_flush.flush())
+    let spool = running.spool.clone();
+    let flushed = tokio::task::spawn_blocking(move || spool.flush())
         .await
         .context("spool flush panicked")?;
     match flushed {
@@ -192,7 +245,7 @@ pub async fn run(
         }
         other => other.context("cannot flush the spool")?,
     }
-    tracing::info!(counters = %metrics.summary(), spooled = spool.lines(), "agent stopped");
+    tracing::info!(counters = %metrics.summary(), spooled = running.spool.lines(), "agent stopped");
     Ok(())
 }
 

@@ -3,8 +3,6 @@
 //! Each counter is described once, in the table below: its doc comment is also its Prometheus
 //! help text, next to its metric name, type and key in the one-line summary.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 logship_runtime::counters! {
     /// The agent's counters; all monotonic but the `files_*` gauges.
     pub struct Metrics {
@@ -65,11 +63,6 @@ pub struct Gauges {
 }
 
 impl Metrics {
-    /// Adds `n` to a counter.
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
     /// The Prometheus text page; the gauges others keep are passed in.
     pub fn render(&self, gauges: Gauges) -> String {
         use logship_runtime::http::{metric, render_counters};

@@ -22,13 +22,12 @@ use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Confirmation, Connection, Event, PublisherConfirm};
 use logship_config::{Broker, BrokerUri};
 use logship_runtime::access::{Op, RefusalLog, Refused};
-use logship_runtime::amqp::{self, Reconnect};
+use logship_runtime::amqp;
+use logship_runtime::reconnect::Reconnect;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::session::PublishError;
-use crate::session::user_of;
-
 use crate::metrics::Metrics;
+use crate::publish_error::PublishError;
 use crate::spool::{Message, Seq, Spool, SpoolError};
 use crate::status::Status;
 
@@ -57,7 +56,7 @@ struct Loaded {
 }
 
 /// A publish awaiting its confirm: segment, line, confirm.
-pub(crate) type InFlight = (Seq, usize, PublisherConfirm);
+type InFlight = (Seq, usize, PublisherConfirm);
 
 /// The publisher task's state.
 pub struct Publisher {
@@ -307,7 +306,10 @@ impl Publisher {
             for ((seq, line), result) in burst.into_iter().zip(published) {
                 match result {
                     Ok(confirm) => inflight.push_back((seq, line, confirm)),
-                    Err(err) => return Err(PublishError::closed(err, inflight).await),
+                    Err(err) => {
+                        let oldest = inflight.front_mut().map(|(_, _, confirm)| confirm);
+                        return Err(PublishError::closed(err, oldest).await);
+                    }
                 }
             }
         }
@@ -479,6 +481,14 @@ async fn written<T>(
             Err(_) => return Err(PublishError::ConfirmTimeout(CONFIRM_TIMEOUT)),
         }
     }
+}
+
+/// The user a connection to `uri` logs in as: the URI's user, or `guest` when it names none (as
+/// lapin and RabbitMQ default). With `auth_mechanism=external` the broker takes the user from
+/// the client certificate instead: the URI must then name that same user, or every publish is
+/// refused (and said so).
+pub fn user_of(uri: &BrokerUri) -> String {
+    uri.uri.authority.userinfo.username.clone()
 }
 
 #[cfg(test)]

@@ -176,12 +176,12 @@ impl Reader {
             };
             if last_scan.is_none_or(|at| at.elapsed() >= every) {
                 self.scan()?;
-                self.sources.iter_mut().for_each(|s| s.dirty = true);
+                self.sources.iter_mut().for_each(Source::mark_changed);
                 last_scan = Some(Instant::now());
             }
             last_turn = self.turn(last_turn)?;
             if self.snapshots.due() {
-                self.status.record_files(&mut self.sources);
+                self.status.record_files(&self.sources);
             }
             self.collect()?;
             let timeout = self.timeout(last_scan, every).min(WAIT_MAX);
@@ -219,14 +219,14 @@ impl Reader {
         if self
             .sources
             .iter()
-            .any(|s| s.dirty && !s.waiting() && s.is_open())
+            .any(|s| s.may_have_changed() && !s.waiting() && s.is_open())
         {
             return Duration::ZERO;
         }
         let next_scan = last_scan.map_or(Duration::ZERO, |at| every.saturating_sub(at.elapsed()));
         // A file that may be read once it settled.
         (0..self.sources.len())
-            .filter(|&i| self.sources[i].waiting() && !self.sources[i].held)
+            .filter(|&i| self.sources[i].waiting() && !self.sources[i].is_held())
             .map(|i| self.sources[i].settling())
             .fold(next_scan, Duration::min)
     }
@@ -234,7 +234,7 @@ impl Reader {
     /// Folds what the events said into the sources.
     fn apply(&mut self, wake: Wake) -> Result<(), ReaderError> {
         if wake.all {
-            self.sources.iter_mut().for_each(|s| s.dirty = true);
+            self.sources.iter_mut().for_each(Source::mark_changed);
         }
         for (from, to) in &wake.renamed {
             self.follow(from, to)?;
@@ -247,7 +247,7 @@ impl Reader {
         if !wake.changed.is_empty() {
             for source in &mut self.sources {
                 if wake.changed.contains(source.path()) {
-                    source.dirty = true;
+                    source.mark_changed();
                     source.wake();
                 }
             }
@@ -288,16 +288,16 @@ impl Reader {
             let source = &mut self.sources[index];
             // An older file of its path is still open: its lines come first. A file closed
             // for the budget waits for its descriptor.
-            if source.held || !source.is_open() {
+            if source.is_held() || !source.is_open() {
                 continue;
             }
             source.activate();
-            if source.waiting() || !(source.dirty || source.busy() || poll_all) {
+            if source.waiting() || !(source.may_have_changed() || source.busy() || poll_all) {
                 continue;
             }
             if source.draining() {
                 let moved_on = self.successor_grew(index);
-                self.sources[index].moved_on = moved_on;
+                self.sources[index].set_moved_on(moved_on);
             }
             let source = &mut self.sources[index];
             match source.step(
@@ -310,11 +310,11 @@ impl Reader {
                 Ok(Step::Finished) => finished.push(index),
                 Err(err) => {
                     let path = source.path().to_path_buf();
-                    source.dirty = false;
+                    source.retry_later();
                     self.warn_once(&path, "read failed, will retry", &err);
                 }
             }
-            let parts = self.sources[index].tailer().take_parts();
+            let parts = self.sources[index].tailer_mut().take_parts();
             Metrics::add(&self.metrics.lines_split, parts);
         }
         if self.spool_turn(lines)? {
@@ -344,7 +344,7 @@ impl Reader {
             Ok(dropped) => {
                 touched
                     .iter()
-                    .for_each(|&i| self.sources[i].tailer().spooled());
+                    .for_each(|&i| self.sources[i].tailer_mut().spooled());
                 Metrics::add(&self.metrics.lines_read, lines.len() as u64);
                 if dropped > 0 {
                     Metrics::add(&self.metrics.dropped, dropped);
@@ -373,8 +373,7 @@ impl Reader {
                     self.budget.ran_out(self.open_files);
                 }
                 for &i in &touched {
-                    self.sources[i].tailer().rewind();
-                    self.sources[i].dirty = true;
+                    self.sources[i].reread_unspooled();
                 }
                 self.pause.failed(&err, self.spool.dir(), &self.metrics);
                 Ok(false)
@@ -426,6 +425,7 @@ impl Reader {
 
 mod budget;
 mod opening;
+mod outcome;
 pub(crate) mod pause;
 mod reopen;
 mod sources;

@@ -82,19 +82,19 @@ pub struct Source {
     tailer: Tailer,
     state: State,
     /// Something may have changed: an event named it, or its last read hit the budget.
-    pub dirty: bool,
+    dirty: bool,
     /// inotify cannot see it change: look at it on every poll.
-    pub polled: bool,
+    polled: bool,
     /// An older file of its path is still open: not read until that one is closed.
-    pub held: bool,
+    held: bool,
     /// A newer file of its path has grown: the application moved on (set by the reader before
     /// each step of a draining file).
-    pub moved_on: bool,
+    moved_on: bool,
     /// A copytruncate copy to read first (the file was truncated while the agent was stopped).
     pending_copy: Option<File>,
     /// It is known to have left its name (renamed away, deleted): a file found renamed away
     /// later held the name after it.
-    pub left: bool,
+    left: bool,
     opened_at: Instant,
     /// When it last read bytes or got its descriptor: the least recent is closed first.
     active_at: Instant,
@@ -153,9 +153,69 @@ impl Source {
         self.tailer.key()
     }
 
-    /// The reading cursor.
-    pub fn tailer(&mut self) -> &mut Tailer {
+    /// The reading cursor, to look at.
+    pub fn tailer(&self) -> &Tailer {
+        &self.tailer
+    }
+
+    /// The reading cursor, to ship what it read or holds.
+    pub fn tailer_mut(&mut self) -> &mut Tailer {
         &mut self.tailer
+    }
+
+    /// Something may have changed (an event named it, a scan or a wake-up for all): look at it
+    /// in the next turn.
+    pub fn mark_changed(&mut self) {
+        self.dirty = true;
+    }
+
+    /// Whether something may have changed since it was last read to its end.
+    pub fn may_have_changed(&self) -> bool {
+        self.dirty
+    }
+
+    /// A read failed (said once by the reader): it is tried again on the next poll or event,
+    /// not in this turn's loop.
+    pub fn retry_later(&mut self) {
+        self.dirty = false;
+    }
+
+    /// The spool refused the lines read this turn: they are read again from the last spooled
+    /// position, in the next turn.
+    pub fn reread_unspooled(&mut self) {
+        self.tailer.rewind();
+        self.dirty = true;
+    }
+
+    /// Whether inotify cannot see it change (set from the wake-ups of its directory).
+    pub fn set_polled(&mut self, polled: bool) {
+        self.polled = polled;
+    }
+
+    /// Whether an older file of its path is still open (it is not read until that one is closed).
+    pub fn is_held(&self) -> bool {
+        self.held
+    }
+
+    /// Holds it back behind an older file of its path (`true`), or lets it be read.
+    pub fn set_held(&mut self, held: bool) {
+        self.held = held;
+    }
+
+    /// A newer file of its path has grown (`true`): the application moved on; said by the reader
+    /// before each step of a draining file.
+    pub fn set_moved_on(&mut self, moved_on: bool) {
+        self.moved_on = moved_on;
+    }
+
+    /// Whether it is known to have left its name (renamed away, deleted).
+    pub fn has_left(&self) -> bool {
+        self.left
+    }
+
+    /// It was seen leaving its name (an event says it was renamed away).
+    pub fn mark_left(&mut self) {
+        self.left = true;
     }
 
     /// Whether it holds a descriptor.

@@ -34,8 +34,8 @@ pub struct Status {
 
 impl Status {
     /// Replaces the files' snapshot with the reader's `sources` (reads each one's size).
-    pub fn record_files(&self, sources: &mut [Source]) {
-        let files: Vec<FileStatus> = sources.iter_mut().map(file_status).collect();
+    pub fn record_files(&self, sources: &[Source]) {
+        let files: Vec<FileStatus> = sources.iter().map(file_status).collect();
         let lag = files.iter().map(|f| f.size.saturating_sub(f.offset)).sum();
         self.lag_bytes.store(lag, Ordering::Relaxed);
         if let Ok(mut current) = self.files.lock() {
@@ -106,7 +106,7 @@ impl Status {
 
 /// One file as `/status` shows it. Its size is that of the descriptor being read (the copy
 /// while a copytruncate copy is read); 0 if it cannot be stat'ed.
-fn file_status(source: &mut Source) -> FileStatus {
+fn file_status(source: &Source) -> FileStatus {
     let state = source.state_name().to_string();
     let tailer = source.tailer();
     FileStatus {

@@ -11,13 +11,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
-use lapin::{Channel, Confirmation, Connection, ConnectionProperties};
-use logship_runtime::amqp;
+use lapin::options::ConfirmSelectOptions;
+use lapin::{Channel, Connection, ConnectionProperties};
 use logship_runtime::{Envelope, FileId};
 
 mod support;
+use logship_tests::broker::{Outgoing, publish_confirmed, queue_len};
 use support::{output_bytes, spawn_collector, stop, wait_for_queue};
 
 const PREFETCH: u16 = 1000;
@@ -183,7 +182,9 @@ async fn main() {
         let published = started.elapsed();
         let mut backlog = 0;
         for i in 0..partitions {
-            backlog += queue_len(&connection, &group.queue(i)).await;
+            backlog += queue_len(&connection, &group.queue(i))
+                .await
+                .expect("the group's queue exists");
         }
         assert_eq!(backlog as usize, lines, "every line in the group's queues");
         let (elapsed, per_member, peak_kib) = group.drain(expected_bytes).await;
@@ -228,44 +229,9 @@ fn sample(i: usize, hosts: usize) -> Envelope {
 
 /// Publishes as the agent does: persistent, confirmed, routing key = host.
 async fn publish(channel: &Channel, exchange: &str, lines: usize, hosts: usize) {
-    let mut pending = std::collections::VecDeque::new();
-    for i in 0..lines {
+    let messages = (0..lines).map(|i| {
         let envelope = sample(i, hosts);
-        let confirm = amqp::publish(
-            channel,
-            exchange,
-            &envelope.host,
-            &envelope.message_id(),
-            &envelope.to_json(),
-            "logship-bench",
-            None,
-        )
-        .await
-        .expect("publish");
-        pending.push_back(confirm);
-        if pending.len() >= PUBLISH_WINDOW
-            && let Some(confirm) = pending.pop_front()
-        {
-            assert_eq!(confirm.await.expect("confirm"), Confirmation::Ack(None));
-        }
-    }
-    for confirm in pending {
-        assert_eq!(confirm.await.expect("confirm"), Confirmation::Ack(None));
-    }
-}
-
-/// Messages ready in `queue`.
-async fn queue_len(connection: &Connection, queue: &str) -> u32 {
-    let channel = connection.create_channel().await.expect("channel");
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    let count = channel
-        .queue_declare(queue.into(), passive, FieldTable::default())
-        .await
-        .expect("inspect queue")
-        .message_count();
-    let _ = channel.close(200, "".into()).await;
-    count
+        Outgoing::envelope(&envelope, &envelope.host)
+    });
+    publish_confirmed(channel, exchange, PUBLISH_WINDOW, "logship-bench", messages).await;
 }

@@ -15,11 +15,11 @@ use lapin::options::{
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
-use logship_runtime::amqp;
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use logship_runtime::{Envelope, FileId};
 
 mod support;
+use logship_tests::broker::{Outgoing, publish_confirmed, queue_len};
 use support::{output_bytes, spawn_collector, stop, wait_for_queue};
 
 const PREFETCH: u16 = 1000;
@@ -122,18 +122,9 @@ async fn main() {
     if collector_first {
         bare = drain_bare(&connection, &bare_queue, lines).await;
     }
-    let left = channel
-        .queue_declare(
-            collector_queue.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+    let left = queue_len(&connection, &collector_queue)
         .await
-        .expect("inspect collector queue")
-        .message_count();
+        .expect("the collector's queue exists");
 
     let bare_rate = lines as f64 / bare.as_secs_f64();
     let collector_rate = lines as f64 / collector_time.as_secs_f64();
@@ -200,30 +191,8 @@ async fn publish(channel: &Channel, exchange: &str, lines: usize) {
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .expect("confirm mode");
-    let mut pending = std::collections::VecDeque::new();
-    for i in 0..lines {
-        let envelope = sample(i);
-        let confirm = amqp::publish(
-            channel,
-            exchange,
-            "",
-            &envelope.message_id(),
-            &envelope.to_json(),
-            "logship-bench",
-            None,
-        )
-        .await
-        .expect("publish");
-        pending.push_back(confirm);
-        if pending.len() >= PUBLISH_WINDOW
-            && let Some(confirm) = pending.pop_front()
-        {
-            assert_eq!(confirm.await.expect("confirm"), Confirmation::Ack(None));
-        }
-    }
-    for confirm in pending {
-        assert_eq!(confirm.await.expect("confirm"), Confirmation::Ack(None));
-    }
+    let messages = (0..lines).map(|i| Outgoing::envelope(&sample(i), ""));
+    publish_confirmed(channel, exchange, PUBLISH_WINDOW, "logship-bench", messages).await;
 }
 
 async fn drain_bare(connection: &Connection, queue: &str, lines: usize) -> Duration {

@@ -32,7 +32,8 @@ use crate::file_record::FileRecord;
 use crate::positions::{Claim, Hole, Positions, SourceHash, SourceName};
 use crate::seen::{self, Seen};
 
-/// sled's page cache: it holds only file lengths and the seen log's position.
+/// sled's page cache: it holds only file lengths, the sources' committed position ranges and the
+/// seen log's position.
 const CACHE_BYTES: u64 = 8 << 20;
 
 /// A failure of the commit record.

@@ -24,17 +24,18 @@ use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicRejectOptions};
 use lapin::{Channel, Connection};
 use logship_config::{BrokerUri, CollectorConfig};
 use logship_runtime::access::RefusalLog;
-use logship_runtime::amqp::{self, Reconnect, within};
+use logship_runtime::amqp::{self, within};
+use logship_runtime::reconnect::Reconnect;
 use logship_runtime::signals::Signals;
 use tokio_util::sync::CancellationToken;
 
 use crate::liveness::{self, Activity};
-use crate::metrics::Metrics;
-use crate::outage::Outages;
+use crate::metrics::{Counters, Metrics};
+use crate::outage::{Cause, Outages};
 pub use crate::session::FatalError;
 use crate::session::{self, Said, SessionEnd, Subscription};
 use crate::topology::TopologyError;
-use crate::validate::{self, Line, Reason};
+use crate::validate::{self, Line};
 use crate::writer::{Outcome, Writer};
 
 /// At most one warning per this interval about rejected messages; the rest are counted.
@@ -107,7 +108,7 @@ impl Consumer {
         {
             if let Some(outage) = outage.filter(|_| !refusals.active()) {
                 tracing::info!(uri = %uri, outage_secs = outage.as_secs(), "broker reachable again");
-                Metrics::add(&self.metrics.counters.reconnects, 1);
+                Counters::add(&self.metrics.counters.reconnects, 1);
             }
             self.metrics.broker.connected(&uri);
             let end = self
@@ -268,7 +269,7 @@ impl Consumer {
 
     /// Validates a delivery: a line joins the batch; anything else is rejected at once.
     async fn accept(&mut self, delivery: Delivery, batch: &mut Batch) -> Result<(), SessionEnd> {
-        Metrics::add(&self.metrics.counters.received, 1);
+        Counters::add(&self.metrics.counters.received, 1);
         self.activity.delivered();
         let user = delivery.properties.user_id().as_ref().map(|u| u.as_str());
         match validate::intake(&delivery.data, &self.config, user) {
@@ -282,8 +283,8 @@ impl Consumer {
             }
             Err(rejection) => {
                 reject(&delivery.acker).await?;
-                Metrics::add(&self.metrics.counters.dead_lettered, 1);
-                Metrics::add(self.metrics.rejected(rejection.reason()), 1);
+                Counters::add(&self.metrics.counters.dead_lettered, 1);
+                Counters::add(self.metrics.rejected(rejection.reason()), 1);
                 self.rejects.record(&format!("{rejection:#}"));
             }
         }
@@ -337,19 +338,7 @@ impl Consumer {
         {
             return Err(channel_closed("ack"));
         }
-        Metrics::add(&self.metrics.counters.written, outcome.written);
-        Metrics::add(&self.metrics.counters.duplicates, outcome.duplicates);
-        let refused = outcome.refused.len() as u64;
-        Metrics::add(&self.metrics.counters.dead_lettered, refused);
-        Metrics::add(self.metrics.rejected(Reason::UnsafePath), refused);
-        Metrics::add(&self.metrics.counters.batches, 1);
-        Metrics::add(&self.metrics.counters.batch_lines, ackers.len() as u64);
-        Metrics::add(
-            &self.metrics.counters.fsync_micros,
-            outcome.fsync.as_micros() as u64,
-        );
-        Metrics::add(&self.metrics.counters.fsyncs, 1);
-        self.metrics.committed(&outcome);
+        self.metrics.committed(&outcome, ackers.len());
         Ok(())
     }
 
@@ -382,7 +371,9 @@ impl Consumer {
                 }
                 Err(err) => err,
             };
-            let delay = self.outages.report_failure(&err, &self.metrics);
+            let cause = Cause::of(&err);
+            Counters::add(self.metrics.write_errors(cause), 1);
+            let delay = self.outages.report_failure(cause, &err);
             tokio::select! {
                 // cancel-safe: only observes the token
                 _ = shutdown.cancelled() => {

@@ -120,8 +120,22 @@ impl Metrics {
         )
     }
 
-    /// A batch was committed: its lines' delays, its hosts' last-seen time, the open files.
-    pub fn committed(&self, outcome: &Outcome) {
+    /// A batch of `deliveries` was committed and acked: every counter a batch moves (lines
+    /// written, duplicates, the lines refused for their path, the batch and its fsync, what
+    /// retention deleted), its lines' delays, its hosts' last-seen time, the open files.
+    pub fn committed(&self, outcome: &Outcome, deliveries: usize) {
+        let counters = &self.counters;
+        Counters::add(&counters.written, outcome.written);
+        Counters::add(&counters.duplicates, outcome.duplicates);
+        let refused = outcome.refused.len() as u64;
+        Counters::add(&counters.dead_lettered, refused);
+        Counters::add(self.rejected(Reason::UnsafePath), refused);
+        Counters::add(&counters.batches, 1);
+        Counters::add(&counters.batch_lines, deliveries as u64);
+        Counters::add(&counters.fsync_micros, outcome.fsync.as_micros() as u64);
+        Counters::add(&counters.fsyncs, 1);
+        Counters::add(&counters.retention_deleted, outcome.retained.0);
+        Counters::add(&counters.retention_deleted_bytes, outcome.retained.1);
         let now_ms = outcome.committed_at_ms;
         for ts_ms in &outcome.line_ts_ms {
             self.delay.observe((now_ms - ts_ms) as f64 / 1000.0);
@@ -135,8 +149,6 @@ impl Metrics {
         if let Some(gaps) = &outcome.gaps {
             self.set_gaps(gaps.clone());
         }
-        Metrics::add(&self.counters.retention_deleted, outcome.retained.0);
-        Metrics::add(&self.counters.retention_deleted_bytes, outcome.retained.1);
     }
 
     /// A consumer is registered on the queue (`true`), or no longer.
@@ -168,11 +180,6 @@ impl Metrics {
             counters,
             gaps: self.overdue_gaps(),
         }
-    }
-
-    /// Adds `n` to a counter.
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
     }
 
     /// The counter of failed writes for `cause`.

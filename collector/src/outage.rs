@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use logship_config::Broker;
 use logship_runtime::Backoff;
 
-use crate::metrics::Metrics;
 use crate::sink::SinkError;
 
 /// Why writing failed, as an operator acts on it.
@@ -138,13 +137,12 @@ impl Outages {
         })
     }
 
-    /// Counts and logs a failed batch; returns how long to wait before the next attempt.
-    pub fn report_failure(&mut self, err: &SinkError, metrics: &Metrics) -> Duration {
-        let cause = Cause::of(err);
-        Metrics::add(metrics.write_errors(cause), 1);
+    /// Logs a failed batch (its `cause` is [`Cause::of`] `err`, counted by the caller); returns
+    /// how long to wait before the next attempt.
+    pub fn report_failure(&mut self, cause: Cause, err: &SinkError) -> Duration {
         let retry = self.failed(cause);
         let path = err.io_error().map(|(path, _)| path.display().to_string());
-        let error = chain(err);
+        let error = logship_runtime::error_chain(err);
         if retry.announce {
             tracing::warn!(
                 cause = cause.label(),
@@ -178,13 +176,12 @@ impl Outages {
     }
 }
 
-pub use logship_runtime::error_chain as chain;
-
 #[cfg(test)]
 mod tests {
     use std::io::Error;
 
     use super::*;
+    use logship_runtime::error_chain as chain;
 
     fn outages(initial_ms: u64, max_ms: u64) -> Outages {
         let text = format!(

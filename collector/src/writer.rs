@@ -191,7 +191,7 @@ impl Writer {
         {
             // Files are closed whatever failed, and each is re-checked when reopened; the full
             // recovery is tried again before the next batch.
-            tracing::debug!(error = %crate::outage::chain(&err), "cannot truncate output back yet");
+            tracing::debug!(error = %logship_runtime::error_chain(&err), "cannot truncate output back yet");
             self.needs_recovery = true;
         }
         result
@@ -226,7 +226,9 @@ impl Writer {
                 continue;
             }
             if let Some((_, err)) = refused_files.iter().find(|(file, _)| *file == line.file) {
-                outcome.refused.push((position, crate::outage::chain(&err)));
+                outcome
+                    .refused
+                    .push((position, logship_runtime::error_chain(&err)));
                 continue;
             }
             self.sink.append(&line.file, &line.bytes);
@@ -252,7 +254,7 @@ impl Writer {
             if err.is_fatal() {
                 return Err(err);
             }
-            tracing::warn!(error = %crate::outage::chain(&err), "cannot compact compressed output yet");
+            tracing::warn!(error = %logship_runtime::error_chain(&err), "cannot compact compressed output yet");
             self.needs_recovery = true;
         }
         outcome.hosts = hosts.into_iter().map(str::to_string).collect();

@@ -12,8 +12,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use logship_config::{Broker, BrokerUri};
 
-pub use crate::reconnect::{Connected, Reconnect};
-
 /// Runs one step of a session start (or of closing one) under `deadline`: a broker that does
 /// not answer in time fails the step with a `TimedOut` I/O error naming it, so no step can
 /// stall a daemon that should be reconnecting.

@@ -4,29 +4,49 @@ use std::time::Duration;
 
 use logship_config::Broker;
 
-/// Reconnect delays: exponential from `reconnect_delay` to `reconnect_max_delay`, each drawn
-/// at random from its upper half so that many hosts don't reconnect in lockstep.
+/// Delays between attempts: exponential from an initial delay up to a ceiling, starting over
+/// after a success. With jitter (the broker's reconnects, the collector's write outages) each
+/// delay is drawn at random from its upper half, so that many hosts don't retry in lockstep;
+/// without it (one process retrying its own disk) each is exactly the doubled one.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     initial: Duration,
     max: Duration,
     current: Duration,
+    jitter: bool,
 }
 
 impl Backoff {
-    /// A backoff for these broker settings.
-    pub fn new(broker: &Broker) -> Backoff {
+    /// Delays from `initial` up to `max`, with jitter.
+    pub fn between(initial: Duration, max: Duration) -> Backoff {
         Backoff {
-            initial: broker.reconnect_delay,
-            max: broker.reconnect_max_delay,
-            current: broker.reconnect_delay,
+            initial,
+            max,
+            current: initial,
+            jitter: true,
         }
+    }
+
+    /// A backoff for these broker settings: `reconnect_delay` up to `reconnect_max_delay`, with
+    /// jitter.
+    pub fn new(broker: &Broker) -> Backoff {
+        Backoff::between(broker.reconnect_delay, broker.reconnect_max_delay)
+    }
+
+    /// The same delays, each exactly the doubled one (no other process retries against the
+    /// same thing).
+    pub fn without_jitter(mut self) -> Backoff {
+        self.jitter = false;
+        self
     }
 
     /// The delay before the next attempt; doubles the one after.
     pub fn next_delay(&mut self) -> Duration {
         let ceiling = self.current;
         self.current = (self.current * 2).min(self.max);
+        if !self.jitter {
+            return ceiling;
+        }
         let half = ceiling / 2;
         half + half.mul_f64(fastrand::f64())
     }
@@ -71,5 +91,15 @@ mod tests {
         assert!(delays[7] >= Duration::from_millis(500) && delays[7] <= Duration::from_secs(1));
         backoff.reset();
         assert!(backoff.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn without_jitter_each_delay_is_the_doubled_one() {
+        let mut backoff =
+            Backoff::between(Duration::from_millis(100), Duration::from_secs(5)).without_jitter();
+        let delays: Vec<_> = (0..8).map(|_| backoff.next_delay().as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        backoff.reset();
+        assert_eq!(backoff.next_delay(), Duration::from_millis(100));
     }
 }

@@ -16,7 +16,7 @@
 
 use std::ffi::OsString;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
@@ -24,6 +24,7 @@ use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use serde::de::DeserializeOwned;
 
 use logship_config::load::{self, Validate};
+use logship_config::metrics::RawMetricsOnly;
 use logship_config::{AgentConfig, Broker, CollectorConfig};
 
 pub use crate::rlimit::{open_file_limit, raise_open_file_limit};
@@ -173,6 +174,42 @@ pub fn fail(binary: &str, message: &str, code: u8) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// The `status` subcommand: reads `[metrics]` from the config at `path`, fetches the page and
+/// prints it through `table`. Exit 2 when the file is bad or metrics are off, 1 when the daemon
+/// does not answer (or answers something else).
+fn status_command(
+    binary: &str,
+    path: &Path,
+    table: fn(&str) -> Result<String, serde_json::Error>,
+) -> ExitCode {
+    let addr = match load::load::<RawMetricsOnly>(path) {
+        Ok(Some(addr)) => addr,
+        Ok(None) => {
+            let message = format!(
+                "{}: metrics are off (set [metrics] listen, e.g. \"127.0.0.1:9187\", and restart the daemon)",
+                path.display()
+            );
+            return fail(binary, &message, 2);
+        }
+        Err(err) => return fail(binary, &format!("{:#}", anyhow::Error::from(err)), 2),
+    };
+    let body = match status::fetch(addr) {
+        Ok(body) => body,
+        Err(err) => return fail(binary, &format!("{:#}", anyhow::Error::from(err)), 1),
+    };
+    match table(&body) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => fail(
+            binary,
+            &format!("the daemon at {addr} answered a status page this version cannot read: {err}"),
+            1,
+        ),
+    }
+}
+
 /// A validated config that names its broker (for the password warning), and knows how its
 /// daemon's status page is shown.
 pub trait DaemonConfig {
@@ -217,7 +254,7 @@ where
         Ok(Command::Run(path)) => (path, false),
         Ok(Command::Check(path)) => (path, true),
         Ok(Command::Status(path)) => {
-            return status::command(binary, &path, R::Config::status_table);
+            return status_command(binary, &path, R::Config::status_table);
         }
         // The collector's binary answers `audit` before calling us; parse refuses it elsewhere.
         Ok(Command::Audit(_)) => {

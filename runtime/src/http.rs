@@ -133,7 +133,8 @@ pub fn summarize(counters: &[(Counter, u64)]) -> String {
 
 /// Declares a daemon's counters once: each field's doc comment, Prometheus name, type, key in
 /// the summary line (`""`: none) and, optionally, `/ N` counted units per shown unit. Gives the
-/// struct (all `AtomicU64`, `Default`) and `counters()`, which both renderings read.
+/// struct (all `AtomicU64`, `Default`), `add` (the one way a counter grows) and `counters()`,
+/// which both renderings read.
 #[macro_export]
 macro_rules! counters {
     ($(#[$meta:meta])* pub struct $name:ident {
@@ -146,6 +147,11 @@ macro_rules! counters {
         }
 
         impl $name {
+            /// Adds `n` to a counter (of this struct, or any other the daemon keeps beside it).
+            pub fn add(counter: &::std::sync::atomic::AtomicU64, n: u64) {
+                counter.fetch_add(n, ::std::sync::atomic::Ordering::Relaxed);
+            }
+
             /// Every counter with how it is shown and its value, in declaration order.
             pub fn counters(&self) -> ::std::vec::Vec<($crate::http::Counter, u64)> {
                 ::std::vec![$((

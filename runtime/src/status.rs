@@ -1,5 +1,5 @@
-//! `GET /status`: what a daemon says about itself, as JSON, and the `status` subcommand that
-//! fetches the page from `metrics.listen` and prints it as a short table.
+//! `GET /status`: what a daemon says about itself, as JSON; how to fetch the page from
+//! `metrics.listen` and show it as a short table (the `status` subcommand, in `cli.rs`).
 //!
 //! The JSON field names are a contract (operators' scripts and acceptance tests read them):
 //! fields are only ever added. URIs in it are masked (`BrokerUri`'s `Display`): the page never
@@ -9,8 +9,6 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::ExitCode;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -18,8 +16,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use logship_config::BrokerUri;
-use logship_config::load;
-use logship_config::metrics::RawMetricsOnly;
 
 /// How long `status` waits to connect, and then for the whole answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -290,7 +286,7 @@ fn size(bytes: u64) -> String {
 /// Why `status` could not show the page.
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
-    #[error("no answer from the daemon at {addr} (is it running?): {source}")]
+    #[error("no answer from the daemon at {addr} (is it running?)")]
     Connect {
         addr: SocketAddr,
         #[source]
@@ -321,43 +317,6 @@ pub fn fetch(addr: SocketAddr) -> Result<String, StatusError> {
         });
     }
     Ok(body.to_string())
-}
-
-/// The `status` subcommand: reads `[metrics]` from the config at `path`, fetches the page and
-/// prints it through `table`. Exit 2 when the file is bad or metrics are off, 1 when the daemon
-/// does not answer (or answers something else).
-pub fn command(
-    binary: &str,
-    path: &Path,
-    table: fn(&str) -> Result<String, serde_json::Error>,
-) -> ExitCode {
-    use crate::cli::fail;
-    let addr = match load::load::<RawMetricsOnly>(path) {
-        Ok(Some(addr)) => addr,
-        Ok(None) => {
-            let message = format!(
-                "{}: metrics are off (set [metrics] listen, e.g. \"127.0.0.1:9187\", and restart the daemon)",
-                path.display()
-            );
-            return fail(binary, &message, 2);
-        }
-        Err(err) => return fail(binary, &format!("{:#}", anyhow::Error::from(err)), 2),
-    };
-    let body = match fetch(addr) {
-        Ok(body) => body,
-        Err(err) => return fail(binary, &format!("{:#}", anyhow::Error::from(err)), 1),
-    };
-    match table(&body) {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(err) => fail(
-            binary,
-            &format!("the daemon at {addr} answered a status page this version cannot read: {err}"),
-            1,
-        ),
-    }
 }
 
 #[cfg(test)]
@@ -404,5 +363,33 @@ mod tests {
         assert!(table.contains("/var/log/a.log"), "{table}");
         assert!(table.contains("nginx.service: 3 entries"), "{table}");
         assert!(table.contains("not connected"), "{table}");
+    }
+
+    #[test]
+    fn the_status_page_shows_the_broker_uri_without_its_password() {
+        let uri = BrokerUri::parse("amqp://u:hunter2@h:5672/%2f", 30, Duration::from_secs(5))
+            .expect("a valid URI");
+        let state = BrokerState::default();
+        state.connected(&uri);
+        let status = AgentStatus {
+            version: "1".into(),
+            host: "web-1".into(),
+            lag_bytes: 0,
+            files: Vec::new(),
+            journals: Vec::new(),
+            spool: SpoolStatus::default(),
+            broker: state.snapshot(),
+        };
+        let json = serde_json::to_string(&status).unwrap();
+        let table = status.table();
+        assert!(json.contains("amqp://u:***@h:5672"), "{json}");
+        assert!(
+            table.contains("amqp://u:***@h:5672/%2f (connected)"),
+            "{table}"
+        );
+        assert!(
+            !json.contains("hunter2") && !table.contains("hunter2"),
+            "{json}\n{table}"
+        );
     }
 }

@@ -165,26 +165,16 @@ impl Broker {
 
     /// Publishes arbitrary bodies (for malformed messages), each with a message id.
     pub async fn publish_bodies(&self, exchange: &str, bodies: &[(Vec<u8>, String)]) {
-        let mut pending = VecDeque::new();
-        for (body, id) in bodies {
-            let confirm =
-                amqp::publish(&self.channel, exchange, "", id, body, "logship-tests", None)
-                    .await
-                    .expect("publish");
-            pending.push_back(confirm);
-            if pending.len() >= WINDOW {
-                check(
-                    pending
-                        .pop_front()
-                        .expect("pending")
-                        .await
-                        .expect("confirm"),
-                );
-            }
-        }
-        for confirm in pending {
-            check(confirm.await.expect("confirm"));
-        }
+        // Collected first: a lazy iterator over `bodies` would keep this future from being `Send`.
+        let messages: Vec<Outgoing> = bodies
+            .iter()
+            .map(|(body, id)| Outgoing {
+                routing_key: String::new(),
+                message_id: id.clone(),
+                body: body.clone(),
+            })
+            .collect();
+        publish_confirmed(&self.channel, exchange, WINDOW, "logship-tests", messages).await;
     }
 
     /// Waits until `queue` exists (a collector declared it), or panics after 10 s.
@@ -200,19 +190,7 @@ impl Broker {
 
     /// Messages ready in a queue (not unacked ones); `None` if the queue does not exist.
     pub async fn queue_len(&self, queue: &str) -> Option<u32> {
-        // A failed passive declare closes its channel: use a fresh one.
-        let channel = self.connection.create_channel().await.expect("channel");
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        let count = channel
-            .queue_declare(queue.into(), passive, FieldTable::default())
-            .await
-            .ok()
-            .map(|q| q.message_count());
-        let _ = channel.close(200, "".into()).await;
-        count
+        queue_len(&self.connection, queue).await
     }
 
     /// Declares `queue` and its dead-letter route exactly as the collector of the release before
@@ -311,6 +289,77 @@ impl Broker {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// Messages ready in `queue` on `connection` (not unacked ones); `None` if the queue does not
+/// exist.
+pub async fn queue_len(connection: &Connection, queue: &str) -> Option<u32> {
+    // A failed passive declare closes its channel: use a fresh one.
+    let channel = connection.create_channel().await.expect("channel");
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let count = channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+        .ok()
+        .map(|q| q.message_count());
+    let _ = channel.close(200, "".into()).await;
+    count
+}
+
+/// One message for [`publish_confirmed`].
+pub struct Outgoing {
+    pub routing_key: String,
+    pub message_id: String,
+    pub body: Vec<u8>,
+}
+
+impl Outgoing {
+    /// `envelope` as the agent sends it, under `routing_key`.
+    pub fn envelope(envelope: &Envelope, routing_key: &str) -> Outgoing {
+        Outgoing {
+            routing_key: routing_key.to_string(),
+            message_id: envelope.message_id(),
+            body: envelope.to_json(),
+        }
+    }
+}
+
+/// Publishes `messages` in order as the agent does (persistent, with `app_id`) on `channel`,
+/// which is in confirm mode, with at most `window` confirms outstanding; panics unless the
+/// broker routes and confirms every one.
+pub async fn publish_confirmed(
+    channel: &Channel,
+    exchange: &str,
+    window: usize,
+    app_id: &str,
+    messages: impl IntoIterator<Item = Outgoing>,
+) {
+    let mut pending = VecDeque::new();
+    for message in messages {
+        let confirm = amqp::publish(
+            channel,
+            exchange,
+            &message.routing_key,
+            &message.message_id,
+            &message.body,
+            app_id,
+            None,
+        )
+        .await
+        .expect("publish");
+        pending.push_back(confirm);
+        if pending.len() >= window
+            && let Some(confirm) = pending.pop_front()
+        {
+            check(confirm.await.expect("confirm"));
+        }
+    }
+    for confirm in pending {
+        check(confirm.await.expect("confirm"));
     }
 }
 

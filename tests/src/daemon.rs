@@ -255,6 +255,7 @@ impl Drop for Daemon {
         }
         // A failing test shows what the daemon said; cargo prints it with the test's output.
         if std::thread::panicking() {
+            keep_log(&self.log);
             let text = self.log_text();
             let lines: Vec<&str> = text.lines().collect();
             let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
@@ -265,6 +266,37 @@ impl Drop for Daemon {
                 tail.join("\n")
             );
         }
+    }
+}
+
+/// Where a failing test's daemon logs are copied whole (they go with the test's tempdir
+/// otherwise, and the tail printed below may not reach back to the cause).
+const KEEP_LOGS: &str = "LOGSHIP_TEST_KEEP_LOGS";
+
+/// Copies `log` whole into the directory named by [`KEEP_LOGS`], if it is set.
+fn keep_log(log: &Path) {
+    let Some(dir) = std::env::var_os(KEEP_LOGS) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let name = format!(
+        "{}-{}-{}",
+        std::thread::current()
+            .name()
+            .unwrap_or("test")
+            .replace("::", "."),
+        std::process::id(),
+        log.file_name()
+            .map_or("log".into(), |n| n.to_string_lossy())
+    );
+    let copied = std::fs::create_dir_all(&dir).and_then(|()| std::fs::copy(log, dir.join(&name)));
+    match copied {
+        Ok(_) => eprintln!("--- whole log kept in {} ---", dir.join(&name).display()),
+        Err(err) => eprintln!(
+            "--- could not keep {} in {}: {err} ---",
+            log.display(),
+            dir.display()
+        ),
     }
 }
 

@@ -3,14 +3,20 @@
 
 use std::io::{Read as _, Write as _};
 
-/// `GET path` on `addr`; returns (the status line, the body).
-pub fn get(addr: &str, path: &str) -> (String, String) {
+/// `GET path` on `addr`; returns the whole response: status line, headers and body.
+pub fn response(addr: &str, path: &str) -> String {
     let mut stream = std::net::TcpStream::connect(addr).expect("connect to the metrics listener");
     write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("send the request");
     let mut response = String::new();
     stream
         .read_to_string(&mut response)
         .expect("read the response");
+    response
+}
+
+/// `GET path` on `addr`; returns (the status line, the body).
+pub fn get(addr: &str, path: &str) -> (String, String) {
+    let response = response(addr, path);
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     (
         head.lines().next().unwrap_or_default().to_string(),

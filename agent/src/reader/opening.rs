@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use logship_config::agent::ReadFrom;
 
-use super::reopen::Revived;
+use super::outcome::{Opened, Opening, Revived};
 use super::{Reader, ReaderError};
 use crate::discover::{self, Found};
 use crate::event::LineRules;
@@ -114,7 +114,7 @@ impl Reader {
         }
         if let Some(dir) = found.path.parent() {
             self.wakeups.watch(dir);
-            source.polled = self.wakeups.polled(dir);
+            source.set_polled(self.wakeups.polled(dir));
         }
         self.add_source(self.sources.len(), source);
         Ok(Opening::Opened)
@@ -130,7 +130,7 @@ impl Reader {
         };
         let moved = std::fs::metadata(to).ok().map(|m| FileKey::of(&m));
         if let Some(index) = self.sources.iter().position(|s| Some(s.key()) == moved) {
-            self.sources[index].left = true;
+            self.sources[index].mark_left();
             if !self.sources[index].is_open() {
                 // Closed for the budget and now in transit: drained at once.
                 self.make_room()?;
@@ -162,7 +162,7 @@ impl Reader {
         let at = self
             .sources
             .iter()
-            .position(|s| !s.left && s.path() == from)
+            .position(|s| !s.has_left() && s.path() == from)
             .unwrap_or(self.sources.len());
         self.add_source(at, source);
         Ok(())
@@ -293,26 +293,6 @@ impl Reader {
             .or_else(|| self.inputs.first().map(|i| Arc::new(LineRules::of(i))))
             .unwrap_or_else(|| Arc::new(LineRules::plain(1 << 20)))
     }
-}
-
-/// What opening a file gave.
-pub(super) enum Opened {
-    File(File, FileKey),
-    /// No such file (any more).
-    Gone,
-    /// Out of descriptors: the file waits for one.
-    NoDescriptor,
-    /// Any other failure, said once; the rescan tries again.
-    Failed,
-}
-
-/// What [`Reader::open_now`] did with a found file.
-pub(super) enum Opening {
-    Opened,
-    /// Followed already, gone, or unreadable.
-    Skipped,
-    /// Out of descriptors: the file is handed back to wait.
-    NoDescriptor(Found),
 }
 
 /// Whether reading `file` may resume at `checkpoint`: same head, and not shorter.

@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use logship_runtime::Backoff;
+
 use crate::metrics::Metrics;
 use crate::spool::SpoolError;
 
@@ -20,15 +22,26 @@ struct Pause {
     /// Whether this pause was said (the first of an outage).
     said: bool,
     retry_at: Instant,
-    delay: Duration,
 }
 
 /// Whether reading is paused for the state disk, and since when it last was.
-#[derive(Default)]
 pub struct DiskPause {
     pause: Option<Pause>,
     /// When the last pause ended.
     resumed_at: Option<Instant>,
+    /// [`RETRY_MIN`] doubling to [`RETRY_MAX`], started over by a success; no jitter: only
+    /// this process retries its disk.
+    backoff: Backoff,
+}
+
+impl Default for DiskPause {
+    fn default() -> DiskPause {
+        DiskPause {
+            pause: None,
+            resumed_at: None,
+            backoff: Backoff::between(RETRY_MIN, RETRY_MAX).without_jitter(),
+        }
+    }
 }
 
 impl DiskPause {
@@ -48,8 +61,7 @@ impl DiskPause {
     pub fn failed(&mut self, err: &SpoolError, state_dir: &Path, metrics: &Metrics) {
         let now = Instant::now();
         if let Some(pause) = &mut self.pause {
-            pause.delay = (pause.delay * 2).min(RETRY_MAX);
-            pause.retry_at = now + pause.delay;
+            pause.retry_at = now + self.backoff.next_delay();
             return;
         }
         let said = self
@@ -65,8 +77,7 @@ impl DiskPause {
         self.pause = Some(Pause {
             since: now,
             said,
-            retry_at: now + RETRY_MIN,
-            delay: RETRY_MIN,
+            retry_at: now + self.backoff.next_delay(),
         });
     }
 
@@ -75,6 +86,7 @@ impl DiskPause {
         let Some(pause) = self.pause.take() else {
             return;
         };
+        self.backoff.reset();
         self.resumed_at = Some(Instant::now());
         let paused_secs = pause.since.elapsed().as_secs();
         if pause.said {

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::budget::Queued;
-use super::opening::{Opened, Opening};
+use super::outcome::{Opened, Opening, Revived};
 use super::{Reader, ReaderError};
 use crate::identity;
 
@@ -23,16 +23,6 @@ use crate::identity;
 const SPARE_SHARE: usize = 32;
 /// Only files idle this long are closed to keep the spare share free.
 const SPARE_IDLE: Duration = Duration::from_secs(1);
-
-/// What reopening a closed file found.
-pub(super) enum Revived {
-    /// Open again (at its name, or draining under another one).
-    Open,
-    /// Found nowhere: deleted.
-    Gone,
-    /// Out of descriptors: it waits on.
-    NoDescriptor,
-}
 
 impl Reader {
     /// Recounts the sources holding a descriptor.
@@ -204,7 +194,7 @@ impl Reader {
         let mut lines = Vec::new();
         for &index in &gone {
             let source = &mut self.sources[index];
-            if let Err(err) = source.tailer().ship_partial(&self.host, &mut lines) {
+            if let Err(err) = source.tailer_mut().ship_partial(&self.host, &mut lines) {
                 tracing::warn!(path = %source.path().display(), error = %err,
                     "cannot ship the last line of a deleted file");
             }

@@ -26,7 +26,7 @@ impl Reader {
     pub(super) fn relink(&mut self) {
         let mut seen = HashSet::new();
         for source in &mut self.sources {
-            source.held = !seen.insert(source.path().to_path_buf());
+            source.set_held(!seen.insert(source.path().to_path_buf()));
         }
     }
 

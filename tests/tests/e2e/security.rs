@@ -9,6 +9,7 @@ use logship_runtime::{Envelope, FileId};
 use logship_tests::broker::{Broker, Topology, amqp_url, unique};
 use logship_tests::daemon::{Daemon, binary};
 use logship_tests::fixture::{Agent, Collector, STARTUP};
+use logship_tests::http::{free_addr, response};
 use logship_tests::lines::{append, expected, wait_for_delivery, wait_for_lines};
 use logship_tests::users::{User, publish_as};
 
@@ -175,7 +176,7 @@ async fn security_hosts_lets_a_role_user_write_its_listed_hosts_only() {
         .wait_queue_len(&topology.dead_letter_queue(0), 1, WAIT)
         .await;
     assert_eq!(dead, 1);
-    let page = get(&addr, "/metrics");
+    let page = response(&addr, "/metrics");
     assert!(
         page.contains("logship_collector_rejected_total{reason=\"host_not_allowed\"} 1"),
         "{page}"
@@ -279,20 +280,6 @@ async fn links_planted_in_the_output_dir_are_never_followed() {
     assert_eq!(in_victims.len(), 1, "nothing created through the link");
     let summary = summary(&daemon);
     assert!(summary.contains("unsafe_path=3"), "{summary}");
-}
-
-fn get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-}
-
-fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

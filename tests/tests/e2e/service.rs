@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use logship_tests::broker::{Broker, Topology};
 use logship_tests::daemon::{Daemon, binary};
 use logship_tests::fixture::{Agent, Collector};
+use logship_tests::http::{free_addr, response};
 use logship_tests::lines::{envelopes, wait_for_lines};
 
 /// Collects what a daemon sends to `NOTIFY_SOCKET` until `want` has been seen.
@@ -99,21 +100,6 @@ fn agent_is_ready_while_the_broker_is_down() {
     );
 }
 
-/// `GET path` on `addr`; returns the whole response.
-fn get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-}
-
-fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_health_pages_count_what_happened() {
     let dir = tempfile::tempdir().unwrap();
@@ -153,7 +139,7 @@ async fn metrics_and_health_pages_count_what_happened() {
     // The lines are on disk before their batch is counted (after its ack): wait for the counts.
     let deadline = Instant::now() + Duration::from_secs(20);
     let page = loop {
-        let page = get(&collector_addr, "/metrics");
+        let page = response(&collector_addr, "/metrics");
         if wanted.iter().all(|want| page.contains(want)) || Instant::now() > deadline {
             break page;
         }
@@ -166,8 +152,8 @@ async fn metrics_and_health_pages_count_what_happened() {
     for want in wanted {
         assert!(page.contains(want), "{want} missing in:\n{page}");
     }
-    assert!(get(&collector_addr, "/health").ends_with("ok\n"));
-    assert!(get(&collector_addr, "/nope").starts_with("HTTP/1.1 404"));
+    assert!(response(&collector_addr, "/health").ends_with("ok\n"));
+    assert!(response(&collector_addr, "/nope").starts_with("HTTP/1.1 404"));
 
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
@@ -187,7 +173,7 @@ async fn metrics_and_health_pages_count_what_happened() {
         2,
         Duration::from_secs(30),
     );
-    let page = get(&agent_addr, "/metrics");
+    let page = response(&agent_addr, "/metrics");
     for want in [
         "logship_agent_lines_read_total 2",
         "logship_agent_files_watched 1",

@@ -22,6 +22,8 @@ const FLOOD_LINES: usize = 150_000;
 /// Bytes added to every line, so the lines alone outgrow [`STATE_DISK`] whatever the spool's
 /// format.
 const PADDING: usize = 100;
+/// What the agent logs when the state disk refuses a spool write.
+const DISK_PAUSED: &str = "cannot write the spool, reading paused";
 const STALL: Duration = Duration::from_secs(45);
 const ARRIVAL: Duration = Duration::from_secs(180);
 
@@ -66,14 +68,14 @@ async fn fill_state_disk(label: &str) -> Option<FullDisk> {
         bytes.push(b'\n');
     }
     std::fs::write(setup.log("flood.log"), &bytes).expect("flood");
-    // The agent logs `spool write failed, reading paused` or `state disk nearly full, reading
-    // paused`, with the path and the cause.
+    // The agent logs `cannot write the spool, reading paused; retrying`, with the state dir and
+    // the cause (not `spool full, reading paused ...`, which is the spool's own limit).
     let deadline = Instant::now() + Duration::from_secs(90);
-    while !daemon.log_text().contains("reading paused") {
+    while !daemon.log_text().contains(DISK_PAUSED) {
         if Instant::now() > deadline {
             let (used, all) = disk.usage();
             panic!(
-                "no \"reading paused\" in the agent log within 90 s; state disk {used} of {all} bytes used, agent {}:\n{}",
+                "no \"{DISK_PAUSED}\" in the agent log within 90 s; state disk {used} of {all} bytes used, agent {}:\n{}",
                 match daemon.wait_exit(Duration::ZERO) {
                     Some(status) => format!("exited ({status})"),
                     None => "running".into(),
@@ -88,7 +90,7 @@ async fn fill_state_disk(label: &str) -> Option<FullDisk> {
         daemon
             .log_text()
             .lines()
-            .find(|l| l.contains("reading paused"))
+            .find(|l| l.contains(DISK_PAUSED))
             .unwrap_or_default()
     );
     let mut full = FullDisk {
@@ -121,7 +123,10 @@ async fn state_disk_full_pauses_reading_then_resumes_and_loses_nothing() {
     assert_delivered_once_in_order(&lines, &want, "diskfull");
     assert!(status.success(), "exit {status}");
     let log = full.daemon.log_text();
-    assert!(log.contains("reading resumed"), "{log}");
+    assert!(
+        log.contains("spool writable again, reading resumed"),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

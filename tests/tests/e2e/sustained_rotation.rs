@@ -32,21 +32,27 @@ fn sustained(label: &str, per_second: usize, delete: bool) -> Duration {
     let want = rename_rotation_expected(generations, lines);
     let want_bytes: u64 = want.iter().map(|l| l.len() as u64 + 1).sum();
     let out = setup.out(&agent, "app.log");
-    let (mut last_len, mut last_growth) = (0, Instant::now());
+    let (mut len, mut last_growth) = (0, Instant::now());
     loop {
-        let len = std::fs::metadata(&out).map_or(0, |m| m.len());
-        if len != last_len {
-            (last_len, last_growth) = (len, Instant::now());
+        let size = std::fs::metadata(&out).map_or(0, |m| m.len());
+        if size != len {
+            (len, last_growth) = (size, Instant::now());
         }
         if len >= want_bytes || last_growth.elapsed() > STALL {
             break;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let delay = stopped.elapsed();
+    // When the file last grew, not when the wait ended: after a stall the two differ by STALL.
+    let delay = last_growth.saturating_duration_since(stopped);
+    let stalled = if len >= want_bytes {
+        String::new()
+    } else {
+        format!(" (then nothing more for {STALL:?})")
+    };
     eprintln!(
         "{label}: {per_second} rotations/s for {SECONDS} s at {RATE} lines/s (delete: {delete}): \
-         the last line reached the collector {delay:?} after the writer stopped"
+         the last line reached the collector {delay:?} after the writer stopped{stalled}"
     );
     let got = read_lines(&out);
     assert!(daemon.stop(Duration::from_secs(30)).success());

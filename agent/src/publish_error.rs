@@ -1,12 +1,10 @@
-//! How a publishing session ends, and what the agent tells the broker about itself.
+//! Why a publishing session ended: the publisher's error type.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
-use logship_config::BrokerUri;
+use lapin::PublisherConfirm;
 use logship_runtime::access::{Op, Refused};
 
-use crate::publisher::InFlight;
 use crate::spool::SpoolError;
 
 /// How long to wait for the broker's reason once a publish found the channel closed.
@@ -39,21 +37,13 @@ impl PublishError {
     }
 
     /// A publish failed on a closed channel (`err` says only that): the broker's reason, such
-    /// as a refused permission, is the error of the oldest confirm still in flight.
-    pub async fn closed(err: lapin::Error, inflight: &mut VecDeque<InFlight>) -> PublishError {
-        if let Some((_, _, confirm)) = inflight.front_mut()
+    /// as a refused permission, is the error of the oldest confirm still in flight (`oldest`).
+    pub async fn closed(err: lapin::Error, oldest: Option<&mut PublisherConfirm>) -> PublishError {
+        if let Some(confirm) = oldest
             && let Ok(Err(cause)) = tokio::time::timeout(CLOSE_REASON_WAIT, confirm).await
         {
             return cause.into();
         }
         err.into()
     }
-}
-
-/// The user a connection to `uri` logs in as: the URI's user, or `guest` when it names none (as
-/// lapin and RabbitMQ default). With `auth_mechanism=external` the broker takes the user from
-/// the client certificate instead: the URI must then name that same user, or every publish is
-/// refused (and said so).
-pub fn user_of(uri: &BrokerUri) -> String {
-    uri.uri.authority.userinfo.username.clone()
 }
