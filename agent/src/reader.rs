@@ -159,11 +159,13 @@ impl Reader {
             logship_runtime::rlimit::open_file_limit(),
         );
         self.resume_rotated()?;
+        self.wakeups.set_inputs(&self.inputs);
         let mut last_scan: Option<Instant> = None;
         let mut last_turn = Instant::now();
         while !stop.is_cancelled() {
             if let Some(inputs) = reload.try_iter().last() {
                 self.inputs = inputs;
+                self.wakeups.set_inputs(&self.inputs);
                 self.first_scan = true;
                 self.budget.clear();
                 last_scan = None;
@@ -238,6 +240,11 @@ impl Reader {
         }
         for (from, to) in &wake.renamed {
             self.follow(from, to)?;
+        }
+        for opened in wake.opened {
+            if let Some((path, file)) = opened.take() {
+                self.adopt(&path, file)?;
+            }
         }
         for path in &wake.appeared {
             if let Some(found) = discover::matching(&self.inputs, path) {

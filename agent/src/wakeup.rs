@@ -6,13 +6,21 @@
 //! left, a network filesystem whose remote writes it never sees) the reader falls back to
 //! polling, said once. A lost event is never fatal: the reader also rescans on a slow timer,
 //! and an inotify queue overflow asks for a full pass at once.
+//!
+//! A matching file that is created is opened at once, on the watcher's own thread, and handed
+//! to the reader with the event ([`Wake::opened`]): a file rotated away and deleted within a
+//! few hundred milliseconds of its creation is then read even if the reader was busy (or
+//! starved of CPU) for all of its life. At most [`OPENED_MAX`] such descriptors wait at a time.
 
 use std::collections::HashSet;
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use logship_config::agent::WatchMode;
+use logship_config::agent::{Input, WatchMode};
 use notify::event::{EventKind, ModifyKind, RenameMode};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 
@@ -29,6 +37,33 @@ const REMOTE_FILESYSTEMS: [i64; 8] = [
     0x6b41_4653,
 ];
 
+/// Files opened at creation and not yet taken by the reader, at most: a burst of creations
+/// cannot take more descriptors than this from the reader's budget.
+const OPENED_MAX: usize = 16;
+
+/// A file opened by the watcher the moment it was created, with the name it was created at;
+/// counted as waiting until taken or dropped.
+#[derive(Debug)]
+pub struct Opened {
+    path: PathBuf,
+    file: Option<File>,
+    waiting: Arc<AtomicUsize>,
+}
+
+impl Opened {
+    /// The name it was created at, and the file.
+    pub fn take(mut self) -> Option<(PathBuf, File)> {
+        let file = self.file.take()?;
+        Some((std::mem::take(&mut self.path), file))
+    }
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// What happened since the last wait.
 #[derive(Debug, Default)]
 pub struct Wake {
@@ -42,12 +77,16 @@ pub struct Wake {
     pub appeared: Vec<PathBuf>,
     /// Renames within a watched directory, in order: (old name, new name).
     pub renamed: Vec<(PathBuf, PathBuf)>,
+    /// Matching files opened as they were created, in order.
+    pub opened: Vec<Opened>,
 }
 
 /// The reader's source of wake-ups.
 pub struct Wakeups {
     /// `None` once polling.
-    watcher: Option<(RecommendedWatcher, Receiver<notify::Result<notify::Event>>)>,
+    watcher: Option<(RecommendedWatcher, Receiver<Noted>)>,
+    /// The inputs whose files the watcher opens at creation.
+    inputs: Arc<Mutex<Vec<Input>>>,
     watched: HashSet<PathBuf>,
     /// Directories polled because inotify cannot see their changes.
     polled: HashSet<PathBuf>,
@@ -56,6 +95,7 @@ pub struct Wakeups {
 impl Wakeups {
     /// inotify unless `mode` asks for polling or inotify cannot be had.
     pub fn new(mode: WatchMode) -> Wakeups {
+        let inputs: Arc<Mutex<Vec<Input>>> = Arc::default();
         let watcher = match mode {
             WatchMode::Poll => {
                 tracing::info!("watch = \"poll\": polling every file");
@@ -63,7 +103,16 @@ impl Wakeups {
             }
             WatchMode::Inotify => {
                 let (tx, rx) = channel();
-                match notify::recommended_watcher(tx) {
+                let opener = Opener {
+                    inputs: inputs.clone(),
+                    waiting: Arc::default(),
+                };
+                let handler = move |event: notify::Result<notify::Event>| {
+                    let opened = opener.open_created(&event);
+                    // The reader is gone when this fails: nothing to tell.
+                    let _ = tx.send((event, opened));
+                };
+                match notify::recommended_watcher(handler) {
                     Ok(watcher) => Some((watcher, rx)),
                     Err(err) => {
                         tracing::warn!(error = %err, "inotify unavailable, polling every file instead");
@@ -74,8 +123,16 @@ impl Wakeups {
         };
         Wakeups {
             watcher,
+            inputs,
             watched: HashSet::new(),
             polled: HashSet::new(),
+        }
+    }
+
+    /// The inputs whose created files the watcher opens at once (the reader's, after a reload).
+    pub fn set_inputs(&self, inputs: &[Input]) {
+        if let Ok(mut held) = self.inputs.lock() {
+            *held = inputs.to_vec();
         }
     }
 
@@ -149,8 +206,62 @@ impl Wakeups {
     }
 }
 
+/// An event, with the matching files it created opened.
+type Noted = (notify::Result<notify::Event>, Vec<Opened>);
+
+/// Opens matching files as they are created, on the watcher's thread.
+struct Opener {
+    inputs: Arc<Mutex<Vec<Input>>>,
+    waiting: Arc<AtomicUsize>,
+}
+
+impl Opener {
+    /// The regular files `event` created under a matching name, opened (without blocking: a
+    /// FIFO is not waited on), while fewer than [`OPENED_MAX`] wait. A file that cannot be
+    /// opened here is opened by the reader as before.
+    fn open_created(&self, event: &notify::Result<notify::Event>) -> Vec<Opened> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let Ok(event) = event else {
+            return Vec::new();
+        };
+        if !matches!(event.kind, EventKind::Create(_)) {
+            return Vec::new();
+        }
+        let Ok(inputs) = self.inputs.lock() else {
+            return Vec::new();
+        };
+        let mut opened = Vec::new();
+        for path in &event.paths {
+            if crate::discover::matching(&inputs, path).is_none() {
+                continue;
+            }
+            if self.waiting.fetch_add(1, Ordering::Relaxed) >= OPENED_MAX {
+                self.waiting.fetch_sub(1, Ordering::Relaxed);
+                break;
+            }
+            // Counted from here: dropped (and uncounted) if the file cannot be had.
+            let mut held = Opened {
+                path: path.clone(),
+                file: None,
+                waiting: self.waiting.clone(),
+            };
+            held.file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+                .ok()
+                .filter(|file| file.metadata().is_ok_and(|m| m.is_file()));
+            if held.file.is_some() {
+                opened.push(held);
+            }
+        }
+        opened
+    }
+}
+
 /// Folds one event into `wake`.
-fn note(wake: &mut Wake, event: notify::Result<notify::Event>) {
+fn note(wake: &mut Wake, (event, opened): Noted) {
+    wake.opened.extend(opened);
     let event = match event {
         Ok(event) => event,
         Err(err) => {

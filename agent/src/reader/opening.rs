@@ -168,6 +168,44 @@ impl Reader {
         Ok(())
     }
 
+    /// A file opened by the watcher when it was created at `path` (see `wakeup`). If `path`
+    /// still names it, it is left to the event that reported it (opened by name, as any
+    /// other). If it has left the name already (renamed away, or deleted, before the reader
+    /// got to it), it is drained as `path`'s file: the files of that path that no longer hold
+    /// the name are older and come first, the one holding it now comes after.
+    pub(super) fn adopt(&mut self, path: &Path, file: File) -> Result<(), ReaderError> {
+        let Ok(key) = file.metadata().map(|m| FileKey::of(&m)) else {
+            return Ok(());
+        };
+        if self.keys.contains(&key) {
+            return Ok(());
+        }
+        let Some(found) = discover::matching(&self.inputs, path) else {
+            return Ok(());
+        };
+        let holder = std::fs::metadata(path).ok().map(|m| FileKey::of(&m));
+        if holder == Some(key) {
+            return Ok(());
+        }
+        for source in &mut self.sources {
+            if source.path() == path && !source.has_left() && Some(source.key()) != holder {
+                source.mark_left();
+            }
+        }
+        self.make_room()?;
+        let (checkpoint, _) = self.checkpoint_for(&found, &file, key, false)?;
+        tracing::info!(path = %path.display(), offset = checkpoint.offset,
+            "file left its name before it was read, draining it");
+        let source = Source::rotated(path, file, key, &checkpoint, found.rules.clone());
+        let at = self
+            .sources
+            .iter()
+            .position(|s| !s.has_left() && s.path() == path)
+            .unwrap_or(self.sources.len());
+        self.add_source(at, source);
+        Ok(())
+    }
+
     /// Files rotated while we were stopped: find each unfinished checkpoint's inode next to
     /// its old path and drain it from the checkpoint before the new file at the path.
     pub(super) fn resume_rotated(&mut self) -> Result<(), ReaderError> {
