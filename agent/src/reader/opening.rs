@@ -155,17 +155,26 @@ impl Reader {
         if self.keys.contains(&key) {
             return Ok(());
         }
-        let (checkpoint, _) = self.checkpoint_for(&found, &file, key, false)?;
-        tracing::info!(path = %from.display(), renamed_to = %to.display(), offset = checkpoint.offset,
+        let offset = self.drain_as(&found, file, key)?;
+        tracing::info!(path = %from.display(), renamed_to = %to.display(), offset,
             "file renamed away before it was read, draining it");
-        let source = Source::rotated(from, file, key, &checkpoint, found.rules.clone());
+        Ok(())
+    }
+
+    /// Drains `file`, which left `found`'s name before it was read, as that path's file: after
+    /// the path's files known to have left the name, before the one that still holds it.
+    /// Returns the offset it is read from.
+    fn drain_as(&mut self, found: &Found, file: File, key: FileKey) -> Result<u64, ReaderError> {
+        let (checkpoint, _) = self.checkpoint_for(found, &file, key, false)?;
+        let path = found.path.as_path();
+        let source = Source::rotated(path, file, key, &checkpoint, found.rules.clone());
         let at = self
             .sources
             .iter()
-            .position(|s| !s.has_left() && s.path() == from)
+            .position(|s| !s.has_left() && s.path() == path)
             .unwrap_or(self.sources.len());
         self.add_source(at, source);
-        Ok(())
+        Ok(checkpoint.offset)
     }
 
     /// A file opened by the watcher when it was created at `path` (see `wakeup`). If `path`
@@ -193,16 +202,9 @@ impl Reader {
             }
         }
         self.make_room()?;
-        let (checkpoint, _) = self.checkpoint_for(&found, &file, key, false)?;
-        tracing::info!(path = %path.display(), offset = checkpoint.offset,
+        let offset = self.drain_as(&found, file, key)?;
+        tracing::info!(path = %path.display(), offset,
             "file left its name before it was read, draining it");
-        let source = Source::rotated(path, file, key, &checkpoint, found.rules.clone());
-        let at = self
-            .sources
-            .iter()
-            .position(|s| !s.has_left() && s.path() == path)
-            .unwrap_or(self.sources.len());
-        self.add_source(at, source);
         Ok(())
     }
 
