@@ -302,10 +302,12 @@ impl Publisher {
                 )
             });
             let published = written(&self.blocked, in_order(publishes.collect())).await?;
-            Metrics::add(&self.metrics.published, burst.len() as u64);
             for ((seq, line), result) in burst.into_iter().zip(published) {
                 match result {
-                    Ok(confirm) => inflight.push_back((seq, line, confirm)),
+                    Ok(confirm) => {
+                        inflight.push_back((seq, line, confirm));
+                        Metrics::add(&self.metrics.published, 1);
+                    }
                     Err(err) => {
                         let oldest = inflight.front_mut().map(|(_, _, confirm)| confirm);
                         return Err(PublishError::closed(err, oldest).await);
