@@ -1,40 +1,59 @@
 //! The commit record: which bytes of each output file, and which message ids, are written for
-//! good. The only code that touches sled.
+//! good. The only code that touches sled and the commit journal.
 //!
-//! One sled tree, keys by prefix:
+//! A batch commits in the journal (see [`crate::journal`]): one synced record with its message
+//! ids and its changes to one sled tree, whose keys are, by prefix:
 //! - `f/<output file, relative to output.dir>` -> its [`FileRecord`]: the committed length (every
 //!   byte before it was fsync'd and its message acked or about to be; bytes past it were never
 //!   acked) and, for compressed files, its tail of small frames.
-//! - `m/seen` -> `<generation: u64 BE><committed length: u64 BE>` of the seen-id log (see
-//!   [`crate::seen`]); the ids themselves live in that log and in memory, which keeps sled small
-//!   (a seen-set inside sled cost about 200 MiB of RSS for 500k ids).
 //! - `p/<source hash>` -> the source's committed ranges (see [`crate::positions`]): one small
 //!   record per source, not per line.
 //! - `n/<source hash>` -> the source's host and path (see [`SourceName`]), written with its first
 //!   range and forgotten with it: what the audit names a hole by.
+//! - `m/journal` -> `<generation: u64 BE><checkpoint: u64 BE>`: the journal in use, and the
+//!   offset in it up to which every batch's changes are flushed in sled.
+//!
+//! The ids live in the journal and in memory only, which keeps sled small (a seen-set inside
+//! sled cost about 200 MiB of RSS for 500k ids).
 //!
 //! A line is a duplicate if its source range is committed, or (for lines committed before
 //! positions were recorded, i.e. by an older version, and as a second net) if its id is in the
 //! seen set.
 //!
-//! Invariants: a batch's id records are synced to the seen log first; then its file lengths,
-//! its sources' new ranges and the log's new length go in one sled batch, flushed before the
-//! batch is acked. A file's length is
-//! recorded before the first byte is appended to it, so bytes that a crash leaves past the
-//! committed length are always truncated on start.
+//! Invariants:
+//! - A batch is committed when its journal record is synced; then its changes go to sled
+//!   (without a flush) and to memory, and only then may it be acked.
+//! - sled is flushed at a checkpoint (at most [`CHECKPOINT_INTERVAL`] apart, and with every
+//!   change made outside a batch, see [`Commit::set_records`]) together with the journal offset
+//!   it covers; a start replays into sled every batch past that offset. So after any crash sled
+//!   holds exactly the committed batches, and a change made outside a batch is never undone by
+//!   a replay of an older batch.
+//! - A file's length is recorded before the first byte is appended to it, so bytes that a crash
+//!   leaves past the committed length are always truncated on start.
 
+use std::cell::Cell;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use logship_config::collector::DedupSettings;
 
 use crate::file_record::FileRecord;
+use crate::journal::{AppendError, Journal, Op};
 use crate::positions::{Claim, Hole, Positions, SourceHash, SourceName};
 use crate::seen::{self, Seen};
 
 /// sled's page cache: it holds only file lengths, the sources' committed position ranges and the
-/// seen log's position.
+/// journal's position.
 const CACHE_BYTES: u64 = 8 << 20;
+
+/// sled is flushed (a checkpoint) at least this often while batches commit: a start replays at
+/// most this much of the journal.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The journal key, and the seen-id log key of versions before the journal.
+const JOURNAL_KEY: &[u8] = b"m/journal";
+const LEGACY_SEEN_KEY: &[u8] = b"m/seen";
 
 /// A failure of the commit record.
 #[derive(Debug, thiserror::Error)]
@@ -47,20 +66,43 @@ pub enum CommitError {
     },
     #[error("state database failed")]
     Sled(#[from] sled::Error),
-    #[error("seen-id log failed")]
-    Seen(#[from] std::io::Error),
+    /// The batch is committed in the journal, but sled failed to take its changes: nothing may
+    /// be undone (a start replays it).
+    #[error("batch committed in the journal, but the state database failed")]
+    Committed(#[source] sled::Error),
+    #[error(transparent)]
+    Journal(#[from] AppendError),
+    #[error("commit journal failed")]
+    Io(#[from] std::io::Error),
+}
+
+impl CommitError {
+    /// Whether the batch may be committed although the call failed: its output must not be
+    /// truncated back, and the collector stops (a start settles it from the journal).
+    pub fn may_be_committed(&self) -> bool {
+        matches!(
+            self,
+            CommitError::Committed(_) | CommitError::Journal(AppendError::Unsure { .. })
+        )
+    }
 }
 
 /// The record of written ids and committed file lengths.
 pub struct Commit {
     tree: sled::Db,
+    journal: Journal,
     seen: Seen,
     positions: Positions,
     bounds: DedupSettings,
+    /// `state_dir`, where the journal lives.
+    dir: PathBuf,
+    /// When sled was last flushed with the journal offset it covers.
+    checkpointed: Cell<Instant>,
 }
 
 impl Commit {
-    /// Opens (or creates) the record in `state_dir`; `bounds` limit the seen-id set.
+    /// Opens (or creates) the record in `state_dir`, replaying into sled what the journal holds
+    /// past the last checkpoint; `bounds` limit the seen-id set.
     pub fn open(
         state_dir: &Path,
         bounds: &DedupSettings,
@@ -70,10 +112,38 @@ impl Commit {
         let tree = sled::Config::new()
             .path(&path)
             .cache_capacity(CACHE_BYTES)
+            // Checkpoints flush it; a background flusher would only add wake-ups.
+            .flush_every_ms(None)
             .open()
             .map_err(|source| CommitError::Open { path, source })?;
-        let (generation, len) = decode_seen(tree.get(b"m/seen")?.as_deref());
-        let seen = Seen::open(state_dir, generation, len, bounds, now_ms)?;
+        let (generation, checkpoint) = match tree.get(JOURNAL_KEY)? {
+            Some(value) => decode_pair(&value),
+            None => migrate(&tree, state_dir, bounds, now_ms)?,
+        };
+        let (journal, replay) = Journal::open(state_dir, generation, checkpoint)?;
+        if replay.cut > 0 {
+            tracing::info!(
+                bytes = replay.cut,
+                "cut the commit journal's torn tail (a batch never acked)"
+            );
+        }
+        let mut batch = sled::Batch::default();
+        for op in replay.ops {
+            match op.value {
+                Some(value) => batch.insert(op.key, value),
+                None => batch.remove(op.key),
+            }
+        }
+        batch.insert(JOURNAL_KEY, &encode_pair(generation, journal.end()));
+        tree.apply_batch(batch)?;
+        tree.flush()?;
+        journal.remove_others()?;
+        seen::remove_legacy(state_dir)?;
+        let mut ids = Seen::default();
+        for (hash, at) in replay.ids {
+            ids.insert(hash, at);
+        }
+        ids.prune(now_ms, bounds);
         let mut records = Vec::new();
         for entry in tree.scan_prefix(b"p/") {
             let (key, value) = entry?;
@@ -82,9 +152,12 @@ impl Commit {
         let positions = Positions::load(records.into_iter());
         Ok(Commit {
             tree,
-            seen,
+            journal,
+            seen: ids,
             positions,
             bounds: bounds.clone(),
+            dir: state_dir.to_path_buf(),
+            checkpointed: Cell::new(Instant::now()),
         })
     }
 
@@ -127,7 +200,8 @@ impl Commit {
             .map(|v| FileRecord::decode(&v).unwrap_or_default()))
     }
 
-    /// Records files (`None` forgets the file) and flushes, outside of a batch commit.
+    /// Records files (`None` forgets the file) outside of a batch, durable when this returns:
+    /// sled is flushed with them, a checkpoint (so no replay of an older batch undoes them).
     pub fn set_records(
         &self,
         records: &[(PathBuf, Option<FileRecord>)],
@@ -139,8 +213,13 @@ impl Commit {
                 None => batch.remove(file_key(file)),
             }
         }
+        batch.insert(
+            JOURNAL_KEY,
+            &encode_pair(self.journal.generation(), self.journal.end()),
+        );
         self.tree.apply_batch(batch)?;
         self.tree.flush()?;
+        self.checkpointed.set(Instant::now());
         Ok(())
     }
 
@@ -155,44 +234,81 @@ impl Commit {
         now_ms: i64,
     ) -> Result<bool, CommitError> {
         let hashes: Vec<seen::IdHash> = ids.iter().map(|id| seen::hash(id)).collect();
-        let seen_len = self.seen.write(&hashes, now_ms)?;
         let max_age_ms = i64::try_from(self.bounds.max_age.as_millis()).unwrap_or(i64::MAX);
-        let staged =
+        let mut staged =
             self.positions
                 .stage(claims.iter().map(|(claim, _)| *claim), now_ms, max_age_ms);
-        let mut batch = sled::Batch::default();
+        let mut ops = Vec::with_capacity(lengths.len() + staged.updates.len() + staged.new.len());
         for (file, record) in lengths {
-            batch.insert(file_key(file), record.encode());
+            ops.push(Op {
+                key: file_key(file),
+                value: Some(record.encode()),
+            });
         }
-        for (source, value) in &staged.updates {
-            batch.insert(position_key(*source), value.as_slice());
+        for (source, value) in std::mem::take(&mut staged.updates) {
+            ops.push(Op {
+                key: position_key(source),
+                value: Some(value),
+            });
         }
         for source in &staged.forgotten {
-            batch.remove(position_key(*source));
-            batch.remove(name_key(*source));
+            for key in [position_key(*source), name_key(*source)] {
+                ops.push(Op { key, value: None });
+            }
         }
         for source in &staged.new {
             if let Some((_, name)) = claims.iter().find(|(c, _)| c.source == *source) {
-                batch.insert(name_key(*source), name.encode());
+                ops.push(Op {
+                    key: name_key(*source),
+                    value: Some(name.encode()),
+                });
             }
         }
-        batch.insert(b"m/seen", &encode_seen(self.seen.generation(), seen_len));
-        self.tree.apply_batch(batch)?;
-        self.tree.flush()?;
+        self.journal.append(now_ms, &hashes, &ops)?;
+        // Committed: from here on nothing of the batch may be undone.
+        let mut batch = sled::Batch::default();
+        for op in ops {
+            match op.value {
+                Some(value) => batch.insert(op.key, value),
+                None => batch.remove(op.key),
+            }
+        }
+        self.tree
+            .apply_batch(batch)
+            .map_err(CommitError::Committed)?;
         let holes_changed = self.positions.apply(staged, now_ms);
-        self.seen.committed(&hashes, seen_len, now_ms, &self.bounds);
-        if self.seen.wants_compaction() {
+        for hash in hashes {
+            self.seen.insert(hash, now_ms);
+        }
+        self.seen.prune(now_ms, &self.bounds);
+        if self.journal.wants_compaction(self.seen.len()) {
             self.compact()?;
+        } else if self.checkpointed.get().elapsed() >= CHECKPOINT_INTERVAL {
+            self.checkpoint()?;
         }
         Ok(holes_changed)
     }
 
-    /// Rewrites the seen log with only the live ids.
-    fn compact(&mut self) -> Result<(), CommitError> {
-        let (generation, len) = self.seen.compact()?;
-        self.tree.insert(b"m/seen", &encode_seen(generation, len))?;
+    /// Flushes sled with the journal offset it now covers.
+    fn checkpoint(&mut self) -> Result<(), CommitError> {
+        self.tree.insert(
+            JOURNAL_KEY,
+            &encode_pair(self.journal.generation(), self.journal.end()),
+        )?;
         self.tree.flush()?;
-        self.seen.switched(generation, len)?;
+        self.checkpointed.set(Instant::now());
+        Ok(())
+    }
+
+    /// Starts the next journal generation with only the live ids; the switch is a checkpoint.
+    fn compact(&mut self) -> Result<(), CommitError> {
+        let next = Journal::create(&self.dir, self.journal.generation() + 1, self.seen.iter())?;
+        self.tree
+            .insert(JOURNAL_KEY, &encode_pair(next.generation(), next.end()))?;
+        self.tree.flush()?;
+        self.checkpointed.set(Instant::now());
+        self.journal = next;
+        self.journal.remove_others()?;
         Ok(())
     }
 
@@ -207,17 +323,59 @@ impl Commit {
     }
 }
 
-fn encode_seen(generation: u64, len: u64) -> [u8; 16] {
+/// Moves the ids of the seen-id log of versions before the journal into a new journal (a
+/// fresh state directory gets an empty one); returns its generation and checkpoint.
+fn migrate(
+    tree: &sled::Db,
+    dir: &Path,
+    bounds: &DedupSettings,
+    now_ms: i64,
+) -> Result<(u64, u64), CommitError> {
+    let (generation, len) = tree
+        .get(LEGACY_SEEN_KEY)?
+        .map_or((0, 0), |v| decode_pair(&v));
+    let mut ids = Seen::default();
+    for (hash, at) in seen::read_legacy(dir, generation, len)? {
+        ids.insert(hash, at);
+    }
+    ids.prune(now_ms, bounds);
+    let journal = Journal::create(dir, 0, ids.iter())?;
+    let mut batch = sled::Batch::default();
+    batch.insert(JOURNAL_KEY, &encode_pair(0, journal.end()));
+    batch.remove(LEGACY_SEEN_KEY);
+    tree.apply_batch(batch)?;
+    tree.flush()?;
+    if !ids.is_empty() {
+        tracing::info!(
+            ids = ids.len(),
+            "moved the seen-id log into the commit journal"
+        );
+    }
+    Ok((0, journal.end()))
+}
+
+impl Drop for Commit {
+    /// A clean stop leaves sled whole (a checkpoint): a start replays nothing, and a version
+    /// before the journal, started on this state, finds every committed length and position.
+    fn drop(&mut self) {
+        if let Err(err) = self.checkpoint() {
+            tracing::warn!(error = %logship_runtime::error_chain(&err), "cannot flush the commit record at stop; the next start replays the journal");
+        }
+    }
+}
+
+fn encode_pair(first: u64, second: u64) -> [u8; 16] {
     let mut value = [0u8; 16];
-    value[..8].copy_from_slice(&generation.to_be_bytes());
-    value[8..].copy_from_slice(&len.to_be_bytes());
+    value[..8].copy_from_slice(&first.to_be_bytes());
+    value[8..].copy_from_slice(&second.to_be_bytes());
     value
 }
 
-fn decode_seen(value: Option<&[u8]>) -> (u64, u64) {
+/// Two u64s; a field missing from a short value reads as 0.
+fn decode_pair(value: &[u8]) -> (u64, u64) {
     let field = |range: std::ops::Range<usize>| {
         value
-            .and_then(|v| v.get(range))
+            .get(range)
             .and_then(|b| <[u8; 8]>::try_from(b).ok())
             .map_or(0, u64::from_be_bytes)
     };
@@ -330,7 +488,7 @@ mod tests {
     }
 
     #[test]
-    fn an_uncommitted_log_tail_is_ignored_and_compaction_keeps_the_live_ids() {
+    fn a_torn_journal_tail_is_ignored_and_compaction_keeps_the_live_ids() {
         let dir = tempfile::tempdir().unwrap();
         let small = bounds(1000, Duration::from_secs(3600));
         let mut commit = open(dir.path(), &small, 0);
@@ -340,23 +498,135 @@ mod tests {
             let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
             commit.record(&ids, &[], &[], 0).unwrap();
         }
-        let logs = std::fs::read_dir(dir.path())
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with("seen-")
-            })
-            .count();
-        assert_eq!(logs, 1);
-        // A crash after the log write but before the sled commit: the tail is not seen.
-        commit.seen.write(&[seen::hash("ghost")], 0).unwrap();
+        let journals = || {
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter(|e| {
+                    let name = e.as_ref().unwrap().file_name();
+                    name.to_string_lossy().starts_with("journal-")
+                })
+                .count()
+        };
+        assert_eq!(journals(), 1);
+        assert!(commit.journal.generation() > 0);
+        // A crash in the middle of the next record: its id is not seen.
+        let end = commit.journal.end();
+        let generation = commit.journal.generation();
         drop(commit);
+        let path = dir.path().join(format!("journal-{generation}.log"));
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, &[0, 0, 0, 9, 0, 0], end).unwrap();
         let commit = open(dir.path(), &small, 0);
-        assert!(!commit.is_seen("ghost"));
         assert!(commit.is_seen("299-999") && !commit.is_seen("298-999"));
         assert_eq!(commit.seen_count(), 1000);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), end);
+    }
+
+    /// A copy of a state directory taken while its commit record is open: what a kill -9 would
+    /// leave (sled holds only what was flushed).
+    fn crash_image(state: &Path) -> tempfile::TempDir {
+        let copy = tempfile::tempdir().unwrap();
+        let mut dirs = vec![(state.to_path_buf(), copy.path().to_path_buf())];
+        while let Some((from, to)) = dirs.pop() {
+            std::fs::create_dir_all(&to).unwrap();
+            for entry in std::fs::read_dir(&from).unwrap() {
+                let entry = entry.unwrap();
+                let target = to.join(entry.file_name());
+                if entry.file_type().unwrap().is_dir() {
+                    dirs.push((entry.path(), target));
+                } else {
+                    std::fs::copy(entry.path(), target).unwrap();
+                }
+            }
+        }
+        copy
+    }
+
+    #[test]
+    fn a_crash_before_the_checkpoint_is_replayed_from_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let wide = bounds(10, Duration::from_secs(3600));
+        let source = crate::positions::source_hash("h", 1, 2, 3, 0);
+        let name = SourceName {
+            host: "h".into(),
+            path: "/var/log/x.log".into(),
+        };
+        let mut commit = open(dir.path(), &wide, 0);
+        // Outside a batch, flushed: the file's intent.
+        let file = PathBuf::from("h/var/log/x.log");
+        commit
+            .set_records(&[(file.clone(), Some(FileRecord::at(0)))])
+            .unwrap();
+        commit
+            .record(
+                &["line-0"],
+                &[(Claim::line(source, 0, 9), &name)],
+                &[(file.clone(), FileRecord::at(10))],
+                0,
+            )
+            .unwrap();
+        let image = crash_image(dir.path());
+        {
+            // sled alone lost the batch: it was never flushed.
+            let tree = sled::open(image.path().join("collector.sled")).unwrap();
+            let length = tree.get(file_key(&file)).unwrap().unwrap();
+            assert_eq!(FileRecord::decode(&length), Some(FileRecord::at(0)));
+            assert!(tree.get(position_key(source)).unwrap().is_none());
+        }
+        let crashed = open(image.path(), &wide, 0);
+        assert_eq!(crashed.committed(&file).unwrap(), Some(FileRecord::at(10)));
+        assert!(crashed.is_committed(&Claim::line(source, 0, 9)));
+        assert!(crashed.is_seen("line-0"));
+        assert_eq!(crashed.source_count(), 1);
+    }
+
+    #[test]
+    fn a_change_outside_a_batch_is_not_undone_by_a_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let wide = bounds(10, Duration::from_secs(3600));
+        let mut commit = open(dir.path(), &wide, 0);
+        let file = PathBuf::from("h/old.log");
+        commit
+            .record(&["a"], &[], &[(file.clone(), FileRecord::at(42))], 0)
+            .unwrap();
+        // Retention deletes the file and forgets it.
+        commit.set_records(&[(file.clone(), None)]).unwrap();
+        let image = crash_image(dir.path());
+        let crashed = open(image.path(), &wide, 0);
+        assert_eq!(crashed.committed(&file).unwrap(), None);
+        assert!(crashed.is_seen("a"));
+    }
+
+    #[test]
+    fn the_seen_id_log_of_an_older_version_moves_into_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Vec::new();
+        for id in ["old-1", "old-2"] {
+            log.extend_from_slice(&seen::hash(id).to_be_bytes());
+            log.extend_from_slice(&5i64.to_be_bytes());
+        }
+        // A record past the committed length: never committed.
+        log.extend_from_slice(&seen::hash("ghost").to_be_bytes());
+        log.extend_from_slice(&5i64.to_be_bytes());
+        std::fs::write(dir.path().join("seen-3.log"), &log).unwrap();
+        {
+            let tree = sled::open(dir.path().join("collector.sled")).unwrap();
+            tree.insert(LEGACY_SEEN_KEY, &encode_pair(3, 48)).unwrap();
+            tree.insert(file_key(Path::new("h/x.log")), FileRecord::at(7).encode())
+                .unwrap();
+            tree.flush().unwrap();
+        }
+        let wide = bounds(10, Duration::from_secs(3600));
+        let commit = open(dir.path(), &wide, 10);
+        assert!(commit.is_seen("old-1") && commit.is_seen("old-2"));
+        assert!(!commit.is_seen("ghost"));
+        assert!(!dir.path().join("seen-3.log").exists());
+        assert_eq!(
+            commit.committed(Path::new("h/x.log")).unwrap(),
+            Some(FileRecord::at(7))
+        );
+        drop(commit);
+        let commit = open(dir.path(), &wide, 10);
+        assert!(commit.is_seen("old-2"));
     }
 }

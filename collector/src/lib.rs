@@ -22,6 +22,7 @@ pub mod dedup;
 pub mod durable;
 pub mod file_record;
 pub mod hosts;
+pub mod journal;
 pub mod liveness;
 pub mod lru;
 pub mod metrics;

@@ -48,7 +48,10 @@ impl Cause {
         match err.io_error() {
             Some((_, io)) => Cause::of_io(io),
             None => match err {
-                SinkError::Commit(crate::commit::CommitError::Seen(io)) => Cause::of_io(io),
+                SinkError::Commit(crate::commit::CommitError::Io(io)) => Cause::of_io(io),
+                SinkError::Commit(crate::commit::CommitError::Journal(
+                    crate::journal::AppendError::NotWritten { source, .. },
+                )) => Cause::of_io(source),
                 _ => Cause::Other,
             },
         }

@@ -186,7 +186,9 @@ impl Writer {
             self.needs_recovery = false;
         }
         let result = self.write_batch(lines);
-        if result.is_err()
+        // A batch that may be committed keeps its bytes: the collector stops, and its start
+        // settles the batch from the journal.
+        if result.as_ref().is_err_and(|err| !err.may_be_committed())
             && let Err(err) = self.sink.recover(&self.commit)
         {
             // Files are closed whatever failed, and each is re-checked when reopened; the full

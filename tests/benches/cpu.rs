@@ -9,7 +9,9 @@
 //!   the publisher queued), then at the same time, as the agent and the collector run;
 //! - logship: the agent ships a pre-written file of N lines of ~200 bytes (an application log:
 //!   timestamps, levels, a few varying fields) to a collector, from the agent's start until the
-//!   collector's file holds every line.
+//!   collector's file holds every line; then the agent fills the queue of a stopped collector and
+//!   the collector drains that backlog (the case to set beside the bare consumer draining). The
+//!   collector runs with the product's default prefetch (1000).
 //!
 //! CPU is each process's utime + stime (`wait4` for the bare ones, `/proc` for the daemons);
 //! lines/s is N over the bare publisher's run (alone) and over the agent's start to the last
@@ -31,7 +33,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
 use logship_tests::broker::{Broker, amqp_url, unique};
 use logship_tests::daemon::binary;
-use logship_tests::fixture::Setup;
+use logship_tests::fixture::{Collector, Setup};
 
 /// Publishes in flight without a confirm, as the agent's window.
 const WINDOW: usize = 1024;
@@ -65,19 +67,22 @@ fn main() {
         let alone = bare(lines, body_len, false);
         let together = bare(lines, body_len, true);
         let shipped = logship(lines, &log);
+        let drained_us = drained(lines, &log);
         let ratios = [
             shipped.agent_us / alone.publisher_us,
             shipped.agent_us / together.publisher_us,
             shipped.collector_us / alone.consumer_us,
             shipped.collector_us / together.consumer_us,
             shipped.lines_per_sec / alone.publisher_lines_per_sec,
+            drained_us / alone.consumer_us,
         ];
         println!(
             "run {run}: agent {:.2} us/line, bare publisher {:.2} us/msg alone ({:.2}x), {:.2} beside \
              its consumer ({:.2}x) | collector {:.2} us/line, bare consumer {:.2} us/msg draining \
              ({:.2}x), {:.2} beside its publisher ({:.2}x) | end to end {:.0} lines/s, bare \
-             publisher alone {:.0} msg/s ({:.2}), beside its consumer {:.0} | peak RSS agent \
-             {:.1} MiB, collector {:.1} MiB",
+             publisher alone {:.0} msg/s ({:.2}), beside its consumer {:.0} | collector draining a \
+             backlog {:.2} us/line ({:.2}x the bare consumer draining) | peak RSS agent {:.1} MiB, \
+             collector {:.1} MiB",
             shipped.agent_us,
             alone.publisher_us,
             ratios[0],
@@ -92,6 +97,8 @@ fn main() {
             alone.publisher_lines_per_sec,
             ratios[4],
             together.publisher_lines_per_sec,
+            drained_us,
+            ratios[5],
             shipped.agent_rss_kib as f64 / 1024.0,
             shipped.collector_rss_kib as f64 / 1024.0,
         );
@@ -105,12 +112,13 @@ fn main() {
     };
     println!(
         "summary ({lines} lines, envelope {body_len} bytes): agent/bare publisher CPU {} alone, {} \
-         together (target <= 1.5); collector/bare consumer CPU {} draining, {} together (target \
-         <= 1.5); end to end/bare publisher lines/s {} (target >= 0.95)",
+         together (target <= 1.5); collector/bare consumer CPU {} draining, {} together, {} both \
+         draining a backlog (target <= 1.5); end to end/bare publisher lines/s {} (target >= 0.95)",
         show(0),
         show(1),
         show(2),
         show(3),
+        show(5),
         show(4),
     );
 }
@@ -250,9 +258,25 @@ struct Shipped {
     collector_rss_kib: u64,
 }
 
+/// A test setup whose collector runs with the product's default prefetch (1000), not the
+/// tests' smaller one.
+fn setup(label: &str) -> Setup {
+    let mut setup = Setup::new(label);
+    setup.collector = Collector::with_uris(
+        setup.dir.path(),
+        "collector",
+        &[&amqp_url()],
+        &setup.topology.exchange,
+        &setup.topology.queues[0],
+        "prefetch = 1000",
+        "",
+    );
+    setup
+}
+
 /// The agent ships `log` to a collector; every line must arrive.
 fn logship(lines: usize, log: &Path) -> Shipped {
-    let setup = Setup::new("bench-cpu");
+    let setup = setup("bench-cpu");
     let copy = setup.log("app.log");
     std::fs::copy(log, &copy).expect("copy the log");
     let want = std::fs::metadata(&copy).expect("log").len();
@@ -261,23 +285,13 @@ fn logship(lines: usize, log: &Path) -> Shipped {
     let started = Instant::now();
     let mut daemon = agent.start(false);
     let out = setup.out(&agent, "app.log");
-    while std::fs::metadata(&out).map_or(0, |m| m.len()) < want {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "the collector's file is short"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_size(&out, want, started);
     let elapsed = started.elapsed();
     let (agent_cpu, collector_cpu) = (daemon.cpu_seconds(), collector.cpu_seconds());
     let (agent_rss_kib, collector_rss_kib) = (daemon.peak_rss_kib(), collector.peak_rss_kib());
     assert!(daemon.stop(Duration::from_secs(30)).success());
     assert!(collector.stop(Duration::from_secs(30)).success());
-    assert_eq!(
-        std::fs::read(&out).expect("output"),
-        std::fs::read(&copy).expect("log"),
-        "the collector's file differs from the log"
-    );
+    assert_same(&out, &copy);
     Shipped {
         agent_us: agent_cpu / lines as f64 * 1e6,
         collector_us: collector_cpu / lines as f64 * 1e6,
@@ -285,6 +299,61 @@ fn logship(lines: usize, log: &Path) -> Shipped {
         agent_rss_kib,
         collector_rss_kib,
     }
+}
+
+/// The agent fills the queue of a stopped collector with `log`; then the collector drains it.
+/// Returns the collector's CPU per line; every line must arrive.
+fn drained(lines: usize, log: &Path) -> f64 {
+    let setup = setup("bench-cpu-drain");
+    let copy = setup.log("app.log");
+    std::fs::copy(log, &copy).expect("copy the log");
+    let want = std::fs::metadata(&copy).expect("log").len();
+    // Started once so that its queue is declared and bound.
+    assert!(
+        setup
+            .collector
+            .start()
+            .stop(Duration::from_secs(30))
+            .success()
+    );
+    let agent = setup.agent(&amqp_url(), "", "");
+    let mut daemon = agent.start(false);
+    let queue = &setup.topology.queues[0];
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let broker = Broker::connect().await;
+        let queued = broker.wait_queue_len(queue, lines as u32, DEADLINE).await;
+        assert_eq!(queued, lines as u32, "the agent did not queue every line");
+    });
+    assert!(daemon.stop(Duration::from_secs(30)).success());
+    let started = Instant::now();
+    let mut collector = setup.collector.start();
+    let out = setup.out(&agent, "app.log");
+    wait_for_size(&out, want, started);
+    let collector_cpu = collector.cpu_seconds();
+    assert!(collector.stop(Duration::from_secs(30)).success());
+    assert_same(&out, &copy);
+    collector_cpu / lines as f64 * 1e6
+}
+
+/// Waits until the collector's file `out` holds `want` bytes.
+fn wait_for_size(out: &Path, want: u64, started: Instant) {
+    while std::fs::metadata(out).map_or(0, |m| m.len()) < want {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the collector's file is short"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every line arrived, byte for byte.
+fn assert_same(out: &Path, log: &Path) {
+    assert_eq!(
+        std::fs::read(out).expect("output"),
+        std::fs::read(log).expect("log"),
+        "the collector's file differs from the log"
+    );
 }
 
 async fn connect() -> Connection {

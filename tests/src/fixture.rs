@@ -55,8 +55,9 @@ impl Collector {
         std::fs::write(
             &config,
             format!(
-                "state_dir = \"{state}\"\n[broker]\nuris = [{uris}]\nexchange = \"{exchange}\"\nqueue = \"{queue}\"\nprefetch = 500\n{reconnect}{broker}\n[output]\ndir = \"{out}\"\n{extra}",
+                "state_dir = \"{state}\"\n[broker]\nuris = [{uris}]\nexchange = \"{exchange}\"\nqueue = \"{queue}\"\n{prefetch}{reconnect}{broker}\n[output]\ndir = \"{out}\"\n{extra}",
                 state = root.join("state").display(),
+                prefetch = test_prefetch(broker),
                 reconnect = fast_reconnect(broker),
                 uris = uris.join(", "),
                 out = output.display(),
@@ -262,6 +263,15 @@ fn fast_reconnect(broker: &str) -> &'static str {
         ""
     } else {
         "reconnect_delay = \"100ms\"\nreconnect_max_delay = \"1s\"\n"
+    }
+}
+
+/// A smaller prefetch than the default for tests, unless the test's `[broker]` lines set one.
+fn test_prefetch(broker: &str) -> &'static str {
+    if broker.contains("prefetch") {
+        ""
+    } else {
+        "prefetch = 500\n"
     }
 }
 

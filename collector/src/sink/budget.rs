@@ -1,7 +1,7 @@
 //! How many output files the sink may keep open under the process's open-file limit.
 
 /// Descriptors left for everything but output files when the open-file limit caps
-/// `output.max_open_files`: sled, the seen-id log, the broker connection, the runtime, the
+/// `output.max_open_files`: sled, the commit journal, the broker connection, the runtime, the
 /// metrics listener, and the files opened briefly to truncate or sync a directory.
 const RESERVED_DESCRIPTORS: u64 = 64;
 

@@ -85,13 +85,21 @@ impl SinkError {
         ) || nofollow::is_refusal(source))
     }
 
-    /// Whether the state database failed: the collector then exits (and systemd restarts it),
-    /// since sled keeps failing once it hit an I/O error. Everything else is an outage.
+    /// Whether the state database failed, or a batch may be committed although its commit
+    /// failed: the collector then exits (and systemd restarts it), since sled keeps failing once
+    /// it hit an I/O error, and a start settles an uncertain commit from the journal.
+    /// Everything else is an outage.
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
             SinkError::Commit(CommitError::Sled(_) | CommitError::Open { .. })
-        )
+        ) || self.may_be_committed()
+    }
+
+    /// Whether the failed batch may be committed all the same (see
+    /// [`CommitError::may_be_committed`]): its output must not be truncated back.
+    pub fn may_be_committed(&self) -> bool {
+        matches!(self, SinkError::Commit(err) if err.may_be_committed())
     }
 
     /// The operating system's error and the path it concerns, if the failure has them.
