@@ -161,9 +161,9 @@ impl Commit {
         })
     }
 
-    /// Whether `id` was already written.
-    pub fn is_seen(&self, id: &str) -> bool {
-        self.seen.contains(seen::hash(id))
+    /// Whether the message id whose hash is `id` was already written.
+    pub fn is_seen(&self, id: seen::IdHash) -> bool {
+        self.seen.contains(id)
     }
 
     /// Whether all of `claim` was already written.
@@ -223,17 +223,16 @@ impl Commit {
         Ok(())
     }
 
-    /// Records a written batch: its ids, its lines' claims (with the names of their sources)
+    /// Records a written batch: its ids (hashes of message ids), its lines' claims (with the names of their sources)
     /// and the new file records. Only then may it be acked. Returns whether a hole opened,
     /// changed or closed.
     pub fn record(
         &mut self,
-        ids: &[&str],
+        ids: &[seen::IdHash],
         claims: &[(Claim, &SourceName)],
         lengths: &[(PathBuf, FileRecord)],
         now_ms: i64,
     ) -> Result<bool, CommitError> {
-        let hashes: Vec<seen::IdHash> = ids.iter().map(|id| seen::hash(id)).collect();
         let max_age_ms = i64::try_from(self.bounds.max_age.as_millis()).unwrap_or(i64::MAX);
         let mut staged =
             self.positions
@@ -264,7 +263,7 @@ impl Commit {
                 });
             }
         }
-        self.journal.append(now_ms, &hashes, &ops)?;
+        self.journal.append(now_ms, ids, &ops)?;
         // Committed: from here on nothing of the batch may be undone.
         let mut batch = sled::Batch::default();
         for op in ops {
@@ -277,7 +276,7 @@ impl Commit {
             .apply_batch(batch)
             .map_err(CommitError::Committed)?;
         let holes_changed = self.positions.apply(staged, now_ms);
-        for hash in hashes {
+        for &hash in ids {
             self.seen.insert(hash, now_ms);
         }
         self.seen.prune(now_ms, &self.bounds);
@@ -400,6 +399,10 @@ mod tests {
 
     use super::*;
 
+    fn ids(names: &[&str]) -> Vec<seen::IdHash> {
+        names.iter().map(|name| seen::hash(name)).collect()
+    }
+
     fn bounds(max_ids: u64, max_age: Duration) -> DedupSettings {
         DedupSettings { max_ids, max_age }
     }
@@ -422,13 +425,13 @@ mod tests {
         let wide = bounds(10, Duration::from_secs(60));
         {
             let mut commit = open(dir.path(), &wide, 1_000);
-            let ids = ["a", "b"];
+            let ids = ids(&["a", "b"]);
             let lengths = vec![(PathBuf::from("h/x.log"), FileRecord::at(42))];
             commit.record(&ids, &[], &lengths, 1_000).unwrap();
         }
         let commit = open(dir.path(), &wide, 1_000);
-        assert!(commit.is_seen("a") && commit.is_seen("b"));
-        assert!(!commit.is_seen("c"));
+        assert!(commit.is_seen(seen::hash("a")) && commit.is_seen(seen::hash("b")));
+        assert!(!commit.is_seen(seen::hash("c")));
         assert_eq!(
             commit.files().unwrap(),
             vec![(PathBuf::from("h/x.log"), FileRecord::at(42))]
@@ -451,10 +454,10 @@ mod tests {
                 let id = format!("line-{i}");
                 let claim = Claim::line(source, i * 10, 9);
                 commit
-                    .record(&[id.as_str()], &[(claim, &name)], &[], 0)
+                    .record(&[seen::hash(&id)], &[(claim, &name)], &[], 0)
                     .unwrap();
             }
-            assert!(!commit.is_seen("line-0"));
+            assert!(!commit.is_seen(seen::hash("line-0")));
             assert!(commit.is_committed(&Claim::line(source, 0, 9)));
         }
         let commit = open(dir.path(), &tiny, 0);
@@ -474,16 +477,18 @@ mod tests {
         let by_count = bounds(3, Duration::from_secs(3600));
         let mut commit = open(dir.path(), &by_count, 1_000);
         for (i, id) in ["1", "2", "3", "4", "5"].iter().enumerate() {
-            commit.record(&[id], &[], &[], 1_000 + i as i64).unwrap();
+            commit
+                .record(&[seen::hash(id)], &[], &[], 1_000 + i as i64)
+                .unwrap();
         }
         assert_eq!(commit.seen_count(), 3);
-        assert!(!commit.is_seen("1") && !commit.is_seen("2"));
-        assert!(commit.is_seen("3") && commit.is_seen("5"));
+        assert!(!commit.is_seen(seen::hash("1")) && !commit.is_seen(seen::hash("2")));
+        assert!(commit.is_seen(seen::hash("3")) && commit.is_seen(seen::hash("5")));
         drop(commit);
         let by_age = bounds(100, Duration::from_millis(10));
         let mut commit = open(dir.path(), &by_age, 1_004);
-        commit.record(&["6"], &[], &[], 1_013).unwrap();
-        assert!(!commit.is_seen("3") && commit.is_seen("4"));
+        commit.record(&ids(&["6"]), &[], &[], 1_013).unwrap();
+        assert!(!commit.is_seen(seen::hash("3")) && commit.is_seen(seen::hash("4")));
         assert_eq!(commit.seen_count(), 3);
     }
 
@@ -495,7 +500,7 @@ mod tests {
         // Enough ids to compact several times: only the last 1000 stay.
         for round in 0..300 {
             let ids: Vec<String> = (0..1000).map(|i| format!("{round}-{i}")).collect();
-            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let ids: Vec<_> = ids.iter().map(|id| seen::hash(id)).collect();
             commit.record(&ids, &[], &[], 0).unwrap();
         }
         let journals = || {
@@ -517,7 +522,7 @@ mod tests {
         let file = std::fs::File::options().write(true).open(&path).unwrap();
         std::os::unix::fs::FileExt::write_all_at(&file, &[0, 0, 0, 9, 0, 0], end).unwrap();
         let commit = open(dir.path(), &small, 0);
-        assert!(commit.is_seen("299-999") && !commit.is_seen("298-999"));
+        assert!(commit.is_seen(seen::hash("299-999")) && !commit.is_seen(seen::hash("298-999")));
         assert_eq!(commit.seen_count(), 1000);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), end);
     }
@@ -559,7 +564,7 @@ mod tests {
             .unwrap();
         commit
             .record(
-                &["line-0"],
+                &ids(&["line-0"]),
                 &[(Claim::line(source, 0, 9), &name)],
                 &[(file.clone(), FileRecord::at(10))],
                 0,
@@ -576,7 +581,7 @@ mod tests {
         let crashed = open(image.path(), &wide, 0);
         assert_eq!(crashed.committed(&file).unwrap(), Some(FileRecord::at(10)));
         assert!(crashed.is_committed(&Claim::line(source, 0, 9)));
-        assert!(crashed.is_seen("line-0"));
+        assert!(crashed.is_seen(seen::hash("line-0")));
         assert_eq!(crashed.source_count(), 1);
     }
 
@@ -587,14 +592,14 @@ mod tests {
         let mut commit = open(dir.path(), &wide, 0);
         let file = PathBuf::from("h/old.log");
         commit
-            .record(&["a"], &[], &[(file.clone(), FileRecord::at(42))], 0)
+            .record(&ids(&["a"]), &[], &[(file.clone(), FileRecord::at(42))], 0)
             .unwrap();
         // Retention deletes the file and forgets it.
         commit.set_records(&[(file.clone(), None)]).unwrap();
         let image = crash_image(dir.path());
         let crashed = open(image.path(), &wide, 0);
         assert_eq!(crashed.committed(&file).unwrap(), None);
-        assert!(crashed.is_seen("a"));
+        assert!(crashed.is_seen(seen::hash("a")));
     }
 
     #[test]
@@ -618,8 +623,8 @@ mod tests {
         }
         let wide = bounds(10, Duration::from_secs(3600));
         let commit = open(dir.path(), &wide, 10);
-        assert!(commit.is_seen("old-1") && commit.is_seen("old-2"));
-        assert!(!commit.is_seen("ghost"));
+        assert!(commit.is_seen(seen::hash("old-1")) && commit.is_seen(seen::hash("old-2")));
+        assert!(!commit.is_seen(seen::hash("ghost")));
         assert!(!dir.path().join("seen-3.log").exists());
         assert_eq!(
             commit.committed(Path::new("h/x.log")).unwrap(),
@@ -627,6 +632,6 @@ mod tests {
         );
         drop(commit);
         let commit = open(dir.path(), &wide, 10);
-        assert!(commit.is_seen("old-2"));
+        assert!(commit.is_seen(seen::hash("old-2")));
     }
 }

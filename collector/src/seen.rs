@@ -20,7 +20,7 @@ pub type IdHash = u128;
 /// The set, oldest first.
 #[derive(Default)]
 pub struct Seen {
-    set: HashSet<IdHash, BuildHasherDefault<Fnv>>,
+    set: IdSet,
     /// The same hashes, oldest first, with when they were recorded.
     order: VecDeque<(IdHash, i64)>,
 }
@@ -66,11 +66,15 @@ impl Seen {
     }
 }
 
-/// The ids are already FNV-1a hashes: the set folds their two halves instead of hashing again.
-#[derive(Default)]
-struct Fnv(u64);
+/// A set of ids, hashed by [`Folded`].
+pub type IdSet = HashSet<IdHash, BuildHasherDefault<Folded>>;
 
-impl Hasher for Fnv {
+/// The ids are already FNV-1a hashes: a set of them folds their two halves instead of hashing
+/// them again.
+#[derive(Default)]
+pub struct Folded(u64);
+
+impl Hasher for Folded {
     fn finish(&self) -> u64 {
         self.0
     }
@@ -130,6 +134,22 @@ fn legacy_path(dir: &Path, generation: u64) -> std::path::PathBuf {
 /// FNV-1a, 128 bits: stable across builds and platforms, unlike std's hasher.
 pub fn hash(id: &str) -> IdHash {
     hash_bytes(OFFSET, id.as_bytes())
+}
+
+/// FNV-1a of formatted text, without the text: `write!` into it.
+pub struct Hashing(pub IdHash);
+
+impl Default for Hashing {
+    fn default() -> Hashing {
+        Hashing(OFFSET)
+    }
+}
+
+impl std::fmt::Write for Hashing {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        self.0 = hash_bytes(self.0, text.as_bytes());
+        Ok(())
+    }
 }
 
 /// The FNV-1a basis: the hash of no bytes.

@@ -9,12 +9,13 @@ use logship_runtime::{Envelope, EnvelopeError, SourceKind};
 
 use crate::outpath::{self, OutpathError};
 use crate::positions::{self, Claim, OffsetKind, SourceHash, SourceName};
+use crate::seen::IdHash;
 
 /// A line that passed validation.
 #[derive(Debug)]
 pub struct Line {
-    /// [`Envelope::message_id`]: the dedup key of last resort (see `commit`).
-    pub id: String,
+    /// The hash of [`Envelope::message_id`]: the dedup key of last resort (see `commit`).
+    pub id: IdHash,
     /// What it claims of its source (host, file identity, generation): the dedup key. Its
     /// [`Envelope::extent`], in bytes for a file's line, in sequence numbers for a journal
     /// entry.
@@ -145,14 +146,16 @@ pub fn line(
     }
     let file = outpath::relative(layout, &envelope)?;
     let (start, end) = envelope.extent();
+    let (source, id) = positions::hashes(
+        &envelope.host,
+        envelope.file.dev,
+        envelope.file.ino,
+        envelope.file.fp,
+        envelope.generation,
+        Some(envelope.offset),
+    );
     let claim = Claim {
-        source: positions::source_hash(
-            &envelope.host,
-            envelope.file.dev,
-            envelope.file.ino,
-            envelope.file.fp,
-            envelope.generation,
-        ),
+        source,
         start,
         end,
         kind: match envelope.kind {
@@ -165,7 +168,7 @@ pub fn line(
         _ => None,
     };
     Ok(Line {
-        id: envelope.message_id(),
+        id,
         claim,
         file,
         bytes: envelope.line,

@@ -222,7 +222,7 @@ impl Writer {
                 // A loss marker: its claim is committed (a resend is a duplicate), nothing is
                 // written, and the lost bytes below it become a hole.
                 markers.push(line);
-                ids.push(line.id.as_str());
+                ids.push(line.id);
                 hosts.insert(line.name.host.as_str());
                 claims.push((line.claim(), &line.name));
                 continue;
@@ -234,7 +234,7 @@ impl Writer {
                 continue;
             }
             self.sink.append(&line.file, &line.bytes);
-            ids.push(line.id.as_str());
+            ids.push(line.id);
             outcome.line_ts_ms.push(line.ts_ms);
             hosts.insert(line.name.host.as_str());
             claims.push((line.claim(), &line.name));

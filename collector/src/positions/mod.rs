@@ -26,6 +26,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::seen::{self, Hashing, IdHash};
+
 mod ranges;
 
 pub use ranges::{Range, Ranges};
@@ -130,7 +132,32 @@ pub struct Hole {
 
 /// FNV-1a, 128 bits, of a source's canonical name.
 pub fn source_hash(host: &str, dev: u64, ino: u64, fp: u64, generation: u32) -> SourceHash {
-    crate::seen::hash(&format!("{dev:x}.{ino:x}.{fp:016x}.{generation:x}@{host}"))
+    hashes(host, dev, ino, fp, generation, None).0
+}
+
+/// The source's hash, and with an `offset`, also the hash of the message id of its line there
+/// ([`logship_runtime::Envelope::message_id`]: `<dev>.<ino>.<fp>.<gen>.<offset>@<host>`, the
+/// source's name with the offset inserted), computed without building either string.
+pub fn hashes(
+    host: &str,
+    dev: u64,
+    ino: u64,
+    fp: u64,
+    generation: u32,
+    offset: Option<u64>,
+) -> (SourceHash, IdHash) {
+    use std::fmt::Write as _;
+    let mut name = Hashing::default();
+    // Writing into a hash cannot fail.
+    let _ = write!(name, "{dev:x}.{ino:x}.{fp:016x}.{generation:x}");
+    let prefix = name.0;
+    let source = seen::hash_bytes(seen::hash_bytes(prefix, b"@"), host.as_bytes());
+    let Some(offset) = offset else {
+        return (source, seen::OFFSET);
+    };
+    let mut id = Hashing(prefix);
+    let _ = write!(id, ".{offset:x}@{host}");
+    (source, id.0)
 }
 
 #[derive(Debug, Clone)]

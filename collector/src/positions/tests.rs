@@ -237,6 +237,28 @@ fn the_source_hash_is_the_message_id_without_its_offset() {
 }
 
 #[test]
+fn the_id_hash_is_the_hash_of_the_envelopes_message_id() {
+    let envelope = logship_runtime::Envelope {
+        host: "web-1".into(),
+        path: "/var/log/app.log".into(),
+        file: logship_runtime::FileId {
+            dev: 0x801,
+            ino: 0x83,
+            fp: 0xc0ffee,
+        },
+        generation: 2,
+        offset: 0x400,
+        timestamp_ms: 0,
+        line: b"x".to_vec(),
+        fields: Default::default(),
+        kind: Default::default(),
+    };
+    let (source, id) = super::hashes("web-1", 0x801, 0x83, 0xc0ffee, 2, Some(0x400));
+    assert_eq!(id, crate::seen::hash(&envelope.message_id()));
+    assert_eq!(source, source_hash("web-1", 0x801, 0x83, 0xc0ffee, 2));
+}
+
+#[test]
 fn lines_after_a_hole_change_no_hole() {
     let mut positions = Positions::default();
     commit(&mut positions, &[line(S, 0, 9)], 1);
