@@ -22,7 +22,8 @@
 //!
 //! Invariants:
 //! - A batch is committed when its journal record is synced; then its changes go to sled
-//!   (without a flush) and to memory, and only then may it be acked.
+//!   (one by one, without a flush: sled may hold part of a batch until the next checkpoint) and
+//!   to memory, and only then may it be acked.
 //! - sled is flushed at a checkpoint (at most [`CHECKPOINT_INTERVAL`] apart, and with every
 //!   change made outside a batch, see [`Commit::set_records`]) together with the journal offset
 //!   it covers; a start replays into sled every batch past that offset. So after any crash sled
@@ -264,17 +265,16 @@ impl Commit {
             }
         }
         self.journal.append(now_ms, ids, &ops)?;
-        // Committed: from here on nothing of the batch may be undone.
-        let mut batch = sled::Batch::default();
+        // Committed: from here on nothing of the batch may be undone. The ops go in one by one,
+        // not as a sled batch: the journal already makes them atomic (a start replays them all),
+        // and a sled batch writes sled's log buffer out twice, on its thread pool, every time.
         for op in ops {
             match op.value {
-                Some(value) => batch.insert(op.key, value),
-                None => batch.remove(op.key),
+                Some(value) => self.tree.insert(op.key, value).map(drop),
+                None => self.tree.remove(op.key).map(drop),
             }
-        }
-        self.tree
-            .apply_batch(batch)
             .map_err(CommitError::Committed)?;
+        }
         let holes_changed = self.positions.apply(staged, now_ms);
         for &hash in ids {
             self.seen.insert(hash, now_ms);
