@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::liveness::{self, Activity};
 use crate::metrics::{Counters, Metrics};
 use crate::outage::{Cause, Outages};
+use crate::outpath::Recent;
 pub use crate::session::FatalError;
 use crate::session::{self, Said, SessionEnd, Subscription};
 use crate::topology::TopologyError;
@@ -81,6 +82,8 @@ pub struct Consumer {
     activity: Arc<Activity>,
     /// Lines of the last batch written: a large one means heavy traffic (see [`LINGER`]).
     last_batch: usize,
+    /// The output file of the last line taken.
+    recent: Recent,
 }
 
 impl Consumer {
@@ -95,6 +98,7 @@ impl Consumer {
             said: Said::default(),
             activity: Activity::new(),
             last_batch: 0,
+            recent: Recent::default(),
         }
     }
 
@@ -272,7 +276,7 @@ impl Consumer {
         Counters::add(&self.metrics.counters.received, 1);
         self.activity.delivered();
         let user = delivery.properties.user_id().as_ref().map(|u| u.as_str());
-        match validate::intake(&delivery.data, &self.config, user) {
+        match validate::intake(&delivery.data, &self.config, user, &mut self.recent) {
             Ok(line) => {
                 if batch.started.is_none() {
                     batch.started = Some(Instant::now());

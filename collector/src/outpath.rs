@@ -57,6 +57,46 @@ pub fn relative(layout: &Layout, envelope: &Envelope) -> Result<PathBuf, Outpath
     Ok(relative)
 }
 
+/// The output file of the last line, kept while lines come from the same host and source path
+/// and the layout uses nothing else (no date, no field): most lines follow one from the same
+/// file, and their path is then checked and built once.
+#[derive(Debug, Default)]
+pub struct Recent {
+    last: Option<(String, String, PathBuf)>,
+}
+
+impl Recent {
+    /// [`relative`], for a line after the ones this has seen.
+    pub fn relative(
+        &mut self,
+        layout: &Layout,
+        envelope: &Envelope,
+    ) -> Result<PathBuf, OutpathError> {
+        if !by_source_only(layout) {
+            return relative(layout, envelope);
+        }
+        if let Some((host, path, file)) = &self.last
+            && *host == envelope.host
+            && *path == envelope.path
+        {
+            return Ok(file.clone());
+        }
+        let file = relative(layout, envelope)?;
+        self.last = Some((envelope.host.clone(), envelope.path.clone(), file.clone()));
+        Ok(file)
+    }
+}
+
+/// Whether a line's output file under `layout` depends on its host and source path alone.
+fn by_source_only(layout: &Layout) -> bool {
+    layout.components.iter().all(|component| match component {
+        Component::Path => true,
+        Component::Name(pieces) => pieces
+            .iter()
+            .all(|piece| matches!(piece, Piece::Text(_) | Piece::Host)),
+    })
+}
+
 /// Appends the source path's components; returns how many.
 fn push_source(relative: &mut PathBuf, source: &str) -> Result<usize, OutpathError> {
     let refuse = || OutpathError::Path(source.to_string());
@@ -185,6 +225,43 @@ mod tests {
         assert_eq!(
             relative(&flat, &envelope("web-1", "/x")).unwrap(),
             PathBuf::from("web-1.log")
+        );
+    }
+
+    #[test]
+    fn the_recent_file_is_reused_only_for_the_same_host_and_path() {
+        let mut recent = Recent::default();
+        let layout = Layout::default();
+        let a = envelope("web-1", "/var/log/a.log");
+        assert_eq!(
+            recent.relative(&layout, &a).unwrap(),
+            PathBuf::from("web-1/var/log/a.log")
+        );
+        assert_eq!(
+            recent.relative(&layout, &a).unwrap(),
+            PathBuf::from("web-1/var/log/a.log")
+        );
+        for (host, path) in [("web-2", "/var/log/a.log"), ("web-1", "/var/log/b.log")] {
+            assert_eq!(
+                recent.relative(&layout, &envelope(host, path)).unwrap(),
+                relative(&layout, &envelope(host, path)).unwrap()
+            );
+        }
+        assert!(
+            recent
+                .relative(&layout, &envelope("web-1", "/../x"))
+                .is_err()
+        );
+        // A layout with a date depends on more than the source: never reused.
+        let dated = Layout::parse("{date}/{host}/{path}").unwrap();
+        let mut later = envelope("web-1", "/var/log/b.log");
+        later.timestamp_ms += 86_400_000;
+        recent
+            .relative(&dated, &envelope("web-1", "/var/log/b.log"))
+            .unwrap();
+        assert_eq!(
+            recent.relative(&dated, &later).unwrap(),
+            PathBuf::from("2025-12-02/web-1/var/log/b.log")
         );
     }
 

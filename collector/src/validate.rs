@@ -7,7 +7,7 @@ use logship_config::layout::Layout;
 use logship_config::security::Security;
 use logship_runtime::{Envelope, EnvelopeError, SourceKind};
 
-use crate::outpath::{self, OutpathError};
+use crate::outpath::{OutpathError, Recent};
 use crate::positions::{self, Claim, OffsetKind, SourceHash, SourceName};
 use crate::seen::IdHash;
 
@@ -113,6 +113,7 @@ pub fn intake(
     body: &[u8],
     config: &CollectorConfig,
     user: Option<&str>,
+    recent: &mut Recent,
 ) -> Result<Line, Rejection> {
     if body.len() as u64 > config.archive.max_line_bytes {
         return Err(Rejection::TooLarge {
@@ -120,7 +121,7 @@ pub fn intake(
             limit: config.archive.max_line_bytes,
         });
     }
-    let mut line = line(body, &config.layout, user, &config.security)?;
+    let mut line = line(body, &config.layout, user, &config.security, recent)?;
     let suffix = config.archive.compression.suffix();
     if !suffix.is_empty() {
         line.file.as_mut_os_string().push(suffix);
@@ -136,6 +137,7 @@ pub fn line(
     layout: &Layout,
     user: Option<&str>,
     security: &Security,
+    recent: &mut Recent,
 ) -> Result<Line, Rejection> {
     let envelope = Envelope::from_json(body)?;
     if !security.allows(user, &envelope.host) {
@@ -144,7 +146,7 @@ pub fn line(
             user: user.map(str::to_string),
         });
     }
-    let file = outpath::relative(layout, &envelope)?;
+    let file = recent.relative(layout, &envelope)?;
     let (start, end) = envelope.extent();
     let (source, id) = positions::hashes(
         &envelope.host,
@@ -230,7 +232,14 @@ mod tests {
         let off = Security::default();
         for body in bodies {
             assert!(
-                line(&body, &Layout::default(), None, &off).is_err(),
+                line(
+                    &body,
+                    &Layout::default(),
+                    None,
+                    &off,
+                    &mut Recent::default()
+                )
+                .is_err(),
                 "{:?}",
                 String::from_utf8_lossy(&body)
             );
@@ -240,7 +249,8 @@ mod tests {
                 &body("h", "/var/log/ok.log"),
                 &Layout::default(),
                 None,
-                &off
+                &off,
+                &mut Recent::default()
             )
             .is_ok()
         );
@@ -253,9 +263,25 @@ mod tests {
             ..Security::default()
         };
         let ok = body("web-1", "/x.log");
-        assert!(line(&ok, &Layout::default(), Some("web-1"), &require).is_ok());
+        assert!(
+            line(
+                &ok,
+                &Layout::default(),
+                Some("web-1"),
+                &require,
+                &mut Recent::default()
+            )
+            .is_ok()
+        );
         for user in [None, Some("web-2")] {
-            let err = line(&ok, &Layout::default(), user, &require).unwrap_err();
+            let err = line(
+                &ok,
+                &Layout::default(),
+                user,
+                &require,
+                &mut Recent::default(),
+            )
+            .unwrap_err();
             assert_eq!(err.reason(), Reason::HostNotAllowed);
         }
     }

@@ -319,7 +319,9 @@ mod tests {
         .unwrap();
         std::fs::create_dir_all(&config.output_dir).unwrap();
         let mut writer = Writer::open(&config).unwrap();
-        let intake = |body: Vec<u8>| crate::validate::intake(&body, &config, None).unwrap();
+        let intake = |body: Vec<u8>| {
+            crate::validate::intake(&body, &config, None, &mut Default::default()).unwrap()
+        };
         // "first\n" is bytes 0..6; the file grew to 30 bytes and was truncated unread.
         let marker = || intake(body(30, b"", SourceKind::Lost { bytes: 24 }));
         let outcome = writer
