@@ -57,12 +57,15 @@ struct Batch {
     /// How long the batch stays open after its first line: `batch.max_delay`, or [`LINGER`]
     /// while the traffic is heavy.
     hold: Duration,
+    /// Lingering: deliveries are left waiting in the client until the batch is written, and
+    /// then taken all at once, instead of waking the consumer one by one.
+    lingering: bool,
 }
 
 /// While batches are large (the previous one held [`HEAVY`] lines or more), a batch stays open
 /// this long for more: under heavy traffic, batches several times larger share one round of
-/// fsyncs, sled flush and ack, which is most of the collector's CPU per line. A lone line, or a
-/// light stream, is still written at once.
+/// fsyncs and ack, and the deliveries of those milliseconds are taken in one go rather than one
+/// wake-up each. A lone line, or a light stream, is still written at once.
 const LINGER: Duration = Duration::from_millis(5);
 /// A batch this large says the traffic is heavy.
 const HEAVY: usize = 64;
@@ -225,10 +228,13 @@ impl Consumer {
                 }
                 // cancel-safe: a sleep
                 _ = sleep_until(flush_at), if flush_at.is_some() => {
+                    if batch.lingering {
+                        self.take_waiting(&mut deliveries, &mut batch).await?;
+                    }
                     self.flush(&mut batch, &channel, &signals.shutdown).await?;
                 }
                 // cancel-safe: lapin's consumer keeps undelivered messages in its own buffer
-                delivery = deliveries.next() => {
+                delivery = deliveries.next(), if !batch.lingering => {
                     self.take(delivery, &mut deliveries, &mut batch).await?;
                     let full = batch.lines.len() >= self.config.batch.max_messages;
                     if full || batch.hold.is_zero() {
@@ -271,6 +277,18 @@ impl Consumer {
         }
     }
 
+    /// Takes every delivery already waiting in the client (up to a full batch).
+    async fn take_waiting(
+        &mut self,
+        deliveries: &mut lapin::Consumer,
+        batch: &mut Batch,
+    ) -> Result<(), SessionEnd> {
+        match deliveries.next().now_or_never() {
+            Some(delivery) => self.take(delivery, deliveries, batch).await,
+            None => Ok(()),
+        }
+    }
+
     /// Validates a delivery: a line joins the batch; anything else is rejected at once.
     async fn accept(&mut self, delivery: Delivery, batch: &mut Batch) -> Result<(), SessionEnd> {
         Counters::add(&self.metrics.counters.received, 1);
@@ -280,7 +298,7 @@ impl Consumer {
             Ok(line) => {
                 if batch.started.is_none() {
                     batch.started = Some(Instant::now());
-                    batch.hold = self.hold();
+                    (batch.hold, batch.lingering) = self.hold();
                 }
                 batch.lines.push(line);
                 batch.ackers.push(delivery.acker);
@@ -295,13 +313,16 @@ impl Consumer {
         Ok(())
     }
 
-    /// How long a batch starting now stays open: `batch.max_delay`, or at least [`LINGER`]
-    /// after a batch of [`HEAVY`] lines or more.
-    fn hold(&self) -> Duration {
-        if self.last_batch >= HEAVY {
-            self.config.batch.max_delay.max(LINGER)
+    /// How long a batch starting now stays open, and whether it lingers: `batch.max_delay`, or
+    /// [`LINGER`] after a batch of [`HEAVY`] lines or more if that is longer. (Over a longer
+    /// `batch.max_delay` deliveries keep being taken, so that a batch that fills up is written
+    /// at once.)
+    fn hold(&self) -> (Duration, bool) {
+        let configured = self.config.batch.max_delay;
+        if self.last_batch >= HEAVY && LINGER > configured {
+            (LINGER, true)
         } else {
-            self.config.batch.max_delay
+            (configured, false)
         }
     }
 
