@@ -44,6 +44,9 @@ const RETRY_DELAY: Duration = Duration::from_secs(1);
 const SAVE_HEAD_EVERY: u64 = 256;
 /// At most one "no queue bound" warning per this interval.
 const UNROUTABLE_LOG_INTERVAL: Duration = Duration::from_secs(30);
+/// At most one warning about nacked publishes per this interval; the nacks in between are
+/// counted in the next one (and each in `logship_agent_nacked_total`).
+const NACK_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
 /// A spool segment being published.
 struct Loaded {
@@ -81,6 +84,7 @@ pub struct Publisher {
     /// Notified when the connection fails, so an idle publisher notices an outage at once.
     lost: Arc<tokio::sync::Notify>,
     unroutable_logged: Option<Instant>,
+    nacks: NackLog,
     /// Where `/status` reads the connected URI (masked) and whether the broker blocks us.
     status: Arc<Status>,
 }
@@ -101,6 +105,7 @@ impl Publisher {
             blocked: Arc::new(AtomicBool::new(false)),
             lost: Arc::new(tokio::sync::Notify::new()),
             unroutable_logged: None,
+            nacks: NackLog::default(),
             status: Arc::default(),
         }
     }
@@ -403,6 +408,7 @@ impl Publisher {
             }
             Confirmation::Nack(_) | Confirmation::NotRequested => {
                 Metrics::add(&self.metrics.nacked, 1);
+                self.nacks.record(&self.broker.exchange);
                 Ok(false)
             }
         }
@@ -443,6 +449,35 @@ impl Publisher {
                 }
             }
         })
+    }
+}
+
+/// Nacked publishes, said at once and then at most once per [`NACK_LOG_INTERVAL`]: a broker
+/// that nacks every publish must be visible in the log, without a line per nack.
+#[derive(Default)]
+struct NackLog {
+    logged: Option<Instant>,
+    /// Nacks since the last warning, this one included.
+    unlogged: u64,
+}
+
+impl NackLog {
+    /// Counts one nack; warns if none was said within [`NACK_LOG_INTERVAL`].
+    fn record(&mut self, exchange: &str) {
+        self.unlogged += 1;
+        if self
+            .logged
+            .is_some_and(|at| at.elapsed() < NACK_LOG_INTERVAL)
+        {
+            return;
+        }
+        tracing::warn!(
+            exchange,
+            nacked = self.unlogged,
+            "the broker nacked publishes (it could not enqueue them); resending"
+        );
+        self.logged = Some(Instant::now());
+        self.unlogged = 0;
     }
 }
 
