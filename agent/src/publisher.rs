@@ -6,6 +6,11 @@
 //!   "not delivered".
 //! - After a failure the publisher waits for the rest of its window, then republishes from the
 //!   first line not confirmed, in spool order. Lines confirmed meanwhile are not resent.
+//! - After a nack it republishes on a new channel of the same connection, never on the channel
+//!   that was nacked: a channel's view of a queue can be stale for the channel's whole life.
+//!   RabbitMQ 3.10 binds a channel's client of a quorum queue to the leader on record when the
+//!   channel first publishes to it; a channel that did so after the leader's node died, before
+//!   the new leader was on record, has every publish to that queue nacked, however long it lives.
 //! - While the broker blocks the connection (resource alarm) confirms may stall without error:
 //!   the publisher waits, having said so once, instead of timing out.
 
@@ -38,12 +43,15 @@ const WINDOW: usize = 1024;
 /// two heartbeats, 20 s by default). A healthy broker confirms in milliseconds, a loaded one
 /// (quorum queues, fsyncs) within a second or two.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
-/// Wait before resending what was returned (no queue bound) or nacked.
+/// Wait before resending what was returned (no queue bound) or nacked (then on a new channel).
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// The head segment's confirmed prefix is saved every this many confirms (and on shutdown).
 const SAVE_HEAD_EVERY: u64 = 256;
 /// At most one "no queue bound" warning per this interval.
 const UNROUTABLE_LOG_INTERVAL: Duration = Duration::from_secs(30);
+/// At most one warning about nacked publishes per this interval; the nacks in between are
+/// counted in the next one (and each in `logship_agent_nacked_total`).
+const NACK_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
 /// A spool segment being published.
 struct Loaded {
@@ -57,6 +65,27 @@ struct Loaded {
 
 /// A publish awaiting its confirm: segment, line, confirm.
 type InFlight = (Seq, usize, PublisherConfirm);
+
+/// What a confirm said about a publish.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    /// A clean ack: the line is delivered.
+    Delivered,
+    /// Acked with the message returned (no queue bound): not delivered; resent on the same
+    /// channel, which is not at fault.
+    Returned,
+    /// Nacked (or a confirm the channel was not asked for): not delivered; resent on a new
+    /// channel.
+    Nacked,
+}
+
+/// Why publishing on one channel stopped, short of an error.
+enum ChannelEnd {
+    /// Stopped, and drained (or the drain deadline passed).
+    Stopped,
+    /// The broker nacked a publish; nothing is left in flight on the channel.
+    Nacked,
+}
 
 /// The publisher task's state.
 pub struct Publisher {
@@ -81,6 +110,7 @@ pub struct Publisher {
     /// Notified when the connection fails, so an idle publisher notices an outage at once.
     lost: Arc<tokio::sync::Notify>,
     unroutable_logged: Option<Instant>,
+    nacks: NackLog,
     /// Where `/status` reads the connected URI (masked) and whether the broker blocks us.
     status: Arc<Status>,
 }
@@ -101,6 +131,7 @@ impl Publisher {
             blocked: Arc::new(AtomicBool::new(false)),
             lost: Arc::new(tokio::sync::Notify::new()),
             unroutable_logged: None,
+            nacks: NackLog::default(),
             status: Arc::default(),
         }
     }
@@ -163,6 +194,21 @@ impl Publisher {
         drain: Duration,
         reconnect: &mut Reconnect,
     ) -> Result<(), PublishError> {
+        let channel = self.open_channel(connection).await?;
+        self.user_id = user_of(uri);
+        let listener = self.watch_events(connection);
+        reconnect.established();
+        tracing::info!(uri = %uri, exchange = %self.broker.exchange, spooled = self.spool.lines(), "publishing");
+        let result = self.publish_on(connection, channel, stop, drain).await;
+        listener.abort();
+        // A failure notice of this connection must not end the next one's session.
+        let _ = tokio::time::timeout(Duration::ZERO, self.lost.notified()).await;
+        self.blocked.store(false, Ordering::Relaxed);
+        result
+    }
+
+    /// A channel in confirm mode, with the exchange declared.
+    async fn open_channel(&self, connection: &Connection) -> Result<Channel, PublishError> {
         let deadline = self.broker.connect_timeout;
         let channel = amqp::within("channel open", deadline, connection.create_channel()).await?;
         let confirms = channel.confirm_select(ConfirmSelectOptions::default());
@@ -174,24 +220,41 @@ impl Publisher {
                 Some(refused) => PublishError::Refused(refused),
                 None => err.into(),
             })?;
-        self.user_id = user_of(uri);
-        let listener = self.watch_events(connection);
-        reconnect.established();
-        tracing::info!(uri = %uri, exchange = %self.broker.exchange, spooled = self.spool.lines(), "publishing");
-        let result = self.publish_loop(&channel, stop, drain).await;
-        listener.abort();
-        // A failure notice of this connection must not end the next one's session.
-        let _ = tokio::time::timeout(Duration::ZERO, self.lost.notified()).await;
-        self.blocked.store(false, Ordering::Relaxed);
-        result
+        Ok(channel)
     }
 
+    /// Publishes on `channel`, and goes on on a new channel of `connection` each time the
+    /// broker nacks (see the module's invariants). `Ok` once stopped and drained.
+    async fn publish_on(
+        &mut self,
+        connection: &Connection,
+        mut channel: Channel,
+        stop: &CancellationToken,
+        drain: Duration,
+    ) -> Result<(), PublishError> {
+        loop {
+            match self.publish_loop(&channel, stop, drain).await? {
+                ChannelEnd::Stopped => return Ok(()),
+                ChannelEnd::Nacked => {
+                    // Nothing is in flight on it: every confirm of its window has come in.
+                    let closing = channel.close(200, "publishes nacked".into());
+                    let _ =
+                        amqp::within("channel close", self.broker.connect_timeout, closing).await;
+                    channel = self.open_channel(connection).await?;
+                    tracing::debug!("publishing on a new channel after a nack");
+                }
+            }
+        }
+    }
+
+    /// Publishes on `channel` until stopped and drained, or until the broker nacks a publish
+    /// (then with nothing left in flight).
     async fn publish_loop(
         &mut self,
         channel: &Channel,
         stop: &CancellationToken,
         drain: Duration,
-    ) -> Result<(), PublishError> {
+    ) -> Result<ChannelEnd, PublishError> {
         let mut inflight: VecDeque<InFlight> = VecDeque::with_capacity(WINDOW);
         let mut drain_until: Option<Instant> = None;
         self.rewind();
@@ -205,13 +268,13 @@ impl Publisher {
             }
             let Some((_, _, confirm)) = inflight.front_mut() else {
                 if drain_until.is_some() {
-                    return Ok(());
+                    return Ok(ChannelEnd::Stopped);
                 }
                 tokio::select! {
                     // cancel-safe: a Notify permit is kept until taken
                     _ = self.spool.appended.notified() => continue,
                     // cancel-safe: only observes the token
-                    _ = stop.cancelled() => return Ok(()),
+                    _ = stop.cancelled() => return Ok(ChannelEnd::Stopped),
                     // cancel-safe: a Notify permit is kept until taken
                     _ = self.lost.notified() => return Err(PublishError::Lost),
                 }
@@ -241,7 +304,7 @@ impl Publisher {
                         unconfirmed = inflight.len(),
                         "shutdown deadline passed; unconfirmed lines stay spooled"
                     );
-                    return Ok(());
+                    return Ok(ChannelEnd::Stopped);
                 }
                 if self.blocked.load(Ordering::Relaxed) {
                     continue;
@@ -251,22 +314,40 @@ impl Publisher {
             let Some((seq, line, _)) = inflight.pop_front() else {
                 continue;
             };
-            if !self.settle(seq, line, result?)? {
-                // Let the rest of the window settle, then resend from the first failure.
-                while let Some((_, _, confirm)) = inflight.pop_front() {
-                    tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
-                        .await
-                        .map_err(|_| PublishError::ConfirmTimeout(CONFIRM_TIMEOUT))??;
-                }
-                self.rewind();
-                tokio::select! {
-                    // cancel-safe: a sleep
-                    _ = tokio::time::sleep(RETRY_DELAY) => {}
-                    // cancel-safe: only observes the token
-                    _ = stop.cancelled() => {}
-                }
+            let settled = self.settle(seq, line, result?)?;
+            if settled != Settled::Delivered
+                && self.retry_later(settled, &mut inflight, stop).await?
+                && !stop.is_cancelled()
+            {
+                return Ok(ChannelEnd::Nacked);
             }
         }
+    }
+
+    /// After a publish that was not delivered (`settled`): lets the rest of the window settle,
+    /// rewinds to the first line not confirmed, and waits [`RETRY_DELAY`] (less if `stop`).
+    /// `true` if the broker nacked that publish or one after it: the channel is then replaced.
+    async fn retry_later(
+        &mut self,
+        settled: Settled,
+        inflight: &mut VecDeque<InFlight>,
+        stop: &CancellationToken,
+    ) -> Result<bool, PublishError> {
+        let mut nacked = settled == Settled::Nacked;
+        while let Some((_, _, confirm)) = inflight.pop_front() {
+            let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+                .await
+                .map_err(|_| PublishError::ConfirmTimeout(CONFIRM_TIMEOUT))??;
+            nacked |= matches!(confirmation, Confirmation::Nack(_));
+        }
+        self.rewind();
+        tokio::select! {
+            // cancel-safe: a sleep
+            _ = tokio::time::sleep(RETRY_DELAY) => {}
+            // cancel-safe: only observes the token
+            _ = stop.cancelled() => {}
+        }
+        Ok(nacked)
     }
 
     /// Forgets what was loaded, so publishing starts again at the spool's head (skipping the
@@ -363,18 +444,18 @@ impl Publisher {
         Ok(loaded)
     }
 
-    /// Applies one confirm, in publish order; `true` if delivered.
+    /// Applies one confirm, in publish order.
     fn settle(
         &mut self,
         seq: Seq,
         line: usize,
         confirmation: Confirmation,
-    ) -> Result<bool, PublishError> {
+    ) -> Result<Settled, PublishError> {
         match confirmation {
             Confirmation::Ack(None) => {
                 Metrics::add(&self.metrics.confirmed, 1);
                 let Some(head) = self.segments.front_mut().filter(|h| h.seq == seq) else {
-                    return Ok(true);
+                    return Ok(Settled::Delivered);
                 };
                 head.confirmed = line + 1;
                 if head.confirmed == head.lines.len() {
@@ -387,7 +468,7 @@ impl Publisher {
                         self.spool.set_head_confirmed(self.head_confirmed)?;
                     }
                 }
-                Ok(true)
+                Ok(Settled::Delivered)
             }
             Confirmation::Ack(Some(_returned)) => {
                 Metrics::add(&self.metrics.returned, 1);
@@ -399,11 +480,12 @@ impl Publisher {
                         "no queue is bound to the exchange; holding lines until a collector binds one");
                     self.unroutable_logged = Some(Instant::now());
                 }
-                Ok(false)
+                Ok(Settled::Returned)
             }
             Confirmation::Nack(_) | Confirmation::NotRequested => {
                 Metrics::add(&self.metrics.nacked, 1);
-                Ok(false)
+                self.nacks.record(&self.broker.exchange);
+                Ok(Settled::Nacked)
             }
         }
     }
@@ -443,6 +525,35 @@ impl Publisher {
                 }
             }
         })
+    }
+}
+
+/// Nacked publishes, said at once and then at most once per [`NACK_LOG_INTERVAL`]: a broker
+/// that nacks every publish must be visible in the log, without a line per nack.
+#[derive(Default)]
+struct NackLog {
+    logged: Option<Instant>,
+    /// Nacks since the last warning, this one included.
+    unlogged: u64,
+}
+
+impl NackLog {
+    /// Counts one nack; warns if none was said within [`NACK_LOG_INTERVAL`].
+    fn record(&mut self, exchange: &str) {
+        self.unlogged += 1;
+        if self
+            .logged
+            .is_some_and(|at| at.elapsed() < NACK_LOG_INTERVAL)
+        {
+            return;
+        }
+        tracing::warn!(
+            exchange,
+            nacked = self.unlogged,
+            "the broker nacked publishes (it could not enqueue them); resending on a new channel"
+        );
+        self.logged = Some(Instant::now());
+        self.unlogged = 0;
     }
 }
 
