@@ -61,6 +61,11 @@ const RESTART_MIN: Duration = Duration::from_millis(200);
 const RESTART_MAX: Duration = Duration::from_secs(5);
 /// A child that dies again within this long after the last warning is not said again.
 const QUIET: Duration = Duration::from_secs(60);
+/// How long after a young entry without `MESSAGE` it is read again: its writer, which links
+/// fields within microseconds, has long finished.
+const REREAD_AFTER: Duration = Duration::from_millis(200);
+/// An entry younger than this may have been read while it was being written (see [`Rereads`]).
+const YOUNG_US: u64 = 10_000_000;
 
 /// Why a journal input stopped for good.
 #[derive(Debug, thiserror::Error)]
@@ -109,16 +114,54 @@ pub struct JournalReader {
     metrics: Arc<Metrics>,
     state: Arc<JournalState>,
     pause: DiskPause,
+    rereads: Rereads,
 }
 
 /// How a child's session ended.
 enum End {
     /// The agent is stopping.
     Stopped,
-    /// The child's output ended: it exited.
+    /// The child's output ended: it exited. Restart it, with backoff.
     Exited,
-    /// The child's output could not be read; restart it.
+    /// The child's output could not be read, or the child not started: restart it, with backoff.
     Failed(String),
+    /// An entry may have been read half-written: read on from the saved cursor at once.
+    Reread,
+}
+
+/// Entries shown without `MESSAGE` that are read again.
+///
+/// A journal writer makes an entry visible (links it into the file's entry array) before it
+/// links the entry's fields' data objects to it, one by one; a data object written for this
+/// entry (a new MESSAGE, say) is, for a moment, half-linked, and `sd_journal_enumerate_data`
+/// skips a data object it reads in that state without a word. journalctl then shows the entry
+/// without that field: its line would be shipped empty, and the entry's id would make the
+/// collector drop the true one later. So a young entry without `MESSAGE` is read once more,
+/// from the last spooled cursor, after [`REREAD_AFTER`]. Invariant: an entry is read again at
+/// most once; and once a re-read shows an entry truly has no `MESSAGE`, none is read again for
+/// [`YOUNG_US`], so a journal full of such entries costs one restart per 10 s, not one per entry.
+#[derive(Default)]
+struct Rereads {
+    /// The cursor of the entry last read again.
+    last: Option<String>,
+    /// When a re-read last showed an entry without `MESSAGE` again (µs since the epoch).
+    confirmed_us: Option<u64>,
+}
+
+impl Rereads {
+    /// Whether the entry at `cursor`, shown without `MESSAGE`, is to be read again.
+    fn wanted(&mut self, cursor: &str, realtime_us: u64, now_us: u64) -> bool {
+        if self.last.as_deref() == Some(cursor) {
+            self.confirmed_us = Some(now_us);
+            return false;
+        }
+        let young = |at: u64| now_us.saturating_sub(at) < YOUNG_US;
+        if !young(realtime_us) || self.confirmed_us.is_some_and(young) {
+            return false;
+        }
+        self.last = Some(cursor.to_string());
+        true
+    }
 }
 
 impl JournalReader {
@@ -137,6 +180,7 @@ impl JournalReader {
             spool,
             metrics,
             pause: DiskPause::default(),
+            rereads: Rereads::default(),
         }
     }
 
@@ -150,11 +194,21 @@ impl JournalReader {
         let mut delay = RESTART_MIN;
         let mut last_said: Option<Instant> = None;
         let mut restarts = 0u64;
+        let mut first = true;
         while !stop.is_cancelled() {
             let read_before = self.state.entries.load(Ordering::Relaxed);
-            let Some(cause) = self.session(&stop, restarts)? else {
-                break;
+            let cause = match self.session(&stop, first)? {
+                End::Stopped => break,
+                End::Reread => {
+                    Metrics::add(&self.metrics.journal_rereads, 1);
+                    sleep_unless(&stop, REREAD_AFTER);
+                    continue;
+                }
+                End::Failed(cause) => cause,
+                // `session` turns this into `Failed` with the child's exit status.
+                End::Exited => format!("{JOURNALCTL} exited"),
             };
+            first = false;
             restarts += 1;
             Metrics::add(&self.metrics.journal_restarts, 1);
             if self.state.entries.load(Ordering::Relaxed) > read_before {
@@ -228,12 +282,9 @@ impl JournalReader {
         command
     }
 
-    /// Runs one child from the saved cursor until it ends (returns why) or `stop` (`None`).
-    fn session(
-        &mut self,
-        stop: &CancellationToken,
-        restarts: u64,
-    ) -> Result<Option<String>, JournalError> {
+    /// Runs one child from the saved cursor until it ends, an entry is to be read again, or
+    /// `stop`. The first session says where it starts.
+    fn session(&mut self, stop: &CancellationToken, first: bool) -> Result<End, JournalError> {
         let start = self.start_cursor()?;
         let mut command = self.command();
         command.args(["--follow", "--no-tail"]);
@@ -254,9 +305,9 @@ impl JournalReader {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 return Err(JournalError::Missing(err));
             }
-            Err(err) => return Ok(Some(format!("cannot start {JOURNALCTL}: {err}"))),
+            Err(err) => return Ok(End::Failed(format!("cannot start {JOURNALCTL}: {err}"))),
         };
-        if restarts == 0 {
+        if first {
             tracing::info!(input = %self.input.key, directory = ?self.input.directory, units = ?self.input.units,
                 cursor = start.as_deref().unwrap_or("(beginning)"), "journal reading");
         }
@@ -271,13 +322,10 @@ impl JournalReader {
         self.state.reading.store(false, Ordering::Relaxed);
         let _ = child.kill();
         let status = child.wait();
-        Ok(match end? {
-            End::Stopped => None,
-            End::Exited => Some(match status {
-                Ok(status) => format!("{JOURNALCTL} exited ({status})"),
-                Err(err) => format!("{JOURNALCTL} lost: {err}"),
-            }),
-            End::Failed(cause) => Some(cause),
+        Ok(match (end?, status) {
+            (End::Exited, Ok(status)) => End::Failed(format!("{JOURNALCTL} exited ({status})")),
+            (End::Exited, Err(err)) => End::Failed(format!("{JOURNALCTL} lost: {err}")),
+            (end, _) => end,
         })
     }
 
@@ -321,6 +369,13 @@ impl JournalReader {
                         }
                         self.gap(&saved, &place);
                         last.clear();
+                    }
+                    if entry.get("MESSAGE").is_none()
+                        && self.rereads.wanted(&cursor, place.realtime_us, now_us())
+                    {
+                        // What came before it is spooled: the saved cursor is the entry before.
+                        self.spool_batch(&mut batch, stop)?;
+                        return Ok(End::Reread);
                     }
                     let skipped = match last.insert(place.seqnum_id, place.seqnum) {
                         // Only with a unit filter are missing numbers other units' entries.
@@ -550,6 +605,22 @@ mod tests {
         assert_eq!(safe_name("a/../b"), "a_.._b");
         assert_eq!(safe_name(".."), "unknown");
         assert_eq!(safe_name("tab\there"), "tab_here");
+    }
+
+    #[test]
+    fn a_young_entry_without_message_is_read_again_once_and_a_confirmed_one_quiets_rereads() {
+        let now = 100 * YOUNG_US;
+        let mut rereads = Rereads::default();
+        assert!(rereads.wanted("c1", now - 1000, now));
+        // Read again and still without MESSAGE: it has none; shipped as it is.
+        assert!(!rereads.wanted("c1", now - 1000, now + 1));
+        // Another one soon after is not read again: the journal has such entries.
+        assert!(!rereads.wanted("c2", now, now + 2));
+        // Later it is.
+        assert!(rereads.wanted("c3", now + YOUNG_US, now + YOUNG_US + 2));
+        // An old entry is not being written.
+        let mut rereads = Rereads::default();
+        assert!(!rereads.wanted("c4", now - YOUNG_US, now));
     }
 
     #[test]

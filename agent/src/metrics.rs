@@ -28,6 +28,9 @@ logship_runtime::counters! {
         /// Journal entries without a usable cursor, export streams that could not be read, and
         /// lines journalctl printed on stderr (a corrupt file it skips, say).
         journal_errors => "logship_agent_journal_errors_total", "counter", "journal_errors";
+        /// Young journal entries shown without MESSAGE and so read again (one may have been read
+        /// while it was being written).
+        journal_rereads => "logship_agent_journal_rereads_total", "counter", "journal_rereads";
         /// Journal entries whose MESSAGE was cut to max_line_bytes.
         journal_truncated => "logship_agent_journal_truncated_total", "counter", "journal_truncated";
         /// Publishes sent, resends included.

@@ -14,6 +14,15 @@ pub fn response(addr: &str, path: &str) -> String {
     response
 }
 
+/// The body of `GET path` on `addr`, `None` while nothing answers there.
+pub fn try_get(addr: &str, path: &str) -> Option<String> {
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response.split_once("\r\n\r\n")?.1.to_string())
+}
+
 /// `GET path` on `addr`; returns (the status line, the body).
 pub fn get(addr: &str, path: &str) -> (String, String) {
     let response = response(addr, path);

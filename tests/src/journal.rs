@@ -33,7 +33,8 @@ pub struct Entry {
     pub unit: Option<String>,
     /// `SYSLOG_IDENTIFIER`, if any.
     pub identifier: Option<String>,
-    pub message: Vec<u8>,
+    /// `MESSAGE`, if any.
+    pub message: Option<Vec<u8>>,
 }
 
 impl Entry {
@@ -42,7 +43,15 @@ impl Entry {
         Entry {
             unit: Some(unit.to_string()),
             identifier: None,
-            message: message.as_bytes().to_vec(),
+            message: Some(message.as_bytes().to_vec()),
+        }
+    }
+
+    /// An entry of `unit` without a `MESSAGE`.
+    pub fn without_message(unit: &str) -> Entry {
+        Entry {
+            message: None,
+            ..Entry::of(unit, "")
         }
     }
 }
@@ -104,10 +113,13 @@ impl Feed {
             if let Some(identifier) = &entry.identifier {
                 out.extend_from_slice(format!("SYSLOG_IDENTIFIER={identifier}\n").as_bytes());
             }
-            out.extend_from_slice(b"MESSAGE\n");
-            out.extend_from_slice(&(entry.message.len() as u64).to_le_bytes());
-            out.extend_from_slice(&entry.message);
-            out.extend_from_slice(b"\n\n");
+            if let Some(message) = &entry.message {
+                out.extend_from_slice(b"MESSAGE\n");
+                out.extend_from_slice(&(message.len() as u64).to_le_bytes());
+                out.extend_from_slice(message);
+                out.push(b'\n');
+            }
+            out.push(b'\n');
         }
         let stdin = self.stdin.as_mut().expect("feed open");
         stdin.write_all(&out).expect("feed the journal writer");
@@ -126,5 +138,64 @@ impl Drop for Feed {
         drop(self.stdin.take());
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A `MESSAGE` data object of a closed journal file put back into the state a writer leaves it
+/// in for a moment while it links a new entry's fields: its first entry set, its entry count
+/// not yet (journalctl skips such a field without a word). [`HalfLinked::restore`] finishes the
+/// link.
+pub struct HalfLinked {
+    path: PathBuf,
+    /// Where the data object's `n_entries` is, and what it held.
+    at: u64,
+    n_entries: [u8; 8],
+}
+
+impl HalfLinked {
+    /// Half-links the data object of `MESSAGE=<message>` in the journal file at `path`; the
+    /// message must be unique in the file and short (not compressed).
+    pub fn message(path: &Path, message: &str) -> HalfLinked {
+        use std::os::unix::fs::FileExt as _;
+        let bytes = std::fs::read(path).expect("journal file");
+        let needle = format!("MESSAGE={message}");
+        let payload = bytes
+            .windows(needle.len())
+            .position(|w| w == needle.as_bytes())
+            .expect("MESSAGE data object");
+        // journal-def.h: a data object's payload follows 64 bytes of header and links, 72 in a
+        // file with the compact flag (incompatible_flags at byte 12, bit 4); n_entries is at 56.
+        let flags = u32::from_le_bytes(bytes[12..16].try_into().expect("header"));
+        let object = payload - if flags & (1 << 4) != 0 { 72 } else { 64 };
+        let at = (object + 56) as u64;
+        let n_entries: [u8; 8] = bytes[object + 56..object + 64]
+            .try_into()
+            .expect("n_entries");
+        assert_eq!(
+            u64::from_le_bytes(n_entries),
+            1,
+            "a data object of one entry"
+        );
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("journal file");
+        file.write_all_at(&[0; 8], at).expect("half-link");
+        HalfLinked {
+            path: path.to_path_buf(),
+            at,
+            n_entries,
+        }
+    }
+
+    /// Links the data object to its entry again.
+    pub fn restore(self) {
+        use std::os::unix::fs::FileExt as _;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .expect("journal file");
+        file.write_all_at(&self.n_entries, self.at)
+            .expect("restore");
     }
 }

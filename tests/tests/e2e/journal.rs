@@ -2,7 +2,8 @@
 //! `systemd-journal-remote` while the agent reads them: every entry once and in order per unit
 //! across kill -9s, a second file (rotation) with the first deleted, a vacuumed cursor (a
 //! counted gap, no duplicate), `read_from = "end"`, a binary MESSAGE and an entry without a unit,
-//! and this machine's own journal when journald runs here.
+//! an entry read while its MESSAGE was half-linked (read again, arrives whole), and this
+//! machine's own journal when journald runs here.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,7 +12,7 @@ use logship_tests::broker::amqp_url;
 use logship_tests::daemon::{Daemon, children};
 use logship_tests::fixture::{Agent, Setup};
 use logship_tests::http::{free_addr, get};
-use logship_tests::journal::{Entry, Feed, available};
+use logship_tests::journal::{Entry, Feed, HalfLinked, available};
 use logship_tests::lines::{assert_same_lines, read_lines, wait_for_lines};
 
 const ARRIVAL: Duration = Duration::from_secs(120);
@@ -351,22 +352,22 @@ fn a_binary_message_is_byte_exact_and_an_entry_without_unit_is_filed_by_identifi
         Entry {
             unit: Some("a.service".into()),
             identifier: Some("ignored".into()),
-            message: binary.clone(),
+            message: Some(binary.clone()),
         },
         Entry {
             unit: None,
             identifier: Some("cron".into()),
-            message: b"from cron".to_vec(),
+            message: Some(b"from cron".to_vec()),
         },
         Entry {
             unit: None,
             identifier: None,
-            message: b"from nobody".to_vec(),
+            message: Some(b"from nobody".to_vec()),
         },
         Entry {
             unit: Some("../../etc".into()),
             identifier: None,
-            message: b"hostile unit".to_vec(),
+            message: Some(b"hostile unit".to_vec()),
         },
     ]);
     let _collector = setup.collector.start();
@@ -388,6 +389,82 @@ fn a_binary_message_is_byte_exact_and_an_entry_without_unit_is_filed_by_identifi
     );
     daemon.stop(Duration::from_secs(30));
     feed.finish();
+}
+
+#[test]
+fn an_entry_read_while_its_message_was_half_linked_is_read_again_and_arrives_whole() {
+    if !available("an_entry_read_while_its_message_was_half_linked_is_read_again_and_arrives_whole")
+    {
+        return;
+    }
+    let setup = Setup::new("journal-half");
+    let journal = setup.dir.path().join("journal");
+    let mut feed = Feed::start(&journal, "app");
+    let half = "a.service entry read while being written";
+    feed.write(&[
+        Entry::of("a.service", "before"),
+        Entry::of("a.service", half),
+        Entry::without_message("a.service"),
+        Entry::without_message("a.service"),
+        Entry::of("a.service", "after"),
+    ]);
+    let file = feed.path.clone();
+    feed.finish();
+    // As journalctl sees an entry whose writer has not linked its new MESSAGE yet: without it.
+    let halfway = HalfLinked::message(&file, half);
+    let metrics = free_addr();
+    let _collector = setup.collector.start();
+    let agent = setup.agent(
+        &amqp_url(),
+        &format!("[metrics]\nlisten = \"{metrics}\""),
+        &journal_input(&journal, ""),
+    );
+    // The writer finishes the link as soon as the agent decided to read the entry again (it
+    // waits 200 ms before it does).
+    let watcher = {
+        let metrics = metrics.clone();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + ARRIVAL;
+            while std::time::Instant::now() < deadline {
+                let page = logship_tests::http::try_get(&metrics, "/metrics").unwrap_or_default();
+                if page.contains("\nlogship_agent_journal_rereads_total 1\n") {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            halfway.restore();
+        })
+    };
+    let mut daemon = agent.start(true);
+    let path = out(&setup, &agent, "a.service");
+    let want: Vec<Vec<u8>> = vec![
+        b"before".to_vec(),
+        half.as_bytes().to_vec(),
+        // Entries that truly have no MESSAGE: the first is read again once (and shows none
+        // again), the next is not (one re-read per 10 s confirms), both ship an empty line.
+        Vec::new(),
+        Vec::new(),
+        b"after".to_vec(),
+    ];
+    assert_same_lines(
+        &wait_for_lines(&path, want.len(), ARRIVAL),
+        &want,
+        "a.service",
+    );
+    watcher.join().expect("watcher");
+    let (_, page) = get(&metrics, "/metrics");
+    assert!(
+        page.contains("\nlogship_agent_journal_rereads_total 2\n"),
+        "{page}"
+    );
+    assert!(
+        page.contains("\nlogship_agent_journal_restarts_total 0\n"),
+        "{page}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(read_lines(&path).len(), want.len(), "no duplicate");
+    assert!(!daemon.log_text().contains("journal reader stopped"));
+    daemon.stop(Duration::from_secs(30));
 }
 
 #[test]
