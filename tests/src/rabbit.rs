@@ -147,6 +147,9 @@ impl Node {
             .append(true)
             .open(self.base.join("log/console.log"))
             .unwrap();
+        let pid_file = self.base.join("pid");
+        // A pid file left by a node killed -9 names a dead VM; `wait` would look at it.
+        let _ = std::fs::remove_file(&pid_file);
         let mut command = Command::new(SERVER);
         self.env(&mut command);
         let mut child = command
@@ -157,7 +160,12 @@ impl Node {
             .expect("start rabbitmq-server");
         // Reap the launcher whenever it exits, so no zombie is left behind.
         std::thread::spawn(move || child.wait());
-        let pid_file = self.base.join("pid");
+        // `rabbitmqctl wait` fails at once (`garbage_in_pid_file`) if it reads the file while the
+        // server is still writing it: wait for a whole pid first.
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while read_pid(&pid_file).is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let out = self.ctl(&["wait", "--timeout", "90", &pid_file.to_string_lossy()]);
         assert!(
             out.0,
@@ -166,11 +174,7 @@ impl Node {
             out.1,
             self.console()
         );
-        self.pid.set(
-            std::fs::read_to_string(&pid_file)
-                .ok()
-                .and_then(|p| p.trim().parse().ok()),
-        );
+        self.pid.set(read_pid(&pid_file));
         // `wait` returns when the app runs; the listener may take a moment more.
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
@@ -339,4 +343,9 @@ pub fn make_certs(dir: &Path, name: &str) -> TlsFiles {
         cert: dir.join("server.pem"),
         key: dir.join("server.key"),
     }
+}
+
+/// The pid in a node's pid file, once the server has written it (the file is created empty).
+fn read_pid(pid_file: &Path) -> Option<i32> {
+    std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()
 }
