@@ -234,17 +234,24 @@ impl Reader {
     }
 
     /// Folds what the events said into the sources.
+    ///
+    /// The files the watcher opened at their creation are adopted first, in the order they
+    /// were created, before any rename is followed: each descriptor is the very file created,
+    /// while a rename's new name is looked at only now and, when the reader is a rotation or
+    /// more behind, may name a newer file of the path (the older one shifted on meanwhile).
+    /// Followed first, that newer file would be placed, and read, before the older ones it
+    /// was created after.
     fn apply(&mut self, wake: Wake) -> Result<(), ReaderError> {
         if wake.all {
             self.sources.iter_mut().for_each(Source::mark_changed);
-        }
-        for (from, to) in &wake.renamed {
-            self.follow(from, to)?;
         }
         for opened in wake.opened {
             if let Some((path, file)) = opened.take() {
                 self.adopt(&path, file)?;
             }
+        }
+        for (from, to) in &wake.renamed {
+            self.follow(from, to)?;
         }
         for path in &wake.appeared {
             if let Some(found) = discover::matching(&self.inputs, path) {
@@ -436,3 +443,5 @@ mod outcome;
 pub(crate) mod pause;
 mod reopen;
 mod sources;
+#[cfg(test)]
+mod tests;

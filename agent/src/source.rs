@@ -213,7 +213,8 @@ impl Source {
         self.left
     }
 
-    /// It was seen leaving its name (an event says it was renamed away).
+    /// It was seen leaving its name (an event says it was renamed away, or the path names
+    /// another file now).
     pub fn mark_left(&mut self) {
         self.left = true;
     }

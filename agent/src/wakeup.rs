@@ -56,6 +56,17 @@ impl Opened {
         let file = self.file.take()?;
         Some((std::mem::take(&mut self.path), file))
     }
+
+    /// `file`, as if the watcher had opened it when it was created at `path` (for tests that
+    /// hand the reader a wake-up of their own).
+    #[cfg(test)]
+    pub fn created(path: PathBuf, file: File) -> Opened {
+        Opened {
+            path,
+            file: Some(file),
+            waiting: Arc::new(AtomicUsize::new(1)),
+        }
+    }
 }
 
 impl Drop for Opened {

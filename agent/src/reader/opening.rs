@@ -122,8 +122,13 @@ impl Reader {
 
     /// A file was renamed from `from` to `to`. If `from` is a matching name and the file was
     /// never opened (it lived there between two looks), open it by its new name and drain it
-    /// as `from`'s file: after the files of that path known to have left the name before it,
-    /// before the one that still holds it (opened at sight while this event was on its way).
+    /// as `from`'s file (see [`Reader::drain_as`]).
+    ///
+    /// `to` is looked at when the event is applied, not when it happened: if the reader is a
+    /// rotation or more behind, `to` may name a newer file of the path already (the older one
+    /// shifted on to `path.2`, the next one renamed to `path.1`). That is why the files the
+    /// watcher opened at their creation are adopted before renames are followed (see
+    /// `Reader::apply`), and why [`Reader::drain_as`] places a file by what the path names now.
     pub(super) fn follow(&mut self, from: &Path, to: &Path) -> Result<(), ReaderError> {
         let Some(found) = discover::matching(&self.inputs, from) else {
             return Ok(());
@@ -155,18 +160,33 @@ impl Reader {
         if self.keys.contains(&key) {
             return Ok(());
         }
-        let offset = self.drain_as(&found, file, key)?;
+        let holder = holder(from);
+        let offset = self.drain_as(&found, file, key, holder)?;
         tracing::info!(path = %from.display(), renamed_to = %to.display(), offset,
             "file renamed away before it was read, draining it");
         Ok(())
     }
 
     /// Drains `file`, which left `found`'s name before it was read, as that path's file: after
-    /// the path's files known to have left the name, before the one that still holds it.
-    /// Returns the offset it is read from.
-    fn drain_as(&mut self, found: &Found, file: File, key: FileKey) -> Result<u64, ReaderError> {
-        let (checkpoint, _) = self.checkpoint_for(found, &file, key, false)?;
+    /// every file of the path that no longer holds the name, before the one that holds it now
+    /// (`holder`, as the path names it now). A file of the path still read as its current one
+    /// has left the name too if the path names another file now (the reader would find out at
+    /// its next step): it is older, marked as left here, and this one comes after it. Returns
+    /// the offset it is read from.
+    fn drain_as(
+        &mut self,
+        found: &Found,
+        file: File,
+        key: FileKey,
+        holder: Option<FileKey>,
+    ) -> Result<u64, ReaderError> {
         let path = found.path.as_path();
+        for source in &mut self.sources {
+            if source.path() == path && !source.has_left() && Some(source.key()) != holder {
+                source.mark_left();
+            }
+        }
+        let (checkpoint, _) = self.checkpoint_for(found, &file, key, false)?;
         let source = Source::rotated(path, file, key, &checkpoint, found.rules.clone());
         let at = self
             .sources
@@ -180,8 +200,9 @@ impl Reader {
     /// A file opened by the watcher when it was created at `path` (see `wakeup`). If `path`
     /// still names it, it is left to the event that reported it (opened by name, as any
     /// other). If it has left the name already (renamed away, or deleted, before the reader
-    /// got to it), it is drained as `path`'s file: the files of that path that no longer hold
-    /// the name are older and come first, the one holding it now comes after.
+    /// got to it), it is drained as `path`'s file (see [`Reader::drain_as`]): the files of that
+    /// path that no longer hold the name are older and come first, the one holding it now
+    /// comes after.
     pub(super) fn adopt(&mut self, path: &Path, file: File) -> Result<(), ReaderError> {
         let Ok(key) = file.metadata().map(|m| FileKey::of(&m)) else {
             return Ok(());
@@ -192,17 +213,12 @@ impl Reader {
         let Some(found) = discover::matching(&self.inputs, path) else {
             return Ok(());
         };
-        let holder = std::fs::metadata(path).ok().map(|m| FileKey::of(&m));
+        let holder = holder(path);
         if holder == Some(key) {
             return Ok(());
         }
-        for source in &mut self.sources {
-            if source.path() == path && !source.has_left() && Some(source.key()) != holder {
-                source.mark_left();
-            }
-        }
         self.make_room()?;
-        let offset = self.drain_as(&found, file, key)?;
+        let offset = self.drain_as(&found, file, key, holder)?;
         tracing::info!(path = %path.display(), offset,
             "file left its name before it was read, draining it");
         Ok(())
@@ -333,6 +349,11 @@ impl Reader {
             .or_else(|| self.inputs.first().map(|i| Arc::new(LineRules::of(i))))
             .unwrap_or_else(|| Arc::new(LineRules::plain(1 << 20)))
     }
+}
+
+/// The file `path` names now, if any.
+fn holder(path: &Path) -> Option<FileKey> {
+    std::fs::metadata(path).ok().map(|m| FileKey::of(&m))
 }
 
 /// Whether reading `file` may resume at `checkpoint`: same head, and not shorter.
