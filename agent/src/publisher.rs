@@ -26,6 +26,7 @@ use futures_util::StreamExt as _;
 use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Confirmation, Connection, Event, PublisherConfirm};
 use logship_config::{Broker, BrokerUri};
+use logship_runtime::Throttle;
 use logship_runtime::access::{Op, RefusalLog, Refused};
 use logship_runtime::amqp;
 use logship_runtime::reconnect::Reconnect;
@@ -109,8 +110,12 @@ pub struct Publisher {
     blocked: Arc<AtomicBool>,
     /// Notified when the connection fails, so an idle publisher notices an outage at once.
     lost: Arc<tokio::sync::Notify>,
-    unroutable_logged: Option<Instant>,
-    nacks: NackLog,
+    /// Returned (unroutable) publishes, said at once, then at most once per
+    /// [`UNROUTABLE_LOG_INTERVAL`] with how many since.
+    unroutable: Throttle,
+    /// Nacked publishes, said at once and then at most once per [`NACK_LOG_INTERVAL`]: a broker
+    /// that nacks every publish must be visible in the log, without a line per nack.
+    nacks: Throttle,
     /// Where `/status` reads the connected URI (masked) and whether the broker blocks us.
     status: Arc<Status>,
 }
@@ -130,8 +135,8 @@ impl Publisher {
             head_confirmed,
             blocked: Arc::new(AtomicBool::new(false)),
             lost: Arc::new(tokio::sync::Notify::new()),
-            unroutable_logged: None,
-            nacks: NackLog::default(),
+            unroutable: Throttle::new(UNROUTABLE_LOG_INTERVAL),
+            nacks: Throttle::new(NACK_LOG_INTERVAL),
             status: Arc::default(),
         }
     }
@@ -472,19 +477,18 @@ impl Publisher {
             }
             Confirmation::Ack(Some(_returned)) => {
                 Metrics::add(&self.metrics.returned, 1);
-                let due = self
-                    .unroutable_logged
-                    .is_none_or(|at| at.elapsed() >= UNROUTABLE_LOG_INTERVAL);
-                if due {
-                    tracing::warn!(exchange = %self.broker.exchange, spooled = self.spool.lines(),
+                if let Some(returned) = self.unroutable.event() {
+                    tracing::warn!(exchange = %self.broker.exchange, spooled = self.spool.lines(), returned,
                         "no queue is bound to the exchange; holding lines until a collector binds one");
-                    self.unroutable_logged = Some(Instant::now());
                 }
                 Ok(Settled::Returned)
             }
             Confirmation::Nack(_) | Confirmation::NotRequested => {
                 Metrics::add(&self.metrics.nacked, 1);
-                self.nacks.record(&self.broker.exchange);
+                if let Some(nacked) = self.nacks.event() {
+                    tracing::warn!(exchange = %self.broker.exchange, nacked,
+                        "the broker nacked publishes (it could not enqueue them); resending on a new channel");
+                }
                 Ok(Settled::Nacked)
             }
         }
@@ -525,35 +529,6 @@ impl Publisher {
                 }
             }
         })
-    }
-}
-
-/// Nacked publishes, said at once and then at most once per [`NACK_LOG_INTERVAL`]: a broker
-/// that nacks every publish must be visible in the log, without a line per nack.
-#[derive(Default)]
-struct NackLog {
-    logged: Option<Instant>,
-    /// Nacks since the last warning, this one included.
-    unlogged: u64,
-}
-
-impl NackLog {
-    /// Counts one nack; warns if none was said within [`NACK_LOG_INTERVAL`].
-    fn record(&mut self, exchange: &str) {
-        self.unlogged += 1;
-        if self
-            .logged
-            .is_some_and(|at| at.elapsed() < NACK_LOG_INTERVAL)
-        {
-            return;
-        }
-        tracing::warn!(
-            exchange,
-            nacked = self.unlogged,
-            "the broker nacked publishes (it could not enqueue them); resending on a new channel"
-        );
-        self.logged = Some(Instant::now());
-        self.unlogged = 0;
     }
 }
 

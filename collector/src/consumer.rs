@@ -23,6 +23,7 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicRejectOptions};
 use lapin::{Channel, Connection};
 use logship_config::{BrokerUri, CollectorConfig};
+use logship_runtime::Throttle;
 use logship_runtime::access::RefusalLog;
 use logship_runtime::amqp::{self, within};
 use logship_runtime::reconnect::Reconnect;
@@ -76,7 +77,8 @@ pub struct Consumer {
     /// Taken while a batch is written on a blocking thread, then put back.
     writer: Option<Writer>,
     metrics: Arc<Metrics>,
-    rejects: RejectLog,
+    /// Rejected messages, said at once, then one count per [`REJECT_LOG_INTERVAL`] at most.
+    rejects: Throttle,
     /// Kept across sessions: an outage spans reconnects and is announced once.
     outages: Outages,
     /// Warnings about the broker's queues, said once.
@@ -97,7 +99,7 @@ impl Consumer {
             config,
             writer: Some(writer),
             metrics,
-            rejects: RejectLog::default(),
+            rejects: Throttle::new(REJECT_LOG_INTERVAL),
             said: Said::default(),
             activity: Activity::new(),
             last_batch: 0,
@@ -307,7 +309,7 @@ impl Consumer {
                 reject(&delivery.acker).await?;
                 Counters::add(&self.metrics.counters.dead_lettered, 1);
                 Counters::add(self.metrics.rejected(rejection.reason()), 1);
-                self.rejects.record(&format!("{rejection:#}"));
+                self.warn_rejected(&format_args!("{rejection:#}"));
             }
         }
         Ok(())
@@ -349,7 +351,7 @@ impl Consumer {
         for (position, reason) in &outcome.refused {
             reject(&ackers[*position]).await?;
             refused[*position] = true;
-            self.rejects.record(reason);
+            self.warn_rejected(reason);
         }
         // `multiple` acks every unsettled delivery up to this one: the whole batch but the
         // lines just rejected (which are already settled).
@@ -365,6 +367,14 @@ impl Consumer {
         }
         self.metrics.committed(&outcome, ackers.len());
         Ok(())
+    }
+
+    /// Warns of a message rejected to dead-letter: at once, then at most once per
+    /// [`REJECT_LOG_INTERVAL`] with how many were rejected since.
+    fn warn_rejected(&mut self, reason: &dyn std::fmt::Display) {
+        if let Some(rejected) = self.rejects.event() {
+            tracing::warn!(reason = %reason, rejected, "rejected message to dead-letter");
+        }
     }
 
     /// Writes the batch on a blocking thread; after a failure, waits a backoff delay and writes
@@ -441,32 +451,5 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Rate-limited warnings about rejected messages: the first at once, then one summary per
-/// [`REJECT_LOG_INTERVAL`] at most.
-#[derive(Default)]
-struct RejectLog {
-    last_logged: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RejectLog {
-    fn record(&mut self, reason: &str) {
-        let due = self
-            .last_logged
-            .is_none_or(|last| last.elapsed() >= REJECT_LOG_INTERVAL);
-        if due {
-            tracing::warn!(
-                reason,
-                suppressed = self.suppressed,
-                "rejected message to dead-letter"
-            );
-            self.last_logged = Some(Instant::now());
-            self.suppressed = 0;
-        } else {
-            self.suppressed += 1;
-        }
     }
 }

@@ -7,6 +7,7 @@
 //! - [`cli`], [`signals`], [`systemd`], [`rlimit`], [`http`], [`histogram`], [`status`]: the
 //!   daemon plumbing: the command line and `main`, logging, signals, sd_notify, the open-file
 //!   limit, the metrics, status and health pages, and the `status` subcommand.
+//! - [`throttle`]: warnings about events that repeat, at most one line per interval.
 //!
 //! The invariant both daemons rely on: the message id of a line is a pure function of where the
 //! line came from (host, file identity, generation, byte offset), so a line sent twice is
@@ -24,9 +25,11 @@ pub mod rlimit;
 pub mod signals;
 pub mod status;
 pub mod systemd;
+pub mod throttle;
 
 pub use backoff::Backoff;
 pub use envelope::{Envelope, EnvelopeError, EnvelopeRef, FileId, SourceKind};
+pub use throttle::Throttle;
 
 /// An error and its sources on one line: `cannot write "x": No space left on device (os error
 /// 28)`.
