@@ -254,6 +254,32 @@ impl Broker {
         self.bind(queue, exchange, "").await;
     }
 
+    /// Declares a queue bound to `exchange` that is always full and refuses what comes
+    /// (`x-max-length` 0, `x-overflow = reject-publish`): the broker nacks every publish routed
+    /// to it, though the exchange's other queues take it.
+    pub async fn bind_full_queue(&self, exchange: &str, queue: &str) {
+        use lapin::types::AMQPValue;
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(0));
+        arguments.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("reject-publish".into()),
+        );
+        self.channel
+            .queue_declare(queue.into(), QueueDeclareOptions::default(), arguments)
+            .await
+            .expect("declare a full queue");
+        self.bind(queue, exchange, "").await;
+    }
+
+    /// Deletes `queue`.
+    pub async fn delete_queue(&self, queue: &str) {
+        self.channel
+            .queue_delete(queue.into(), Default::default())
+            .await
+            .unwrap_or_else(|err| panic!("delete {queue}: {err}"));
+    }
+
     /// Binds `queue` to `exchange` with `routing_key`.
     async fn bind(&self, queue: &str, exchange: &str, routing_key: &str) {
         self.channel

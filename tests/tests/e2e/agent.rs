@@ -4,9 +4,10 @@ use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use logship_tests::broker::amqp_url;
+use logship_tests::broker::{Broker, amqp_url};
 use logship_tests::daemon::Daemon;
 use logship_tests::fixture::{Agent, Setup};
+use logship_tests::http::{free_addr, get};
 use logship_tests::lines::{assert_same_lines, read_lines, text, wait_for_lines};
 use logship_tests::proxy::Proxy;
 
@@ -278,6 +279,69 @@ async fn lines_are_held_until_a_collector_binds_its_queue() {
     assert!(daemon.stop(Duration::from_secs(20)).success());
     assert!(collector.stop(Duration::from_secs(20)).success());
     assert_same_lines(&lines, &expected("early", 0..400), "early");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nacked_publishes_are_resent_and_arrive_once_when_the_queue_takes_them_again() {
+    let mut setup = Setup::new("nacked");
+    let full = format!("{}.full", setup.topology.exchange);
+    // Deleted with the topology, whatever happens to the test.
+    setup.topology.queues.push(full.clone());
+    let mut collector = setup.collector.start();
+    let broker = Broker::connect().await;
+    broker
+        .bind_full_queue(&setup.topology.exchange, &full)
+        .await;
+    let metrics = free_addr();
+    let agent = setup.agent(
+        &amqp_url(),
+        &format!("[metrics]\nlisten = \"{metrics}\""),
+        "",
+    );
+    let mut daemon = agent.start(true);
+    // Every publish is nacked (the full queue refuses it) though the collector's queue takes
+    // it: the agent resends, on a new channel each time, and warns once, not per nack.
+    append(&setup.log("app.log"), "app", 0..2000);
+    daemon.wait_for_log("the broker nacked publishes", 1, ARRIVAL);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    append(&setup.log("app.log"), "app", 2000..3000);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    broker.delete_queue(&full).await;
+    // Every line once and in order: the copies the collector's queue took of nacked publishes
+    // are dropped as duplicates.
+    let out = setup.out(&agent, "app.log");
+    assert_same_lines(
+        &wait_for_lines(&out, 3000, ARRIVAL),
+        &expected("app", 0..3000),
+        "app",
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(read_lines(&out).len(), 3000, "no duplicate");
+    let warnings = daemon
+        .log_text()
+        .matches("the broker nacked publishes")
+        .count();
+    assert!(
+        warnings <= 2,
+        "one warning per 30 s, not one per nack: {warnings}"
+    );
+    // Resent, not taken for delivered: more publishes than lines.
+    let (_, page) = get(&metrics, "/metrics");
+    let counter = |name: &str| -> u64 {
+        page.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let (published, nacked) = (
+        counter("logship_agent_published_total "),
+        counter("logship_agent_nacked_total "),
+    );
+    assert!(
+        nacked > 0 && published >= 3000 + nacked,
+        "published {published}, nacked {nacked}"
+    );
+    assert!(daemon.stop(Duration::from_secs(20)).success());
+    assert!(collector.stop(Duration::from_secs(20)).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
