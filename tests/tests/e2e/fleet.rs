@@ -1,5 +1,5 @@
 //! logship-collector serving a fleet: many sources under a small open-file limit, and an output
-//! disk that fills up and is freed mid-stream.
+//! disk, or its state disk, that fills up and is freed mid-stream.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -176,6 +176,58 @@ async fn output_disk_filled_and_freed_mid_stream_writes_every_line_once_and_says
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!(failures >= 2, "disk_full counter: {failures}\n{log}");
+    drop(tmpfs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_disk_filled_and_freed_mid_stream_commits_every_line_once() {
+    const BEFORE: usize = 1000;
+    const TOTAL: usize = 3000;
+    let topology = Topology::new("statefull", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::new(dir.path(), "c", &topology.exchange, &topology.queues[0], "");
+    // The commit journal and sled live here; declared before the daemon, so it is unmounted
+    // after the daemon is gone.
+    let tmpfs = match Tmpfs::mount(&dir.path().join("c/state"), "16m") {
+        Ok(tmpfs) => tmpfs,
+        Err(why) => {
+            logship_tests::skip(
+                "state_disk_filled_and_freed_mid_stream_commits_every_line_once",
+                &format!("no tmpfs for the state dir ({why})"),
+            );
+            return;
+        }
+    };
+    let mut daemon = collector.start();
+    let sources = sources(4);
+    let broker = Broker::connect().await;
+    broker
+        .publish(&topology.exchange, &interleaved(&sources, 0..BEFORE))
+        .await;
+    wait_all(&collector, &sources, BEFORE, Duration::from_secs(60), || {});
+    assert_every_line_once(&collector, &sources, BEFORE);
+
+    let ballast = fill(tmpfs.path().join("ballast"));
+    broker
+        .publish(&topology.exchange, &interleaved(&sources, BEFORE..TOTAL))
+        .await;
+    daemon.wait_for_log("No space left on device", 1, Duration::from_secs(60));
+    // A few retries (and the once-a-second checkpoint) while the disk stays full.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    std::fs::remove_file(&ballast).unwrap();
+    wait_all(&collector, &sources, TOTAL, Duration::from_secs(60), || {});
+    assert_every_line_once(&collector, &sources, TOTAL);
+
+    assert!(daemon.stop(Duration::from_secs(20)).success());
+    let log = daemon.log_text();
+    assert!(log.lines().count() <= 15, "too many log lines:\n{log}");
+    let warned = daemon.warnings();
+    assert!(warned.len() <= 2, "too many warnings: {warned:#?}");
+    // A restart finds every line committed: nothing is written again.
+    let mut daemon = collector.start();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_every_line_once(&collector, &sources, TOTAL);
+    assert!(daemon.stop(Duration::from_secs(20)).success());
     drop(tmpfs);
 }
 
