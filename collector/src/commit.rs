@@ -31,6 +31,8 @@
 //!   a replay of an older batch.
 //! - A file's length is recorded before the first byte is appended to it, so bytes that a crash
 //!   leaves past the committed length are always truncated on start.
+//! - sled never meets a full disk: no batch commits while fewer than [`RESERVE`] bytes are free
+//!   on the state disk (sled fails for good once a write of its hits ENOSPC).
 
 use std::cell::Cell;
 use std::os::unix::ffi::OsStrExt;
@@ -38,6 +40,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use logship_config::collector::DedupSettings;
+use logship_runtime::Throttle;
 
 use crate::file_record::FileRecord;
 use crate::journal::{AppendError, Journal, Op};
@@ -51,6 +54,14 @@ const CACHE_BYTES: u64 = 8 << 20;
 /// sled is flushed (a checkpoint) at least this often while batches commit: a start replays at
 /// most this much of the journal.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Bytes kept free on the state disk: a batch is not committed while fewer are free. sled
+/// fails for good (until a restart) once one of its writes hits ENOSPC, so it must never meet a
+/// full disk; this leaves room for its log segments and a checkpoint.
+pub const RESERVE: u64 = 4 << 20;
+
+/// A failed checkpoint or compaction (the batch itself committed) is said at most this often.
+const MAINTENANCE_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The journal key, and the seen-id log key of versions before the journal.
 const JOURNAL_KEY: &[u8] = b"m/journal";
@@ -67,6 +78,9 @@ pub enum CommitError {
     },
     #[error("state database failed")]
     Sled(#[from] sled::Error),
+    /// Too little space on the state disk to commit (see [`RESERVE`]): nothing was written.
+    #[error("only {free} bytes free in the state directory \"{}\", {RESERVE} are kept for the state database", path.display())]
+    LowSpace { path: PathBuf, free: u64 },
     /// The batch is committed in the journal, but sled failed to take its changes: nothing may
     /// be undone (a start replays it).
     #[error("batch committed in the journal, but the state database failed")]
@@ -99,6 +113,8 @@ pub struct Commit {
     dir: PathBuf,
     /// When sled was last flushed with the journal offset it covers.
     checkpointed: Cell<Instant>,
+    /// Failed checkpoints and compactions, said once per [`MAINTENANCE_LOG_INTERVAL`].
+    maintenance_failures: Throttle,
 }
 
 impl Commit {
@@ -159,6 +175,7 @@ impl Commit {
             bounds: bounds.clone(),
             dir: state_dir.to_path_buf(),
             checkpointed: Cell::new(Instant::now()),
+            maintenance_failures: Throttle::new(MAINTENANCE_LOG_INTERVAL),
         })
     }
 
@@ -224,9 +241,12 @@ impl Commit {
         Ok(())
     }
 
-    /// Records a written batch: its ids (hashes of message ids), its lines' claims (with the names of their sources)
-    /// and the new file records. Only then may it be acked. Returns whether a hole opened,
-    /// changed or closed.
+    /// Records a written batch: its ids (hashes of message ids), its lines' claims (with the
+    /// names of their sources) and the new file records. Only then may it be acked. Returns
+    /// whether a hole opened, changed or closed. Refused, with nothing written, while fewer
+    /// than [`RESERVE`] bytes are free on the state disk. Once the journal holds the batch, a
+    /// failing checkpoint or compaction does not fail it: it is said, and tried again with
+    /// the next batch (a start replays whatever sled lacks).
     pub fn record(
         &mut self,
         ids: &[seen::IdHash],
@@ -234,6 +254,7 @@ impl Commit {
         lengths: &[(PathBuf, FileRecord)],
         now_ms: i64,
     ) -> Result<bool, CommitError> {
+        self.check_space()?;
         let max_age_ms = i64::try_from(self.bounds.max_age.as_millis()).unwrap_or(i64::MAX);
         let mut staged =
             self.positions
@@ -280,12 +301,31 @@ impl Commit {
             self.seen.insert(hash, now_ms);
         }
         self.seen.prune(now_ms, &self.bounds);
-        if self.journal.wants_compaction(self.seen.len()) {
-            self.compact()?;
+        let maintained = if self.journal.wants_compaction(self.seen.len()) {
+            self.compact()
         } else if self.checkpointed.get().elapsed() >= CHECKPOINT_INTERVAL {
-            self.checkpoint()?;
+            self.checkpoint()
+        } else {
+            Ok(())
+        };
+        if let Err(err) = maintained
+            && let Some(failures) = self.maintenance_failures.event()
+        {
+            tracing::warn!(error = %logship_runtime::error_chain(&err), failures,
+                "cannot checkpoint the commit record; batches still commit in the journal, a start replays it");
         }
         Ok(holes_changed)
+    }
+
+    /// Fails with `LowSpace` while fewer than [`RESERVE`] bytes are free on the state disk.
+    fn check_space(&self) -> Result<(), CommitError> {
+        match free_bytes(&self.dir) {
+            Some(free) if free < RESERVE => Err(CommitError::LowSpace {
+                path: self.dir.clone(),
+                free,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Flushes sled with the journal offset it now covers.
@@ -361,6 +401,18 @@ impl Drop for Commit {
             tracing::warn!(error = %logship_runtime::error_chain(&err), "cannot flush the commit record at stop; the next start replays the journal");
         }
     }
+}
+
+/// Bytes free for us on the filesystem of `dir`; `None` if it cannot be told.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs(3) with a NUL-terminated path and a zeroed out-parameter it fills.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    #[allow(clippy::unnecessary_cast)]
+    Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
 }
 
 fn encode_pair(first: u64, second: u64) -> [u8; 16] {

@@ -49,6 +49,7 @@ impl Cause {
             Some((_, io)) => Cause::of_io(io),
             None => match err {
                 SinkError::Commit(crate::commit::CommitError::Io(io)) => Cause::of_io(io),
+                SinkError::Commit(crate::commit::CommitError::LowSpace { .. }) => Cause::DiskFull,
                 SinkError::Commit(crate::commit::CommitError::Journal(
                     crate::journal::AppendError::NotWritten { source, .. },
                 )) => Cause::of_io(source),

@@ -112,7 +112,7 @@ impl Node {
     }
 
     fn env(&self, command: &mut Command) {
-        let dist_port = u32::from(self.port) + 20000;
+        let dist_port = self.port + DIST_OFFSET;
         command
             .env("HOME", &self.home)
             .env("RABBITMQ_NODENAME", &self.name)
@@ -261,12 +261,18 @@ impl Drop for Node {
     }
 }
 
-/// A free port whose distribution port (+20000) is free too.
+/// How far above a node's AMQP port its Erlang distribution port is.
+const DIST_OFFSET: u16 = 10000;
+
+/// A free port whose distribution port ([`DIST_OFFSET`] above) is free too. Both lie below
+/// Linux's ephemeral range (32768 up): a node stopped for a while must get its port back, and a
+/// port in that range can meanwhile be taken as the source port of any connection (a test's
+/// node once failed to restart with `eaddrinuse`).
 fn free_port() -> u16 {
     loop {
-        let port = fastrand::u16(30000..45000);
+        let port = fastrand::u16(10000..22000);
         if TcpListener::bind(("127.0.0.1", port)).is_ok()
-            && TcpListener::bind(("127.0.0.1", port + 20000)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port + DIST_OFFSET)).is_ok()
         {
             return port;
         }
