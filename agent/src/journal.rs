@@ -197,7 +197,9 @@ impl JournalReader {
         let mut first = true;
         while !stop.is_cancelled() {
             let read_before = self.state.entries.load(Ordering::Relaxed);
-            let cause = match self.session(&stop, first)? {
+            let end = self.session(&stop, first)?;
+            first = false;
+            let cause = match end {
                 End::Stopped => break,
                 End::Reread => {
                     Metrics::add(&self.metrics.journal_rereads, 1);
@@ -208,7 +210,6 @@ impl JournalReader {
                 // `session` turns this into `Failed` with the child's exit status.
                 End::Exited => format!("{JOURNALCTL} exited"),
             };
-            first = false;
             restarts += 1;
             Metrics::add(&self.metrics.journal_restarts, 1);
             if self.state.entries.load(Ordering::Relaxed) > read_before {

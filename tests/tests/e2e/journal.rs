@@ -463,7 +463,9 @@ fn an_entry_read_while_its_message_was_half_linked_is_read_again_and_arrives_who
     );
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(read_lines(&path).len(), want.len(), "no duplicate");
+    // Re-reads are quiet: no restart warning, the start said once.
     assert!(!daemon.log_text().contains("journal reader stopped"));
+    assert_eq!(daemon.log_text().matches("journal reading").count(), 1);
     daemon.stop(Duration::from_secs(30));
 }
 
