@@ -5,6 +5,8 @@
 //! - A batch is what is already waiting when its first delivery is taken (up to
 //!   `batch.max_messages`), unless `batch.max_delay`, or heavy traffic (see [`LINGER`]), keeps
 //!   it open longer.
+//! - While a batch lingers the socket's low-water mark is raised (see [`LOW_WATER`]); it is
+//!   lowered before the batch is written, so no frame waits in the kernel beyond the linger.
 //! - A delivery is acked only after the writer committed its batch (`ack` with `multiple`
 //!   up to the batch's last line); a malformed one is rejected without requeue, never acked.
 //! - A batch whose channel died is dropped unacked: the broker redelivers it, and dedup (committed
@@ -26,6 +28,7 @@ use logship_config::{BrokerUri, CollectorConfig};
 use logship_runtime::Throttle;
 use logship_runtime::access::RefusalLog;
 use logship_runtime::amqp::{self, within};
+use logship_runtime::low_water::LowWater;
 use logship_runtime::reconnect::Reconnect;
 use logship_runtime::signals::Signals;
 use tokio_util::sync::CancellationToken;
@@ -70,6 +73,11 @@ struct Batch {
 const LINGER: Duration = Duration::from_millis(5);
 /// A batch this large says the traffic is heavy.
 const HEAVY: usize = 64;
+/// While a batch lingers, the socket's reader is woken only once this many bytes wait (see
+/// [`LowWater`]), so the deliveries of those milliseconds arrive in one read rather than a few
+/// at a time. Small enough not to grow the socket's receive buffer (Linux grows it for a mark
+/// above half of it, 128 KiB at first); a faster stream just wakes the reader sooner.
+const LOW_WATER: u32 = 64 * 1024;
 
 /// Consumes this collector's queue for as long as it runs.
 pub struct Consumer {
@@ -89,6 +97,9 @@ pub struct Consumer {
     last_batch: usize,
     /// The output file of the last line taken.
     recent: Recent,
+    /// The receive low-water mark of the connection's socket: raised while a batch lingers,
+    /// lowered before it is written.
+    low_water: LowWater,
 }
 
 impl Consumer {
@@ -104,12 +115,14 @@ impl Consumer {
             activity: Activity::new(),
             last_batch: 0,
             recent: Recent::default(),
+            low_water: LowWater::default(),
         }
     }
 
     /// Connects, consumes and reconnects until shutdown; then commits the open batch and acks.
     pub async fn run(mut self, signals: &Signals) -> anyhow::Result<()> {
         let mut reconnect = Reconnect::new(&self.config.broker);
+        self.low_water = reconnect.low_water();
         let mut refusals = RefusalLog::default();
         while let Some((connection, uri, outage)) = reconnect
             .connect(&self.config.broker, &signals.shutdown)
@@ -301,6 +314,9 @@ impl Consumer {
                 if batch.started.is_none() {
                     batch.started = Some(Instant::now());
                     (batch.hold, batch.lingering) = self.hold();
+                    if batch.lingering {
+                        self.low_water.raise(LOW_WATER);
+                    }
                 }
                 batch.lines.push(line);
                 batch.ackers.push(delivery.acker);
@@ -336,6 +352,10 @@ impl Consumer {
         channel: &Channel,
         shutdown: &CancellationToken,
     ) -> Result<(), SessionEnd> {
+        if batch.lingering {
+            // What trickled in meanwhile is read while this batch is written.
+            self.low_water.lower();
+        }
         let Batch { lines, ackers, .. } = std::mem::take(batch);
         self.last_batch = lines.len();
         if lines.is_empty() {

@@ -1,16 +1,19 @@
 //! Connecting to the broker and declaring the exchange, the same way in both daemons.
 
 use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
-use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
+use lapin::tcp::{AMQPUriTcpExt, AsyncTcpStream, OwnedIdentity, OwnedTLSConfig};
 use lapin::types::FieldTable;
 use lapin::{
     BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind, PublisherConfirm,
 };
 
 use std::future::Future;
+use std::os::fd::AsRawFd as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use logship_config::{Broker, BrokerUri};
+
+use crate::low_water::LowWater;
 
 /// Runs one step of a session start (or of closing one) under `deadline`: a broker that does
 /// not answer in time fails the step with a `TimedOut` I/O error naming it, so no step can
@@ -39,7 +42,21 @@ pub fn timed_out(step: &'static str, deadline: Duration) -> lapin::Error {
 /// after this daemon and host in the management UI; an `amqps://` URI verifies the broker with
 /// the system roots plus `broker.tls.ca_file`.
 pub async fn connect(broker: &Broker, uri: &BrokerUri) -> Result<Connection, lapin::Error> {
-    within("connect", broker.connect_timeout, open(broker, uri)).await
+    connect_watched(broker, uri, &LowWater::default()).await
+}
+
+/// [`connect`], and `low_water` is then that of the new connection's socket.
+pub async fn connect_watched(
+    broker: &Broker,
+    uri: &BrokerUri,
+    low_water: &LowWater,
+) -> Result<Connection, lapin::Error> {
+    within(
+        "connect",
+        broker.connect_timeout,
+        open(broker, uri, low_water.clone()),
+    )
+    .await
 }
 
 /// Closes `connection` politely, giving up after `broker.connect_timeout`: a silent peer never
@@ -49,7 +66,11 @@ pub async fn close(connection: &Connection, broker: &Broker, reason: &str) {
     let _ = tokio::time::timeout(broker.connect_timeout, closing).await;
 }
 
-async fn open(broker: &Broker, uri: &BrokerUri) -> Result<Connection, lapin::Error> {
+async fn open(
+    broker: &Broker,
+    uri: &BrokerUri,
+    low_water: LowWater,
+) -> Result<Connection, lapin::Error> {
     let properties =
         ConnectionProperties::default().with_connection_name(broker.connection_name.clone().into());
     let tls = OwnedTLSConfig {
@@ -64,7 +85,27 @@ async fn open(broker: &Broker, uri: &BrokerUri) -> Result<Connection, lapin::Err
         cert_chain: broker.tls.ca_pem.clone(),
     };
     let runtime = lapin::runtime::default_runtime()?;
-    Connection::connect_uri_with_config(uri.uri.clone(), properties, tls, runtime).await
+    // What lapin's own `connect_uri_with_config` does, keeping the socket's descriptor.
+    Connection::connector(
+        uri.uri.clone(),
+        runtime,
+        async move |uri, runtime| {
+            let stream =
+                AMQPUriTcpExt::connect_with_config_async(&uri, tls.as_ref(), &runtime).await?;
+            let socket = match &stream {
+                AsyncTcpStream::Plain(plain) => Some(plain.get_ref().as_raw_fd()),
+                AsyncTcpStream::Rustls(tls) => Some(tls.get_ref().0.get_ref().as_raw_fd()),
+                #[allow(unreachable_patterns)] // `AsyncTcpStream` is non-exhaustive
+                _ => None,
+            };
+            if let Some(socket) = socket {
+                low_water.watch(socket);
+            }
+            Ok(stream)
+        },
+        properties,
+    )
+    .await
 }
 
 /// Publishes one line as every logship publisher does: persistent (`delivery_mode` 2), JSON,

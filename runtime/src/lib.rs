@@ -20,6 +20,7 @@ pub mod cli;
 pub mod envelope;
 pub mod histogram;
 pub mod http;
+pub mod low_water;
 pub mod reconnect;
 pub mod rlimit;
 pub mod signals;

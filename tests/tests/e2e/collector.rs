@@ -419,3 +419,45 @@ async fn sighup_reopens_output_files_after_logrotate_moved_them() {
         "rotated file untouched",
     );
 }
+
+/// Under heavy traffic a batch lingers with the socket's low-water mark raised, so that what
+/// trickles in meanwhile is read in one go; the mark is lowered before the batch is written. A
+/// mark left raised would hold the stream's tail (and any lone line after it) in the kernel
+/// until the heartbeat gave up on a connection that looks silent: a reconnect, a warning and
+/// redeliveries, about 20 s later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tail_of_a_heavy_stream_and_a_lone_line_after_it_arrive_without_a_reconnect() {
+    const LINES: usize = 20_000;
+    let topology = Topology::new("lowwater", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::new(dir.path(), "c", &topology.exchange, &topology.queues[0], "");
+    let mut daemon = collector.start();
+    let path = "/var/log/burst.log";
+    let out = collector.file(HOST, Path::new(path));
+    let broker = Broker::connect().await;
+    // One line first: the collector consumes before the stream starts, so it takes it live.
+    broker
+        .publish(&topology.exchange, &envelopes(HOST, path, 1, 0..1))
+        .await;
+    assert_eq!(wait_for_lines(&out, 1, Duration::from_secs(30)).len(), 1);
+    for chunk in (1..LINES).step_by(1000) {
+        let end = (chunk + 1000).min(LINES);
+        broker
+            .publish(&topology.exchange, &envelopes(HOST, path, 1, chunk..end))
+            .await;
+    }
+    let lines = wait_for_lines(&out, LINES, Duration::from_secs(60));
+    assert_eq!(lines.len(), LINES, "the stream's tail did not arrive");
+    broker
+        .publish(
+            &topology.exchange,
+            &envelopes(HOST, path, 1, LINES..LINES + 1),
+        )
+        .await;
+    let lines = wait_for_lines(&out, LINES + 1, Duration::from_secs(10));
+    assert_eq!(lines.len(), LINES + 1, "the lone line did not arrive");
+    assert_same_lines(&lines, &expected(path, LINES + 1), path);
+    let warnings = daemon.warnings();
+    assert!(warnings.is_empty(), "collector warnings: {warnings:#?}");
+    assert!(daemon.stop(Duration::from_secs(20)).success());
+}
