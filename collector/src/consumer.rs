@@ -70,7 +70,7 @@ struct Batch {
 /// this long for more: under heavy traffic, batches several times larger share one round of
 /// fsyncs and ack, and the deliveries of those milliseconds are taken in one go rather than one
 /// wake-up each. A lone line, or a light stream, is still written at once.
-const LINGER: Duration = Duration::from_millis(5);
+const LINGER: Duration = Duration::from_millis(10);
 /// A batch this large says the traffic is heavy.
 const HEAVY: usize = 64;
 /// While a batch lingers, the socket's reader is woken only once this many bytes wait (see
