@@ -95,7 +95,8 @@ async fn open(
             let socket = match &stream {
                 AsyncTcpStream::Plain(plain) => Some(plain.get_ref().as_raw_fd()),
                 AsyncTcpStream::Rustls(tls) => Some(tls.get_ref().0.get_ref().as_raw_fd()),
-                #[allow(unreachable_patterns)] // `AsyncTcpStream` is non-exhaustive
+                // `AsyncTcpStream` is non-exhaustive: a transport not known here keeps the
+                // default mark.
                 _ => None,
             };
             if let Some(socket) = socket {
