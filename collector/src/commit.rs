@@ -319,7 +319,7 @@ impl Commit {
 
     /// Fails with `LowSpace` while fewer than [`RESERVE`] bytes are free on the state disk.
     fn check_space(&self) -> Result<(), CommitError> {
-        match free_bytes(&self.dir) {
+        match logship_runtime::disk::free_bytes(&self.dir) {
             Some(free) if free < RESERVE => Err(CommitError::LowSpace {
                 path: self.dir.clone(),
                 free,
@@ -401,18 +401,6 @@ impl Drop for Commit {
             tracing::warn!(error = %logship_runtime::error_chain(&err), "cannot flush the commit record at stop; the next start replays the journal");
         }
     }
-}
-
-/// Bytes free for us on the filesystem of `dir`; `None` if it cannot be told.
-fn free_bytes(dir: &Path) -> Option<u64> {
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs(3) with a NUL-terminated path and a zeroed out-parameter it fills.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
-        return None;
-    }
-    #[allow(clippy::unnecessary_cast)]
-    Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
 }
 
 fn encode_pair(first: u64, second: u64) -> [u8; 16] {

@@ -17,6 +17,7 @@ pub mod access;
 pub mod amqp;
 pub mod backoff;
 pub mod cli;
+pub mod disk;
 pub mod envelope;
 pub mod histogram;
 pub mod http;

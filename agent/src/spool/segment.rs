@@ -65,15 +65,7 @@ impl Segments {
 
     /// Bytes free for us on the directory's filesystem; `None` if it cannot be told.
     pub fn free_bytes(&self) -> Option<u64> {
-        use std::os::unix::ffi::OsStrExt;
-        let path = std::ffi::CString::new(self.dir.as_os_str().as_bytes()).ok()?;
-        // SAFETY: statvfs(3) with a NUL-terminated path and a zeroed out-parameter it fills.
-        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-        if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
-            return None;
-        }
-        #[allow(clippy::unnecessary_cast)]
-        Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+        logship_runtime::disk::free_bytes(&self.dir)
     }
 
     /// Every segment file's sequence number.

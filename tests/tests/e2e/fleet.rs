@@ -64,6 +64,40 @@ fn assert_every_line_once(collector: &Collector, sources: &[(String, String, u64
     }
 }
 
+/// A tmpfs of `size` on `dir`, or `None` after saying why `test` skips.
+fn tmpfs_or_skip(dir: &Path, size: &str, test: &str, what: &str) -> Option<Tmpfs> {
+    match Tmpfs::mount(dir, size) {
+        Ok(tmpfs) => Some(tmpfs),
+        Err(why) => {
+            logship_tests::skip(test, &format!("no tmpfs for {what} ({why})"));
+            None
+        }
+    }
+}
+
+/// Lines `0..before` of `sources` published and every one written; then `tmpfs` filled and
+/// lines `before..total` published onto the full disk. Returns the file that fills it.
+async fn written_then_filled(
+    collector: &Collector,
+    exchange: &str,
+    tmpfs: &Tmpfs,
+    sources: &[(String, String, u64)],
+    before: usize,
+    total: usize,
+) -> PathBuf {
+    let broker = Broker::connect().await;
+    broker
+        .publish(exchange, &interleaved(sources, 0..before))
+        .await;
+    wait_all(collector, sources, before, Duration::from_secs(60), || {});
+    assert_every_line_once(collector, sources, before);
+    let ballast = fill(tmpfs.path().join("ballast"));
+    broker
+        .publish(exchange, &interleaved(sources, before..total))
+        .await;
+    ballast
+}
+
 /// Writes zeros to `path` until its filesystem is full; returns the path.
 fn fill(path: PathBuf) -> PathBuf {
     use std::io::Write as _;
@@ -127,29 +161,25 @@ async fn output_disk_filled_and_freed_mid_stream_writes_every_line_once_and_says
     let dir = tempfile::tempdir().unwrap();
     let collector = Collector::new(dir.path(), "c", &topology.exchange, &topology.queues[0], "");
     // Declared before the daemon, so it is unmounted after the daemon is gone.
-    let tmpfs = match Tmpfs::mount(&collector.output, "1m") {
-        Ok(tmpfs) => tmpfs,
-        Err(why) => {
-            logship_tests::skip(
-                "output_disk_filled_and_freed_mid_stream_writes_every_line_once_and_says_so_once",
-                &format!("no tmpfs for the output dir ({why})"),
-            );
-            return;
-        }
+    let Some(tmpfs) = tmpfs_or_skip(
+        &collector.output,
+        "1m",
+        "output_disk_filled_and_freed_mid_stream_writes_every_line_once_and_says_so_once",
+        "the output dir",
+    ) else {
+        return;
     };
     let mut daemon = collector.start();
     let sources = sources(4);
-    let broker = Broker::connect().await;
-    broker
-        .publish(&topology.exchange, &interleaved(&sources, 0..BEFORE))
-        .await;
-    wait_all(&collector, &sources, BEFORE, Duration::from_secs(60), || {});
-    assert_every_line_once(&collector, &sources, BEFORE);
-
-    let ballast = fill(tmpfs.path().join("ballast"));
-    broker
-        .publish(&topology.exchange, &interleaved(&sources, BEFORE..TOTAL))
-        .await;
+    let ballast = written_then_filled(
+        &collector,
+        &topology.exchange,
+        &tmpfs,
+        &sources,
+        BEFORE,
+        TOTAL,
+    )
+    .await;
     daemon.wait_for_log("No space left on device", 1, Duration::from_secs(60));
     // Let it retry a few times (backoff 100 ms doubling to 1 s) while the disk stays full.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -188,29 +218,25 @@ async fn state_disk_filled_and_freed_mid_stream_commits_every_line_once() {
     let collector = Collector::new(dir.path(), "c", &topology.exchange, &topology.queues[0], "");
     // The commit journal and sled live here; declared before the daemon, so it is unmounted
     // after the daemon is gone.
-    let tmpfs = match Tmpfs::mount(&dir.path().join("c/state"), "16m") {
-        Ok(tmpfs) => tmpfs,
-        Err(why) => {
-            logship_tests::skip(
-                "state_disk_filled_and_freed_mid_stream_commits_every_line_once",
-                &format!("no tmpfs for the state dir ({why})"),
-            );
-            return;
-        }
+    let Some(tmpfs) = tmpfs_or_skip(
+        &dir.path().join("c/state"),
+        "16m",
+        "state_disk_filled_and_freed_mid_stream_commits_every_line_once",
+        "the state dir",
+    ) else {
+        return;
     };
     let mut daemon = collector.start();
     let sources = sources(4);
-    let broker = Broker::connect().await;
-    broker
-        .publish(&topology.exchange, &interleaved(&sources, 0..BEFORE))
-        .await;
-    wait_all(&collector, &sources, BEFORE, Duration::from_secs(60), || {});
-    assert_every_line_once(&collector, &sources, BEFORE);
-
-    let ballast = fill(tmpfs.path().join("ballast"));
-    broker
-        .publish(&topology.exchange, &interleaved(&sources, BEFORE..TOTAL))
-        .await;
+    let ballast = written_then_filled(
+        &collector,
+        &topology.exchange,
+        &tmpfs,
+        &sources,
+        BEFORE,
+        TOTAL,
+    )
+    .await;
     // Refused before the journal or sled is touched: sled fails for good once it meets ENOSPC.
     daemon.wait_for_log(
         "bytes free in the state directory",
