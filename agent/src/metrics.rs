@@ -35,6 +35,9 @@ logship_runtime::counters! {
         journal_truncated => "logship_agent_journal_truncated_total", "counter", "journal_truncated";
         /// Publishes sent, resends included.
         published => "logship_agent_published_total", "counter", "published";
+        /// Publishes of lines this process had published before (after a nack, a return, a lost
+        /// connection): the resend share of `published`.
+        republished => "logship_agent_republished_total", "counter", "republished";
         /// Publishes the broker confirmed cleanly.
         confirmed => "logship_agent_confirmed_total", "counter", "confirmed";
         /// Publishes returned unroutable (no queue bound); held and retried.

@@ -17,8 +17,6 @@ pub enum PublishError {
     Broker(#[from] lapin::Error),
     #[error("connection closed")]
     Lost,
-    #[error("no confirm within {0:?}")]
-    ConfirmTimeout(Duration),
     #[error(transparent)]
     Spool(#[from] SpoolError),
     #[error("{0}")]

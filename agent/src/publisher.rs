@@ -2,8 +2,8 @@
 //!
 //! Invariants:
 //! - A segment leaves the spool only once every line of it got a clean ack: `Ack(None)`. Nack,
-//!   ack-with-returned-message (no queue bound), a confirm timeout, or a lost channel all mean
-//!   "not delivered".
+//!   ack-with-returned-message (no queue bound), a connection that went silent, or a lost
+//!   channel all mean "not delivered".
 //! - After a failure the publisher waits for the rest of its window, then republishes from the
 //!   first line not confirmed, in spool order. Lines confirmed meanwhile are not resent.
 //! - After a nack it republishes on a new channel of the same connection, never on the channel
@@ -11,14 +11,18 @@
 //!   RabbitMQ 3.10 binds a channel's client of a quorum queue to the leader on record when the
 //!   channel first publishes to it; a channel that did so after the leader's node died, before
 //!   the new leader was on record, has every publish to that queue nacked, however long it lives.
-//! - While the broker blocks the connection (resource alarm) confirms may stall without error:
-//!   the publisher waits, having said so once, instead of timing out.
+//! - A confirm is waited for as long as the connection is alive: while the broker is heard from
+//!   (heartbeats come at least every half heartbeat timeout), slow confirms (flow control, a
+//!   resource alarm that blocks us, a deep queue) are slowness, never a reason to reconnect and
+//!   republish, which would multiply the load that made the broker slow. Only a connection
+//!   silent past the heartbeat timeout, or one that failed, ends the session ([`Silence`]).
+//! - Every publish of a line this process already published is counted as a republish
+//!   (`logship_agent_republished_total`), so a resend storm shows in the metrics.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -30,6 +34,7 @@ use logship_runtime::Throttle;
 use logship_runtime::access::{Op, RefusalLog, Refused};
 use logship_runtime::amqp;
 use logship_runtime::reconnect::Reconnect;
+use logship_runtime::silence::Silence;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -39,11 +44,6 @@ use crate::status::Status;
 
 /// Publishes in flight without a confirm: enough to keep one broker busy, small in memory.
 const WINDOW: usize = 1024;
-/// Publishes outstanding and no confirm for this long (and the connection is not blocked):
-/// the connection is dead, even if its heartbeat has not said so yet (a silent network takes
-/// two heartbeats, 20 s by default). A healthy broker confirms in milliseconds, a loaded one
-/// (quorum queues, fsyncs) within a second or two.
-const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 /// Wait before resending what was returned (no queue bound) or nacked (then on a new channel).
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// The head segment's confirmed prefix is saved every this many confirms (and on shutdown).
@@ -106,8 +106,6 @@ pub struct Publisher {
     /// Lines of the head segment already confirmed, kept across reconnects so they are not
     /// sent again by this process.
     head_confirmed: Option<(Seq, usize)>,
-    /// Set while the broker blocks our connection.
-    blocked: Arc<AtomicBool>,
     /// Notified when the connection fails, so an idle publisher notices an outage at once.
     lost: Arc<tokio::sync::Notify>,
     /// Returned (unroutable) publishes, said at once, then at most once per
@@ -118,6 +116,11 @@ pub struct Publisher {
     nacks: Throttle,
     /// Where `/status` reads the connected URI (masked) and whether the broker blocks us.
     status: Arc<Status>,
+    /// The current connection's silence rule: every wait on the broker holds while it does.
+    silence: Silence,
+    /// The furthest line (segment, index) this process has published: a publish at or before
+    /// it is a republish.
+    published_upto: Option<(Seq, usize)>,
 }
 
 impl Publisher {
@@ -133,11 +136,12 @@ impl Publisher {
             segments: VecDeque::new(),
             load_from: 0,
             head_confirmed,
-            blocked: Arc::new(AtomicBool::new(false)),
             lost: Arc::new(tokio::sync::Notify::new()),
             unroutable: Throttle::new(UNROUTABLE_LOG_INTERVAL),
             nacks: Throttle::new(NACK_LOG_INTERVAL),
             status: Arc::default(),
+            silence: Silence::new(Default::default(), Duration::ZERO),
+            published_upto: None,
         }
     }
 
@@ -199,27 +203,32 @@ impl Publisher {
         drain: Duration,
         reconnect: &mut Reconnect,
     ) -> Result<(), PublishError> {
+        self.silence = Silence::of(connection, reconnect.socket());
         let channel = self.open_channel(connection).await?;
         self.user_id = user_of(uri);
         let listener = self.watch_events(connection);
         reconnect.established();
-        tracing::info!(uri = %uri, exchange = %self.broker.exchange, spooled = self.spool.lines(), "publishing");
+        let heartbeat_secs = self.silence.limit().map_or(0, |limit| limit.as_secs());
+        tracing::info!(uri = %uri, exchange = %self.broker.exchange, spooled = self.spool.lines(),
+            heartbeat_secs, "publishing");
         let result = self.publish_on(connection, channel, stop, drain).await;
         listener.abort();
         // A failure notice of this connection must not end the next one's session.
         let _ = tokio::time::timeout(Duration::ZERO, self.lost.notified()).await;
-        self.blocked.store(false, Ordering::Relaxed);
         result
     }
 
-    /// A channel in confirm mode, with the exchange declared.
+    /// A channel in confirm mode, with the exchange declared; each step waited for while the
+    /// broker is heard from.
     async fn open_channel(&self, connection: &Connection) -> Result<Channel, PublishError> {
-        let deadline = self.broker.connect_timeout;
-        let channel = amqp::within("channel open", deadline, connection.create_channel()).await?;
+        let slow = self.broker.connect_timeout;
+        let opening = connection.create_channel();
+        let channel = self.silence.wait("channel open", slow, opening).await?;
         let confirms = channel.confirm_select(ConfirmSelectOptions::default());
-        amqp::within("confirm select", deadline, confirms).await?;
+        self.silence.wait("confirm select", slow, confirms).await?;
         let declared = amqp::declare_exchange(&channel, &self.broker);
-        amqp::within("exchange declare", deadline, declared)
+        self.silence
+            .wait("exchange declare", slow, declared)
             .await
             .map_err(|err| match Refused::during(&err, Op::Declare) {
                 Some(refused) => PublishError::Refused(refused),
@@ -284,10 +293,6 @@ impl Publisher {
                     _ = self.lost.notified() => return Err(PublishError::Lost),
                 }
             };
-            let wait = match drain_until {
-                Some(until) => until.saturating_duration_since(Instant::now()),
-                None => CONFIRM_TIMEOUT,
-            };
             // Most confirms are in by the time the loop comes back for them: take those
             // without a timer.
             let ready = futures_util::FutureExt::now_or_never(&mut *confirm);
@@ -298,23 +303,21 @@ impl Publisher {
                 // cancel-safe: the confirm stays in the window and is awaited again
                 result = confirm => Some(result),
                 // cancel-safe: a sleep
-                _ = tokio::time::sleep(wait) => None,
+                _ = sleep_until(drain_until), if drain_until.is_some() => None,
+                // cancel-safe: only looks at the socket
+                err = self.silence.broke() => return Err(err.into()),
+                // cancel-safe: a Notify permit is kept until taken
+                _ = self.lost.notified() => return Err(PublishError::Lost),
                 // cancel-safe: only observes the token; the loop then switches to draining
                 _ = stop.cancelled(), if drain_until.is_none() => continue,
                 },
             };
             let Some(result) = outcome else {
-                if drain_until.is_some() {
-                    tracing::warn!(
-                        unconfirmed = inflight.len(),
-                        "shutdown deadline passed; unconfirmed lines stay spooled"
-                    );
-                    return Ok(ChannelEnd::Stopped);
-                }
-                if self.blocked.load(Ordering::Relaxed) {
-                    continue;
-                }
-                return Err(PublishError::ConfirmTimeout(CONFIRM_TIMEOUT));
+                tracing::warn!(
+                    unconfirmed = inflight.len(),
+                    "shutdown deadline passed; unconfirmed lines stay spooled"
+                );
+                return Ok(ChannelEnd::Stopped);
             };
             let Some((seq, line, _)) = inflight.pop_front() else {
                 continue;
@@ -340,9 +343,14 @@ impl Publisher {
     ) -> Result<bool, PublishError> {
         let mut nacked = settled == Settled::Nacked;
         while let Some((_, _, confirm)) = inflight.pop_front() {
-            let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
-                .await
-                .map_err(|_| PublishError::ConfirmTimeout(CONFIRM_TIMEOUT))??;
+            let confirmation = tokio::select! {
+                // cancel-safe: the loop ends with the select's other arms
+                confirmation = confirm => confirmation?,
+                // cancel-safe: only looks at the socket
+                err = self.silence.broke() => return Err(err.into()),
+                // cancel-safe: a Notify permit is kept until taken
+                _ = self.lost.notified() => return Err(PublishError::Lost),
+            };
             nacked |= matches!(confirmation, Confirmation::Nack(_));
         }
         self.rewind();
@@ -387,12 +395,21 @@ impl Publisher {
                     Some(&self.user_id),
                 )
             });
-            let published = written(&self.blocked, in_order(publishes.collect())).await?;
+            let published = tokio::select! {
+                // cancel-safe: on the other arms the session ends and the burst is resent
+                published = in_order(publishes.collect()) => published,
+                // cancel-safe: only looks at the socket (lapin never resolves publishes once
+                // its I/O loop has ended: its socket is then gone)
+                err = self.silence.broke() => return Err(err.into()),
+                // cancel-safe: a Notify permit is kept until taken
+                _ = self.lost.notified() => return Err(PublishError::Lost),
+            };
             for ((seq, line), result) in burst.into_iter().zip(published) {
                 match result {
                     Ok(confirm) => {
                         inflight.push_back((seq, line, confirm));
                         Metrics::add(&self.metrics.published, 1);
+                        self.count_republish(seq, line);
                     }
                     Err(err) => {
                         let oldest = inflight.front_mut().map(|(_, _, confirm)| confirm);
@@ -400,6 +417,15 @@ impl Publisher {
                     }
                 }
             }
+        }
+    }
+
+    /// Counts the publish of line `line` of segment `seq` as a republish if this process
+    /// published it before.
+    fn count_republish(&mut self, seq: Seq, line: usize) {
+        match self.published_upto {
+            Some(upto) if (seq, line) <= upto => Metrics::add(&self.metrics.republished, 1),
+            _ => self.published_upto = Some((seq, line)),
         }
     }
 
@@ -497,7 +523,6 @@ impl Publisher {
     /// Follows the connection's events: blocked/unblocked (resource alarms) and failure.
     fn watch_events(&self, connection: &Connection) -> tokio::task::JoinHandle<()> {
         let mut events = connection.events_listener();
-        let blocked = self.blocked.clone();
         let lost = self.lost.clone();
         let metrics = self.metrics.clone();
         let status = self.status.clone();
@@ -506,7 +531,6 @@ impl Publisher {
             while let Some(event) = events.next().await {
                 match event {
                     Event::ConnectionBlocked(reason) => {
-                        blocked.store(true, Ordering::Relaxed);
                         status.broker.set_blocked(true);
                         since = Some(Instant::now());
                         tracing::warn!(
@@ -515,7 +539,6 @@ impl Publisher {
                         );
                     }
                     Event::ConnectionUnblocked => {
-                        blocked.store(false, Ordering::Relaxed);
                         status.broker.set_blocked(false);
                         let spell = since.take().map_or(Duration::ZERO, |s| s.elapsed());
                         Metrics::add(&metrics.blocked_ms, spell.as_millis() as u64);
@@ -554,20 +577,11 @@ async fn in_order<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
     outputs.into_iter().flatten().collect()
 }
 
-/// Waits for publishes' frames to be written: publishes not written within
-/// [`CONFIRM_TIMEOUT`] while the broker does not block us mean a dead connection (lapin
-/// never resolves them once its I/O loop has ended); while blocked, it waits.
-async fn written<T>(
-    blocked: &AtomicBool,
-    publishing: impl Future<Output = T>,
-) -> Result<T, PublishError> {
-    let mut publishing = std::pin::pin!(publishing);
-    loop {
-        match tokio::time::timeout(CONFIRM_TIMEOUT, publishing.as_mut()).await {
-            Ok(published) => return Ok(published),
-            Err(_) if blocked.load(Ordering::Relaxed) => continue,
-            Err(_) => return Err(PublishError::ConfirmTimeout(CONFIRM_TIMEOUT)),
-        }
+/// Sleeps until `until`; never resolves without one.
+async fn sleep_until(until: Option<Instant>) {
+    match until {
+        Some(until) => tokio::time::sleep_until(until.into()).await,
+        None => std::future::pending().await,
     }
 }
 

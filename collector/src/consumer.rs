@@ -28,9 +28,10 @@ use logship_config::{BrokerUri, CollectorConfig};
 use logship_runtime::Throttle;
 use logship_runtime::access::RefusalLog;
 use logship_runtime::amqp::{self, within};
-use logship_runtime::low_water::LowWater;
 use logship_runtime::reconnect::Reconnect;
 use logship_runtime::signals::Signals;
+use logship_runtime::silence::Silence;
+use logship_runtime::socket::Socket;
 use tokio_util::sync::CancellationToken;
 
 use crate::liveness::{self, Activity};
@@ -46,10 +47,11 @@ use crate::writer::{Outcome, Writer};
 /// At most one warning per this interval about rejected messages; the rest are counted.
 const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// An ack or a reject is one frame written to the socket. One not written by then means a dead
-/// connection: lapin never resolves it once its I/O loop has ended (seen after a broker stop:
-/// the collector then waited forever, up but idle).
-const SETTLE_DEADLINE: Duration = Duration::from_secs(5);
+/// An ack or a reject is one frame written to the socket; one not written by then is said to be
+/// slow. It is waited for while the broker is heard from: lapin never resolves it once its I/O
+/// loop has ended (seen after a broker stop: the collector then waited forever, up but idle),
+/// and then the connection's socket is gone or silent ([`Silence`]).
+const SETTLE_SLOW: Duration = Duration::from_secs(5);
 
 /// Lines waiting to be written, with the ackers of their deliveries.
 #[derive(Default)]
@@ -74,7 +76,7 @@ const LINGER: Duration = Duration::from_millis(10);
 /// A batch this large says the traffic is heavy.
 const HEAVY: usize = 64;
 /// While a batch lingers, the socket's reader is woken only once this many bytes wait (see
-/// [`LowWater`]), so the deliveries of those milliseconds arrive in one read rather than a few
+/// [`Socket::raise_low_water`]), so the deliveries of those milliseconds arrive in one read rather than a few
 /// at a time. Small enough not to grow the socket's receive buffer (Linux grows it for a mark
 /// above half of it, 128 KiB at first); a faster stream just wakes the reader sooner.
 const LOW_WATER: u32 = 64 * 1024;
@@ -97,9 +99,11 @@ pub struct Consumer {
     last_batch: usize,
     /// The output file of the last line taken.
     recent: Recent,
-    /// The receive low-water mark of the connection's socket: raised while a batch lingers,
-    /// lowered before it is written.
-    low_water: LowWater,
+    /// The connection's socket: its receive low-water mark is raised while a batch lingers,
+    /// and lowered before the batch is written.
+    socket: Socket,
+    /// The current connection's silence rule: acks and rejects are waited for while it holds.
+    silence: Silence,
 }
 
 impl Consumer {
@@ -115,14 +119,15 @@ impl Consumer {
             activity: Activity::new(),
             last_batch: 0,
             recent: Recent::default(),
-            low_water: LowWater::default(),
+            socket: Socket::default(),
+            silence: Silence::new(Socket::default(), Duration::ZERO),
         }
     }
 
     /// Connects, consumes and reconnects until shutdown; then commits the open batch and acks.
     pub async fn run(mut self, signals: &Signals) -> anyhow::Result<()> {
         let mut reconnect = Reconnect::new(&self.config.broker);
-        self.low_water = reconnect.low_water();
+        self.socket = reconnect.socket();
         let mut refusals = RefusalLog::default();
         while let Some((connection, uri, outage)) = reconnect
             .connect(&self.config.broker, &signals.shutdown)
@@ -175,8 +180,15 @@ impl Consumer {
         signals: &Signals,
         reconnect: &mut Reconnect,
     ) -> Result<(), SessionEnd> {
-        let Some(subscription) =
-            session::start(connection, &self.config, &mut self.said, &signals.shutdown).await?
+        self.silence = Silence::of(connection, self.socket.clone());
+        let Some(subscription) = session::start(
+            connection,
+            &self.silence,
+            &self.config,
+            &mut self.said,
+            &signals.shutdown,
+        )
+        .await?
         else {
             return Ok(());
         };
@@ -192,6 +204,7 @@ impl Consumer {
             self.config.broker.clone(),
             uri.clone(),
             queue,
+            self.silence.clone(),
             self.activity.clone(),
             stop_watch.clone(),
             dead_tx,
@@ -315,14 +328,14 @@ impl Consumer {
                     batch.started = Some(Instant::now());
                     (batch.hold, batch.lingering) = self.hold();
                     if batch.lingering {
-                        self.low_water.raise(LOW_WATER);
+                        self.socket.raise_low_water(LOW_WATER);
                     }
                 }
                 batch.lines.push(line);
                 batch.ackers.push(delivery.acker);
             }
             Err(rejection) => {
-                reject(&delivery.acker).await?;
+                reject(&delivery.acker, &self.silence).await?;
                 Counters::add(&self.metrics.counters.dead_lettered, 1);
                 Counters::add(self.metrics.rejected(rejection.reason()), 1);
                 self.warn_rejected(&format_args!("{rejection:#}"));
@@ -354,7 +367,7 @@ impl Consumer {
     ) -> Result<(), SessionEnd> {
         if batch.lingering {
             // What trickled in meanwhile is read while this batch is written.
-            self.low_water.lower();
+            self.socket.lower_low_water();
         }
         let Batch { lines, ackers, .. } = std::mem::take(batch);
         self.last_batch = lines.len();
@@ -369,19 +382,21 @@ impl Consumer {
         };
         let mut refused = vec![false; ackers.len()];
         for (position, reason) in &outcome.refused {
-            reject(&ackers[*position]).await?;
+            reject(&ackers[*position], &self.silence).await?;
             refused[*position] = true;
             self.warn_rejected(reason);
         }
         // `multiple` acks every unsettled delivery up to this one: the whole batch but the
         // lines just rejected (which are already settled).
         if let Some(last) = (0..ackers.len()).rev().find(|&i| !refused[i])
-            && !within(
-                "basic.ack",
-                SETTLE_DEADLINE,
-                ackers[last].ack(BasicAckOptions { multiple: true }),
-            )
-            .await?
+            && !self
+                .silence
+                .wait(
+                    "basic.ack",
+                    SETTLE_SLOW,
+                    ackers[last].ack(BasicAckOptions { multiple: true }),
+                )
+                .await?
         {
             return Err(channel_closed("ack"));
         }
@@ -451,9 +466,9 @@ fn writer_lost() -> SessionEnd {
     SessionEnd::Fatal(FatalError::WriterLost)
 }
 
-async fn reject(acker: &Acker) -> Result<(), SessionEnd> {
+async fn reject(acker: &Acker, silence: &Silence) -> Result<(), SessionEnd> {
     let rejecting = acker.reject(BasicRejectOptions { requeue: false });
-    if within("basic.reject", SETTLE_DEADLINE, rejecting).await? {
+    if silence.wait("basic.reject", SETTLE_SLOW, rejecting).await? {
         Ok(())
     } else {
         Err(channel_closed("reject"))

@@ -21,6 +21,7 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use logship_config::{Broker, BrokerUri};
 use logship_runtime::amqp::{self, within};
+use logship_runtime::silence::Silence;
 use tokio_util::sync::CancellationToken;
 
 /// How long a consumer may receive nothing before the watch asks the broker about its queue.
@@ -89,6 +90,7 @@ pub async fn watch(
     broker: Broker,
     uri: BrokerUri,
     queue: String,
+    silence: Silence,
     activity: Arc<Activity>,
     stop: CancellationToken,
     dead: tokio::sync::oneshot::Sender<String>,
@@ -103,6 +105,10 @@ pub async fn watch(
             _ = stop.cancelled() => break,
             // cancel-safe: a tick missed by cancellation is simply taken later
             _ = ticks.tick() => {}
+        }
+        if let Some(quiet) = silence.broken() {
+            let _ = dead.send(logship_runtime::silence::silent(quiet).to_string());
+            break;
         }
         if activity.active_within(CHECK_EVERY) {
             strikes = 0;

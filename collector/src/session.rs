@@ -1,9 +1,12 @@
 //! How a session with the broker starts and how it ends.
 //!
 //! Starting one on a fresh connection: the declarations ([`crate::topology`]), then a channel,
-//! its prefetch and the consume. Every step runs under `broker.connect_timeout`, so a node that
-//! takes the connection but never answers (booting, stopping, a half-open network) costs one
-//! deadline and a retry, never a collector that waits forever.
+//! its prefetch and the consume. Every step is waited for while the broker is heard from
+//! ([`Silence`]): a broker slow to answer (a `basic.consume` on a queue millions deep, a node
+//! under flow control) is given the time it needs, said once past `broker.connect_timeout`,
+//! while a node that went silent (hanging, a half-open network) fails the step within the
+//! heartbeat timeout and is reconnected to. A deadline here would turn an overloaded broker
+//! into an endless loop of reconnects that each ask it again.
 //!
 //! Invariant: the collector consumes its queue as its only active consumer. A queue declared by
 //! this release has `x-single-active-consumer`; one declared by an earlier release without it
@@ -20,7 +23,7 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use logship_config::CollectorConfig;
 use logship_runtime::access::{ACCESS_REFUSED, Op, Refused};
-use logship_runtime::amqp::within;
+use logship_runtime::silence::Silence;
 use tokio_util::sync::CancellationToken;
 
 use crate::topology::{self, TopologyError};
@@ -94,11 +97,12 @@ impl Said {
 /// cancelled meanwhile.
 pub async fn start(
     connection: &Connection,
+    silence: &Silence,
     config: &CollectorConfig,
     said: &mut Said,
     stop: &CancellationToken,
 ) -> Result<Option<Subscription>, SessionEnd> {
-    let declared = topology::declare(connection, config)
+    let declared = topology::declare(connection, silence, config)
         .await
         .map_err(SessionEnd::declaring)?;
     for warning in declared.warnings {
@@ -116,11 +120,13 @@ pub async fn start(
             }
         ));
     }
-    let deadline = config.broker.connect_timeout;
+    let slow = config.broker.connect_timeout;
     loop {
-        let channel = within("channel open", deadline, connection.create_channel()).await?;
+        let channel = silence
+            .wait("channel open", slow, connection.create_channel())
+            .await?;
         let qos = channel.basic_qos(config.queue.prefetch, BasicQosOptions::default());
-        within("basic.qos", deadline, qos).await?;
+        silence.wait("basic.qos", slow, qos).await?;
         let options = BasicConsumeOptions {
             exclusive: !declared.single_active,
             ..BasicConsumeOptions::default()
@@ -131,7 +137,7 @@ pub async fn start(
             options,
             FieldTable::default(),
         );
-        let err = match within("basic.consume", deadline, consuming).await {
+        let err = match silence.wait("basic.consume", slow, consuming).await {
             Ok(deliveries) => {
                 return Ok(Some(Subscription {
                     channel,

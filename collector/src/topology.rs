@@ -41,6 +41,7 @@ use logship_config::collector::QueueType;
 use logship_config::partition::{self, Partition};
 use logship_runtime::access::{Op, Refused};
 use logship_runtime::amqp::{self, within};
+use logship_runtime::silence::Silence;
 
 /// The plugin providing the `x-consistent-hash` exchange type, bundled with RabbitMQ.
 pub const HASH_PLUGIN: &str = "rabbitmq_consistent_hash_exchange";
@@ -109,18 +110,20 @@ pub struct Declared {
 struct Declarer<'a> {
     connection: &'a Connection,
     channel: Channel,
-    deadline: Duration,
+    /// Every declaration is waited for while the broker is heard from.
+    silence: &'a Silence,
+    /// A declaration unanswered for this long is said to be slow.
+    slow: Duration,
     declared: Declared,
 }
 
 impl Declarer<'_> {
     async fn reopen(&mut self) -> Result<(), TopologyError> {
-        self.channel = within(
-            "channel open",
-            self.deadline,
-            self.connection.create_channel(),
-        )
-        .await?;
+        let opening = self.connection.create_channel();
+        self.channel = self
+            .silence
+            .wait("channel open", self.slow, opening)
+            .await?;
         Ok(())
     }
 }
@@ -129,20 +132,23 @@ impl Declarer<'_> {
 /// dead-letter routes, on a channel of its own (closed afterwards).
 pub async fn declare(
     connection: &Connection,
+    silence: &Silence,
     config: &CollectorConfig,
 ) -> Result<Declared, TopologyError> {
-    let deadline = config.broker.connect_timeout;
-    let channel = within("channel open", deadline, connection.create_channel()).await?;
+    let slow = config.broker.connect_timeout;
+    let opening = connection.create_channel();
+    let channel = silence.wait("channel open", slow, opening).await?;
     let mut declarer = Declarer {
         connection,
         channel,
-        deadline,
+        silence,
+        slow,
         declared: Declared::default(),
     };
     declare_all(&mut declarer, config).await?;
     let _ = within(
         "channel close",
-        deadline,
+        slow,
         declarer.channel.close(200, "declared".into()),
     )
     .await;
@@ -150,13 +156,14 @@ pub async fn declare(
 }
 
 async fn declare_all(d: &mut Declarer<'_>, config: &CollectorConfig) -> Result<(), TopologyError> {
-    within(
-        "exchange declare",
-        d.deadline,
-        amqp::declare_exchange(&d.channel, &config.broker),
-    )
-    .await
-    .map_err(failed(Op::Declare))?;
+    d.silence
+        .wait(
+            "exchange declare",
+            d.slow,
+            amqp::declare_exchange(&d.channel, &config.broker),
+        )
+        .await
+        .map_err(failed(Op::Declare))?;
     let queue = config.queue.name.as_str();
     let consumed = config.queue.consumed();
     let Some(group) = config.queue.partition else {
@@ -201,7 +208,7 @@ async fn declare_hash_exchange(
         amqp::durable_exchange(),
         arguments,
     );
-    let declared = within("exchange declare", d.deadline, declaring).await;
+    let declared = d.silence.wait("exchange declare", d.slow, declaring).await;
     match declared {
         Ok(()) => {}
         Err(err) if reply_code(&err) == Some(PRECONDITION_FAILED) => {
@@ -226,7 +233,8 @@ async fn declare_hash_exchange(
         ExchangeBindOptions::default(),
         FieldTable::default(),
     );
-    within("exchange bind", d.deadline, binding)
+    d.silence
+        .wait("exchange bind", d.slow, binding)
         .await
         .map_err(failed(Op::Bind { source }))?;
     Ok(hash)
@@ -270,7 +278,7 @@ async fn declare_queue(
     let declaring = d
         .channel
         .queue_declare(queue.into(), QueueDeclareOptions::durable(), single);
-    let single_active = match within("queue declare", d.deadline, declaring).await {
+    let single_active = match d.silence.wait("queue declare", d.slow, declaring).await {
         Ok(_) => true,
         Err(err)
             if reply_code(&err) == Some(PRECONDITION_FAILED)
@@ -281,7 +289,8 @@ async fn declare_queue(
             let declaring =
                 d.channel
                     .queue_declare(queue.into(), QueueDeclareOptions::durable(), arguments);
-            within("queue declare", d.deadline, declaring)
+            d.silence
+                .wait("queue declare", d.slow, declaring)
                 .await
                 .map_err(failed(op))?;
             false
@@ -295,7 +304,8 @@ async fn declare_queue(
         QueueBindOptions::default(),
         FieldTable::default(),
     );
-    within("queue bind", d.deadline, binding)
+    d.silence
+        .wait("queue bind", d.slow, binding)
         .await
         .map_err(failed(Op::Bind { source }))?;
     Ok(single_active)
@@ -345,7 +355,8 @@ async fn declare_dead_letter(
         amqp::durable_exchange(),
         FieldTable::default(),
     );
-    within("exchange declare", d.deadline, declaring)
+    d.silence
+        .wait("exchange declare", d.slow, declaring)
         .await
         .map_err(failed(Op::Declare))?;
     let dead_queue = format!("{queue}.dead-letter");
@@ -354,7 +365,7 @@ async fn declare_dead_letter(
         QueueDeclareOptions::durable(),
         dead_letter_arguments(queue_type, max_bytes),
     );
-    match within("queue declare", d.deadline, declaring).await {
+    match d.silence.wait("queue declare", d.slow, declaring).await {
         Ok(_) => {}
         Err(err) if Refused::of(&err).is_none() && skippable(&err) => {
             d.declared
@@ -371,7 +382,8 @@ async fn declare_dead_letter(
         QueueBindOptions::default(),
         FieldTable::default(),
     );
-    within("queue bind", d.deadline, binding)
+    d.silence
+        .wait("queue bind", d.slow, binding)
         .await
         .map_err(failed(Op::Bind { source: dlx }))
 }

@@ -13,11 +13,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use logship_config::{Broker, BrokerUri};
 
-use crate::low_water::LowWater;
+use crate::socket::Socket;
 
-/// Runs one step of a session start (or of closing one) under `deadline`: a broker that does
-/// not answer in time fails the step with a `TimedOut` I/O error naming it, so no step can
-/// stall a daemon that should be reconnecting.
+/// Runs one step under `deadline`: a broker that does not answer in time fails the step with a
+/// `TimedOut` I/O error naming it. For opening a connection (before there is one to hear
+/// heartbeats on) and closing one; a step of a session on a live connection is waited for as
+/// long as the broker is heard from ([`crate::silence::Silence::wait`]).
 pub async fn within<T>(
     step: &'static str,
     deadline: Duration,
@@ -42,19 +43,19 @@ pub fn timed_out(step: &'static str, deadline: Duration) -> lapin::Error {
 /// after this daemon and host in the management UI; an `amqps://` URI verifies the broker with
 /// the system roots plus `broker.tls.ca_file`.
 pub async fn connect(broker: &Broker, uri: &BrokerUri) -> Result<Connection, lapin::Error> {
-    connect_watched(broker, uri, &LowWater::default()).await
+    connect_watched(broker, uri, &Socket::default()).await
 }
 
-/// [`connect`], and `low_water` is then that of the new connection's socket.
+/// [`connect`], and `socket` is then the new connection's.
 pub async fn connect_watched(
     broker: &Broker,
     uri: &BrokerUri,
-    low_water: &LowWater,
+    socket: &Socket,
 ) -> Result<Connection, lapin::Error> {
     within(
         "connect",
         broker.connect_timeout,
-        open(broker, uri, low_water.clone()),
+        open(broker, uri, socket.clone()),
     )
     .await
 }
@@ -69,7 +70,7 @@ pub async fn close(connection: &Connection, broker: &Broker, reason: &str) {
 async fn open(
     broker: &Broker,
     uri: &BrokerUri,
-    low_water: LowWater,
+    watched: Socket,
 ) -> Result<Connection, lapin::Error> {
     let properties =
         ConnectionProperties::default().with_connection_name(broker.connection_name.clone().into());
@@ -96,11 +97,11 @@ async fn open(
                 AsyncTcpStream::Plain(plain) => Some(plain.get_ref().as_raw_fd()),
                 AsyncTcpStream::Rustls(tls) => Some(tls.get_ref().0.get_ref().as_raw_fd()),
                 // `AsyncTcpStream` is non-exhaustive: a transport not known here keeps the
-                // default mark.
+                // default mark and is never found silent.
                 _ => None,
             };
             if let Some(socket) = socket {
-                low_water.watch(socket);
+                watched.watch(socket);
             }
             Ok(stream)
         },

@@ -1,9 +1,12 @@
 //! What logship-agent and logship-collector share at run time:
 //!
 //! - [`envelope`]: the wire format of one line, and its message id.
-//! - [`amqp`], [`reconnect`], [`backoff`]: connecting (URIs in turn, TLS, every step under a
+//! - [`amqp`], [`reconnect`], [`backoff`]: connecting (URIs in turn, TLS, the connect under a
 //!   deadline), reconnecting (probing a node that is down, backing off from one that fails),
 //!   declaring the exchange, and the properties every line is published with.
+//! - [`socket`], [`silence`]: the kernel's view of a connection's socket (time since it last
+//!   received, the receive low-water mark), and the rule that a connection is dead when it is
+//!   silent past the heartbeat timeout, never because the broker is slow to answer.
 //! - [`cli`], [`signals`], [`systemd`], [`rlimit`], [`http`], [`histogram`], [`status`]: the
 //!   daemon plumbing: the command line and `main`, logging, signals, sd_notify, the open-file
 //!   limit, the metrics, status and health pages, and the `status` subcommand.
@@ -21,10 +24,11 @@ pub mod disk;
 pub mod envelope;
 pub mod histogram;
 pub mod http;
-pub mod low_water;
 pub mod reconnect;
 pub mod rlimit;
 pub mod signals;
+pub mod silence;
+pub mod socket;
 pub mod status;
 pub mod systemd;
 pub mod throttle;

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use logship_config::{Broker, BrokerUri};
 
 use crate::backoff::Backoff;
-use crate::low_water::LowWater;
+use crate::socket::Socket;
 
 /// The longest wait between attempts on a node that does not take connections: with the time a
 /// session start takes, work resumes within about two seconds of the node being back.
@@ -49,8 +49,8 @@ pub struct Reconnect {
     /// Since when the broker is unreachable (or the last session was lost).
     outage: Option<Instant>,
     last: Failure,
-    /// The receive low-water mark of the last connection's socket.
-    low_water: LowWater,
+    /// The socket of the last connection.
+    socket: Socket,
 }
 
 impl Reconnect {
@@ -62,7 +62,7 @@ impl Reconnect {
             next_uri: 0,
             outage: None,
             last: Failure::Session,
-            low_water: LowWater::default(),
+            socket: Socket::default(),
         }
     }
 
@@ -89,7 +89,7 @@ impl Reconnect {
             let result = tokio::select! {
                 // cancel-safe: abandoning a connect in progress loses nothing
                 _ = stop.cancelled() => return None,
-                result = crate::amqp::connect_watched(broker, &uri, &self.low_water) => result,
+                result = crate::amqp::connect_watched(broker, &uri, &self.socket) => result,
             };
             match result {
                 Ok(connection) => {
@@ -118,10 +118,9 @@ impl Reconnect {
         }
     }
 
-    /// The receive low-water mark of the socket of each connection made from now on (the
-    /// current one's, at any time).
-    pub fn low_water(&self) -> LowWater {
-        self.low_water.clone()
+    /// The socket of each connection made from now on (the current one's, at any time).
+    pub fn socket(&self) -> Socket {
+        self.socket.clone()
     }
 
     /// The session is up: the next failure starts with the shortest delay again.

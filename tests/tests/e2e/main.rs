@@ -12,6 +12,7 @@ mod heal;
 mod journal;
 mod multiline;
 mod ops;
+mod overload;
 mod partitions;
 mod rotation;
 mod security;
