@@ -73,9 +73,15 @@ impl Collector {
 
     /// Starts it and waits until it consumes (its queue is bound from then on).
     pub fn start(&self) -> Daemon {
+        self.start_within(STARTUP)
+    }
+
+    /// Like [`Collector::start`], waiting up to `timeout` (a broker under load may take its
+    /// time to answer the consume).
+    pub fn start_within(&self, timeout: Duration) -> Daemon {
         let before = count(&self.log, "consuming");
         let daemon = Daemon::start(&binary("logship-collector"), &self.config, &self.log);
-        daemon.wait_for_log("consuming", before + 1, STARTUP);
+        daemon.wait_for_log("consuming", before + 1, timeout);
         daemon
     }
 

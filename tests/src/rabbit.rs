@@ -219,20 +219,29 @@ impl Node {
 
     /// Runs `rabbitmqctl -n <node> args`; returns (success, output).
     pub fn ctl(&self, args: &[&str]) -> (bool, String) {
+        run_ctl(self.command(), &self.name, args)
+    }
+
+    /// `rabbitmqctl -n <node>` for another thread: runs it with the given arguments and
+    /// returns its output (stdout and stderr).
+    pub fn ctl_command(&self) -> impl Fn(&[&str]) -> String + Send + 'static {
+        let (name, command) = (self.name.clone(), self.command());
+        move |args| {
+            let mut again = Command::new(command.get_program());
+            for (key, value) in command.get_envs() {
+                if let Some(value) = value {
+                    again.env(key, value);
+                }
+            }
+            run_ctl(again, &name, args).1
+        }
+    }
+
+    /// A `rabbitmqctl` command with this node's environment.
+    fn command(&self) -> Command {
         let mut command = Command::new(CTL);
         self.env(&mut command);
-        let out = command
-            .arg("-n")
-            .arg(&self.name)
-            .args(args)
-            .output()
-            .expect("rabbitmqctl");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        command
     }
 
     /// Makes this node join `other`'s cluster (both must share a tempdir, hence a cookie).
@@ -354,4 +363,20 @@ pub fn make_certs(dir: &Path, name: &str) -> TlsFiles {
 /// The pid in a node's pid file, once the server has written it (the file is created empty).
 fn read_pid(pid_file: &Path) -> Option<i32> {
     std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()
+}
+
+/// Runs `command -n name args`; returns (success, stdout and stderr).
+fn run_ctl(mut command: Command, name: &str, args: &[&str]) -> (bool, String) {
+    let out = command
+        .arg("-n")
+        .arg(name)
+        .args(args)
+        .output()
+        .expect("rabbitmqctl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
 }

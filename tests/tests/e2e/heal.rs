@@ -267,6 +267,48 @@ fn a_node_stopped_and_started_five_times_resumes_promptly_each_time() {
     stop(&mut collector_daemon);
 }
 
+/// The queues and consumers as `node` sees them, every 2 s for `span` from `since`: what a note
+/// on a stall needs.
+fn broker_views(node: &Node, since: Instant, span: Duration) -> std::thread::JoinHandle<String> {
+    let ctl = node.ctl_command();
+    std::thread::spawn(move || {
+        let mut views = String::new();
+        while since.elapsed() < span {
+            for args in [
+                &[
+                    "list_queues",
+                    "-q",
+                    "name",
+                    "type",
+                    "leader",
+                    "messages_ready",
+                    "messages_unacknowledged",
+                    "consumers",
+                    "single_active_consumer_tag",
+                ][..],
+                &[
+                    "list_consumers",
+                    "-q",
+                    "queue_name",
+                    "channel_pid",
+                    "consumer_tag",
+                    "active",
+                    "activity_status",
+                ][..],
+            ] {
+                let out = ctl(args);
+                views.push_str(&format!(
+                    "+{:.1}s {}\n{out}",
+                    since.elapsed().as_secs_f64(),
+                    args[0]
+                ));
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        views
+    })
+}
+
 #[test]
 fn a_quorum_cluster_of_three_keeps_working_when_the_connected_node_is_killed() {
     let test = "quorum_three_nodes";
@@ -298,13 +340,19 @@ fn a_quorum_cluster_of_three_keeps_working_when_the_connected_node_is_killed() {
     eprintln!("{test}: queues before the kill:\n{queues}");
     let before = longest_gap(&out, Duration::from_secs(2));
     a.kill9();
+    let killed = Instant::now();
+    let views = broker_views(&b, killed, Duration::from_secs(30));
     let gap = longest_gap(&out, Duration::from_secs(30));
     let total = writer.finish();
+    let views = views.join().unwrap_or_default();
     eprintln!(
         "{test}: longest time without a written line: {:.2}s after the kill (before it: {:.2}s)",
         gap.as_secs_f64(),
         before.as_secs_f64()
     );
+    if gap > Duration::from_secs(5) {
+        eprintln!("{test}: the broker's view through the gap (node b):\n{views}");
+    }
     verify(&out, total, test);
     print_log("agent", &agent_daemon);
     print_log("collector", &collector_daemon);

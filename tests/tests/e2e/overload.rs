@@ -243,7 +243,8 @@ fn a_hundred_agents_into_a_collector_killed_twice_lose_and_duplicate_nothing() {
         std::thread::sleep(Duration::from_secs(20));
         collector_daemon.kill9();
         let killed = Instant::now();
-        collector_daemon = collector.start();
+        // The broker may be slow to answer the consume under this load: it is waited for.
+        collector_daemon = collector.start_within(ARRIVAL);
         eprintln!(
             "{test}: collector killed -9 ({kill}) with {} lines written; consuming again after {:.1}s",
             writers.written(),
@@ -263,13 +264,21 @@ fn a_hundred_agents_into_a_collector_killed_twice_lose_and_duplicate_nothing() {
     stop_depth.store(true, Ordering::SeqCst);
     let peak = depth.join().expect("depth watch");
     let (mut republished, mut published, mut lost_connections) = (0, 0, 0);
+    let mut causes = std::collections::BTreeMap::<String, usize>::new();
     for (_, daemon, metrics) in &agents {
         republished += counter(metrics, "logship_agent_republished_total");
         published += counter(metrics, "logship_agent_published_total");
-        lost_connections += daemon
-            .log_text()
-            .matches("connection to broker lost")
-            .count();
+        for line in daemon.log_text().lines() {
+            if line.contains("connection to broker lost") {
+                lost_connections += 1;
+                let cause = line.split(" error=").nth(1).unwrap_or(line);
+                let cause = cause.split(" spooled=").next().unwrap_or(cause);
+                *causes.entry(cause.to_string()).or_default() += 1;
+            }
+        }
+    }
+    for (cause, n) in &causes {
+        eprintln!("{test}: {n} agent connections lost: {cause}");
     }
     eprintln!(
         "{test}: {total} lines written; queue peak {peak} ready; published {published}, republished {republished} ({:.2}%); {lost_connections} agent connections lost",
