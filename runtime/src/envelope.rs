@@ -21,16 +21,24 @@
 //! - **Version 3** is a loss marker (`"kind":"lost"`, `"line":""`): the agent found the file
 //!   truncated and could not read the end of generation `gen`. `offset` is that generation's
 //!   size as last seen, and `lost` (at least 1, at most `offset`) the bytes just before it that
-//!   were never read. It claims `[offset, offset + 1)`, a byte past the generation's end, and
-//!   carries no line: the collector commits the claim and writes nothing, so the lost bytes are
-//!   a hole between two committed ranges, which the audit names. A collector before v3 rejects
-//!   it (dead-letter) rather than write it as an empty line.
+//!   were never read. It carries no line: the collector records `[offset - lost, offset)` as
+//!   given up and writes nothing, so the audit names the range as a hole, also when nothing
+//!   below it was committed. (A collector of issue 17 committed the byte past the end,
+//!   `[offset, offset + 1)`, instead: the same hole whenever something below it had arrived.)
+//!   A collector before v3 rejects it (dead-letter) rather than write it as an empty line.
+//! - Version 3 also carries a **drop marker** (`"kind":"dropped"`, or `"dropped_journal"` when
+//!   the offsets are a journal's sequence numbers; `"line":""`): the agent's spool dropped
+//!   `[offset - lost, offset)` of the source (`drop_oldest`). Lines of that range published
+//!   before the drop may still arrive; the rest never will. A collector of issue 17 (which knows
+//!   only `"lost"`) rejects it (dead-letter) rather than misread it.
 //!
 //! Invariant: [`Envelope::message_id`] is a pure function of (host, file identity, generation,
-//! offset), so a line read or sent twice carries the same id. Unknown fields are ignored within a
-//! version; a breaking change bumps `v`, which older collectors reject (dead-letter, not crash).
-//! [`Envelope::extent`] is the part of its source a message claims: messages of one source never
-//! claim overlapping extents.
+//! offset), and for a drop marker of its whole range, so a line or marker read or sent twice
+//! carries the same id, and a marker never shares an id with a line. Unknown fields are
+//! ignored within a version; a breaking change bumps `v`, which older collectors reject
+//! (dead-letter, not crash). [`Envelope::extent`] is the part of its source a message claims
+//! (a line, an entry) or gives up (a loss marker): lines and entries of one source never claim
+//! overlapping extents; a marker's extent may hold lines published before it.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -47,6 +55,11 @@ pub const VERSION_JOURNAL: u32 = 2;
 /// The envelope version of a loss marker (no line; see [`SourceKind::Lost`]).
 pub const VERSION_LOST: u32 = 3;
 
+/// The `kind` of a drop marker of a file (v3).
+const KIND_DROPPED: &str = "dropped";
+/// The `kind` of a drop marker of a journal (v3): offsets are sequence numbers.
+const KIND_DROPPED_JOURNAL: &str = "dropped_journal";
+
 /// What a message's source is, and so what its offset counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SourceKind {
@@ -57,8 +70,31 @@ pub enum SourceKind {
     /// numbers before it were passed over by the same input (envelope v2).
     Journal { skipped: u64 },
     /// A file's generation ended at `offset` (its size as last seen) and its `bytes` just before
-    /// that were never read: no line, only the claim of the byte past the end (envelope v3).
+    /// that were never read (a truncation without a copy): no line (envelope v3).
     Lost { bytes: u64 },
+    /// The agent's spool dropped the `lost` units of its source just before `offset`
+    /// (`drop_oldest`): no line (envelope v3). `journal` says the offsets are a journal's
+    /// sequence numbers, not bytes.
+    Dropped { lost: u64, journal: bool },
+}
+
+impl SourceKind {
+    /// The units given up just before the offset, for a loss or drop marker.
+    pub fn given_up(self) -> Option<u64> {
+        match self {
+            SourceKind::Lost { bytes } => Some(bytes),
+            SourceKind::Dropped { lost, .. } => Some(lost),
+            SourceKind::File | SourceKind::Journal { .. } => None,
+        }
+    }
+
+    /// Whether the source's offsets are sequence numbers (a journal's), not bytes.
+    pub fn counts_sequence(self) -> bool {
+        matches!(
+            self,
+            SourceKind::Journal { .. } | SourceKind::Dropped { journal: true, .. }
+        )
+    }
 }
 
 /// Which file a line came from: (device, inode) plus a fingerprint of its first bytes, so a
@@ -110,7 +146,7 @@ pub enum EnvelopeError {
     Kind { version: u32, kind: Option<String> },
     #[error("journal entry skips {skipped} sequence numbers before {offset}")]
     Skipped { skipped: u64, offset: u64 },
-    #[error("loss marker at {offset} with {lost} lost bytes or a line")]
+    #[error("loss marker at {offset} with {lost} lost units or a line")]
     Lost { lost: u64, offset: u64 },
 }
 
@@ -175,12 +211,24 @@ pub struct EnvelopeRef<'a> {
 
 impl EnvelopeRef<'_> {
     /// The message id: `<dev>.<ino>.<fp>.<gen>.<offset>@<host>` (hex numbers). The host comes
-    /// last, after a fixed-shape prefix, so distinct sources can never share an id.
+    /// last, after a fixed-shape prefix, so distinct sources can never share an id. A drop
+    /// marker's is `<dev>.<ino>.<fp>.<gen>.<from>-<offset>@<host>`: never a line's, and two
+    /// markers of one source share it only if they give up the same range.
     pub fn message_id(&self) -> String {
-        format!(
-            "{:x}.{:x}.{:016x}.{:x}.{:x}@{}",
-            self.file.dev, self.file.ino, self.file.fp, self.generation, self.offset, self.host
-        )
+        let (dev, ino, fp, generation) =
+            (self.file.dev, self.file.ino, self.file.fp, self.generation);
+        match self.kind {
+            SourceKind::Dropped { lost, .. } => format!(
+                "{dev:x}.{ino:x}.{fp:016x}.{generation:x}.{:x}-{:x}@{}",
+                self.offset.saturating_sub(lost),
+                self.offset,
+                self.host
+            ),
+            _ => format!(
+                "{dev:x}.{ino:x}.{fp:016x}.{generation:x}.{:x}@{}",
+                self.offset, self.host
+            ),
+        }
     }
 
     /// Encodes to JSON.
@@ -195,6 +243,14 @@ impl EnvelopeRef<'_> {
                 (VERSION_JOURNAL, Some(Cow::Borrowed("journal")), skipped, 0)
             }
             SourceKind::Lost { bytes } => (VERSION_LOST, Some(Cow::Borrowed("lost")), 0, bytes),
+            SourceKind::Dropped { lost, journal } => {
+                let kind = if journal {
+                    KIND_DROPPED_JOURNAL
+                } else {
+                    KIND_DROPPED
+                };
+                (VERSION_LOST, Some(Cow::Borrowed(kind)), 0, lost)
+            }
         };
         let wire = Wire {
             v,
@@ -232,11 +288,13 @@ impl Envelope {
         }
     }
 
-    /// The half-open part `[start, end)` of its source this message claims; messages of one
-    /// source never claim overlapping parts. A file's line claims its bytes and the one after
-    /// them (its newline, or the first byte of its next part); a journal entry claims its
-    /// sequence number and the `skipped` ones before it; a loss marker claims the byte past its
-    /// generation's end, so the lost bytes below it stay a hole.
+    /// The half-open part `[start, end)` of its source this message claims, or a marker gives
+    /// up. A file's line claims its bytes and the one after them (its newline, or the first
+    /// byte of its next part); a journal entry claims its sequence number and the `skipped`
+    /// ones before it; lines and entries of one source never claim overlapping parts. A loss
+    /// or drop marker's extent is the range it gives up, `[offset - lost, offset)`: the
+    /// collector records it as a hole, never as written (lines of it published before a drop
+    /// may still arrive and fill it).
     pub fn extent(&self) -> (u64, u64) {
         match self.kind {
             SourceKind::File => (
@@ -249,7 +307,9 @@ impl Envelope {
                 self.offset.saturating_sub(skipped),
                 self.offset.saturating_add(1),
             ),
-            SourceKind::Lost { .. } => (self.offset, self.offset.saturating_add(1)),
+            SourceKind::Lost { bytes: lost } | SourceKind::Dropped { lost, .. } => {
+                (self.offset.saturating_sub(lost), self.offset)
+            }
         }
     }
 
@@ -300,7 +360,17 @@ impl Envelope {
             {
                 SourceKind::Lost { bytes: wire.lost }
             }
-            (VERSION_LOST, Some("lost")) => {
+            (VERSION_LOST, Some(kind @ (KIND_DROPPED | KIND_DROPPED_JOURNAL)))
+                if (1..=wire.offset).contains(&wire.lost)
+                    && wire.skipped == 0
+                    && wire.line.as_deref() == Some("") =>
+            {
+                SourceKind::Dropped {
+                    lost: wire.lost,
+                    journal: kind == KIND_DROPPED_JOURNAL,
+                }
+            }
+            (VERSION_LOST, Some("lost" | KIND_DROPPED | KIND_DROPPED_JOURNAL)) => {
                 return Err(EnvelopeError::Lost {
                     lost: wire.lost,
                     offset: wire.offset,
@@ -393,7 +463,7 @@ mod tests {
     }
 
     #[test]
-    fn loss_markers_are_v3_claim_the_byte_past_the_end_and_carry_no_line() {
+    fn loss_markers_are_v3_give_up_the_bytes_below_the_end_and_carry_no_line() {
         let mut marker = sample(b"");
         marker.kind = SourceKind::Lost { bytes: 24 };
         let json = marker.to_json();
@@ -404,8 +474,8 @@ mod tests {
             "{text}"
         );
         assert_eq!(Envelope::from_json(&json).unwrap(), marker);
-        // Past the end: the 24 bytes below it are not claimed.
-        assert_eq!(marker.extent(), (1024, 1025));
+        // The range given up: the 24 bytes below the end.
+        assert_eq!(marker.extent(), (1000, 1024));
         // The same id as a line at its offset would have: a resend is a duplicate.
         assert_eq!(marker.message_id(), sample(b"x").message_id());
         // A marker with a line, with nothing or more than its offset lost, or a kind that does
@@ -418,6 +488,68 @@ mod tests {
             text.replace(r#""v":3"#, r#""v":2"#),
             text.replace(r#""kind":"lost""#, r#""kind":"journal""#),
             text.replace(r#","kind":"lost""#, ""),
+        ] {
+            assert!(Envelope::from_json(body.as_bytes()).is_err(), "{body}");
+        }
+    }
+
+    #[test]
+    fn drop_markers_are_v3_give_up_their_range_and_never_share_a_line_id() {
+        let mut marker = sample(b"");
+        marker.offset = 0x4000;
+        marker.kind = SourceKind::Dropped {
+            lost: 0x1000,
+            journal: false,
+        };
+        let json = marker.to_json();
+        let text = String::from_utf8(json.clone()).unwrap();
+        assert!(text.starts_with(r#"{"v":3,"#), "{text}");
+        assert!(
+            text.ends_with(r#","line":"","kind":"dropped","lost":4096}"#),
+            "{text}"
+        );
+        assert_eq!(Envelope::from_json(&json).unwrap(), marker);
+        assert_eq!(marker.extent(), (0x3000, 0x4000));
+        assert_eq!(
+            marker.message_id(),
+            "801.83.00c0ffee00c0ffee.0.3000-4000@web-1"
+        );
+        // Neither the first dropped line's id nor the next line's.
+        for offset in [0x3000, 0x4000] {
+            let mut line = sample(b"x");
+            line.offset = offset;
+            assert_ne!(marker.message_id(), line.message_id());
+        }
+        // At the head of a file: the range from byte 0.
+        let mut head = marker.clone();
+        head.kind = SourceKind::Dropped {
+            lost: 0x4000,
+            journal: false,
+        };
+        assert_eq!(head.extent(), (0, 0x4000));
+        assert_eq!(Envelope::from_json(&head.to_json()).unwrap(), head);
+        // A journal's: sequence numbers.
+        let mut entries = marker.clone();
+        entries.kind = SourceKind::Dropped {
+            lost: 3,
+            journal: true,
+        };
+        let entries_json = String::from_utf8(entries.to_json()).unwrap();
+        assert!(
+            entries_json.contains(r#""kind":"dropped_journal""#),
+            "{entries_json}"
+        );
+        let decoded = Envelope::from_json(entries_json.as_bytes()).unwrap();
+        assert_eq!(decoded, entries);
+        assert!(decoded.kind.counts_sequence());
+        // With a line, with nothing or more than its offset given up, or in another version:
+        // refused.
+        for body in [
+            text.replace(r#""line":"""#, r#""line":"x""#),
+            text.replace(r#""lost":4096"#, r#""lost":0"#),
+            text.replace(r#""lost":4096"#, r#""lost":16385"#),
+            text.replace(r#""v":3"#, r#""v":1"#),
+            text.replace(r#""v":3"#, r#""v":2"#),
         ] {
             assert!(Envelope::from_json(body.as_bytes()).is_err(), "{body}");
         }
