@@ -168,3 +168,35 @@ fn drop_oldest_carries_every_drop_in_markers_that_survive_a_reopen_and_their_own
     let spool = Spool::open(dir.path(), 2 * segment + 700, WhenFull::DropOldest).unwrap();
     check(&spool);
 }
+
+#[test]
+fn dropped_journal_entries_travel_as_a_marker_in_sequence_numbers() {
+    let entry = |seqnum: u64, skipped: u64| {
+        let envelope = EnvelopeRef {
+            host: "h",
+            path: "journal",
+            file: FILE,
+            generation: 0,
+            offset: seqnum,
+            timestamp_ms: 0,
+            line: b"started",
+            fields: &BTreeMap::new(),
+            kind: SourceKind::Journal { skipped },
+        };
+        (envelope.message_id(), envelope.to_json())
+    };
+    let mut ranges = Vec::new();
+    // Entries 10 (after 3 of other units) and 11.
+    add(&mut ranges, &[entry(10, 3), entry(11, 0)], false);
+    assert_eq!(spans(&ranges), [("journal", 7, 12, 2, Cause::Unpublished)]);
+    assert_eq!(ranges[0].unit(), "sequence numbers");
+    let marker = Envelope::from_json(&markers(&ranges, 0)[0].1).unwrap();
+    assert_eq!(
+        marker.kind,
+        SourceKind::Dropped {
+            lost: 5,
+            journal: true
+        }
+    );
+    assert_eq!(marker.extent(), (7, 12));
+}
