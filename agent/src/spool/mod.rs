@@ -233,6 +233,21 @@ impl Spool {
             (marked.as_slice(), incoming + plan.marker_bytes())
         };
         let mut batch = sled::Batch::default();
+        // unwrap: as in `remove`. Held from the check to the count (and so, only while
+        // dropping, across the segment's fsync): a segment the publisher removed meanwhile was
+        // confirmed, not dropped.
+        let removing =
+            (!plan.segments.is_empty()).then(|| self.removing.lock().expect("spool lock poisoned"));
+        let mut dropped = dropped::Dropped::default();
+        let mut gone = Vec::with_capacity(plan.segments.len());
+        for segment in plan.segments {
+            if self.db.contains_key(seq_key(segment.seq))? {
+                batch.remove(&seq_key(segment.seq));
+                dropped.lines += segment.lines;
+                dropped.ranges.extend(segment.ranges);
+                gone.push((segment.seq, segment.index_lines, segment.bytes));
+            }
+        }
         let mut written = 0;
         if !lines.is_empty() {
             self.check_space(incoming)?;
@@ -248,20 +263,6 @@ impl Spool {
             batch.insert(b"n", &next_seq.to_be_bytes());
         }
         checkpoints(&mut batch);
-        // unwrap: as in `remove`. Held from the check to the count: a segment the publisher
-        // removed meanwhile was confirmed, not dropped.
-        let removing =
-            (!plan.segments.is_empty()).then(|| self.removing.lock().expect("spool lock poisoned"));
-        let mut dropped = dropped::Dropped::default();
-        let mut gone = Vec::with_capacity(plan.segments.len());
-        for segment in plan.segments {
-            if self.db.contains_key(seq_key(segment.seq))? {
-                batch.remove(&seq_key(segment.seq));
-                dropped.lines += segment.lines;
-                dropped.ranges.extend(segment.ranges);
-                gone.push((segment.seq, segment.index_lines, segment.bytes));
-            }
-        }
         if let Err(err) = self.db.apply_batch(batch) {
             if written > 0 {
                 // No record points at it: remove it now (or on the next open).
