@@ -474,14 +474,8 @@ impl JournalReader {
             match self.spool.append_journal(&batch.messages, self.id, &cursor) {
                 Ok(dropped) => {
                     self.pause.succeeded();
-                    if dropped > 0 {
-                        Metrics::add(&self.metrics.dropped, dropped);
-                        tracing::warn!(
-                            dropped,
-                            total = self.spool.dropped(),
-                            "spool full, dropped the oldest lines"
-                        );
-                    }
+                    Metrics::add(&self.metrics.dropped, dropped.lines);
+                    dropped.log(self.spool.dropped());
                     break;
                 }
                 Err(err) if err.is_disk_failure() && !stop.is_cancelled() => {

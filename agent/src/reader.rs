@@ -360,25 +360,8 @@ impl Reader {
                     .iter()
                     .for_each(|&i| self.sources[i].tailer_mut().spooled());
                 Metrics::add(&self.metrics.lines_read, lines.len() as u64);
-                if dropped > 0 {
-                    Metrics::add(&self.metrics.dropped, dropped);
-                    tracing::warn!(
-                        dropped,
-                        total = self.spool.dropped(),
-                        "spool full, dropped the oldest lines"
-                    );
-                    // Each piece by name: the collector's audit shows the same range as a hole.
-                    for range in self.spool.take_dropped() {
-                        tracing::warn!(
-                            path = %range.path,
-                            from = range.from,
-                            to = range.to,
-                            lines = range.lines,
-                            generation = range.generation,
-                            "spool full: dropped lines of this file (a hole in the collector's audit)"
-                        );
-                    }
-                }
+                Metrics::add(&self.metrics.dropped, dropped.lines);
+                dropped.log(self.spool.dropped());
                 self.pause.succeeded();
                 Ok(true)
             }

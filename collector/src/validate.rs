@@ -9,7 +9,7 @@ use logship_runtime::{Envelope, EnvelopeError, SourceKind};
 
 use crate::outpath::{OutpathError, Recent};
 use crate::positions::{self, Claim, OffsetKind, SourceHash, SourceName};
-use crate::seen::IdHash;
+use crate::seen::{self, IdHash};
 
 /// A line that passed validation.
 #[derive(Debug)]
@@ -28,9 +28,19 @@ pub struct Line {
     pub name: SourceName,
     /// The envelope's `ts`, unix milliseconds (for the delay histogram).
     pub ts_ms: i64,
-    /// A loss marker's lost bytes (envelope v3): nothing is written, only its claim committed,
-    /// so the bytes below it stay a hole in the audit.
-    pub lost: Option<u64>,
+    /// A loss or drop marker (envelope v3): nothing is written, its claim (the range given
+    /// up) is recorded as a hole in the audit.
+    pub marker: Option<Marker>,
+}
+
+/// What a marker says its agent gave up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marker {
+    /// The file was truncated and the end of its generation never read.
+    Truncated,
+    /// The agent's spool dropped the range (`drop_oldest`); lines of it published before the
+    /// drop may still arrive.
+    Dropped,
 }
 
 impl Line {
@@ -148,7 +158,7 @@ pub fn line(
     }
     let file = recent.relative(layout, &envelope)?;
     let (start, end) = envelope.extent();
-    let (source, id) = positions::hashes(
+    let (source, mut id) = positions::hashes(
         &envelope.host,
         envelope.file.dev,
         envelope.file.ino,
@@ -156,18 +166,26 @@ pub fn line(
         envelope.generation,
         Some(envelope.offset),
     );
+    let marker = match envelope.kind {
+        SourceKind::Lost { .. } => Some(Marker::Truncated),
+        SourceKind::Dropped { .. } => {
+            // Its id names its range, not an offset (see `Envelope::message_id`); markers are
+            // rare, so the string is built.
+            id = seen::hash(&envelope.message_id());
+            Some(Marker::Dropped)
+        }
+        SourceKind::File | SourceKind::Journal { .. } => None,
+    };
     let claim = Claim {
         source,
         start,
         end,
-        kind: match envelope.kind {
-            SourceKind::File | SourceKind::Lost { .. } => OffsetKind::Bytes,
-            SourceKind::Journal { .. } => OffsetKind::Sequence,
+        kind: if envelope.kind.counts_sequence() {
+            OffsetKind::Sequence
+        } else {
+            OffsetKind::Bytes
         },
-    };
-    let lost = match envelope.kind {
-        SourceKind::Lost { bytes } => Some(bytes),
-        _ => None,
+        given_up: marker.is_some(),
     };
     Ok(Line {
         id,
@@ -179,7 +197,7 @@ pub fn line(
             path: envelope.path,
         },
         ts_ms: envelope.timestamp_ms,
-        lost,
+        marker,
     })
 }
 

@@ -17,7 +17,7 @@ use crate::commit::Commit;
 use crate::dedup;
 use crate::retention;
 use crate::sink::{self, Sink, SinkError};
-use crate::validate::Line;
+use crate::validate::{Line, Marker};
 
 /// The audit record is rewritten when only its count of sources changed at most this often.
 const AUDIT_REFRESH_MS: i64 = 10_000;
@@ -205,7 +205,7 @@ impl Writer {
         let refused_files = self.sink.open_all(
             fresh
                 .iter()
-                .filter(|(_, line)| line.lost.is_none())
+                .filter(|(_, line)| line.marker.is_none())
                 .map(|(_, line)| line.file.as_path()),
             &self.commit,
         )?;
@@ -218,9 +218,9 @@ impl Writer {
         let mut hosts = std::collections::HashSet::new();
         let mut markers = Vec::new();
         for (position, line) in fresh {
-            if line.lost.is_some() {
-                // A loss marker: its claim is committed (a resend is a duplicate), nothing is
-                // written, and the lost bytes below it become a hole.
+            if line.marker.is_some() {
+                // A loss or drop marker: nothing is written, and the range it gives up is
+                // recorded as a hole (a resend is a duplicate by its id).
                 markers.push(line);
                 ids.push(line.id);
                 hosts.insert(line.name.host.as_str());
@@ -245,10 +245,19 @@ impl Writer {
         let holes_changed = self.commit.record(&ids, &claims, &lengths, now_ms())?;
         outcome.committed_at_ms = now_ms();
         for marker in &markers {
-            let end = marker.claim.start;
-            tracing::warn!(host = %marker.name.host, path = %marker.name.path,
-                from = end.saturating_sub(marker.lost.unwrap_or_default()), to = end,
-                "the agent found this file truncated and never read these bytes of it (a hole in the audit)");
+            let (from, to, unit) = (
+                marker.claim.start,
+                marker.claim.end,
+                marker.claim.kind.unit(),
+            );
+            match marker.marker {
+                Some(Marker::Dropped) => {
+                    tracing::warn!(host = %marker.name.host, path = %marker.name.path, from, to, unit,
+                    "the agent's spool dropped this range of this source (drop_oldest): a hole in the audit, but for lines of it published before the drop")
+                }
+                _ => tracing::warn!(host = %marker.name.host, path = %marker.name.path, from, to,
+                    "the agent found this file truncated and never read these bytes of it (a hole in the audit)"),
+            }
         }
         // The batch is committed whatever happens here: a failed compaction is finished or
         // undone by the recovery before the next batch.
@@ -306,7 +315,7 @@ mod tests {
     }
 
     #[test]
-    fn a_loss_marker_commits_its_claim_writes_nothing_and_leaves_a_hole_below_it() {
+    fn a_loss_marker_writes_nothing_and_leaves_the_bytes_it_gives_up_a_hole() {
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
             "state_dir = \"{0}/state\"\n[output]\ndir = \"{0}/out\"\n[broker]\nuris = [\"amqp://h/%2f\"]\nqueue = \"q\"\n",
@@ -343,5 +352,66 @@ mod tests {
         assert!(outcome.gaps.is_none());
         assert_eq!(writer.audit().len(), 1);
         assert_eq!(std::fs::read(&out).unwrap(), b"first\n");
+    }
+
+    #[test]
+    fn a_drop_marker_at_a_files_head_leaves_a_hole_that_late_lines_shrink_without_a_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "state_dir = \"{0}/state\"\n[output]\ndir = \"{0}/out\"\n[broker]\nuris = [\"amqp://h/%2f\"]\nqueue = \"q\"\n",
+            dir.path().display()
+        );
+        let config = logship_config::load::parse::<logship_config::collector::RawCollectorConfig>(
+            std::path::Path::new("collector.toml"),
+            &text,
+        )
+        .unwrap();
+        std::fs::create_dir_all(&config.output_dir).unwrap();
+        let mut writer = Writer::open(&config).unwrap();
+        let intake = |body: Vec<u8>| {
+            crate::validate::intake(&body, &config, None, &mut Default::default()).unwrap()
+        };
+        let holes = |writer: &mut Writer| {
+            writer
+                .audit()
+                .iter()
+                .map(|g| (g.start, g.end))
+                .collect::<Vec<_>>()
+        };
+        // "one\n" 0..4, "two\n" 4..8 dropped from the spool before any was confirmed; then
+        // "three" at 8 arrives after the marker.
+        let dropped = SourceKind::Dropped {
+            lost: 8,
+            journal: false,
+        };
+        let marker = || intake(body(8, b"", dropped));
+        let outcome = writer
+            .write(&[marker(), intake(body(8, b"three", SourceKind::File))])
+            .unwrap();
+        assert_eq!(outcome.written, 1);
+        assert_eq!(
+            holes(&mut writer),
+            [(0, 8)],
+            "a hole below the first committed byte"
+        );
+        let out = dir.path().join("out/web-1/var/log/app.log");
+        assert_eq!(std::fs::read(&out).unwrap(), b"three\n");
+        // "one" had been published before the drop and arrives late: written once, and only
+        // what never arrived stays a hole; a resend of the marker changes nothing.
+        let outcome = writer
+            .write(&[intake(body(0, b"one", SourceKind::File)), marker()])
+            .unwrap();
+        assert_eq!((outcome.written, outcome.duplicates), (1, 1));
+        assert_eq!(holes(&mut writer), [(4, 8)]);
+        let outcome = writer
+            .write(&[intake(body(0, b"one", SourceKind::File))])
+            .unwrap();
+        assert_eq!((outcome.written, outcome.duplicates), (0, 1));
+        assert_eq!(std::fs::read(&out).unwrap(), b"three\none\n");
+        // Everything arrived after all: no hole.
+        writer
+            .write(&[intake(body(4, b"two", SourceKind::File))])
+            .unwrap();
+        assert!(holes(&mut writer).is_empty());
     }
 }

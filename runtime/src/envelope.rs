@@ -21,16 +21,24 @@
 //! - **Version 3** is a loss marker (`"kind":"lost"`, `"line":""`): the agent found the file
 //!   truncated and could not read the end of generation `gen`. `offset` is that generation's
 //!   size as last seen, and `lost` (at least 1, at most `offset`) the bytes just before it that
-//!   were never read. It claims `[offset, offset + 1)`, a byte past the generation's end, and
-//!   carries no line: the collector commits the claim and writes nothing, so the lost bytes are
-//!   a hole between two committed ranges, which the audit names. A collector before v3 rejects
-//!   it (dead-letter) rather than write it as an empty line.
+//!   were never read. It carries no line: the collector records `[offset - lost, offset)` as
+//!   given up and writes nothing, so the audit names the range as a hole, also when nothing
+//!   below it was committed. (A collector of issue 17 committed the byte past the end,
+//!   `[offset, offset + 1)`, instead: the same hole whenever something below it had arrived.)
+//!   A collector before v3 rejects it (dead-letter) rather than write it as an empty line.
+//! - Version 3 also carries a **drop marker** (`"kind":"dropped"`, or `"dropped_journal"` when
+//!   the offsets are a journal's sequence numbers; `"line":""`): the agent's spool dropped
+//!   `[offset - lost, offset)` of the source (`drop_oldest`). Lines of that range published
+//!   before the drop may still arrive; the rest never will. A collector of issue 17 (which knows
+//!   only `"lost"`) rejects it (dead-letter) rather than misread it.
 //!
 //! Invariant: [`Envelope::message_id`] is a pure function of (host, file identity, generation,
-//! offset), so a line read or sent twice carries the same id. Unknown fields are ignored within a
-//! version; a breaking change bumps `v`, which older collectors reject (dead-letter, not crash).
-//! [`Envelope::extent`] is the part of its source a message claims: messages of one source never
-//! claim overlapping extents.
+//! offset), and for a drop marker of its whole range, so a line or marker read or sent twice
+//! carries the same id, and a marker never shares an id with a line. Unknown fields are
+//! ignored within a version; a breaking change bumps `v`, which older collectors reject
+//! (dead-letter, not crash). [`Envelope::extent`] is the part of its source a message claims
+//! (a line, an entry) or gives up (a loss marker): lines and entries of one source never claim
+//! overlapping extents; a marker's extent may hold lines published before it.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -47,6 +55,11 @@ pub const VERSION_JOURNAL: u32 = 2;
 /// The envelope version of a loss marker (no line; see [`SourceKind::Lost`]).
 pub const VERSION_LOST: u32 = 3;
 
+/// The `kind` of a drop marker of a file (v3).
+const KIND_DROPPED: &str = "dropped";
+/// The `kind` of a drop marker of a journal (v3): offsets are sequence numbers.
+const KIND_DROPPED_JOURNAL: &str = "dropped_journal";
+
 /// What a message's source is, and so what its offset counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SourceKind {
@@ -57,8 +70,31 @@ pub enum SourceKind {
     /// numbers before it were passed over by the same input (envelope v2).
     Journal { skipped: u64 },
     /// A file's generation ended at `offset` (its size as last seen) and its `bytes` just before
-    /// that were never read: no line, only the claim of the byte past the end (envelope v3).
+    /// that were never read (a truncation without a copy): no line (envelope v3).
     Lost { bytes: u64 },
+    /// The agent's spool dropped the `lost` units of its source just before `offset`
+    /// (`drop_oldest`): no line (envelope v3). `journal` says the offsets are a journal's
+    /// sequence numbers, not bytes.
+    Dropped { lost: u64, journal: bool },
+}
+
+impl SourceKind {
+    /// The units given up just before the offset, for a loss or drop marker.
+    pub fn given_up(self) -> Option<u64> {
+        match self {
+            SourceKind::Lost { bytes } => Some(bytes),
+            SourceKind::Dropped { lost, .. } => Some(lost),
+            SourceKind::File | SourceKind::Journal { .. } => None,
+        }
+    }
+
+    /// Whether the source's offsets are sequence numbers (a journal's), not bytes.
+    pub fn counts_sequence(self) -> bool {
+        matches!(
+            self,
+            SourceKind::Journal { .. } | SourceKind::Dropped { journal: true, .. }
+        )
+    }
 }
 
 /// Which file a line came from: (device, inode) plus a fingerprint of its first bytes, so a
@@ -110,7 +146,7 @@ pub enum EnvelopeError {
     Kind { version: u32, kind: Option<String> },
     #[error("journal entry skips {skipped} sequence numbers before {offset}")]
     Skipped { skipped: u64, offset: u64 },
-    #[error("loss marker at {offset} with {lost} lost bytes or a line")]
+    #[error("loss marker at {offset} with {lost} lost units or a line")]
     Lost { lost: u64, offset: u64 },
 }
 
@@ -175,12 +211,24 @@ pub struct EnvelopeRef<'a> {
 
 impl EnvelopeRef<'_> {
     /// The message id: `<dev>.<ino>.<fp>.<gen>.<offset>@<host>` (hex numbers). The host comes
-    /// last, after a fixed-shape prefix, so distinct sources can never share an id.
+    /// last, after a fixed-shape prefix, so distinct sources can never share an id. A drop
+    /// marker's is `<dev>.<ino>.<fp>.<gen>.<from>-<offset>@<host>`: never a line's, and two
+    /// markers of one source share it only if they give up the same range.
     pub fn message_id(&self) -> String {
-        format!(
-            "{:x}.{:x}.{:016x}.{:x}.{:x}@{}",
-            self.file.dev, self.file.ino, self.file.fp, self.generation, self.offset, self.host
-        )
+        let (dev, ino, fp, generation) =
+            (self.file.dev, self.file.ino, self.file.fp, self.generation);
+        match self.kind {
+            SourceKind::Dropped { lost, .. } => format!(
+                "{dev:x}.{ino:x}.{fp:016x}.{generation:x}.{:x}-{:x}@{}",
+                self.offset.saturating_sub(lost),
+                self.offset,
+                self.host
+            ),
+            _ => format!(
+                "{dev:x}.{ino:x}.{fp:016x}.{generation:x}.{:x}@{}",
+                self.offset, self.host
+            ),
+        }
     }
 
     /// Encodes to JSON.
@@ -195,6 +243,14 @@ impl EnvelopeRef<'_> {
                 (VERSION_JOURNAL, Some(Cow::Borrowed("journal")), skipped, 0)
             }
             SourceKind::Lost { bytes } => (VERSION_LOST, Some(Cow::Borrowed("lost")), 0, bytes),
+            SourceKind::Dropped { lost, journal } => {
+                let kind = if journal {
+                    KIND_DROPPED_JOURNAL
+                } else {
+                    KIND_DROPPED
+                };
+                (VERSION_LOST, Some(Cow::Borrowed(kind)), 0, lost)
+            }
         };
         let wire = Wire {
             v,
@@ -232,11 +288,13 @@ impl Envelope {
         }
     }
 
-    /// The half-open part `[start, end)` of its source this message claims; messages of one
-    /// source never claim overlapping parts. A file's line claims its bytes and the one after
-    /// them (its newline, or the first byte of its next part); a journal entry claims its
-    /// sequence number and the `skipped` ones before it; a loss marker claims the byte past its
-    /// generation's end, so the lost bytes below it stay a hole.
+    /// The half-open part `[start, end)` of its source this message claims, or a marker gives
+    /// up. A file's line claims its bytes and the one after them (its newline, or the first
+    /// byte of its next part); a journal entry claims its sequence number and the `skipped`
+    /// ones before it; lines and entries of one source never claim overlapping parts. A loss
+    /// or drop marker's extent is the range it gives up, `[offset - lost, offset)`: the
+    /// collector records it as a hole, never as written (lines of it published before a drop
+    /// may still arrive and fill it).
     pub fn extent(&self) -> (u64, u64) {
         match self.kind {
             SourceKind::File => (
@@ -249,7 +307,9 @@ impl Envelope {
                 self.offset.saturating_sub(skipped),
                 self.offset.saturating_add(1),
             ),
-            SourceKind::Lost { .. } => (self.offset, self.offset.saturating_add(1)),
+            SourceKind::Lost { bytes: lost } | SourceKind::Dropped { lost, .. } => {
+                (self.offset.saturating_sub(lost), self.offset)
+            }
         }
     }
 
@@ -300,7 +360,17 @@ impl Envelope {
             {
                 SourceKind::Lost { bytes: wire.lost }
             }
-            (VERSION_LOST, Some("lost")) => {
+            (VERSION_LOST, Some(kind @ (KIND_DROPPED | KIND_DROPPED_JOURNAL)))
+                if (1..=wire.offset).contains(&wire.lost)
+                    && wire.skipped == 0
+                    && wire.line.as_deref() == Some("") =>
+            {
+                SourceKind::Dropped {
+                    lost: wire.lost,
+                    journal: kind == KIND_DROPPED_JOURNAL,
+                }
+            }
+            (VERSION_LOST, Some("lost" | KIND_DROPPED | KIND_DROPPED_JOURNAL)) => {
                 return Err(EnvelopeError::Lost {
                     lost: wire.lost,
                     offset: wire.offset,
@@ -347,148 +417,4 @@ mod hex_u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample(line: &[u8]) -> Envelope {
-        Envelope {
-            host: "web-1".into(),
-            path: "/var/log/app.log".into(),
-            file: FileId {
-                dev: 2049,
-                ino: 131,
-                fp: 0x00c0_ffee_00c0_ffee,
-            },
-            generation: 0,
-            offset: 1024,
-            timestamp_ms: 1_764_028_800_123,
-            line: line.to_vec(),
-            fields: BTreeMap::new(),
-            kind: SourceKind::File,
-        }
-    }
-
-    #[test]
-    fn journal_entries_are_v2_and_claim_their_sequence_numbers() {
-        let mut entry = sample(b"started");
-        entry.kind = SourceKind::Journal { skipped: 3 };
-        let json = entry.to_json();
-        let text = String::from_utf8(json.clone()).unwrap();
-        assert!(text.starts_with(r#"{"v":2,"#), "{text}");
-        assert!(
-            text.ends_with(r#","kind":"journal","skipped":3}"#),
-            "{text}"
-        );
-        assert_eq!(Envelope::from_json(&json).unwrap(), entry);
-        assert_eq!(entry.extent(), (1021, 1025));
-        assert_eq!(sample(b"abc").extent(), (1024, 1028));
-        // A kind that does not match the version, or skips below zero, is refused.
-        for body in [
-            text.replace(r#""v":2"#, r#""v":1"#),
-            text.replace(r#""kind":"journal""#, r#""kind":"file""#),
-            text.replace(r#""skipped":3"#, r#""skipped":2000"#),
-        ] {
-            assert!(Envelope::from_json(body.as_bytes()).is_err(), "{body}");
-        }
-    }
-
-    #[test]
-    fn loss_markers_are_v3_claim_the_byte_past_the_end_and_carry_no_line() {
-        let mut marker = sample(b"");
-        marker.kind = SourceKind::Lost { bytes: 24 };
-        let json = marker.to_json();
-        let text = String::from_utf8(json.clone()).unwrap();
-        assert!(text.starts_with(r#"{"v":3,"#), "{text}");
-        assert!(
-            text.ends_with(r#","line":"","kind":"lost","lost":24}"#),
-            "{text}"
-        );
-        assert_eq!(Envelope::from_json(&json).unwrap(), marker);
-        // Past the end: the 24 bytes below it are not claimed.
-        assert_eq!(marker.extent(), (1024, 1025));
-        // The same id as a line at its offset would have: a resend is a duplicate.
-        assert_eq!(marker.message_id(), sample(b"x").message_id());
-        // A marker with a line, with nothing or more than its offset lost, or a kind that does
-        // not match the version, is refused.
-        for body in [
-            text.replace(r#""line":"""#, r#""line":"x""#),
-            text.replace(r#""lost":24"#, r#""lost":0"#),
-            text.replace(r#""lost":24"#, r#""lost":1025"#),
-            text.replace(r#""v":3"#, r#""v":1"#),
-            text.replace(r#""v":3"#, r#""v":2"#),
-            text.replace(r#""kind":"lost""#, r#""kind":"journal""#),
-            text.replace(r#","kind":"lost""#, ""),
-        ] {
-            assert!(Envelope::from_json(body.as_bytes()).is_err(), "{body}");
-        }
-    }
-
-    #[test]
-    fn fields_travel_when_set_and_are_omitted_when_empty() {
-        let mut envelope = sample(b"first\n  at second");
-        assert!(
-            !String::from_utf8(envelope.to_json())
-                .unwrap()
-                .contains("fields")
-        );
-        envelope.fields.insert("service".into(), "web".into());
-        let json = envelope.to_json();
-        assert!(
-            String::from_utf8(json.clone())
-                .unwrap()
-                .contains(r#""fields":{"service":"web"}"#)
-        );
-        assert_eq!(Envelope::from_json(&json).unwrap(), envelope);
-    }
-
-    #[test]
-    fn non_utf8_bytes_survive_the_round_trip() {
-        let bytes = b"caf\xe9 \xff\x00 end\r".to_vec();
-        let envelope = sample(&bytes);
-        let json = envelope.to_json();
-        assert!(std::str::from_utf8(&json).unwrap().contains("line_b64"));
-        assert_eq!(Envelope::from_json(&json).unwrap(), envelope);
-    }
-
-    #[test]
-    fn utf8_lines_travel_as_text() {
-        let envelope = sample("héllo \"quoted\" \\ tab\t".as_bytes());
-        let json = envelope.to_json();
-        assert!(!std::str::from_utf8(&json).unwrap().contains("line_b64"));
-        assert_eq!(Envelope::from_json(&json).unwrap(), envelope);
-    }
-
-    #[test]
-    fn message_id_depends_on_source_only() {
-        let a = sample(b"one");
-        let mut b = sample(b"two");
-        b.timestamp_ms += 5;
-        assert_eq!(a.message_id(), b.message_id());
-        assert_eq!(a.message_id(), "801.83.00c0ffee00c0ffee.0.400@web-1");
-        b.offset += 1;
-        assert_ne!(a.message_id(), b.message_id());
-        let mut c = sample(b"one");
-        c.generation = 1;
-        assert_ne!(a.message_id(), c.message_id());
-    }
-
-    #[test]
-    fn bad_bodies_are_errors_not_panics() {
-        let cases: [&[u8]; 7] = [
-            b"",
-            b"not json",
-            b"{\"v\":4}",
-            b"{\"v\":1}",
-            b"[1,2,3]",
-            br#"{"v":1,"host":"h","path":"/p","file":{"dev":1,"ino":2,"fp":"zz"},"gen":0,"offset":0,"ts":0,"line":"x"}"#,
-            br#"{"v":1,"host":"h","path":"/p","file":{"dev":1,"ino":2,"fp":"01"},"gen":0,"offset":0,"ts":0}"#,
-        ];
-        for body in cases {
-            assert!(Envelope::from_json(body).is_err(), "{body:?}");
-        }
-        assert!(matches!(
-            Envelope::from_json(b"{\"v\":4}"),
-            Err(EnvelopeError::Version(4))
-        ));
-    }
-}
+mod tests;

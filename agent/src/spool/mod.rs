@@ -21,8 +21,9 @@
 //!   sled can always record removals and the publisher can free space.
 //! - Segments are appended under one lock, so sequence numbers become visible in order and the
 //!   publisher, reading forward, never skips one.
-//! - A segment is removed only after a clean ack of its every line (or by `drop_oldest`,
-//!   counted). A segment confirmed in part is sent again whole after a restart; the collector
+//! - A segment is removed only after a clean ack of its every line, or by `drop_oldest`,
+//!   counted, in the same sled batch as the record of the segment that holds its drop markers
+//!   ([`dropped`]). A segment confirmed in part is sent again whole after a restart; the collector
 //!   drops the lines it already has by id. Its file is deleted only once the removal of its
 //!   record is flushed ([`Spool::collect`]): a record without its file means real loss.
 //! - A file's descriptor is closed only after [`Spool::flush`], so lines of a rotated or deleted
@@ -30,6 +31,7 @@
 
 pub mod checkpoint;
 pub mod dropped;
+mod error;
 mod index;
 pub mod segment;
 
@@ -43,6 +45,7 @@ use tokio::sync::Notify;
 use crate::identity::FileKey;
 pub use checkpoint::Checkpoint;
 use checkpoint::{checkpoint_key, decode_checkpoint, decode_file_key, encode_checkpoint};
+pub use error::SpoolError;
 use index::{decode_index, decode_seq, encode_index, seq_key};
 use segment::Segments;
 
@@ -60,64 +63,6 @@ const FLUSH_EVERY_MS: u64 = 500;
 /// Free space a segment write always leaves on the state disk, so that sled can still record
 /// removals (and the publisher free space) when the disk is otherwise full.
 pub const RESERVE: u64 = 4 << 20;
-
-/// A failure of the spool's database.
-#[derive(Debug, thiserror::Error)]
-pub enum SpoolError {
-    #[error("cannot open spool in \"{}\"", path.display())]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: sled::Error,
-    },
-    #[error("spool database failed")]
-    Sled(#[from] sled::Error),
-    #[error("only {free} bytes free under \"{}\", {RESERVE} are kept for the spool's index", path.display())]
-    LowSpace { path: PathBuf, free: u64 },
-    #[error("spool segment {seq:016x} failed")]
-    Segment {
-        seq: Seq,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-impl SpoolError {
-    /// The disk under the spool failed in a way that may pass (full, quota, I/O error, read
-    /// only): reading pauses and retries instead of ending the agent.
-    pub fn is_disk_failure(&self) -> bool {
-        if let SpoolError::LowSpace { .. } = self {
-            return true;
-        }
-        // Out of descriptors is as transient: the reader keeps fewer files open.
-        self.os_error().is_some_and(|code| {
-            [
-                libc::ENOSPC,
-                libc::EDQUOT,
-                libc::EIO,
-                libc::EROFS,
-                libc::EMFILE,
-                libc::ENFILE,
-            ]
-            .contains(&code)
-        })
-    }
-
-    /// The process (or the system) ran out of file descriptors.
-    pub fn is_out_of_descriptors(&self) -> bool {
-        self.os_error()
-            .is_some_and(|code| code == libc::EMFILE || code == libc::ENFILE)
-    }
-
-    fn os_error(&self) -> Option<i32> {
-        let io = match self {
-            SpoolError::Segment { source, .. } => Some(source),
-            SpoolError::Sled(sled::Error::Io(source)) => Some(source),
-            SpoolError::LowSpace { .. } | SpoolError::Open { .. } | SpoolError::Sled(_) => None,
-        };
-        io.and_then(std::io::Error::raw_os_error)
-    }
-}
 
 fn journal_key(input: u64) -> [u8; 9] {
     let mut key = [b'j'; 9];
@@ -145,8 +90,13 @@ pub struct Spool {
     /// Lines (not segments) spooled.
     lines: AtomicU64,
     dropped: AtomicU64,
-    /// What `drop_oldest` dropped since [`Spool::take_dropped`] was last called.
-    dropped_ranges: Mutex<Vec<dropped::DroppedRange>>,
+    /// Segments below this number may have been loaded by the publisher, and so published:
+    /// what `drop_oldest` drops of them may have been delivered. At open, every segment there
+    /// is (an earlier process may have published them).
+    loaded_to: AtomicU64,
+    /// Held while a segment's record is removed and counted, so a drop and a confirm never both
+    /// count one segment.
+    removing: Mutex<()>,
     /// Segments whose records are removed but whose files wait for a durable flush.
     doomed: Mutex<Vec<Seq>>,
     state_dir: PathBuf,
@@ -204,7 +154,8 @@ impl Spool {
             bytes: AtomicU64::new(bytes),
             lines: AtomicU64::new(count),
             dropped: AtomicU64::new(0),
-            dropped_ranges: Mutex::new(Vec::new()),
+            loaded_to: AtomicU64::new(next_seq),
+            removing: Mutex::new(()),
             doomed: Mutex::new(Vec::new()),
             state_dir: state_dir.to_path_buf(),
             max_bytes,
@@ -215,13 +166,14 @@ impl Spool {
 
     /// Appends what one reader turn read (lines of any number of files, each file's lines in
     /// order) as one segment, durable with one fsync, then its index record and every file's
-    /// new checkpoint in one sled batch. With `drop_oldest`, first drops the oldest segments to
-    /// make room; returns the lines dropped.
+    /// new checkpoint in one sled batch. With `drop_oldest`, the oldest segments make room: their
+    /// drop markers go first into this segment and their records go in the same batch; returns
+    /// what was dropped, for the caller to log.
     pub fn append(
         &self,
         lines: &[Message],
         checkpoints: &[(FileKey, Checkpoint)],
-    ) -> Result<u64, SpoolError> {
+    ) -> Result<dropped::Dropped, SpoolError> {
         self.append_with(lines, |batch| {
             for (key, checkpoint) in checkpoints {
                 batch.insert(&checkpoint_key(*key), encode_checkpoint(checkpoint));
@@ -236,7 +188,7 @@ impl Spool {
         lines: &[Message],
         input: u64,
         cursor: &str,
-    ) -> Result<u64, SpoolError> {
+    ) -> Result<dropped::Dropped, SpoolError> {
         self.append_with(lines, |batch| {
             batch.insert(&journal_key(input), cursor.as_bytes())
         })
@@ -256,23 +208,46 @@ impl Spool {
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
-    /// One segment of `lines` and, in the same sled batch, what `checkpoints` adds.
+    /// One segment of `lines` (after the markers of what `drop_oldest` drops for it) and, in
+    /// the same sled batch, what `checkpoints` adds and the dropped segments' removal.
     fn append_with(
         &self,
         lines: &[Message],
         checkpoints: impl FnOnce(&mut sled::Batch),
-    ) -> Result<u64, SpoolError> {
+    ) -> Result<dropped::Dropped, SpoolError> {
         let incoming: u64 = lines
             .iter()
             .map(|(id, body)| segment::framed_len(id, body))
             .sum();
         // unwrap: a poisoned lock means another append panicked; carrying on could reorder.
         let mut next_seq = self.next_seq.lock().expect("spool lock poisoned");
-        let dropped = match self.when_full {
-            WhenFull::DropOldest => self.drop_oldest(incoming)?,
-            WhenFull::Block => 0,
+        let plan = match self.when_full {
+            WhenFull::DropOldest => self.plan_drop(incoming)?,
+            WhenFull::Block => dropped::Plan::default(),
+        };
+        let marked: Vec<Message>;
+        let (lines, incoming) = if plan.markers.is_empty() {
+            (lines, incoming)
+        } else {
+            marked = plan.markers.iter().chain(lines).cloned().collect();
+            (marked.as_slice(), incoming + plan.marker_bytes())
         };
         let mut batch = sled::Batch::default();
+        // unwrap: as in `remove`. Held from the check to the count (and so, only while
+        // dropping, across the segment's fsync): a segment the publisher removed meanwhile was
+        // confirmed, not dropped.
+        let removing =
+            (!plan.segments.is_empty()).then(|| self.removing.lock().expect("spool lock poisoned"));
+        let mut dropped = dropped::Dropped::default();
+        let mut gone = Vec::with_capacity(plan.segments.len());
+        for segment in plan.segments {
+            if self.db.contains_key(seq_key(segment.seq))? {
+                batch.remove(&seq_key(segment.seq));
+                dropped.lines += segment.lines;
+                dropped.ranges.extend(segment.ranges);
+                gone.push((segment.seq, segment.index_lines, segment.bytes));
+            }
+        }
         let mut written = 0;
         if !lines.is_empty() {
             self.check_space(incoming)?;
@@ -296,7 +271,10 @@ impl Spool {
             }
             return Err(err.into());
         }
+        self.forget_removed(&gone);
+        drop(removing);
         drop(next_seq);
+        self.dropped.fetch_add(dropped.lines, Ordering::Relaxed);
         if written > 0 {
             self.bytes.fetch_add(written, Ordering::Relaxed);
             self.lines.fetch_add(lines.len() as u64, Ordering::Relaxed);
@@ -314,34 +292,6 @@ impl Spool {
             }),
             _ => Ok(()),
         }
-    }
-
-    /// Removes the oldest segments until `incoming` more bytes fit under the cap.
-    fn drop_oldest(&self, incoming: u64) -> Result<u64, SpoolError> {
-        let mut dropped = 0;
-        while self.bytes() + incoming > self.max_bytes {
-            let Some((key, _)) = self.db.scan_prefix(b"q").next().transpose()? else {
-                break;
-            };
-            let seq = decode_seq(&key);
-            // A damaged segment is dropped all the same; only its ranges go unnamed.
-            if let Ok(messages) = self.segments.read(seq) {
-                // unwrap: as in `remove`.
-                dropped::add(
-                    &mut self.dropped_ranges.lock().expect("spool lock poisoned"),
-                    &messages,
-                );
-            }
-            dropped += self.remove(seq)?;
-        }
-        self.dropped.fetch_add(dropped, Ordering::Relaxed);
-        Ok(dropped)
-    }
-
-    /// The ranges of source files dropped by `drop_oldest` since the last call.
-    pub fn take_dropped(&self) -> Vec<dropped::DroppedRange> {
-        // unwrap: as in `remove`.
-        std::mem::take(&mut *self.dropped_ranges.lock().expect("spool lock poisoned"))
     }
 
     /// Records a checkpoint alone (a new generation, a file finished, a start at the end).
@@ -391,6 +341,8 @@ impl Spool {
             .map(|key| key.map(|k| decode_seq(&k)))
             .collect::<Result<_, _>>()?;
         for seq in keys {
+            // From here on what `drop_oldest` drops of it may have been published.
+            self.loaded_to.fetch_max(seq + 1, Ordering::Relaxed);
             match self.segments.read(seq) {
                 Ok(lines) => page.push(Segment { seq, lines }),
                 Err(err)
@@ -413,15 +365,31 @@ impl Spool {
     /// was already gone. Its file is deleted by [`Spool::collect`] once the removal is durable:
     /// a segment file missing under a record then always means real loss.
     pub fn remove(&self, seq: Seq) -> Result<u64, SpoolError> {
+        // unwrap: a poisoned lock means a panic elsewhere; the process is going down.
+        let _removing = self.removing.lock().expect("spool lock poisoned");
         let Some(value) = self.db.remove(seq_key(seq))? else {
             return Ok(0);
         };
         let (lines, size) = decode_index(&value);
-        self.bytes.fetch_sub(size, Ordering::Relaxed);
-        self.lines.fetch_sub(u64::from(lines), Ordering::Relaxed);
-        // unwrap: a poisoned lock means a panic elsewhere; the process is going down.
-        self.doomed.lock().expect("spool lock poisoned").push(seq);
+        self.forget_removed(&[(seq, lines, size)]);
         Ok(u64::from(lines))
+    }
+
+    /// Counts segments whose records were removed (`(seq, lines, bytes)` as in their records)
+    /// out of the spool, and dooms their files (see [`Spool::collect`]).
+    fn forget_removed(&self, removed: &[(Seq, u32, u64)]) {
+        // unwrap: as in `remove`.
+        let mut doomed = self.doomed.lock().expect("spool lock poisoned");
+        for &(seq, lines, size) in removed {
+            self.bytes.fetch_sub(size, Ordering::Relaxed);
+            self.lines.fetch_sub(u64::from(lines), Ordering::Relaxed);
+            doomed.push(seq);
+        }
+    }
+
+    /// Segments below this number may have been loaded (and so published) by the publisher.
+    fn loaded_to(&self) -> Seq {
+        self.loaded_to.load(Ordering::Relaxed)
     }
 
     /// Makes the removals so far durable, then deletes their segment files. Until then the

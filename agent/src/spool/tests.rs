@@ -88,7 +88,7 @@ fn block_reports_full_and_drop_oldest_makes_room() {
     drop(spool);
     let spool = open(dir.path(), 100, WhenFull::DropOldest);
     let dropped = spool.append(&lines(2), &[(KEY, checkpoint(2))]).unwrap();
-    assert_eq!(dropped, 6);
+    assert_eq!(dropped.lines, 6);
     assert!(spool.bytes() <= 100);
     assert_eq!(spool.page(0, 1).unwrap()[0].seq, 3);
 }

@@ -1,7 +1,7 @@
 //! What a truncation without a copy provably lost: the file was seen larger than what was read
 //! before it was truncated, and those bytes are gone. They are announced with a loss marker
-//! (envelope v3) that claims the byte just past the size seen, so the collector's audit shows
-//! them as a hole between two committed ranges, the same range the agent's log names.
+//! (envelope v3) that gives up the bytes below the size seen, so the collector's audit shows
+//! them as a hole, the same range the agent's log names.
 //!
 //! Invariants: `seen` holds only sizes a look took while the file was not found truncated (a
 //! file rewritten in place past our offset is a new generation, not a larger old one), and is

@@ -1,6 +1,8 @@
 //! Committed source positions: for each source (host, file identity, generation), the ranges
-//! of the source whose lines are written for good, and the holes between them (what the audit
-//! reports). A line whose range is committed
+//! of the source whose lines are written for good, the ranges its agent gave up (loss and drop
+//! markers), and the holes (what the audit reports): between two committed ranges, and what
+//! of a given-up range no committed range covers, also below the first committed byte. A line
+//! whose range is committed
 //! is a duplicate however long ago it was written; memory grows with the number of sources, not
 //! of lines, since a source's lines almost always commit as one contiguous range (a gap appears
 //! only while a resend after a nack or a return is outstanding).
@@ -17,12 +19,17 @@
 //! sled keys (in the commit record's tree): `p/<source hash: 16 bytes>` -> `<last committed at:
 //! ms, i64 BE><kind: u8>` then `<start: u64 BE><end: u64 BE><hole below open since: ms, i64 BE>`
 //! per range (records of older versions, `<last><start><end>*` with no kind, read as bytes with
-//! holes open since their last commit). The source hash is the 128-bit FNV-1a of
+//! holes open since their last commit). A source with given-up ranges has `<committed ranges:
+//! u32 BE>` after its kind, then its committed ranges, then its given-up ranges as
+//! `<start><end><given up at: ms>` (13 + 24n bytes: a release before given-up ranges skips the
+//! record, and its lines fall back to the seen-id set). The source hash is the 128-bit FNV-1a of
 //! `<dev>.<ino>.<fp>.<gen>@<host>` (the message id without its offset).
 //!
 //! Invariants: a batch's ranges are written in the same sled batch as its file lengths, and enter
 //! memory only after that batch is flushed (see `commit`). Sources with no commit for
-//! `dedup.max_age` are forgotten, in memory and in sled.
+//! `dedup.max_age` are forgotten, in memory and in sled. A given-up range is never committed:
+//! lines of it that arrive later are written (once) and shrink the hole; a given-up range that
+//! committed ranges cover whole is forgotten.
 
 use std::collections::{HashMap, HashSet};
 
@@ -30,7 +37,7 @@ use crate::seen::{self, Hashing, IdHash};
 
 mod ranges;
 
-pub use ranges::{Range, Ranges};
+pub use ranges::{GivenUp, Range, Ranges};
 
 /// The key of one source (host, file identity, generation).
 pub type SourceHash = u128;
@@ -73,13 +80,17 @@ impl OffsetKind {
     }
 }
 
-/// What a written line claims of its source: `[start, end)` in its kind of offsets.
+/// What a written line claims of its source: `[start, end)` in its kind of offsets; or, for a
+/// loss or drop marker, the range its agent gave up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Claim {
     pub source: SourceHash,
     pub start: u64,
     pub end: u64,
     pub kind: OffsetKind,
+    /// A marker's range: recorded as given up, never as committed, and never covered (see
+    /// [`Positions::covers`]), so lines of it that still arrive are written.
+    pub given_up: bool,
 }
 
 impl Claim {
@@ -91,6 +102,18 @@ impl Claim {
             start: offset,
             end: offset.saturating_add(len as u64).saturating_add(1),
             kind: OffsetKind::Bytes,
+            given_up: false,
+        }
+    }
+
+    /// `[start, end)` of bytes given up by a marker.
+    pub fn given_up(source: SourceHash, start: u64, end: u64) -> Claim {
+        Claim {
+            source,
+            start,
+            end,
+            kind: OffsetKind::Bytes,
+            given_up: true,
         }
     }
 }
@@ -119,7 +142,7 @@ impl SourceName {
     }
 }
 
-/// A hole between two committed ranges of a source.
+/// A piece of a source that was not written: between two committed ranges, or given up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hole {
     pub source: SourceHash,
@@ -163,9 +186,46 @@ pub fn hashes(
 #[derive(Debug, Clone)]
 struct Source {
     ranges: Ranges,
+    /// What its agent gave up and no committed range covers whole.
+    given_up: GivenUp,
     /// When a batch last committed a line of it: idle sources are forgotten.
     last_ms: i64,
     kind: OffsetKind,
+}
+
+impl Source {
+    /// Whether it has a hole: a given-up range kept is never covered whole.
+    fn has_holes(&self) -> bool {
+        self.ranges.len() > 1 || !self.given_up.is_empty()
+    }
+
+    /// Its holes, `(start, end, since_ms)` in order: those between committed ranges, and the
+    /// pieces of given-up ranges below the lowest committed range or above the highest (those
+    /// between two committed ranges are inside a hole already). A hole is as old as the
+    /// oldest given-up range in it.
+    fn holes(&self) -> Vec<(u64, u64, i64)> {
+        let mut holes: Vec<(u64, u64, i64)> = self
+            .ranges
+            .holes()
+            .map(|(start, end, since_ms)| {
+                let given = self
+                    .given_up
+                    .iter()
+                    .filter(|g| g.start < end && start < g.end);
+                (start, end, given.fold(since_ms, |at, g| at.min(g.since_ms)))
+            })
+            .collect();
+        let span = self.ranges.span();
+        for given in self.given_up.iter() {
+            for (start, end) in self.ranges.missing(given.start, given.end) {
+                if span.is_none_or(|(lo, hi)| end <= lo || start >= hi) {
+                    holes.push((start, end, given.since_ms));
+                }
+            }
+        }
+        holes.sort_unstable();
+        holes
+    }
 }
 
 /// What one batch changes: new ranges for the sources it touched, and idle sources to forget.
@@ -197,7 +257,7 @@ impl Positions {
             if let (Ok(hash), Some(source)) = (<[u8; 16]>::try_from(key.as_slice()), decode(&value))
             {
                 let hash = SourceHash::from_be_bytes(hash);
-                if source.ranges.len() > 1 {
+                if source.has_holes() {
                     positions.holed.insert(hash);
                 }
                 positions.sources.insert(hash, source);
@@ -206,11 +266,14 @@ impl Positions {
         positions
     }
 
-    /// Whether all of `claim` is already committed.
+    /// Whether all of `claim` is already committed; a marker's given-up range never is (a
+    /// marker sent twice is caught by its id, and recording it again changes nothing).
     pub fn covers(&self, claim: &Claim) -> bool {
-        self.sources
-            .get(&claim.source)
-            .is_some_and(|s| s.ranges.contains(claim.start, claim.end))
+        !claim.given_up
+            && self
+                .sources
+                .get(&claim.source)
+                .is_some_and(|s| s.ranges.contains(claim.start, claim.end))
     }
 
     /// Whether `source` is tracked.
@@ -223,13 +286,18 @@ impl Positions {
         let mut holes = Vec::new();
         for hash in &self.holed {
             if let Some(source) = self.sources.get(hash) {
-                holes.extend(source.ranges.holes().map(|(start, end, since_ms)| Hole {
-                    source: *hash,
-                    kind: source.kind,
-                    start,
-                    end,
-                    since_ms,
-                }));
+                holes.extend(
+                    source
+                        .holes()
+                        .into_iter()
+                        .map(|(start, end, since_ms)| Hole {
+                            source: *hash,
+                            kind: source.kind,
+                            start,
+                            end,
+                            since_ms,
+                        }),
+                );
             }
         }
         holes
@@ -255,20 +323,26 @@ impl Positions {
     ) -> Staged {
         let mut touched: HashMap<SourceHash, Source> = HashMap::new();
         for claim in claims {
-            let source = touched.entry(claim.source).or_insert_with(|| Source {
-                ranges: self
-                    .sources
-                    .get(&claim.source)
-                    .map(|s| s.ranges.clone())
-                    .unwrap_or_default(),
-                last_ms: now_ms,
-                kind: claim.kind,
+            let source = touched.entry(claim.source).or_insert_with(|| {
+                let known = self.sources.get(&claim.source);
+                Source {
+                    ranges: known.map(|s| s.ranges.clone()).unwrap_or_default(),
+                    given_up: known.map(|s| s.given_up.clone()).unwrap_or_default(),
+                    last_ms: now_ms,
+                    kind: claim.kind,
+                }
             });
             source.kind = claim.kind;
-            source.ranges.insert(claim.start, claim.end, now_ms);
+            if claim.given_up {
+                source.given_up.insert(claim.start, claim.end, now_ms);
+            } else {
+                source.ranges.insert(claim.start, claim.end, now_ms);
+            }
         }
         for source in touched.values_mut() {
             source.ranges.keep_highest(MAX_RANGES);
+            source.given_up.keep_highest(MAX_RANGES);
+            source.given_up.retain_missing(&source.ranges);
         }
         let mut staged = Staged::default();
         if now_ms >= self.next_prune_ms {
@@ -302,7 +376,7 @@ impl Positions {
             holes_changed |= self.holed.remove(&hash);
         }
         for (hash, source) in staged.sources {
-            let has = source.ranges.len() > 1;
+            let has = source.has_holes();
             let had = if has {
                 !self.holed.insert(hash)
             } else {
@@ -310,8 +384,8 @@ impl Positions {
             };
             // Lines arriving in order only grow the highest range: the holes stay as they were.
             if had || has {
-                let before = self.sources.get(&hash).map(|s| s.ranges.holes());
-                holes_changed |= !before.is_some_and(|b| b.eq(source.ranges.holes()));
+                let before = self.sources.get(&hash).map(Source::holes);
+                holes_changed |= before.is_none_or(|b| b != source.holes());
             }
             self.sources.insert(hash, source);
         }
@@ -320,10 +394,15 @@ impl Positions {
 }
 
 fn encode(source: &Source) -> Vec<u8> {
-    let mut value = Vec::with_capacity(9 + 24 * source.ranges.len());
+    let ranges = source.ranges.len() + source.given_up.len();
+    let mut value = Vec::with_capacity(13 + 24 * ranges);
     value.extend_from_slice(&source.last_ms.to_be_bytes());
     value.push(source.kind as u8);
-    for range in &source.ranges.0 {
+    // Without given-up ranges, the record of the release before them.
+    if !source.given_up.is_empty() {
+        value.extend_from_slice(&(source.ranges.len() as u32).to_be_bytes());
+    }
+    for range in source.ranges.0.iter().chain(source.given_up.iter()) {
         value.extend_from_slice(&range.start.to_be_bytes());
         value.extend_from_slice(&range.end.to_be_bytes());
         value.extend_from_slice(&range.since_ms.to_be_bytes());
@@ -336,11 +415,16 @@ fn decode(value: &[u8]) -> Option<Source> {
     let last_ms = i64::from_be_bytes(head.try_into().ok()?);
     let word = |bytes: &[u8]| -> Option<u64> { Some(u64::from_be_bytes(bytes.try_into().ok()?)) };
     let mut ranges = Vec::new();
-    // Records of older versions: 8 + 16n bytes; ours: 9 + 24n.
-    let (kind, rest, width) = if value.len() % 8 == 1 {
-        (OffsetKind::from_byte(rest[0])?, &rest[1..], 24)
-    } else {
-        (OffsetKind::Bytes, rest, 16)
+    // Records of older versions: 8 + 16n bytes; ours: 9 + 24n, or 13 + 24n with given-up
+    // ranges after the committed ones.
+    let (kind, rest, width, committed) = match value.len() % 8 {
+        1 => (OffsetKind::from_byte(rest[0])?, &rest[1..], 24, None),
+        5 => {
+            let count = u32::from_be_bytes(rest.get(1..5)?.try_into().ok()?);
+            let count = usize::try_from(count).ok()?;
+            (OffsetKind::from_byte(rest[0])?, &rest[5..], 24, Some(count))
+        }
+        _ => (OffsetKind::Bytes, rest, 16, None),
     };
     if rest.len() % width != 0 {
         return None;
@@ -356,13 +440,21 @@ fn decode(value: &[u8]) -> Option<Source> {
             since_ms,
         });
     }
-    // Stored sorted and disjoint; anything else is not a record of ours.
-    if ranges.windows(2).any(|w| w[0].end >= w[1].start) || ranges.iter().any(|r| r.start >= r.end)
-    {
+    let given_up = match committed {
+        Some(count) if count <= ranges.len() => ranges.split_off(count),
+        Some(_) => return None,
+        None => Vec::new(),
+    };
+    // Each list stored sorted and disjoint; anything else is not a record of ours.
+    let ordered = |list: &[Range]| {
+        list.windows(2).all(|w| w[0].end < w[1].start) && list.iter().all(|r| r.start < r.end)
+    };
+    if !ordered(&ranges) || !ordered(&given_up) {
         return None;
     }
     Some(Source {
         ranges: Ranges(ranges),
+        given_up: GivenUp(given_up),
         last_ms,
         kind,
     })

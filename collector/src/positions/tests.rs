@@ -97,6 +97,7 @@ fn holes_are_listed_with_their_kind_and_disappear_when_filled() {
         start: 5,
         end: 6,
         kind: OffsetKind::Sequence,
+        given_up: false,
     };
     commit(
         &mut positions,
@@ -172,6 +173,7 @@ fn records_round_trip_old_ones_read_as_bytes_and_garbage_is_skipped() {
         start: 3,
         end: 4,
         kind: OffsetKind::Sequence,
+        given_up: false,
     };
     let staged = positions.stage(
         [line(S, 0, 9), line(S, 100, 9), journal].into_iter(),
@@ -264,4 +266,83 @@ fn lines_after_a_hole_change_no_hole() {
     commit(&mut positions, &[line(S, 0, 9)], 1);
     assert!(commit(&mut positions, &[line(S, 30, 9)], 2));
     assert!(!commit(&mut positions, &[line(S, 40, 9)], 3));
+}
+
+#[test]
+fn given_up_ranges_are_holes_also_below_the_first_committed_byte_until_they_arrive() {
+    let mut positions = Positions::default();
+    // A drop marker gives up [0, 40) (the file's head) and [60, 80); the lines at 40..60 and
+    // 80..90 arrived.
+    assert!(commit(
+        &mut positions,
+        &[
+            Claim::given_up(S, 0, 40),
+            line(S, 40, 19),
+            Claim::given_up(S, 60, 80),
+            line(S, 80, 9),
+        ],
+        1,
+    ));
+    let holes = |positions: &Positions| {
+        let mut holes: Vec<(u64, u64, i64)> = positions
+            .holes()
+            .iter()
+            .map(|h| (h.start, h.end, h.since_ms))
+            .collect();
+        holes.sort_unstable();
+        holes
+    };
+    assert_eq!(holes(&positions), [(0, 40, 1), (60, 80, 1)]);
+    // Never covered: a line published before the drop that arrives late is written.
+    assert!(!positions.covers(&Claim::given_up(S, 0, 40)));
+    assert!(!positions.covers(&line(S, 10, 9)));
+    // It shrinks the hole; a resent marker changes nothing.
+    assert!(commit(&mut positions, &[line(S, 10, 9)], 2));
+    assert!(!commit(&mut positions, &[Claim::given_up(S, 0, 40)], 3));
+    assert_eq!(holes(&positions), [(0, 10, 1), (20, 40, 1), (60, 80, 1)]);
+    // Given up above the highest committed range: a hole too.
+    assert!(commit(&mut positions, &[Claim::given_up(S, 90, 95)], 4));
+    assert_eq!(holes(&positions).last(), Some(&(90, 95, 4)));
+    // Records round-trip with their given-up ranges; a release before them skipped such a
+    // record (13 + 24n bytes), and ours still read theirs.
+    let staged = positions.stage([line(S, 95, 4)].into_iter(), 5, 1000);
+    let (key, value) = staged.updates[0].clone();
+    assert_eq!(value.len() % 8, 5);
+    positions.apply(staged, 5);
+    let loaded = Positions::load([(key.to_be_bytes().to_vec(), value)].into_iter());
+    assert_eq!(holes(&loaded), holes(&positions));
+    // Everything arrives: no hole, and the given-up ranges are forgotten.
+    let rest = [
+        line(S, 0, 9),
+        line(S, 20, 19),
+        line(S, 60, 19),
+        line(S, 90, 4),
+    ];
+    assert!(commit(&mut positions, &rest, 6));
+    assert!(positions.holes().is_empty());
+    let staged = positions.stage([line(S, 100, 4)].into_iter(), 7, 1000);
+    assert_eq!(staged.updates[0].1.len() % 8, 1, "back to the plain record");
+}
+
+#[test]
+fn given_up_ranges_merge_and_keep_their_first_time() {
+    let mut given = GivenUp::default();
+    given.insert(10, 20, 5);
+    given.insert(30, 40, 6);
+    given.insert(20, 30, 7);
+    assert_eq!(
+        given
+            .iter()
+            .map(|r| (r.start, r.end, r.since_ms))
+            .collect::<Vec<_>>(),
+        [(10, 40, 5)]
+    );
+    given.insert(0, 5, 8);
+    given.retain_missing(&ranges(&[(0, 5)]));
+    assert_eq!(given.len(), 1);
+    assert_eq!(
+        ranges(&[(0, 5), (8, 12)]).missing(3, 20),
+        [(5, 8), (12, 20)]
+    );
+    assert_eq!(ranges(&[(0, 5)]).missing(0, 5), []);
 }

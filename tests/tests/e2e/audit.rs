@@ -203,6 +203,131 @@ async fn lines_an_agent_drops_with_drop_oldest_are_audited_as_exactly_their_byte
     assert!(collector.stop(Duration::from_secs(20)).success());
 }
 
+/// The byte ranges of `source`'s lines `0..n` that are not among `arrived`, merged.
+fn missing(source: &str, n: usize, arrived: &[Vec<u8>]) -> Vec<(u64, u64)> {
+    let arrived: std::collections::HashSet<&Vec<u8>> = arrived.iter().collect();
+    let mut holes: Vec<(u64, u64)> = Vec::new();
+    let mut start = 0;
+    for i in 0..n {
+        let end = start + text(source, i).len() as u64 + 1;
+        if !arrived.contains(&text(source, i)) {
+            match holes.last_mut() {
+                Some(last) if last.1 == start => last.1 = end,
+                _ => holes.push((start, end)),
+            }
+        }
+        start = end;
+    }
+    holes
+}
+
+/// Cuts the agent off, appends `lines` of `source` to `log`, waits for a drop, and lets the
+/// agent reach the broker again until the last of them arrived in `out`.
+async fn burst_while_cut_off(
+    proxy: &Proxy,
+    daemon: &logship_tests::daemon::Daemon,
+    (log, out): (&Path, &Path),
+    (source, lines): (&str, std::ops::Range<usize>),
+) {
+    proxy.cut();
+    let drops = daemon
+        .log_text()
+        .matches("dropped the oldest lines")
+        .count();
+    let last = text(source, lines.end - 1);
+    append(log, source, lines);
+    daemon.wait_for_log(
+        "dropped the oldest lines",
+        drops + 1,
+        Duration::from_secs(30),
+    );
+    // The rest of the burst read and spooled before the broker is back.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    proxy.restore();
+    let deadline = std::time::Instant::now() + ARRIVAL;
+    while read_lines(out).last() != Some(&last) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the burst's last line never arrived\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Issue 27: a drop at a file's head left nothing committed below the hole, so the audit could
+/// not see it; the drop now travels as a marker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_oldest_at_a_files_head_and_in_its_middle_is_audited_as_exactly_the_missing_ranges_issue_27()
+ {
+    let (setup, proxy, agent) = behind_a_proxy("audit-head", "drop_oldest").await;
+    let mut collector = setup.collector.start();
+    let mut daemon = agent.start(true);
+    // A fresh file, written while the broker is out of reach: its head is dropped; then again
+    // later, so a piece of its middle is too.
+    let log = setup.log("burst.log");
+    let out = setup.out(&agent, "burst.log");
+    burst_while_cut_off(&proxy, &daemon, (&log, &out), ("burst", 0..5000)).await;
+    burst_while_cut_off(&proxy, &daemon, (&log, &out), ("burst", 5000..10000)).await;
+    let arrived = read_lines(&out);
+    let holes = missing("burst", 10000, &arrived);
+    assert_eq!(holes.first().map(|h| h.0), Some(0), "the head was dropped");
+    assert!(
+        holes.iter().any(|h| h.0 >= offset("burst", 5000)),
+        "a piece of the middle was dropped: {holes:?}"
+    );
+    // What did arrive arrived once, in order.
+    let written: std::collections::HashSet<Vec<u8>> = arrived.iter().cloned().collect();
+    let expected: Vec<Vec<u8>> = (0..10000)
+        .map(|i| text("burst", i))
+        .filter(|line| written.contains(line))
+        .collect();
+    assert!(
+        arrived == expected,
+        "{} lines, not once each in order",
+        arrived.len()
+    );
+    // The audit fails and names exactly the missing byte ranges, the head's included.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (code, report) = audit_until(&setup.collector, 1);
+    assert_eq!(code, Some(1), "{report}");
+    let source = log.to_string_lossy().to_string();
+    assert!(
+        report.contains(&format!("{} {source}\n", agent.host)),
+        "{report}"
+    );
+    assert_eq!(
+        report.matches("missing bytes").count(),
+        holes.len(),
+        "{holes:?}\n{report}"
+    );
+    for (start, end) in &holes {
+        assert!(
+            report.contains(&format!(
+                "missing bytes {start}..{end} ({} bytes)",
+                end - start
+            )),
+            "{start}..{end}:\n{report}"
+        );
+    }
+    // The agent's log names the same ranges, piece by piece.
+    let agent_log = daemon.log_text();
+    let mut logged: Vec<(u64, u64)> = Vec::new();
+    for line in agent_log
+        .lines()
+        .filter(|l| l.contains(&format!("path={source} from=")))
+    {
+        let (from, to) = (field(line, "from"), field(line, "to"));
+        match logged.last_mut() {
+            Some(last) if last.1 == from => last.1 = to,
+            _ => logged.push((from, to)),
+        }
+    }
+    assert_eq!(logged, holes, "the agent's drops as logged\n{agent_log}");
+    assert!(daemon.stop(Duration::from_secs(20)).success());
+    assert!(collector.stop(Duration::from_secs(20)).success());
+}
+
 /// What a truncation behind a paused agent left.
 struct Truncated {
     /// The collector's lines of the file, in order.
