@@ -56,11 +56,13 @@ pub struct Broker {
     pub exchange: String,
     /// Shown in the management UI, so an operator can tell which host a connection is.
     pub connection_name: String,
-    /// AMQP heartbeat asked of the broker (a URI's `?heartbeat=` wins for that URI): a silent
-    /// connection is declared dead after two of them without a frame.
+    /// AMQP heartbeat timeout asked of the broker (a URI's `?heartbeat=` wins for that URI): the
+    /// broker sends a heartbeat every half of it, so a connection that received nothing for a
+    /// whole one is dead.
     pub heartbeat: Duration,
-    /// Deadline of each step of a session start: TCP, TLS and AMQP open together, then each of
-    /// channel open, declarations and consume. A step that passes it ends the attempt.
+    /// Deadline of a connect (TCP, TLS and AMQP open together) and of a close. A later step of a
+    /// session slower than this is said to be slow and waited for while the broker is heard
+    /// from (`logship_runtime::silence`).
     pub connect_timeout: Duration,
     /// First delay after a lost session or a failed session start; doubles up to
     /// `reconnect_max_delay`, with jitter. A node that refuses connections is retried at a
@@ -78,13 +80,13 @@ pub struct Broker {
 pub const DEFAULT_EXCHANGE: &str = "logs";
 
 /// Default AMQP heartbeat. RabbitMQ advises 5 to 20 s; with 10 s a silent connection is noticed
-/// by lapin after 20 s without a frame and by the broker after two missed heartbeats, while a
-/// busy or briefly paused peer (GC, a slow disk) is not mistaken for a dead one.
+/// by the daemons after 10 s without a byte (two heartbeats missed), by lapin after 20 s and by
+/// the broker after two missed heartbeats, while a busy or briefly paused peer (GC, a slow disk)
+/// is not mistaken for a dead one.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 
-/// Default deadline of each step of a session start. A healthy broker answers in milliseconds
-/// (a quorum queue declaration in a cluster in well under a second); a step that takes longer
-/// is waiting on a node that is booting, stopping or unreachable without a refusal.
+/// Default deadline of a connect. A healthy broker answers in milliseconds; a connect that takes
+/// longer is waiting on a node that is booting, stopping or unreachable without a refusal.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl RawBroker {
