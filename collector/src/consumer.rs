@@ -200,15 +200,15 @@ impl Consumer {
         self.activity = Activity::new();
         let stop_watch = CancellationToken::new();
         let (dead_tx, dead) = tokio::sync::oneshot::channel();
-        let watch = tokio::spawn(liveness::watch(
-            self.config.broker.clone(),
-            uri.clone(),
+        let watch = liveness::Watch {
+            broker: self.config.broker.clone(),
+            uri: uri.clone(),
             queue,
-            self.silence.clone(),
-            self.activity.clone(),
-            stop_watch.clone(),
-            dead_tx,
-        ));
+            silence: self.silence.clone(),
+            activity: self.activity.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let watch = tokio::spawn(watch.run(stop_watch.clone(), dead_tx));
         let result = self.consume(subscription, signals, dead).await;
         stop_watch.cancel();
         let _ = tokio::time::timeout(self.config.broker.connect_timeout * 2, watch).await;

@@ -1,16 +1,22 @@
 //! Noticing a consumer that stopped receiving: its connection went silent (a NAT or firewall
-//! lost its state, a half-open TCP connection) while the queue fills up.
+//! lost its state, a half-open TCP connection) while the queue fills up, or it stands by behind
+//! an active consumer that nobody serves any more.
 //!
-//! The heartbeat notices a silent connection after two intervals (20 s by default). This watch
-//! usually notices sooner, by asking the broker on a connection of its own: when the consumer
-//! has received nothing for [`CHECK_EVERY`], is not busy writing a batch, and the broker says
-//! the queue has messages ready while no other consumer is attached, that is a strike; two
-//! strikes in a row (or a watch connection that does not answer either) end the session.
+//! Every [`CHECK_EVERY`] the watch looks at the consumer's socket: one silent past the
+//! heartbeat timeout ([`Silence`]) ends the session. When the consumer has received nothing for
+//! [`CHECK_EVERY`] and is not busy writing a batch, the watch also asks the broker about the
+//! queue on a connection of its own:
+//! - messages ready and no other consumer attached: a strike; two strikes in a row (or a watch
+//!   connection that does not answer either) end the session;
+//! - another consumer attached: the consumer stands by behind the queue's
+//!   single active consumer (said once, and shown on `/status`); when the ready messages grew at
+//!   each of [`STALL_LOOKS`] looks in a row nobody takes them, and the session ends, so the
+//!   collector consumes again on a new connection.
 //!
 //! Invariants: the watch never ends a session that receives, that is writing (a slow or failing
-//! disk is an output outage, not a broker one), or that waits behind another consumer as the
-//! single active consumer's standby. It holds at most one extra connection, opened only once
-//! the consumer has been idle, and closed with the session.
+//! disk is an output outage, not a broker one), or that stands by behind a consumer that takes
+//! the queue's messages. It holds at most one extra connection, opened only once the consumer
+//! has been idle, and closed with the session.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,11 +30,17 @@ use logship_runtime::amqp::{self, within};
 use logship_runtime::silence::Silence;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Metrics;
+
 /// How long a consumer may receive nothing before the watch asks the broker about its queue.
 pub const CHECK_EVERY: Duration = Duration::from_secs(3);
 
 /// Strikes in a row that end the session.
 const STRIKES: u32 = 2;
+
+/// Looks in a row at which a standing-by consumer saw the ready messages grow: nobody consumes
+/// the queue, whatever the broker says of its active consumer. The session then ends at once.
+const STALL_LOOKS: u32 = 3;
 
 /// What the consumer tells the watch, without waiting on it.
 pub struct Activity {
@@ -84,65 +96,123 @@ struct Probe {
     channel: Channel,
 }
 
-/// Watches `queue` on `uri` until the consumer looks dead, then sends why on `dead`; returns
-/// (closing its connection) when `stop` is cancelled or after sending.
-pub async fn watch(
-    broker: Broker,
-    uri: BrokerUri,
-    queue: String,
-    silence: Silence,
-    activity: Arc<Activity>,
-    stop: CancellationToken,
-    dead: tokio::sync::oneshot::Sender<String>,
-) {
-    let mut probe: Option<Probe> = None;
-    let mut strikes = 0;
-    let mut ticks = tokio::time::interval(CHECK_EVERY);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            // cancel-safe: only observes the token
-            _ = stop.cancelled() => break,
-            // cancel-safe: a tick missed by cancellation is simply taken later
-            _ = ticks.tick() => {}
-        }
-        if let Some(quiet) = silence.broken() {
-            let _ = dead.send(logship_runtime::silence::silent(quiet).to_string());
-            break;
-        }
-        if activity.active_within(CHECK_EVERY) {
-            strikes = 0;
-            continue;
-        }
-        let asked = tokio::select! {
-            // cancel-safe: abandoning a question loses nothing
-            _ = stop.cancelled() => break,
-            asked = ask(&broker, &uri, &queue, &mut probe) => asked,
-        };
-        let why = match asked {
-            Ok((ready, consumers)) if ready > 0 && consumers <= 1 => format!(
-                "nothing received for {}s while the queue has {ready} messages ready",
-                activity.idle().as_secs()
-            ),
-            Ok(_) => {
+/// What the watch looks at: the consumer's queue on the broker it is connected to, its socket
+/// and its activity.
+pub struct Watch {
+    pub broker: Broker,
+    pub uri: BrokerUri,
+    pub queue: String,
+    /// The consumer's connection's silence rule.
+    pub silence: Silence,
+    pub activity: Arc<Activity>,
+    /// Where `/status` shows whether the consumer stands by.
+    pub metrics: Arc<Metrics>,
+}
+
+/// What the last answers about the queue said of this consumer.
+#[derive(Default)]
+struct Standing {
+    /// Looks in a row that found the consumer idle while another one is attached and messages
+    /// are ready: it stands by behind the queue's single active consumer.
+    looks: u32,
+    /// The ready messages at each of those looks grew every time: nobody takes them.
+    growing: u32,
+    last_ready: u32,
+}
+
+impl Watch {
+    /// Watches until the consumer looks dead, then sends why on `dead`; returns (closing its
+    /// connection) when `stop` is cancelled or after sending.
+    pub async fn run(self, stop: CancellationToken, dead: tokio::sync::oneshot::Sender<String>) {
+        let mut probe: Option<Probe> = None;
+        let mut strikes = 0;
+        let mut standing = Standing::default();
+        let mut ticks = tokio::time::interval(CHECK_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                // cancel-safe: only observes the token
+                _ = stop.cancelled() => break,
+                // cancel-safe: a tick missed by cancellation is simply taken later
+                _ = ticks.tick() => {}
+            }
+            if let Some(quiet) = self.silence.broken() {
+                let _ = dead.send(logship_runtime::silence::silent(quiet).to_string());
+                break;
+            }
+            if self.activity.active_within(CHECK_EVERY) {
                 strikes = 0;
+                self.stand(&mut standing, None);
                 continue;
             }
-            Err(err) => {
-                // Dropped, not closed: a silent connection would not answer the close.
-                probe = None;
-                format!("no answer on a second connection either: {err}")
+            let asked = tokio::select! {
+                // cancel-safe: abandoning a question loses nothing
+                _ = stop.cancelled() => break,
+                asked = ask(&self.broker, &self.uri, &self.queue, &mut probe) => asked,
+            };
+            let why = match asked {
+                Ok((ready, consumers)) if ready > 0 && consumers <= 1 => format!(
+                    "nothing received for {}s while the queue has {ready} messages ready",
+                    self.activity.idle().as_secs()
+                ),
+                Ok((ready, consumers)) => {
+                    strikes = 0;
+                    let behind = (consumers > 1).then_some(ready);
+                    if let Some(why) = self.stand(&mut standing, behind) {
+                        let _ = dead.send(why);
+                        break;
+                    }
+                    continue;
+                }
+                Err(err) => {
+                    // Dropped, not closed: a silent connection would not answer the close.
+                    probe = None;
+                    format!("no answer on a second connection either: {err}")
+                }
+            };
+            strikes += 1;
+            tracing::debug!(queue = %self.queue, strikes, "{why}");
+            if strikes >= STRIKES {
+                let _ = dead.send(why);
+                break;
             }
-        };
-        strikes += 1;
-        tracing::debug!(queue = %queue, strikes, "{why}");
-        if strikes >= STRIKES {
-            let _ = dead.send(why);
-            break;
+        }
+        self.metrics.set_standby(false);
+        if let Some(probe) = probe {
+            amqp::close(&probe.connection, &self.broker, "logship-collector watch").await;
         }
     }
-    if let Some(probe) = probe {
-        amqp::close(&probe.connection, &broker, "logship-collector watch").await;
+
+    /// Takes one look's verdict on standing by: `behind` is the ready messages when the
+    /// consumer is idle while another one is attached, `None` when it is not. Says when the consumer
+    /// starts and stops standing by; `Some` (why) once it stood by for [`STALL_LOOKS`] looks
+    /// while the ready messages grew at each: a stall, which ends the session at once.
+    fn stand(&self, standing: &mut Standing, behind: Option<u32>) -> Option<String> {
+        let Some(ready) = behind else {
+            if standing.looks > 0 {
+                tracing::info!(queue = %self.queue, "active again: deliveries come to this consumer");
+                self.metrics.set_standby(false);
+            }
+            *standing = Standing::default();
+            return None;
+        };
+        if standing.looks == 0 {
+            tracing::info!(queue = %self.queue, ready,
+                "standing by: another consumer of the queue is its single active consumer; taking over when it goes");
+            self.metrics.set_standby(true);
+        } else if ready > standing.last_ready {
+            standing.growing += 1;
+        } else {
+            standing.growing = 0;
+        }
+        standing.looks += 1;
+        standing.last_ready = ready;
+        (standing.growing >= STALL_LOOKS).then(|| {
+            format!(
+                "standing by for {}s while the queue grew to {ready} ready messages that nobody takes",
+                self.activity.idle().as_secs()
+            )
+        })
     }
 }
 

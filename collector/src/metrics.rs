@@ -65,6 +65,8 @@ pub struct Metrics {
     open_files: AtomicU64,
     /// Whether a consumer is registered on the queue now.
     consuming: AtomicBool,
+    /// The consumer stands by behind another consumer of the queue (its single active one).
+    standby: AtomicBool,
     /// The broker connection, kept by the consumer.
     pub broker: BrokerState,
     /// Every hole between committed ranges, as of the last batch that changed one.
@@ -94,6 +96,7 @@ impl Metrics {
             hosts: Mutex::new(HostsSeen::new(host_max_age)),
             open_files: AtomicU64::new(0),
             consuming: AtomicBool::new(false),
+            standby: AtomicBool::new(false),
             broker: BrokerState::default(),
             gaps: Mutex::new(Vec::new()),
             gap_after,
@@ -156,6 +159,11 @@ impl Metrics {
         self.consuming.store(consuming, Ordering::Relaxed);
     }
 
+    /// The consumer stands by behind another consumer of the queue (`true`), or no longer.
+    pub fn set_standby(&self, standby: bool) {
+        self.standby.store(standby, Ordering::Relaxed);
+    }
+
     /// The `/status` page; `queue` is the queue consumed.
     pub fn status(&self, queue: &str) -> CollectorStatus {
         let mut counters: std::collections::BTreeMap<String, f64> = self
@@ -174,6 +182,7 @@ impl Metrics {
             version: env!("CARGO_PKG_VERSION").to_string(),
             queue: queue.to_string(),
             consuming: self.consuming.load(Ordering::Relaxed),
+            standby: self.standby.load(Ordering::Relaxed),
             broker: self.broker.snapshot(),
             open_files: self.open_files.load(Ordering::Relaxed),
             hosts: self.hosts.lock().map_or(0, |h| h.len() as u64),

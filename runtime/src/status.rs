@@ -146,6 +146,10 @@ pub struct CollectorStatus {
     pub queue: String,
     /// Whether a consumer is registered on it now.
     pub consuming: bool,
+    /// Whether that consumer stands by behind another consumer of the queue (the queue's single
+    /// active consumer), taking over when it goes.
+    #[serde(default)]
+    pub standby: bool,
     /// The consumer's connection.
     pub broker: BrokerStatus,
     /// Output files open now.
@@ -241,7 +245,9 @@ impl CollectorStatus {
     pub fn table(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "logship-collector {}", self.version);
-        let consuming = if self.consuming {
+        let consuming = if self.consuming && self.standby {
+            "standing by behind another consumer"
+        } else if self.consuming {
             "consuming"
         } else {
             "not consuming"

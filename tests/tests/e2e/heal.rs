@@ -360,3 +360,97 @@ fn a_quorum_cluster_of_three_keeps_working_when_the_connected_node_is_killed() {
     stop(&mut collector_daemon);
     drop((b, c));
 }
+
+/// Lines of `path` (none while it does not exist).
+fn lines_of(path: &Path) -> Vec<Vec<u8>> {
+    logship_tests::lines::read_lines(path)
+}
+
+/// Two collectors on one queue: the second stands by (said once, shown on `/status`) behind the
+/// first, the queue's single active consumer, and takes over when the first is killed -9. Each
+/// collector writes every line it got once and in order; together they hold every line.
+#[test]
+fn a_second_collector_on_the_same_queue_stands_by_and_takes_over_when_the_first_is_killed() {
+    let test = "standby";
+    let topology = Topology::new("standby", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let first = Collector::new(
+        dir.path(),
+        "c1",
+        &topology.exchange,
+        &topology.queues[0],
+        "",
+    );
+    let status = logship_tests::http::free_addr();
+    let second = Collector::new(
+        dir.path(),
+        "c2",
+        &topology.exchange,
+        &topology.queues[0],
+        &format!("[metrics]\nlisten = \"{status}\"\n"),
+    );
+    let mut first_daemon = first.start();
+    let mut second_daemon = second.start();
+    let agent = Agent::new(
+        dir.path(),
+        "agent",
+        &logship_tests::broker::amqp_url(),
+        &topology.exchange,
+        &[&logs.join("*.log")],
+        "",
+        "",
+    );
+    let mut agent_daemon = agent.start(true);
+    let log = logs.join("app.log");
+    let writer = Writer::start(&log, 50);
+    second_daemon.wait_for_log("standing by", 1, Duration::from_secs(30));
+    let (_, page) = logship_tests::http::get(&status, "/status");
+    assert!(page.contains("\"standby\":true"), "/status: {page}");
+    let (first_out, second_out) = (
+        first.file(&agent.host, &log),
+        second.file(&agent.host, &log),
+    );
+    assert!(lines_of(&second_out).is_empty(), "a standby writes nothing");
+    std::thread::sleep(Duration::from_secs(2));
+    first_daemon.kill9();
+    let took_over = time_to_growth(&second_out, Duration::from_secs(120));
+    eprintln!(
+        "{test}: the standby wrote its first line {:.2}s after the active collector was killed",
+        took_over.map_or(f64::NAN, |d| d.as_secs_f64())
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let total = writer.finish();
+    let want = expected("app", 0..total);
+    let last = want.last().cloned().unwrap_or_default();
+    let deadline = Instant::now() + ARRIVAL;
+    while !lines_of(&second_out).contains(&last) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (before, after) = (lines_of(&first_out), lines_of(&second_out));
+    // Each collector's file: in order, no line twice. The lines the first wrote but never
+    // acked are redelivered to the second, so the two may share some.
+    for (name, lines) in [("c1", &before), ("c2", &after)] {
+        let positions: Vec<usize> = lines
+            .iter()
+            .map(|l| want.iter().position(|w| w == l).expect("a written line"))
+            .collect();
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "{name}: out of order or twice"
+        );
+    }
+    let missing = want
+        .iter()
+        .filter(|l| !before.contains(l) && !after.contains(l))
+        .count();
+    assert_eq!(missing, 0, "lines in neither collector's file");
+    let text = second_daemon.log_text();
+    assert_eq!(text.matches("standing by").count(), 1, "said once:\n{text}");
+    assert!(text.contains("active again"), "{text}");
+    let (_, page) = logship_tests::http::get(&status, "/status");
+    assert!(page.contains("\"standby\":false"), "/status: {page}");
+    stop(&mut agent_daemon);
+    stop(&mut second_daemon);
+}
