@@ -222,7 +222,9 @@ fn a_resource_alarm_pauses_the_agent_which_keeps_spooling_and_resumes() {
     assert!(node.ctl(&["set_disk_free_limit", "1000GB"]).0);
     stage.write(1000..3000);
     agent.wait_for_log("broker blocked publishing", 1, Duration::from_secs(60));
-    std::thread::sleep(Duration::from_secs(3));
+    // Longer than any confirm deadline the agent ever had (10 s): a blocked connection is slow,
+    // not dead, while the broker's heartbeats come (issue 27).
+    std::thread::sleep(Duration::from_secs(15));
     let during = read_lines(&stage.out()).len();
     stage.write(3000..4000);
     assert!(node.ctl(&["set_disk_free_limit", "1MB"]).0);
@@ -239,6 +241,11 @@ fn a_resource_alarm_pauses_the_agent_which_keeps_spooling_and_resumes() {
         "said once"
     );
     assert!(agent.log_text().contains("broker unblocked publishing"));
+    assert!(
+        !agent.log_text().contains("connection to broker lost"),
+        "a blocked connection was taken for a dead one (and its window republished):\n{}",
+        agent.log_text()
+    );
     stop(&mut agent);
     stop(&mut collector);
 }
