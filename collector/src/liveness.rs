@@ -7,7 +7,8 @@
 //! [`CHECK_EVERY`] and is not busy writing a batch, the watch also asks the broker about the
 //! queue on a connection of its own:
 //! - messages ready and no other consumer attached: a strike; two strikes in a row (or a watch
-//!   connection that does not answer either) end the session;
+//!   connection that went silent too) end the session; a question is waited for while the
+//!   broker is heard from on the watch's connection, however slow the answer;
 //! - another consumer attached: the consumer stands by behind the queue's
 //!   single active consumer (said once, and shown on `/status`); when the ready messages grew at
 //!   each of [`STALL_LOOKS`] looks in a row nobody takes them, and the session ends, so the
@@ -26,8 +27,9 @@ use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use logship_config::{Broker, BrokerUri};
-use logship_runtime::amqp::{self, within};
+use logship_runtime::amqp;
 use logship_runtime::silence::Silence;
+use logship_runtime::socket::Socket;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -94,6 +96,9 @@ impl Activity {
 struct Probe {
     connection: Connection,
     channel: Channel,
+    /// Its questions are waited for while the broker is heard from on it: a broker slow to
+    /// answer (overloaded) is no sign that the consumer is dead.
+    silence: Silence,
 }
 
 /// What the watch looks at: the consumer's queue on the broker it is connected to, its socket
@@ -148,6 +153,11 @@ impl Watch {
             let asked = tokio::select! {
                 // cancel-safe: abandoning a question loses nothing
                 _ = stop.cancelled() => break,
+                // cancel-safe: only looks at the consumer's socket
+                err = self.silence.broke() => {
+                    let _ = dead.send(err.to_string());
+                    break;
+                }
                 asked = ask(&self.broker, &self.uri, &self.queue, &mut probe) => asked,
             };
             let why = match asked {
@@ -167,7 +177,7 @@ impl Watch {
                 Err(err) => {
                     // Dropped, not closed: a silent connection would not answer the close.
                     probe = None;
-                    format!("no answer on a second connection either: {err}")
+                    format!("the broker is silent on a second connection too: {err}")
                 }
             };
             strikes += 1;
@@ -224,26 +234,33 @@ async fn ask(
     queue: &str,
     probe: &mut Option<Probe>,
 ) -> Result<(u32, u32), lapin::Error> {
-    if probe.is_none() {
-        let connection = amqp::connect(broker, uri).await?;
-        let channel = within(
-            "channel open",
-            broker.connect_timeout,
-            connection.create_channel(),
-        )
-        .await?;
-        *probe = Some(Probe {
-            connection,
-            channel,
-        });
-    }
-    // unwrap: set just above when it was missing
-    let channel = &probe.as_ref().unwrap().channel;
+    let probe = match probe {
+        Some(probe) => probe,
+        None => {
+            let socket = Socket::default();
+            let connection = amqp::connect_watched(broker, uri, &socket).await?;
+            let silence = Silence::of(&connection, socket);
+            let opening = connection.create_channel();
+            let channel = silence
+                .wait("channel open", broker.connect_timeout, opening)
+                .await?;
+            probe.insert(Probe {
+                connection,
+                channel,
+                silence,
+            })
+        }
+    };
     let options = QueueDeclareOptions {
         passive: true,
         ..QueueDeclareOptions::default()
     };
-    let declaring = channel.queue_declare(queue.into(), options, FieldTable::default());
-    let result = within("queue declare (passive)", broker.connect_timeout, declaring).await;
+    let declaring = probe
+        .channel
+        .queue_declare(queue.into(), options, FieldTable::default());
+    let result = probe
+        .silence
+        .wait("queue declare (passive)", broker.connect_timeout, declaring)
+        .await;
     result.map(|state| (state.message_count(), state.consumer_count()))
 }
