@@ -42,7 +42,10 @@ const STRIKES: u32 = 2;
 
 /// Looks in a row at which a standing-by consumer saw the ready messages grow: nobody consumes
 /// the queue, whatever the broker says of its active consumer. The session then ends at once.
-const STALL_LOOKS: u32 = 3;
+/// Five looks (15 s) outlast the wait of a consumer that replaced a silent one: the broker drops
+/// the silent one two heartbeats (20 s) after the silence, of which the new consumer, connected
+/// 10-13 s after it, waits the rest.
+const STALL_LOOKS: u32 = 5;
 
 /// What the consumer tells the watch, without waiting on it.
 pub struct Activity {
