@@ -4,8 +4,8 @@
 //! The path of a delivery:
 //! ```text
 //! consumer (prefetch N) -> validate -> batch (what is waiting) -> writer: dedup -> sink (append,
-//! at most `output.max_open_files` open, durable: fdatasync or one syncfs) -> commit (sled,
-//! flushed) -> consumer: ack(multiple)
+//! at most `output.max_open_files` open, durable: fdatasync or one syncfs) -> commit (one
+//! write-ahead record, one fdatasync; sled holds its checkpoints) -> consumer: ack(multiple)
 //! ```
 //! A kill -9 at any instant neither loses nor duplicates a line: what was acked is durable and
 //! committed; what was written but not acked is truncated on start and redelivered; what is
@@ -13,7 +13,9 @@
 //! EIO) stays unacked and is retried with backoff (`outage`); only a failing state database
 //! stops the collector. The collector is its queue's single active consumer (`topology`,
 //! `session`), so a consumer that vanished silently cannot have its lines overtaken; a consumer
-//! that stops receiving is noticed within seconds (`liveness`).
+//! that stops receiving, or stands by behind a consumer that nobody serves, is noticed within
+//! seconds (`liveness`). A broker that is slow (flow control, a deep queue) is waited for while
+//! it is heard from, never answered with a reconnect (`logship_runtime::silence`).
 
 pub mod audit;
 pub mod commit;

@@ -1,7 +1,8 @@
 //! Applying one batch: dedup, append, fsync, commit. Blocking; run it off the async threads.
 //!
 //! Invariant: when [`Writer::write`] returns `Ok`, every line it reports written is durable and
-//! its id and file length are flushed in the commit record, so the batch may be acked. When it
+//! its id, its source's position and its file's length are in the commit journal's synced
+//! record (`commit`), so the batch may be acked. When it
 //! returns `Err`, nothing may be acked; the output has been truncated back to the committed
 //! lengths (or, if even that failed, will be before the next batch is written), so the same
 //! batch can simply be written again.

@@ -25,8 +25,8 @@
 //! record, and its lines fall back to the seen-id set). The source hash is the 128-bit FNV-1a of
 //! `<dev>.<ino>.<fp>.<gen>@<host>` (the message id without its offset).
 //!
-//! Invariants: a batch's ranges are written in the same sled batch as its file lengths, and enter
-//! memory only after that batch is flushed (see `commit`). Sources with no commit for
+//! Invariants: a batch's ranges are in the same commit journal record as its file lengths, and
+//! enter memory (and sled) only after that record is synced (see `commit`). Sources with no commit for
 //! `dedup.max_age` are forgotten, in memory and in sled. A given-up range is never committed:
 //! lines of it that arrive later are written (once) and shrink the hole; a given-up range that
 //! committed ranges cover whole is forgotten.
