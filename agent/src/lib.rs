@@ -4,9 +4,11 @@
 //! The path of a line:
 //! ```text
 //! wakeup (inotify, or polls) + discover (globs) -> source (one per file: lifecycle) + tailer
-//!   (bytes to lines) on the reader thread -> spool (one segment file per turn, fsync'd, then
-//!   its index record and the checkpoints in one sled batch) -> publisher (confirm window)
-//!   -> exchange; a segment is removed once every line of it is cleanly acked
+//!   (bytes to lines) on the reader thread ──┐
+//! journal (journalctl's export stream: entries and their cursors) on a thread of its own ──┤
+//!   -> spool (one segment file per turn, fsync'd, then its index record and the checkpoints
+//!   in one sled batch) -> publisher (confirm window, waited for while the broker is heard
+//!   from) -> exchange; a segment is removed once every line of it is cleanly acked
 //! ```
 //! Promises: no line lost (a checkpoint never passes a line that is neither spooled nor
 //! confirmed; rotated files are drained and flushed before they are closed), no line duplicated
