@@ -18,6 +18,10 @@
 //!   silent past the heartbeat timeout, or one that failed, ends the session ([`Silence`]).
 //! - Every publish of a line this process already published is counted as a republish
 //!   (`logship_agent_republished_total`), so a resend storm shows in the metrics.
+//! - The wait before resending after a nack doubles with each round nacked again, from
+//!   [`RETRY_DELAY`] up to [`MAX_NACK_DELAY`], and starts over at the first clean ack: a broker
+//!   that keeps nacking gets a new channel and the window again once per 15-30 s once the wait
+//!   has grown, not every second or two.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -30,11 +34,11 @@ use futures_util::StreamExt as _;
 use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Confirmation, Connection, Event, PublisherConfirm};
 use logship_config::{Broker, BrokerUri};
-use logship_runtime::Throttle;
 use logship_runtime::access::{Op, RefusalLog, Refused};
 use logship_runtime::amqp;
 use logship_runtime::reconnect::Reconnect;
 use logship_runtime::silence::Silence;
+use logship_runtime::{Backoff, Throttle};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -44,8 +48,13 @@ use crate::status::Status;
 
 /// Publishes in flight without a confirm: enough to keep one broker busy, small in memory.
 const WINDOW: usize = 1024;
-/// Wait before resending what was returned (no queue bound) or nacked (then on a new channel).
+/// Wait before resending what was returned (no queue bound) or, the first time, nacked (then on
+/// a new channel).
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// The longest wait before resending after nacks: a broker that keeps refusing (a full queue
+/// with `reject-publish`, a quorum queue without a leader) is not sent a new channel and the
+/// whole window more often than this, and one that takes them again is resent to within it.
+const MAX_NACK_DELAY: Duration = Duration::from_secs(30);
 /// The head segment's confirmed prefix is saved every this many confirms (and on shutdown).
 const SAVE_HEAD_EVERY: u64 = 256;
 /// At most one "no queue bound" warning per this interval.
@@ -114,6 +123,9 @@ pub struct Publisher {
     /// Nacked publishes, said at once and then at most once per [`NACK_LOG_INTERVAL`]: a broker
     /// that nacks every publish must be visible in the log, without a line per nack.
     nacks: Throttle,
+    /// The wait before resending after a nack: grows with consecutive nacked rounds, starts
+    /// over at the first clean ack.
+    nack_backoff: Backoff,
     /// Where `/status` reads the connected URI (masked) and whether the broker blocks us.
     status: Arc<Status>,
     /// The current connection's silence rule: every wait on the broker holds while it does.
@@ -139,6 +151,7 @@ impl Publisher {
             lost: Arc::new(tokio::sync::Notify::new()),
             unroutable: Throttle::new(UNROUTABLE_LOG_INTERVAL),
             nacks: Throttle::new(NACK_LOG_INTERVAL),
+            nack_backoff: Backoff::between(RETRY_DELAY, MAX_NACK_DELAY),
             status: Arc::default(),
             silence: Silence::new(Default::default(), Duration::ZERO),
             published_upto: None,
@@ -333,8 +346,9 @@ impl Publisher {
     }
 
     /// After a publish that was not delivered (`settled`): lets the rest of the window settle,
-    /// rewinds to the first line not confirmed, and waits [`RETRY_DELAY`] (less if `stop`).
-    /// `true` if the broker nacked that publish or one after it: the channel is then replaced.
+    /// rewinds to the first line not confirmed, and waits (less if `stop`): [`RETRY_DELAY`]
+    /// after a return, the next step of the nack backoff after a nack. `true` if the broker
+    /// nacked that publish or one after it: the channel is then replaced.
     async fn retry_later(
         &mut self,
         settled: Settled,
@@ -354,9 +368,14 @@ impl Publisher {
             nacked |= matches!(confirmation, Confirmation::Nack(_));
         }
         self.rewind();
+        let delay = if nacked {
+            self.nack_backoff.next_delay()
+        } else {
+            RETRY_DELAY
+        };
         tokio::select! {
             // cancel-safe: a sleep
-            _ = tokio::time::sleep(RETRY_DELAY) => {}
+            _ = tokio::time::sleep(delay) => {}
             // cancel-safe: only observes the token
             _ = stop.cancelled() => {}
         }
@@ -485,6 +504,7 @@ impl Publisher {
         match confirmation {
             Confirmation::Ack(None) => {
                 Metrics::add(&self.metrics.confirmed, 1);
+                self.nack_backoff.reset();
                 let Some(head) = self.segments.front_mut().filter(|h| h.seq == seq) else {
                     return Ok(Settled::Delivered);
                 };

@@ -11,6 +11,8 @@
 //!   up to the batch's last line); a malformed one is rejected without requeue, never acked.
 //! - A batch whose channel died is dropped unacked: the broker redelivers it, and dedup (committed
 //!   source positions, then the seen-id set) drops whatever of it was already written.
+//! - Retention passes (see [`crate::retention`]) run on their own clock, between batches, while
+//!   connected and while connecting: a quiet or cut-off collector deletes old files too.
 //! - A failed write keeps the batch unacked, truncates the output back to the committed lengths,
 //!   and writes the same batch again after a backoff delay on the same channel (see
 //!   [`crate::outage`]); only a failure of the state database stops the collector.
@@ -28,7 +30,7 @@ use logship_config::{BrokerUri, CollectorConfig};
 use logship_runtime::Throttle;
 use logship_runtime::access::RefusalLog;
 use logship_runtime::amqp::{self, within};
-use logship_runtime::reconnect::Reconnect;
+use logship_runtime::reconnect::{Connected, Reconnect};
 use logship_runtime::signals::Signals;
 use logship_runtime::silence::Silence;
 use logship_runtime::socket::Socket;
@@ -129,9 +131,8 @@ impl Consumer {
         let mut reconnect = Reconnect::new(&self.config.broker);
         self.socket = reconnect.socket();
         let mut refusals = RefusalLog::default();
-        while let Some((connection, uri, outage)) = reconnect
-            .connect(&self.config.broker, &signals.shutdown)
-            .await
+        while let Some((connection, uri, outage)) =
+            self.connect(&mut reconnect, &signals.shutdown).await?
         {
             if let Some(outage) = outage.filter(|_| !refusals.active()) {
                 tracing::info!(uri = %uri, outage_secs = outage.as_secs(), "broker reachable again");
@@ -168,6 +169,25 @@ impl Consumer {
             reconnect.lost();
         }
         Ok(())
+    }
+
+    /// Connects (see [`Reconnect::connect`]); meanwhile retention passes run when due, so a
+    /// collector cut off from its broker still deletes old files. `None` once shut down.
+    async fn connect(
+        &mut self,
+        reconnect: &mut Reconnect,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Connected>, FatalError> {
+        let broker = self.config.broker.clone();
+        let mut connecting = std::pin::pin!(reconnect.connect(&broker, shutdown));
+        loop {
+            tokio::select! {
+                // cancel-safe: the connect is pinned outside the loop and polled on
+                connected = &mut connecting => return Ok(connected),
+                // cancel-safe: a sleep
+                _ = sleep_until(self.retention_due()) => self.retain().await?,
+            }
+        }
     }
 
     /// One connection's life: declare, consume, batch, ack, with a watch on the consumer's
@@ -246,6 +266,10 @@ impl Consumer {
                 _ = signals.reload.notified() => {
                     self.flush(&mut batch, &channel, &signals.shutdown).await?;
                     self.writer.as_mut().ok_or_else(writer_lost)?.reopen();
+                }
+                // cancel-safe: a sleep (a batch may be open: it is written after the pass)
+                _ = sleep_until(self.retention_due()) => {
+                    self.retain().await.map_err(SessionEnd::Fatal)?;
                 }
                 // cancel-safe: a oneshot receiver keeps its value until taken
                 why = &mut dead => {
@@ -401,6 +425,27 @@ impl Consumer {
             return Err(channel_closed("ack"));
         }
         self.metrics.committed(&outcome, ackers.len());
+        Ok(())
+    }
+
+    /// When the next retention pass is due; `None` without retention (or while the writer is
+    /// out, which it never is between batches).
+    fn retention_due(&self) -> Option<Instant> {
+        self.writer.as_ref().and_then(Writer::retention_due)
+    }
+
+    /// Runs a retention pass on a blocking thread, if one is due, and counts what it deleted.
+    async fn retain(&mut self) -> Result<(), FatalError> {
+        let mut writer = self.writer.take().ok_or(FatalError::WriterLost)?;
+        let (writer, result) = tokio::task::spawn_blocking(move || {
+            let result = writer.retain();
+            (writer, result)
+        })
+        .await
+        .map_err(FatalError::WriterPanicked)?;
+        self.writer = Some(writer);
+        self.metrics
+            .retained(result.map_err(FatalError::Retention)?);
         Ok(())
     }
 

@@ -1,5 +1,6 @@
-//! Making a batch's appended bytes durable: one `fdatasync` per file when a batch touched few
-//! files, one `syncfs(2)` of `output.dir`'s filesystem when it touched many.
+//! Making a batch's appended bytes and new directory entries durable: one `fdatasync` per file
+//! (and one `fsync` per directory holding a new entry) when a batch touched few, one `syncfs(2)`
+//! of `output.dir`'s filesystem when it touched many.
 //!
 //! Measured with `cargo bench -p logship-collector --bench sync` (ext4 on the 2-core development
 //! VM, one line appended to each of N files, mean per batch): N = 8: 1.0 ms in turn, 0.16 ms
@@ -8,9 +9,19 @@
 //! on that filesystem, so its cost depends on other writers: for a few files the per-file
 //! fdatasync, bounded by our own bytes, is kept.
 //!
+//! New files and directories (a collector's start, midnight with a `{date}` layout) were each
+//! made durable by an fsync of their directory at once, in turn: 400 new files in one batch
+//! took 400 directory fsyncs before the batch's first line could be synced (issue 27, item 5).
+//! Their entries are now noted ([`NewEntries`]) and made durable by the batch's sync: by its
+//! syncfs, or, when few, by one fsync per directory.
+//!
 //! Invariants:
 //! - When [`OutputFs::sync`] returns `Ok`, every byte written to the given files before the call
-//!   is on stable storage, and so is the directory entry of each.
+//!   is on stable storage, and so is every entry noted in its [`NewEntries`] (each new output
+//!   file's, each new directory's); the entries are forgotten only then, so a failed sync leaves
+//!   them for the next one.
+//! - An entry is deferred only if the syncfs could cover it (its directory on `output.dir`'s
+//!   filesystem, syncfs usable); any other is fsync'd when it is noted.
 //! - syncfs reports writeback errors only from Linux 5.8 on, and only those after the descriptor
 //!   it is called on was opened (or last synced): it is used only on such kernels, always on the
 //!   one descriptor of `output.dir` opened at start, and only for files on that same filesystem
@@ -50,6 +61,25 @@ pub struct OutputFs {
     syncfs_usable: bool,
 }
 
+/// Directory entries made (new output files and directories) and not durable yet: the next
+/// [`OutputFs::sync`] makes them so.
+#[derive(Debug, Default)]
+pub struct NewEntries {
+    /// The directories holding them (each once), with their paths, while at most
+    /// [`SYNCFS_ABOVE`]: fsync'd one by one if the sync takes no syncfs.
+    dirs: Vec<(File, PathBuf)>,
+    /// More directories than that: the next sync takes a syncfs, which covers them all, and
+    /// their descriptors are not kept.
+    many: bool,
+}
+
+impl NewEntries {
+    /// Whether nothing waits to be made durable.
+    pub fn is_empty(&self) -> bool {
+        self.dirs.is_empty() && !self.many
+    }
+}
+
 /// An open output file, as [`OutputFs::sync`] needs it.
 pub struct Target<'a> {
     pub file: &'a File,
@@ -81,16 +111,64 @@ impl OutputFs {
         meta.dev() == self.dev
     }
 
-    /// Makes everything written to `targets` durable; returns how many sync calls it took.
-    pub fn sync(&self, targets: &[Target<'_>]) -> Result<usize, SyncError> {
+    /// Notes a new entry (a file or a directory) in `dir` (at `path`): it must be durable
+    /// before a line in it is acked. Deferred to the next [`OutputFs::sync`] if its syncfs can
+    /// cover it; else (a mount below `output.dir`, a kernel whose syncfs hides errors) the
+    /// directory is fsync'd now.
+    pub fn note_entry(
+        &self,
+        entries: &mut NewEntries,
+        dir: File,
+        path: &Path,
+    ) -> Result<(), SyncError> {
+        let failed = |source| SyncError {
+            path: path.to_path_buf(),
+            source,
+        };
+        let meta = dir.metadata().map_err(failed)?;
+        if !self.syncfs_usable || !self.covers(&meta) {
+            return dir.sync_all().map_err(failed);
+        }
+        let known =
+            |(held, _): &(File, PathBuf)| held.metadata().is_ok_and(|m| m.ino() == meta.ino());
+        if entries.many || entries.dirs.iter().any(known) {
+            return Ok(());
+        }
+        if entries.dirs.len() >= SYNCFS_ABOVE {
+            entries.dirs.clear();
+            entries.many = true;
+        } else {
+            entries.dirs.push((dir, path.to_path_buf()));
+        }
+        Ok(())
+    }
+
+    /// Makes everything written to `targets`, and every entry in `entries`, durable; returns
+    /// how many sync calls it took. `entries` is emptied only if it succeeds.
+    pub fn sync(
+        &self,
+        targets: &[Target<'_>],
+        entries: &mut NewEntries,
+    ) -> Result<usize, SyncError> {
         let shared = targets.iter().filter(|t| t.on_output_fs).count();
+        // Noted entries are on this filesystem, and only while syncfs is usable.
+        let use_syncfs =
+            self.syncfs_usable && (entries.many || shared + entries.dirs.len() > SYNCFS_ABOVE);
         let mut calls = 0;
-        if self.syncfs_usable && shared > SYNCFS_ABOVE {
+        if use_syncfs {
             self.syncfs()?;
             calls += 1;
+        } else {
+            for (dir, path) in &entries.dirs {
+                dir.sync_all().map_err(|source| SyncError {
+                    path: path.clone(),
+                    source,
+                })?;
+                calls += 1;
+            }
         }
         for target in targets {
-            if self.syncfs_usable && shared > SYNCFS_ABOVE && target.on_output_fs {
+            if use_syncfs && target.on_output_fs {
                 continue;
             }
             target.file.sync_data().map_err(|source| SyncError {
@@ -99,6 +177,7 @@ impl OutputFs {
             })?;
             calls += 1;
         }
+        *entries = NewEntries::default();
         Ok(calls)
     }
 
@@ -179,8 +258,44 @@ mod tests {
                 on_output_fs: fs.covers(&file.metadata().unwrap()),
             })
             .collect();
-        assert_eq!(fs.sync(&targets[..SYNCFS_ABOVE]).unwrap(), SYNCFS_ABOVE);
+        let mut none = NewEntries::default();
+        assert_eq!(
+            fs.sync(&targets[..SYNCFS_ABOVE], &mut none).unwrap(),
+            SYNCFS_ABOVE
+        );
         let expected = if fs.syncfs_usable { 1 } else { targets.len() };
-        assert_eq!(fs.sync(&targets).unwrap(), expected);
+        assert_eq!(fs.sync(&targets, &mut none).unwrap(), expected);
+    }
+
+    /// Issue 27 (item 5): each new file's directory was fsync'd at once, in turn.
+    #[test]
+    fn new_entries_wait_for_the_sync_few_take_a_fsync_per_directory_many_one_syncfs() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = OutputFs::open(dir.path()).unwrap();
+        if !fs.syncfs_usable {
+            return; // every entry is fsync'd when noted
+        }
+        let subdir = |i: usize| {
+            let path = dir.path().join(format!("d{i}"));
+            std::fs::create_dir(&path).unwrap();
+            (File::open(&path).unwrap(), path)
+        };
+        let mut entries = NewEntries::default();
+        let (one, path) = subdir(0);
+        fs.note_entry(&mut entries, one, &path).unwrap();
+        // The same directory again is one fsync.
+        fs.note_entry(&mut entries, File::open(&path).unwrap(), &path)
+            .unwrap();
+        let (two, path) = subdir(1);
+        fs.note_entry(&mut entries, two, &path).unwrap();
+        assert_eq!(fs.sync(&[], &mut entries).unwrap(), 2);
+        assert!(entries.is_empty());
+        for i in 2..2 + 4 * SYNCFS_ABOVE {
+            let (d, path) = subdir(i);
+            fs.note_entry(&mut entries, d, &path).unwrap();
+        }
+        assert!(entries.dirs.len() <= SYNCFS_ABOVE, "descriptors held");
+        assert_eq!(fs.sync(&[], &mut entries).unwrap(), 1, "one syncfs");
+        assert!(entries.is_empty());
     }
 }

@@ -11,7 +11,7 @@ use logship_runtime::status::{BrokerState, CollectorStatus, Gap};
 use crate::hosts::HostsSeen;
 use crate::outage::Cause;
 use crate::validate::Reason;
-use crate::writer::Outcome;
+use crate::writer::{Outcome, Retained};
 
 /// Upper bounds of `logship_collector_delay_seconds`: from a healthy pipeline (tens of
 /// milliseconds) to a backlog drained after an outage (hours, a day).
@@ -124,8 +124,8 @@ impl Metrics {
     }
 
     /// A batch of `deliveries` was committed and acked: every counter a batch moves (lines
-    /// written, duplicates, the lines refused for their path, the batch and its fsync, what
-    /// retention deleted), its lines' delays, its hosts' last-seen time, the open files.
+    /// written, duplicates, the lines refused for their path, the batch and its fsync), its
+    /// lines' delays, its hosts' last-seen time, the open files.
     pub fn committed(&self, outcome: &Outcome, deliveries: usize) {
         let counters = &self.counters;
         Counters::add(&counters.written, outcome.written);
@@ -137,8 +137,6 @@ impl Metrics {
         Counters::add(&counters.batch_lines, deliveries as u64);
         Counters::add(&counters.fsync_micros, outcome.fsync.as_micros() as u64);
         Counters::add(&counters.fsyncs, 1);
-        Counters::add(&counters.retention_deleted, outcome.retained.0);
-        Counters::add(&counters.retention_deleted_bytes, outcome.retained.1);
         let now_ms = outcome.committed_at_ms;
         for ts_ms in &outcome.line_ts_ms {
             self.delay.observe((now_ms - ts_ms) as f64 / 1000.0);
@@ -152,6 +150,12 @@ impl Metrics {
         if let Some(gaps) = &outcome.gaps {
             self.set_gaps(gaps.clone());
         }
+    }
+
+    /// A retention pass deleted these files.
+    pub fn retained(&self, retained: Retained) {
+        Counters::add(&self.counters.retention_deleted, retained.files);
+        Counters::add(&self.counters.retention_deleted_bytes, retained.bytes);
     }
 
     /// A consumer is registered on the queue (`true`), or no longer.

@@ -3,8 +3,10 @@
 //! back to the committed lengths, and the same batch is tried again after a backoff delay, on
 //! the same channel (no reconnect, no redelivery storm).
 //!
-//! Invariants: one warning when an outage starts (or its cause changes), with the cause and the
-//! path; one info line when a batch is written again; every failed attempt is counted under its
+//! Invariants: one warning when an outage starts (or its cause or [`Stage`] changes), with the
+//! cause and the path, naming what failed: "cannot write output" for the output files, "cannot
+//! commit" for the commit record (its journal and the state database); one info line when a
+//! batch is written again; every failed attempt is counted under its
 //! cause. The delay doubles from `broker.reconnect_delay` up to `broker.reconnect_max_delay`
 //! (with jitter) and starts over only after a batch was written.
 
@@ -69,6 +71,44 @@ impl Cause {
     }
 }
 
+/// Which step of a batch failed, as an operator looks for it: the output files, or the commit
+/// record in `state_dir`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Opening, writing, syncing, compressing or truncating an output file.
+    Output,
+    /// The commit record: its journal or the state database (`state_dir`).
+    Commit,
+}
+
+impl Stage {
+    /// The step `err` failed in.
+    pub fn of(err: &SinkError) -> Stage {
+        match err {
+            SinkError::Commit(_) => Stage::Commit,
+            _ => Stage::Output,
+        }
+    }
+
+    /// The warning that starts an outage of this step.
+    pub fn failing(self) -> &'static str {
+        match self {
+            Stage::Output => {
+                "cannot write output; retrying with backoff, nothing is acked meanwhile"
+            }
+            Stage::Commit => "cannot commit; retrying with backoff, nothing is acked meanwhile",
+        }
+    }
+
+    /// The info line that ends it.
+    pub fn recovered(self) -> &'static str {
+        match self {
+            Stage::Output => "output writable again",
+            Stage::Commit => "committing again",
+        }
+    }
+}
+
 /// What [`Outages::failed`] decided.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Retry {
@@ -82,6 +122,8 @@ pub struct Retry {
 #[derive(Debug)]
 pub struct Ended {
     pub cause: Cause,
+    /// The step that failed last.
+    pub stage: Stage,
     pub lasted: Duration,
     /// Attempts that failed during it.
     pub failures: u64,
@@ -89,6 +131,7 @@ pub struct Ended {
 
 struct Current {
     cause: Cause,
+    stage: Stage,
     since: Instant,
     failures: u64,
 }
@@ -108,16 +151,19 @@ impl Outages {
         }
     }
 
-    /// A batch failed because of `cause`.
-    pub fn failed(&mut self, cause: Cause) -> Retry {
+    /// A batch failed at `stage` because of `cause`.
+    pub fn failed(&mut self, stage: Stage, cause: Cause) -> Retry {
         let announce = match &mut self.current {
             Some(current) => {
                 current.failures += 1;
-                std::mem::replace(&mut current.cause, cause) != cause
+                let was = (current.stage, current.cause);
+                (current.stage, current.cause) = (stage, cause);
+                was != (stage, cause)
             }
             None => {
                 self.current = Some(Current {
                     cause,
+                    stage,
                     since: Instant::now(),
                     failures: 1,
                 });
@@ -136,6 +182,7 @@ impl Outages {
         self.backoff.reset();
         Some(Ended {
             cause: current.cause,
+            stage: current.stage,
             lasted: current.since.elapsed(),
             failures: current.failures,
         })
@@ -144,7 +191,8 @@ impl Outages {
     /// Logs a failed batch (its `cause` is [`Cause::of`] `err`, counted by the caller); returns
     /// how long to wait before the next attempt.
     pub fn report_failure(&mut self, cause: Cause, err: &SinkError) -> Duration {
-        let retry = self.failed(cause);
+        let stage = Stage::of(err);
+        let retry = self.failed(stage, cause);
         let path = err.io_error().map(|(path, _)| path.display().to_string());
         let error = logship_runtime::error_chain(err);
         if retry.announce {
@@ -153,7 +201,8 @@ impl Outages {
                 path,
                 error,
                 retry_in_ms = retry.delay.as_millis() as u64,
-                "cannot write output; retrying with backoff, nothing is acked meanwhile"
+                "{}",
+                stage.failing()
             );
         } else {
             tracing::debug!(
@@ -161,7 +210,7 @@ impl Outages {
                 path,
                 error,
                 retry_in_ms = retry.delay.as_millis() as u64,
-                "output still not writable"
+                "still failing"
             );
         }
         retry.delay
@@ -174,7 +223,8 @@ impl Outages {
                 cause = ended.cause.label(),
                 outage_ms = ended.lasted.as_millis() as u64,
                 failed_attempts = ended.failures,
-                "output writable again"
+                "{}",
+                ended.stage.recovered()
             );
         }
     }
@@ -231,32 +281,64 @@ mod tests {
         );
     }
 
+    /// Issue 27 (item 6c): a failing commit journal was said as "cannot write output".
+    #[test]
+    fn a_failing_commit_record_is_said_as_cannot_commit_and_the_output_as_cannot_write() {
+        let output = SinkError::Write {
+            path: "/out/h/x.log".into(),
+            source: Error::from_raw_os_error(libc::EIO),
+        };
+        assert_eq!(Stage::of(&output), Stage::Output);
+        assert!(
+            Stage::of(&output)
+                .failing()
+                .starts_with("cannot write output")
+        );
+        let journal = SinkError::Commit(crate::commit::CommitError::Io(Error::from_raw_os_error(
+            libc::EIO,
+        )));
+        let low = SinkError::Commit(crate::commit::CommitError::LowSpace {
+            path: "/state".into(),
+            free: 1,
+        });
+        for err in [journal, low] {
+            assert_eq!(Stage::of(&err), Stage::Commit);
+            assert!(
+                Stage::of(&err).failing().starts_with("cannot commit"),
+                "{err}"
+            );
+        }
+    }
+
     #[test]
     fn an_outage_is_announced_once_per_cause_and_its_end_once() {
         let mut outages = outages(100, 1000);
         assert!(outages.succeeded().is_none());
-        assert!(outages.failed(Cause::DiskFull).announce);
+        assert!(outages.failed(Stage::Output, Cause::DiskFull).announce);
         for _ in 0..20 {
-            assert!(!outages.failed(Cause::DiskFull).announce);
+            assert!(!outages.failed(Stage::Output, Cause::DiskFull).announce);
         }
-        assert!(outages.failed(Cause::Io).announce);
+        assert!(outages.failed(Stage::Output, Cause::Io).announce);
+        // The same cause in the commit record is another outage to say.
+        assert!(outages.failed(Stage::Commit, Cause::Io).announce);
+        assert!(outages.failed(Stage::Output, Cause::Io).announce);
         let ended = outages.succeeded().unwrap();
-        assert_eq!((ended.cause, ended.failures), (Cause::Io, 22));
+        assert_eq!((ended.cause, ended.failures), (Cause::Io, 24));
         assert!(outages.succeeded().is_none());
-        assert!(outages.failed(Cause::Io).announce);
+        assert!(outages.failed(Stage::Output, Cause::Io).announce);
     }
 
     #[test]
     fn delays_double_up_to_the_maximum_and_start_over_after_a_success() {
         let mut outages = outages(100, 1000);
         let delays: Vec<Duration> = (0..10)
-            .map(|_| outages.failed(Cause::DiskFull).delay)
+            .map(|_| outages.failed(Stage::Output, Cause::DiskFull).delay)
             .collect();
         for (i, delay) in delays.iter().enumerate() {
             let ceiling = Duration::from_millis((100u64 << i).min(1000));
             assert!(*delay >= ceiling / 2 && *delay <= ceiling, "{i}: {delay:?}");
         }
         outages.succeeded();
-        assert!(outages.failed(Cause::DiskFull).delay <= Duration::from_millis(100));
+        assert!(outages.failed(Stage::Output, Cause::DiskFull).delay <= Duration::from_millis(100));
     }
 }

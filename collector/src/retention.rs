@@ -1,10 +1,14 @@
 //! Retention (`output.retention`): output files whose last write is older are deleted by the
-//! collector itself, one pass at start and then at most hourly, with the directories they leave
-//! empty.
+//! collector itself, with the directories they leave empty: one pass at start and then one every
+//! [`pass_interval`], on the collector's own clock, so a collector that receives nothing
+//! deletes old files too.
 //!
 //! Invariants:
-//! - A pass runs in the writer between batches: no line is pending, and a file is closed in the
-//!   sink before it is deleted, so no line is ever written to a deleted file.
+//! - A pass runs in the writer between batches (the consumer runs it while no batch is being
+//!   written, connected or not): a file is closed in the sink before it is deleted, so no line
+//!   is ever written to a deleted file.
+//! - A file is deleted at most [`pass_interval`] after its last write became older than the
+//!   retention (1/60 of it late at most, and never more than an hour).
 //! - A deleted file's commit record is removed with it: a line that arrives later for it starts
 //!   a new file. Its sources' committed ranges stay until `dedup.max_age` forgets them, as for
 //!   any source, so a late duplicate is still dropped.
@@ -15,8 +19,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-/// At most one pass per this interval (after the one at start).
-pub const PASS_INTERVAL: Duration = Duration::from_secs(3600);
+/// The time between two passes for a retention of `max_age`: 1/60 of it, at least a second
+/// (a pass walks the whole archive) and at most an hour.
+pub fn pass_interval(max_age: Duration) -> Duration {
+    (max_age / 60).clamp(Duration::from_secs(1), Duration::from_secs(3600))
+}
 
 /// What one pass deleted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -88,6 +95,22 @@ mod tests {
     use std::fs::File;
 
     use super::*;
+
+    #[test]
+    fn a_pass_runs_every_sixtieth_of_the_retention_within_a_second_and_an_hour() {
+        assert_eq!(
+            pass_interval(Duration::from_secs(60)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            pass_interval(Duration::from_secs(7200)),
+            Duration::from_secs(120)
+        );
+        assert_eq!(
+            pass_interval(Duration::from_secs(30 * 86400)),
+            Duration::from_secs(3600)
+        );
+    }
 
     #[test]
     fn old_files_go_with_the_directories_they_leave_empty_young_ones_and_links_stay() {

@@ -55,6 +55,8 @@ pub enum FatalError {
     WriterLost,
     #[error("cannot commit a batch")]
     Commit(#[source] crate::sink::SinkError),
+    #[error("cannot forget the output files retention deleted")]
+    Retention(#[source] crate::sink::SinkError),
 }
 
 impl SessionEnd {

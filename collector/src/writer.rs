@@ -6,9 +6,13 @@
 //! returns `Err`, nothing may be acked; the output has been truncated back to the committed
 //! lengths (or, if even that failed, will be before the next batch is written), so the same
 //! batch can simply be written again.
+//!
+//! Retention passes are the writer's too (they close a file before deleting it), but they run on
+//! the collector's clock, not with batches: the consumer calls [`Writer::retain`] when
+//! [`Writer::retention_due`] says so, between batches.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use logship_config::CollectorConfig;
 use logship_runtime::status::Gap;
@@ -42,8 +46,13 @@ pub struct Outcome {
     pub open_files: usize,
     /// Every hole between committed ranges, when the batch opened, changed or closed one.
     pub gaps: Option<Vec<Gap>>,
-    /// Files and bytes deleted by retention passes since the last outcome.
-    pub retained: (u64, u64),
+}
+
+/// What one retention pass deleted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Retained {
+    pub files: u64,
+    pub bytes: u64,
 }
 
 /// Owns the output files and the commit record.
@@ -59,10 +68,12 @@ pub struct Writer {
     /// `output.dir` and `output.retention`.
     output_dir: PathBuf,
     retention: Option<Duration>,
-    /// Not before this instant is the next retention pass.
-    next_retention_ms: i64,
-    /// Files and bytes deleted by retention passes not yet reported in an outcome.
-    retained: (u64, u64),
+    /// When the next retention pass is due: at once after opening, then one
+    /// [`retention::pass_interval`] after the last pass started.
+    next_retention: Instant,
+    /// Retention passes run so far: the first is always logged, later ones only if they
+    /// deleted something (a short retention passes every second).
+    retention_passes: u64,
 }
 
 impl Writer {
@@ -102,32 +113,40 @@ impl Writer {
             audited: (0, 0),
             output_dir: config.output_dir.clone(),
             retention: config.archive.retention,
-            next_retention_ms: 0,
-            retained: (0, 0),
+            next_retention: Instant::now(),
+            retention_passes: 0,
         };
         writer.audit();
-        writer.retention_pass()?;
         Ok(writer)
     }
 
+    /// When the next retention pass is due (it may be past); `None` without
+    /// `output.retention`.
+    pub fn retention_due(&self) -> Option<Instant> {
+        self.retention.map(|_| self.next_retention)
+    }
+
     /// Deletes the output files older than `output.retention`, if set and a pass is due (see
-    /// [`crate::retention`]). A file that cannot be deleted is said and left; only a failing
-    /// commit record is an error.
-    fn retention_pass(&mut self) -> Result<(), SinkError> {
+    /// [`crate::retention`]); returns what it deleted. A file that cannot be deleted is said
+    /// and left; only a failing commit record is an error. Call it between batches.
+    pub fn retain(&mut self) -> Result<Retained, SinkError> {
         let Some(max_age) = self.retention else {
-            return Ok(());
+            return Ok(Retained::default());
         };
-        let now = now_ms();
-        if now < self.next_retention_ms {
-            return Ok(());
+        let now = Instant::now();
+        if now < self.next_retention {
+            return Ok(Retained::default());
         }
-        self.next_retention_ms = now + retention::PASS_INTERVAL.as_millis() as i64;
+        let interval = retention::pass_interval(max_age);
+        self.next_retention = now + interval;
+        self.retention_passes += 1;
         let cutoff = SystemTime::now() - max_age;
         let (expired, kept) = match retention::expired(&self.output_dir, cutoff) {
             Ok(found) => found,
             Err(err) => {
-                tracing::warn!(dir = %self.output_dir.display(), error = %err, "retention pass failed; next one in an hour");
-                return Ok(());
+                tracing::warn!(dir = %self.output_dir.display(), error = %err,
+                    next_in = %humantime::format_duration(interval), "retention pass failed");
+                return Ok(Retained::default());
             }
         };
         let mut pass = retention::Pass {
@@ -148,18 +167,23 @@ impl Writer {
             }
         }
         let forget: Vec<_> = pass.deleted.iter().map(|r| (r.clone(), None)).collect();
-        self.commit.set_records(&forget)?;
-        tracing::info!(
-            files = pass.deleted.len(),
-            bytes = pass.bytes,
-            dirs = pass.dirs,
-            kept = pass.kept,
-            retention = %humantime::format_duration(max_age),
-            "retention pass: deleted output files older than output.retention"
-        );
-        self.retained.0 += pass.deleted.len() as u64;
-        self.retained.1 += pass.bytes;
-        Ok(())
+        if !forget.is_empty() {
+            self.commit.set_records(&forget)?;
+        }
+        if !pass.deleted.is_empty() || self.retention_passes == 1 {
+            tracing::info!(
+                files = pass.deleted.len(),
+                bytes = pass.bytes,
+                dirs = pass.dirs,
+                kept = pass.kept,
+                retention = %humantime::format_duration(max_age),
+                "retention pass: deleted output files older than output.retention"
+            );
+        }
+        Ok(Retained {
+            files: pass.deleted.len() as u64,
+            bytes: pass.bytes,
+        })
     }
 
     /// Writes the audit record (see [`crate::audit`]) and returns its gaps. A record that cannot
@@ -201,7 +225,6 @@ impl Writer {
     }
 
     fn write_batch(&mut self, lines: &[Line]) -> Result<Outcome, SinkError> {
-        self.retention_pass()?;
         let (fresh, duplicates) = dedup::fresh(lines, &self.commit);
         let refused_files = self.sink.open_all(
             fresh
@@ -272,7 +295,6 @@ impl Writer {
         outcome.hosts = hosts.into_iter().map(str::to_string).collect();
         outcome.open_files = self.sink.open_count();
         outcome.written = (ids.len() - markers.len()) as u64;
-        outcome.retained = std::mem::take(&mut self.retained);
         // New sources alone refresh the record's count now and then, not on every batch.
         let (audited_ms, audited_sources) = self.audited;
         if holes_changed

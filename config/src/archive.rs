@@ -9,6 +9,9 @@ use crate::broker::duration_or;
 use crate::error::KeyError;
 use crate::units::parse_size;
 
+/// The shortest `output.retention`.
+pub const MIN_RETENTION: Duration = Duration::from_secs(60);
+
 /// Default `output.max_line_bytes`: four times the agent's own default `max_line_bytes`
 /// (1 MiB), room for the envelope's JSON escaping of a full-size part.
 pub const DEFAULT_MAX_LINE_BYTES: u64 = 4 << 20;
@@ -119,10 +122,12 @@ impl RawArchive<'_> {
             None => None,
             Some(text) => {
                 let age = duration_or("output.retention", &Some(text.to_string()), Duration::ZERO)?;
-                if age < Duration::from_secs(3600) {
+                // A pass runs every 1/60 of the retention (at most hourly, at least every
+                // second): below a minute, passes would walk the archive more than once a second.
+                if age < MIN_RETENTION {
                     return Err(KeyError::new(
                         "output.retention",
-                        format!("\"{text}\" is below one hour (retention passes run hourly)"),
+                        format!("\"{text}\" is below one minute"),
                     ));
                 }
                 Some(age)

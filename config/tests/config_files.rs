@@ -153,8 +153,8 @@ fn bad_collector_snippets_name_their_key() {
             "collector.toml: output.compression_level: set without output.compression = \"zstd\"",
         ),
         (
-            Box::new(|c| c.replace("dir = \"/tmp/y\"", "dir = \"/tmp/y\"\nretention = \"10m\"")),
-            "collector.toml: output.retention: \"10m\" is below one hour (retention passes run hourly)",
+            Box::new(|c| c.replace("dir = \"/tmp/y\"", "dir = \"/tmp/y\"\nretention = \"30s\"")),
+            "collector.toml: output.retention: \"30s\" is below one minute",
         ),
         (
             Box::new(|c| {

@@ -2,12 +2,15 @@
 //!
 //! - a. write -> collector's disk, p50/p99, one file at 20 lines/s;
 //! - b. the same for 400 files at 10 lines/s each (4k lines/s);
-//! - c. the agent's CPU with 1000 watched idle files, after each was read once.
+//! - c. the agent's CPU with 1000 watched idle files, after each was read once;
+//! - d. 400 files that start at once (issue 27, item 5: a collector restart, or midnight with a
+//!   `{date}` layout): the first line of each is written back to back, then 10 lines/s each; the
+//!   first lines (each the first of a new output file) are reported apart from the later ones.
 //!
-//! Prints one line per figure and asserts nothing. `BENCH_CASE=a|b|c` runs one case (default
+//! Prints one line per figure and asserts nothing. `BENCH_CASE=a|b|c|d` runs one case (default
 //! all), `BENCH_SECS` sets how long each run measures (default 20), `BENCH_RUNS` how many runs
 //! cases a and b make on the same daemons (default 3; each run is printed). Uses the release
-//! binaries next to this benchmark (`cargo build --release --workspace`) or
+//! binaries next to this benchmark (case d makes new files in each run) (`cargo build --release --workspace`) or
 //! `LOGSHIP_AGENT_BIN` / `LOGSHIP_COLLECTOR_BIN`, and the broker at `AMQP_URL`.
 //!
 //! The load is what an application logging to many files does: one line per write(2), the
@@ -67,6 +70,9 @@ fn main() {
     if matches!(case.as_str(), "c" | "all") {
         idle_cpu("c", 1000, measure);
     }
+    if matches!(case.as_str(), "d" | "all") {
+        new_files("d", 400, 10, measure, runs);
+    }
 }
 
 fn now_ns() -> u64 {
@@ -117,63 +123,97 @@ fn warmed_up(
     (setup, daemon, collector, handles, out_dir)
 }
 
+/// Measured lines: when each was written (by sequence number) and when it arrived, read by a
+/// thread following the collector's output directory.
+struct Timing {
+    /// Write times by sequence number, over all runs.
+    written_at: Vec<AtomicU64>,
+    arrivals: Arc<Mutex<Vec<(usize, u64)>>>,
+    stop: Arc<AtomicBool>,
+    tail: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Timing {
+    /// Follows the files of `out_dir` (those there now from their end, new ones from their
+    /// start), for up to `capacity` measured lines.
+    fn follow(out_dir: PathBuf, capacity: usize) -> Timing {
+        let stop = Arc::new(AtomicBool::new(false));
+        let arrivals = Arc::new(Mutex::new(Vec::<(usize, u64)>::new()));
+        let tail = {
+            let (stop, arrivals) = (Arc::clone(&stop), Arc::clone(&arrivals));
+            // Watch, then skip the warm-up lines, both before the first measured line is written.
+            let inotify = Inotify::watch(&out_dir);
+            let files = follow_all_at_end(&out_dir);
+            std::thread::spawn(move || tail(inotify, files, &out_dir, &stop, &arrivals))
+        };
+        Timing {
+            written_at: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
+            arrivals,
+            stop,
+            tail: Some(tail),
+        }
+    }
+
+    /// Writes measured line `seq` to `file`.
+    fn write(&self, file: &mut File, seq: usize, text: &str) {
+        let line = format!("{seq} {text} {PADDING}\n");
+        file.write_all(line.as_bytes()).expect("write");
+        self.written_at[seq].store(now_ns(), Ordering::SeqCst);
+    }
+
+    /// Waits up to [`DRAIN`] for lines `range` to arrive; then the delays (nanoseconds) of
+    /// those that did, split by `apart`: (those it picks, the others).
+    fn delays(
+        &self,
+        range: std::ops::Range<usize>,
+        apart: impl Fn(usize) -> bool,
+    ) -> (Vec<u64>, Vec<u64>) {
+        let deadline = Instant::now() + DRAIN;
+        let arrived = || {
+            let arrivals = self.arrivals.lock().expect("arrivals");
+            arrivals.iter().filter(|(s, _)| range.contains(s)).count()
+        };
+        while arrived() < range.len() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let arrivals = self.arrivals.lock().expect("arrivals");
+        let delays = arrivals
+            .iter()
+            .filter(|(s, _)| range.contains(s))
+            .map(|(s, at)| {
+                let delay = at.saturating_sub(self.written_at[*s].load(Ordering::SeqCst));
+                (*s, delay)
+            });
+        let (picked, others): (Vec<_>, Vec<_>) = delays.partition(|(s, _)| apart(*s));
+        let strip = |v: Vec<(usize, u64)>| v.into_iter().map(|(_, d)| d).collect();
+        (strip(picked), strip(others))
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(tail) = self.tail.take() {
+            tail.join().expect("tail");
+        }
+    }
+}
+
 /// Case a or b: `files` files at `rate` lines/s each, `runs` runs of `measure` on the same
 /// daemons; prints p50, p99 and max of each run.
 fn latency(label: &str, files: usize, rate: u32, measure: Duration, runs: usize) {
     let (_setup, mut agent, mut collector, mut handles, out_dir) =
         warmed_up(&format!("bench-{label}"), files);
     let total_rate = files as u32 * rate;
-    // Write times by sequence number, over all runs.
     let capacity = (f64::from(total_rate) * measure.as_secs_f64() * 1.1) as usize * runs + 1000;
-    let written_at: Arc<Vec<AtomicU64>> =
-        Arc::new((0..capacity).map(|_| AtomicU64::new(0)).collect());
-    let stop = Arc::new(AtomicBool::new(false));
-    let arrivals = Arc::new(Mutex::new(Vec::<(usize, u64)>::new()));
-    let tail = {
-        let (stop, arrivals) = (Arc::clone(&stop), Arc::clone(&arrivals));
-        // Watch, then skip the warm-up lines, both before the first measured line is written.
-        let inotify = Inotify::watch(&out_dir);
-        let files = follow_all_at_end(&out_dir);
-        std::thread::spawn(move || tail(inotify, files, &out_dir, &stop, &arrivals))
-    };
-    let spacing = Duration::from_secs(1) / total_rate;
+    let timing = Timing::follow(out_dir, capacity);
     let (mut seq, mut next_file) = (0usize, 0usize);
     for run in 1..=runs {
         let first = seq;
-        let started = Instant::now();
-        let mut k: u32 = 0;
-        while started.elapsed() < measure && seq < capacity {
-            // Line k of this run is due at started + k * spacing.
-            if let Some(wait) = (started + spacing * k).checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-            let line = format!("{seq} {label} f{next_file:04} {PADDING}\n");
-            handles[next_file]
-                .write_all(line.as_bytes())
-                .expect("write");
-            written_at[seq].store(now_ns(), Ordering::SeqCst);
-            seq += 1;
-            k += 1;
+        staggered(total_rate, measure, capacity, &mut seq, |seq| {
+            let text = format!("{label} f{next_file:04}");
+            timing.write(&mut handles[next_file], seq, &text);
             next_file = (next_file + 1) % files;
-        }
-        let deadline = Instant::now() + DRAIN;
-        let arrived = || {
-            let arrivals = arrivals.lock().expect("arrivals");
-            arrivals
-                .iter()
-                .filter(|(s, _)| *s >= first && *s < seq)
-                .count()
-        };
-        while arrived() < seq - first && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let mut samples: Vec<u64> = arrivals
-            .lock()
-            .expect("arrivals")
-            .iter()
-            .filter(|(s, _)| *s >= first && *s < seq)
-            .map(|(s, at)| at.saturating_sub(written_at[*s].load(Ordering::SeqCst)))
-            .collect();
+        });
+        let (_, mut samples) = timing.delays(first..seq, |_| false);
         report(
             &format!(
                 "{label}  {files} file(s) x {rate} lines/s, {}s, run {run}",
@@ -183,8 +223,75 @@ fn latency(label: &str, files: usize, rate: u32, measure: Duration, runs: usize)
             seq - first,
         );
     }
-    stop.store(true, Ordering::SeqCst);
-    tail.join().expect("tail");
+    timing.stop();
+    let _ = agent.stop(Duration::from_secs(30));
+    let _ = collector.stop(Duration::from_secs(30));
+}
+
+/// Writes lines evenly spaced at `rate` lines/s for `measure` (and below `capacity`): `write`
+/// writes line `seq`, which then advances.
+fn staggered(
+    rate: u32,
+    measure: Duration,
+    capacity: usize,
+    seq: &mut usize,
+    mut write: impl FnMut(usize),
+) {
+    let spacing = Duration::from_secs(1) / rate;
+    let started = Instant::now();
+    let mut k: u32 = 0;
+    while started.elapsed() < measure && *seq < capacity {
+        // Line k of this run is due at started + k * spacing.
+        if let Some(wait) = (started + spacing * k).checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        write(*seq);
+        *seq += 1;
+        k += 1;
+    }
+}
+
+/// Case d: each run makes `files` new files at once (their first lines written back to back),
+/// then writes `rate` lines/s to each for `measure`; prints the first lines' p50, p99 and max
+/// apart from the later lines'.
+fn new_files(label: &str, files: usize, rate: u32, measure: Duration, runs: usize) {
+    // One warm file, so the output directory exists and is followed from the start.
+    let (setup, mut agent, mut collector, _handles, out_dir) =
+        warmed_up(&format!("bench-{label}"), 1);
+    let total_rate = files as u32 * rate;
+    let capacity =
+        ((f64::from(total_rate) * measure.as_secs_f64() * 1.1) as usize + files) * runs + 1000;
+    let timing = Timing::follow(out_dir, capacity);
+    let mut seq = 0usize;
+    for run in 1..=runs {
+        let first = seq;
+        let mut handles: Vec<File> = (0..files)
+            .map(|n| open_append(&setup.log(&format!("r{run}n{n:04}.log"))))
+            .collect();
+        for (n, handle) in handles.iter_mut().enumerate() {
+            timing.write(handle, seq, &format!("{label} r{run}n{n:04}"));
+            seq += 1;
+        }
+        let first_lines = first..seq;
+        let mut next_file = 0;
+        staggered(total_rate, measure, capacity, &mut seq, |seq| {
+            let text = format!("{label} r{run}n{next_file:04}");
+            timing.write(&mut handles[next_file], seq, &text);
+            next_file = (next_file + 1) % files;
+        });
+        let (mut firsts, mut later) = timing.delays(first..seq, |s| first_lines.contains(&s));
+        let what = format!(
+            "{label}  {files} new files x {rate} lines/s, {}s, run {run}",
+            measure.as_secs()
+        );
+        report(&format!("{what}, first lines"), &mut firsts, files);
+        report(
+            &format!("{what}, later lines"),
+            &mut later,
+            seq - first - files,
+        );
+    }
+    timing.stop();
     let _ = agent.stop(Duration::from_secs(30));
     let _ = collector.stop(Duration::from_secs(30));
 }

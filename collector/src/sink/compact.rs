@@ -73,7 +73,7 @@ impl Sink {
                 on_output_fs: self.open.peek(relative).is_none_or(|o| o.on_output_fs),
             })
             .collect();
-        self.fs.sync(&targets)?;
+        self.fs.sync(&targets, &mut self.entries)?;
         records.extend(staged.iter().map(|(r, _, next)| (r.clone(), Some(*next))));
         commit.set_records(&records)?;
         // Copy every frame, make the copies durable at once, then cut every file.
@@ -85,7 +85,7 @@ impl Sink {
             })?;
             settled.push((relative.clone(), Some(record)));
         }
-        self.fs.sync(&targets)?;
+        self.fs.sync(&targets, &mut self.entries)?;
         for (((_, file, _), path), (_, record)) in staged.iter().zip(&paths).zip(&settled) {
             if let Some(record) = record {
                 frames::cut(file, record).map_err(|source| SinkError::Truncate {
@@ -95,7 +95,7 @@ impl Sink {
                 })?;
             }
         }
-        self.fs.sync(&targets)?;
+        self.fs.sync(&targets, &mut self.entries)?;
         commit.set_records(&settled)?;
         let compacted = settled.len();
         for (relative, record) in records.into_iter().chain(settled) {

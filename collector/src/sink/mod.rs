@@ -3,6 +3,10 @@
 //! Invariants:
 //! - A file's length is in the commit record before the first byte is appended to it (an intent
 //!   record for files opened anew), so a crash can always be undone by truncating.
+//! - The directory entry of a new file (and of each directory made for it) is durable before the
+//!   batch that first writes to it commits: [`Sink::sync`] makes it so with the file's bytes
+//!   (see [`crate::durable::NewEntries`]). A crash before that may lose the file with its
+//!   intent record still there: the start then forgets the record, as for any missing file.
 //! - On start and after any write failure, every recorded file is truncated back to its committed
 //!   length: bytes past it belong to batches that were never acked and will be redelivered.
 //! - A file opened anew (after SIGHUP, or rotated away while we were down) that is shorter than
@@ -27,7 +31,7 @@ use std::path::{Path, PathBuf};
 use logship_config::archive::Compression;
 
 use crate::commit::{Commit, CommitError};
-use crate::durable::{OutputFs, SyncError, Target};
+use crate::durable::{NewEntries, OutputFs, SyncError, Target};
 use crate::file_record::FileRecord;
 use crate::lru::Lru;
 
@@ -131,6 +135,9 @@ pub struct Sink {
     root: OwnedFd,
     /// Kept across recoveries: its syncfs reports errors since it was opened.
     fs: OutputFs,
+    /// New files and directories whose entries the next [`Sink::sync`] makes durable (kept
+    /// across a failed batch: a retry finds the files recorded, no longer new).
+    entries: NewEntries,
     open: Lru<PathBuf, OutputFile>,
     /// Output files open at most; lowered if the process runs out of descriptors anyway.
     max_open: usize,
@@ -165,6 +172,7 @@ impl Sink {
             dir: dir.to_path_buf(),
             root,
             fs,
+            entries: NewEntries::default(),
             open: Lru::default(),
             max_open: max_open.max(1),
             pending: Vec::new(),
@@ -293,7 +301,7 @@ impl Sink {
             path: path.clone(),
             source,
         };
-        let nofollow::Opened { file, dir } =
+        let nofollow::Opened { file, dir, made_in } =
             match nofollow::open_append(self.root.as_fd(), relative) {
                 Ok(opened) => opened,
                 Err(err) => {
@@ -301,6 +309,11 @@ impl Sink {
                     return Err(open_err(err));
                 }
             };
+        for (parent, parent_path) in made_in {
+            let parent_path = self.dir.join(parent_path);
+            self.fs
+                .note_entry(&mut self.entries, parent, &parent_path)?;
+        }
         let committed = match commit.committed(relative)? {
             Some(record) if record.staged.is_some() => {
                 Some(self.settle(relative, &record, commit)?)
@@ -316,8 +329,10 @@ impl Sink {
             }
             Some(record) if actual == record.len => (record, None),
             _ => {
-                // A new directory entry must be durable before any line in it is acked.
-                dir.sync_all().map_err(open_err)?;
+                // A new directory entry must be durable before any line in it is acked: the
+                // batch's sync sees to it.
+                let dir_path = path.parent().unwrap_or(&self.dir);
+                self.fs.note_entry(&mut self.entries, dir, dir_path)?;
                 (FileRecord::at(actual), Some(FileRecord::at(actual)))
             }
         };
@@ -415,6 +430,10 @@ impl Sink {
             }
             self.sync_chunk(chunk)?;
         }
+        // New entries without a line written (none today), durable all the same.
+        if !self.entries.is_empty() {
+            self.fs.sync(&[], &mut self.entries)?;
+        }
         Ok(lengths)
     }
 
@@ -433,7 +452,7 @@ impl Sink {
                 on_output_fs: output.on_output_fs,
             });
         }
-        self.fs.sync(&targets)?;
+        self.fs.sync(&targets, &mut self.entries)?;
         Ok(())
     }
 

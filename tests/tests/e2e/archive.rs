@@ -333,3 +333,68 @@ async fn retention_deletes_old_files_keeps_young_ones_and_a_late_line_starts_a_n
     );
     assert!(daemon.stop(Duration::from_secs(20)).success());
 }
+
+/// Regression test for issue 27 (item 6a): retention ran only when a batch came, so a collector
+/// that received nothing deleted nothing. Now passes run on the collector's own clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_old_files_of_a_collector_that_receives_nothing() {
+    let topology = Topology::new("quietretention", 1);
+    let dir = tempfile::tempdir().unwrap();
+    // A pass every second (1/60 of the retention).
+    let (collector, addr) = Collector::serving(
+        dir.path(),
+        &topology,
+        "retention = \"1m\"\nlayout = \"{host}/{path}\"",
+        "",
+    );
+    let mut daemon = collector.start();
+    let broker = Broker::connect().await;
+    let paths = ["/var/log/old.log", "/var/log/young.log"];
+    for (ino, path) in paths.iter().enumerate() {
+        broker
+            .publish(&topology.exchange, &envelopes(HOST, path, ino as u64, 0..5))
+            .await;
+    }
+    let files: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| collector.file(HOST, Path::new(p)))
+        .collect();
+    for file in &files {
+        logship_tests::lines::wait_for_lines(file, 5, Duration::from_secs(30));
+    }
+    // From now on nothing arrives; one file's last write goes two minutes back.
+    let old = std::time::SystemTime::now() - Duration::from_secs(120);
+    std::fs::File::options()
+        .write(true)
+        .open(&files[0])
+        .and_then(|f| f.set_modified(old))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while files[0].exists() {
+        assert!(
+            Instant::now() < deadline,
+            "an old file outlived a quiet collector's retention:\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        logship_tests::lines::read_lines(&files[1]).len(),
+        5,
+        "young file kept"
+    );
+    // The first pass, and the one that deleted (logged after the file went).
+    daemon.wait_for_log("retention pass", 2, Duration::from_secs(5));
+    assert!(daemon.log_text().contains("files=1 "));
+    // Counted just after the pass is logged.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, page) = logship_tests::http::get(&addr, "/metrics");
+        if page.contains("\nlogship_collector_retention_deleted_total 1\n") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{page}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(daemon.stop(Duration::from_secs(20)).success());
+}

@@ -254,6 +254,10 @@ async fn state_disk_filled_and_freed_mid_stream_commits_every_line_once() {
     assert!(log.lines().count() <= 15, "too many log lines:\n{log}");
     let warned = daemon.warnings();
     assert!(warned.len() <= 2, "too many warnings: {warned:#?}");
+    // Said as what failed: the commit, not the output (issue 27, item 6c).
+    assert_eq!(log.matches("cannot commit;").count(), 1, "{log}");
+    assert!(!log.contains("cannot write output"), "{log}");
+    assert_eq!(log.matches("committing again").count(), 1, "{log}");
     // A restart finds every line committed: nothing is written again.
     let mut daemon = collector.start();
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -1,5 +1,6 @@
 //! Healing in seconds (issue 16): a network that goes silent under both daemons, a node stopped
-//! and started again and again, a 3-node quorum cluster losing the node both daemons use. Every
+//! and started again and again, a 3-node quorum cluster losing the node both daemons use, a
+//! broker that keeps nacking (resent ever more rarely, not in a storm of channels). Every
 //! line arrives once and in order; the tests print how long lines stopped being written (they
 //! assert nothing on it: the machine is shared).
 
@@ -8,9 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use logship_tests::broker::{Topology, amqp_url};
-use logship_tests::daemon::Daemon;
-use logship_tests::fixture::{Agent, Collector};
+use logship_tests::broker::{Broker, Topology, amqp_url};
+use logship_tests::daemon::{Daemon, binary};
+use logship_tests::fixture::{Agent, Collector, Setup};
+use logship_tests::http::free_addr;
 use logship_tests::lines::{
     assert_delivered_once_in_order, expected, open_append, text, wait_for_delivery, write_lines,
 };
@@ -453,4 +455,89 @@ fn a_second_collector_on_the_same_queue_stands_by_and_takes_over_when_the_first_
     assert!(page.contains("\"standby\":false"), "/status: {page}");
     stop(&mut agent_daemon);
     stop(&mut second_daemon);
+}
+
+/// The agent's counter `name` (with its trailing space) on its metrics page at `addr`.
+fn agent_counter(addr: &str, name: &str) -> u64 {
+    let (_, page) = logship_tests::http::get(addr, "/metrics");
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Regression test for issue 27 (item 6b): while the broker nacked every publish, the agent
+/// opened a new channel about every 2 s. The wait before each resend now doubles (1 s up to
+/// 30 s, jittered down to half), and the first clean ack starts it over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_keeps_nacking_gets_new_channels_ever_more_rarely_until_a_clean_ack() {
+    const NEW_CHANNEL: &str = "publishing on a new channel after a nack";
+    let mut setup = Setup::new("nackbackoff");
+    let full = format!("{}.full", setup.topology.exchange);
+    // Deleted with the topology, whatever happens to the test.
+    setup.topology.queues.push(full.clone());
+    let mut collector = setup.collector.start();
+    let broker = Broker::connect().await;
+    broker
+        .bind_full_queue(&setup.topology.exchange, &full)
+        .await;
+    let metrics = free_addr();
+    let agent = setup.agent(
+        &amqp_url(),
+        &format!("[metrics]\nlisten = \"{metrics}\""),
+        "",
+    );
+    // Each new channel is logged at debug.
+    let mut daemon = Daemon::start_with_env(
+        &binary("logship-agent"),
+        &agent.config,
+        &agent.log,
+        &[("LOGSHIP_LOG", "info,logship_agent::publisher=debug")],
+    );
+    daemon.wait_for_log("publishing", 1, Duration::from_secs(30));
+    let mut file = open_append(&setup.log("app.log"));
+    write_lines(&mut file, "app", 0..100);
+    daemon.wait_for_log("the broker nacked publishes", 1, ARRIVAL);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let opened = daemon.log_text().matches(NEW_CHANNEL).count();
+    println!("new channels in 20 s of nacks: {opened}");
+    // Waits of at least 0.5, 1, 2, 4, 8 and 16 s: at most 5 in 20 s (a fixed 1 s made ~10).
+    assert!((2..=5).contains(&opened), "{opened} new channels in 20 s");
+
+    // Taken again: every line is confirmed within the wait reached (at most 30 s).
+    broker.delete_queue(&full).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while agent_counter(&metrics, "logship_agent_confirmed_total ") < 100 {
+        assert!(
+            Instant::now() < deadline,
+            "not confirmed after the queue went"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Refused again: the waits start over at 1 s, so new channels come within seconds.
+    broker
+        .bind_full_queue(&setup.topology.exchange, &full)
+        .await;
+    let before = daemon.log_text().matches(NEW_CHANNEL).count();
+    write_lines(&mut file, "app", 100..200);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let again = daemon.log_text().matches(NEW_CHANNEL).count() - before;
+    println!("new channels in the 6 s after a clean ack and new nacks: {again}");
+    assert!(
+        again >= 2,
+        "{again} new channels: the backoff did not start over"
+    );
+
+    broker.delete_queue(&full).await;
+    let out = setup.out(&agent, "app.log");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while agent_counter(&metrics, "logship_agent_confirmed_total ") < 200 {
+        assert!(
+            Instant::now() < deadline,
+            "not confirmed after the queue went"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    verify(&out, 200, "app");
+    stop(&mut daemon);
+    stop(&mut collector);
 }
