@@ -337,12 +337,11 @@ mod tests {
         .to_json()
     }
 
-    #[test]
-    fn a_loss_marker_writes_nothing_and_leaves_the_bytes_it_gives_up_a_hole() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A collector's config with its state and output in `dir`, and its writer.
+    fn writer_in(dir: &std::path::Path) -> (CollectorConfig, Writer) {
         let text = format!(
             "state_dir = \"{0}/state\"\n[output]\ndir = \"{0}/out\"\n[broker]\nuris = [\"amqp://h/%2f\"]\nqueue = \"q\"\n",
-            dir.path().display()
+            dir.display()
         );
         let config = logship_config::load::parse::<logship_config::collector::RawCollectorConfig>(
             std::path::Path::new("collector.toml"),
@@ -350,7 +349,14 @@ mod tests {
         )
         .unwrap();
         std::fs::create_dir_all(&config.output_dir).unwrap();
-        let mut writer = Writer::open(&config).unwrap();
+        let writer = Writer::open(&config).unwrap();
+        (config, writer)
+    }
+
+    #[test]
+    fn a_loss_marker_writes_nothing_and_leaves_the_bytes_it_gives_up_a_hole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, mut writer) = writer_in(dir.path());
         let intake = |body: Vec<u8>| {
             crate::validate::intake(&body, &config, None, &mut Default::default()).unwrap()
         };
@@ -380,17 +386,7 @@ mod tests {
     #[test]
     fn a_drop_marker_at_a_files_head_leaves_a_hole_that_late_lines_shrink_without_a_copy() {
         let dir = tempfile::tempdir().unwrap();
-        let text = format!(
-            "state_dir = \"{0}/state\"\n[output]\ndir = \"{0}/out\"\n[broker]\nuris = [\"amqp://h/%2f\"]\nqueue = \"q\"\n",
-            dir.path().display()
-        );
-        let config = logship_config::load::parse::<logship_config::collector::RawCollectorConfig>(
-            std::path::Path::new("collector.toml"),
-            &text,
-        )
-        .unwrap();
-        std::fs::create_dir_all(&config.output_dir).unwrap();
-        let mut writer = Writer::open(&config).unwrap();
+        let (config, mut writer) = writer_in(dir.path());
         let intake = |body: Vec<u8>| {
             crate::validate::intake(&body, &config, None, &mut Default::default()).unwrap()
         };

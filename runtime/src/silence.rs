@@ -132,6 +132,7 @@ pub fn silent(quiet: Duration) -> lapin::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::socket::tests::pair;
 
     #[tokio::test]
     async fn a_step_on_an_unknown_socket_is_waited_for() {
@@ -144,15 +145,6 @@ mod tests {
             .await;
         assert_eq!(answer.ok(), Some(7));
         assert!(silence.broken().is_none());
-    }
-
-    /// A connected pair of TCP sockets: the one watched, and the peer that writes to it.
-    fn pair() -> (std::net::TcpStream, std::net::TcpStream) {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let ours =
-            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-        let (peer, _) = listener.accept().expect("accept");
-        (ours, peer)
     }
 
     #[tokio::test]

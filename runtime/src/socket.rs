@@ -144,7 +144,7 @@ fn kernel_signals_on_change() -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::{Read as _, Write as _};
     use std::os::fd::AsRawFd as _;
@@ -167,12 +167,18 @@ mod tests {
         bytes
     }
 
+    /// A connected pair of TCP sockets on loopback: (ours, the peer).
+    pub(crate) fn pair() -> (std::net::TcpStream, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let ours =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (peer, _) = listener.accept().expect("accept");
+        (ours, peer)
+    }
+
     #[test]
     fn a_raised_mark_holds_back_readiness_until_lowered() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let reader =
-            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-        let (mut writer, _) = listener.accept().expect("accept");
+        let (reader, mut writer) = pair();
         let socket = Socket::default();
         socket.watch(reader.as_raw_fd());
         if !kernel_signals_on_change() {
@@ -211,10 +217,7 @@ mod tests {
 
     #[test]
     fn silence_is_the_time_since_data_last_arrived() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let reader =
-            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-        let (mut writer, _) = listener.accept().expect("accept");
+        let (reader, mut writer) = pair();
         let socket = Socket::default();
         socket.watch(reader.as_raw_fd());
         writer.write_all(b"beat").expect("write");
