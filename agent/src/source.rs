@@ -148,6 +148,11 @@ impl Source {
         self.tailer.path()
     }
 
+    /// The path it was found under, shared (see [`Tailer::shared_path`]).
+    pub fn shared_path(&self) -> &Arc<Path> {
+        self.tailer.shared_path()
+    }
+
     /// Which file it is.
     pub fn key(&self) -> FileKey {
         self.tailer.key()

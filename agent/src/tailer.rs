@@ -20,7 +20,7 @@
 use std::cell::RefCell;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -42,8 +42,9 @@ use crate::spool::Message;
 
 /// The read state of one open file.
 pub struct Tailer {
-    /// The path it was found under, sent as the envelope's `path`.
-    path: PathBuf,
+    /// The path it was found under, sent as the envelope's `path`; one allocation per file,
+    /// shared with the reader's index of paths and the `/status` snapshot.
+    path: Arc<Path>,
     /// What is read: the file itself, or for a while its copytruncate copy; `None` while the
     /// descriptor is closed for the budget.
     file: Option<File>,
@@ -89,7 +90,7 @@ impl Tailer {
             known => known,
         };
         Tailer {
-            path: path.to_path_buf(),
+            path: Arc::from(path),
             file: Some(file),
             key,
             fingerprint,
@@ -116,6 +117,11 @@ impl Tailer {
 
     /// The path the file was found under.
     pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path the file was found under, shared (an index keyed by it costs no copy).
+    pub fn shared_path(&self) -> &Arc<Path> {
         &self.path
     }
 
@@ -182,10 +188,15 @@ impl Tailer {
             offset: self.offset,
             generation: self.generation,
             fingerprint: self.fingerprint,
-            path: self.path.clone(),
+            path: self.path.to_path_buf(),
             finished: false,
             mid_event: self.mid_event(),
         }
+    }
+
+    /// Truncations seen: the generation being read.
+    pub fn generation(&self) -> u32 {
+        self.generation
     }
 
     /// Whether the checkpoint is in the middle of a cut event.
