@@ -52,8 +52,9 @@ pub struct Tailer {
     fingerprint: Option<Fingerprint>,
     generation: u32,
     offset: Offset,
-    /// Lines joined into an event, not shipped yet (see [`crate::event`]).
-    event: Event,
+    /// Lines joined into an event, not shipped yet (see [`crate::event`]); boxed, and only
+    /// while one is assembled: most files never hold one.
+    event: Option<Box<Event>>,
     /// The checkpoint this tailer resumed at is in the middle of a cut event.
     resume_mid_event: bool,
     partial: Vec<u8>,
@@ -65,7 +66,7 @@ pub struct Tailer {
     /// Where the checkpoint the spool holds stands (its path is `path`).
     spooled: Spooled,
     /// (length, mtime) of the file when its head last matched the fingerprint.
-    head_checked: Option<(u64, Option<SystemTime>)>,
+    head_checked: Option<(u64, SystemTime)>,
     /// (generation, the largest size a look found it at, not truncated): what a truncation
     /// without a copy provably lost lies below it (see [`loss`]).
     seen: (u32, u64),
@@ -96,7 +97,7 @@ impl Tailer {
             fingerprint,
             generation: checkpoint.generation,
             offset: checkpoint.offset,
-            event: Event::default(),
+            event: None,
             resume_mid_event: checkpoint.mid_event,
             partial: Vec::new(),
             rules,
@@ -140,7 +141,7 @@ impl Tailer {
     pub fn closable(&self) -> bool {
         self.is_open()
             && !self.unspooled()
-            && self.event.is_empty()
+            && !self.holds_event()
             && (self.partial.is_empty() || self.fingerprint.is_some())
     }
 
@@ -176,7 +177,7 @@ impl Tailer {
         self.generation = self.spooled.generation;
         self.fingerprint = self.spooled.fingerprint;
         self.partial.clear();
-        self.event.clear();
+        self.event = None;
         self.resume_mid_event = self.spooled.mid_event;
         self.head_checked = None;
         self.claim_end = self.spooled.claim_end;
@@ -201,12 +202,12 @@ impl Tailer {
 
     /// Whether the checkpoint is in the middle of a cut event.
     fn mid_event(&self) -> bool {
-        self.event.cut && !self.event.is_empty()
+        self.event.as_ref().is_some_and(|e| e.cut && !e.is_empty())
     }
 
     /// The next byte to read.
     fn read_pos(&self) -> u64 {
-        self.offset + self.event.consumed + self.partial.len() as u64
+        self.offset + self.event.as_ref().map_or(0, |e| e.consumed) + self.partial.len() as u64
     }
 
     /// Reads up to `budget` bytes and appends the complete lines to `out`. Returns the bytes read.
@@ -276,11 +277,15 @@ impl Tailer {
         let resumed_mid_event = std::mem::take(&mut self.resume_mid_event);
         let action = if part {
             Action::Alone
-        } else if resumed_mid_event && self.event.is_empty() {
+        } else if resumed_mid_event && !self.holds_event() {
             // The rest of a cut event, read again after a restart: as it was the first time.
             Action::Resume
         } else {
-            self.event.decide(&self.rules, &line)
+            let none = Event::default();
+            self.event
+                .as_deref()
+                .unwrap_or(&none)
+                .decide(&self.rules, &line)
         };
         match action {
             Action::Alone => {
@@ -289,14 +294,14 @@ impl Tailer {
             }
             Action::Start => {
                 self.flush_event(host, out)?;
-                self.event.start(&line, consumed, false);
+                self.assembling().start(&line, consumed, false);
             }
-            Action::Resume => self.event.start(&line, consumed, true),
-            Action::Append => self.event.append(&line, consumed),
+            Action::Resume => self.assembling().start(&line, consumed, true),
+            Action::Append => self.assembling().append(&line, consumed),
             Action::Cut => {
                 self.flush_event(host, out)?;
                 self.parts += 1;
-                self.event.start(&line, consumed, true);
+                self.assembling().start(&line, consumed, true);
             }
         }
         line.clear();
@@ -304,20 +309,28 @@ impl Tailer {
         Ok(())
     }
 
+    /// The event being assembled, made if none is.
+    fn assembling(&mut self) -> &mut Event {
+        self.event.get_or_insert_with(Box::default)
+    }
+
     /// Ships the event being assembled, if any.
     fn flush_event(&mut self, host: &str, out: &mut Vec<Message>) -> std::io::Result<()> {
-        if self.event.is_empty() {
+        let Some(event) = self.event.take() else {
+            return Ok(());
+        };
+        if event.is_empty() {
             return Ok(());
         }
-        let bytes = std::mem::take(&mut self.event.bytes);
-        let consumed = self.event.consumed;
-        self.event.clear();
-        self.emit(host, &bytes, consumed, out)
+        self.emit(host, &event.bytes, event.consumed, out)
     }
 
     /// Ships an event that got no new line for the input's `timeout`.
     pub fn flush_stale(&mut self, host: &str, out: &mut Vec<Message>) -> std::io::Result<()> {
-        let stale = match (&self.rules.multiline, self.event.last) {
+        let stale = match (
+            &self.rules.multiline,
+            self.event.as_ref().and_then(|e| e.last),
+        ) {
             (Some(multiline), Some(last)) => last.elapsed() >= multiline.timeout,
             _ => false,
         };
@@ -329,7 +342,7 @@ impl Tailer {
 
     /// Whether an event is being assembled (it needs a look when its timeout passes).
     pub fn holds_event(&self) -> bool {
-        !self.event.is_empty()
+        self.event.as_ref().is_some_and(|e| !e.is_empty())
     }
 
     /// Ships `line` (the message at `offset`), which took `consumed` bytes of the file.
@@ -403,8 +416,9 @@ impl Tailer {
         }
         // Unchanged since the head last matched: no need to read it again (idle files cost a
         // fstat per look, not a read).
-        let stamp = (len, meta.modified().ok());
-        if self.head_checked == Some(stamp) {
+        // Without an mtime the head is read on every look.
+        let stamp = meta.modified().ok().map(|mtime| (len, mtime));
+        if stamp.is_some() && self.head_checked == stamp {
             self.note_size(len);
             return Ok(false);
         }
@@ -412,7 +426,7 @@ impl Tailer {
             Some(fp) if fp.len > 0 => !identity::matches(self.file()?, fp)?,
             _ => false,
         };
-        self.head_checked = (!truncated && self.fingerprint.is_some()).then_some(stamp);
+        self.head_checked = stamp.filter(|_| !truncated && self.fingerprint.is_some());
         if !truncated {
             self.note_size(len);
         }
@@ -424,7 +438,7 @@ impl Tailer {
         self.generation = self.generation.wrapping_add(1);
         self.offset = 0;
         self.partial.clear();
-        self.event.clear();
+        self.event = None;
         self.resume_mid_event = false;
         self.fingerprint = None;
         self.head_checked = None;

@@ -26,7 +26,6 @@ impl Tailer {
         self.file = None;
         self.head_checked = None;
         self.partial.shrink_to_fit();
-        self.event.bytes.shrink_to_fit();
     }
 
     /// Gives the descriptor back (the caller checked it is the same file by its key); the
@@ -45,7 +44,7 @@ impl Tailer {
     /// the one read so far (`None` if it was closed). The position does not change.
     pub fn swap_file(&mut self, file: File) -> Option<File> {
         self.partial.clear();
-        self.event.clear();
+        self.event = None;
         self.head_checked = None;
         self.file.replace(file)
     }
