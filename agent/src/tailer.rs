@@ -15,7 +15,8 @@
 //! stays, and reading goes on from the same position once [`Tailer::reopen`] gives it back.
 //! `spooled` is the last checkpoint the spool holds: [`Tailer::rewind`] goes back to it when a
 //! spool write failed, so the lines shipped since are read again (same offsets, same message
-//! ids).
+//! ids). It is kept apart (boxed) only once the position moved past it: an idle file, whose
+//! position is the spooled one, holds no copy.
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -63,8 +64,12 @@ pub struct Tailer {
     last_growth: Instant,
     /// Parts of over-long lines shipped since the caller last took this count.
     parts: u64,
-    /// Where the checkpoint the spool holds stands (its path is `path`).
-    spooled: Spooled,
+    /// Where the checkpoint the spool holds stands (its path is `path`), once the position
+    /// moved past it; `None`: the position (offset, generation, fingerprint, claim end) is the
+    /// spooled one.
+    spooled: Option<Box<Spooled>>,
+    /// The spooled checkpoint is in the middle of a cut event.
+    spooled_mid_event: bool,
     /// (length, mtime) of the file when its head last matched the fingerprint.
     head_checked: Option<(u64, SystemTime)>,
     /// (generation, the largest size a look found it at, not truncated): what a truncation
@@ -90,6 +95,16 @@ impl Tailer {
             None if checkpoint.offset == 0 => identity::fingerprint(&file, false).ok().flatten(),
             known => known,
         };
+        // The head taken at open is not the spool's yet: a rewind forgets it, as it forgets
+        // what was read since.
+        let spooled = (fingerprint != checkpoint.fingerprint).then(|| {
+            Box::new(Spooled {
+                offset: checkpoint.offset,
+                generation: checkpoint.generation,
+                fingerprint: checkpoint.fingerprint,
+                claim_end: checkpoint.offset,
+            })
+        });
         Tailer {
             path: Arc::from(path),
             file: Some(file),
@@ -103,13 +118,8 @@ impl Tailer {
             rules,
             last_growth: Instant::now(),
             parts: 0,
-            spooled: Spooled {
-                offset: checkpoint.offset,
-                generation: checkpoint.generation,
-                fingerprint: checkpoint.fingerprint,
-                mid_event: checkpoint.mid_event,
-                claim_end: checkpoint.offset,
-            },
+            spooled,
+            spooled_mid_event: checkpoint.mid_event,
             head_checked: None,
             seen: (checkpoint.generation, 0),
             claim_end: checkpoint.offset,
@@ -157,30 +167,41 @@ impl Tailer {
 
     /// The spool now holds everything shipped so far.
     pub fn spooled(&mut self) {
-        self.spooled = Spooled {
-            offset: self.offset,
-            generation: self.generation,
-            fingerprint: self.fingerprint,
-            mid_event: self.mid_event(),
-            claim_end: self.claim_end,
-        };
+        self.spooled = None;
+        self.spooled_mid_event = self.mid_event();
+    }
+
+    /// The position is about to move: the spooled one is kept apart first, for a rewind.
+    fn keep_spooled(&mut self) {
+        if self.spooled.is_none() {
+            self.spooled = Some(Box::new(Spooled {
+                offset: self.offset,
+                generation: self.generation,
+                fingerprint: self.fingerprint,
+                claim_end: self.claim_end,
+            }));
+        }
     }
 
     /// Whether lines were shipped (or the generation changed) since the spool last took them.
     pub fn unspooled(&self) -> bool {
-        self.spooled.offset != self.offset || self.spooled.generation != self.generation
+        self.spooled
+            .as_ref()
+            .is_some_and(|s| s.offset != self.offset || s.generation != self.generation)
     }
 
     /// Back to the checkpoint the spool holds: what was shipped since is read again.
     pub fn rewind(&mut self) {
-        self.offset = self.spooled.offset;
-        self.generation = self.spooled.generation;
-        self.fingerprint = self.spooled.fingerprint;
+        if let Some(spooled) = self.spooled.take() {
+            self.offset = spooled.offset;
+            self.generation = spooled.generation;
+            self.fingerprint = spooled.fingerprint;
+            self.claim_end = spooled.claim_end;
+        }
         self.partial.clear();
         self.event = None;
-        self.resume_mid_event = self.spooled.mid_event;
+        self.resume_mid_event = self.spooled_mid_event;
         self.head_checked = None;
-        self.claim_end = self.spooled.claim_end;
     }
 
     /// Where reading would resume after a restart.
@@ -353,6 +374,7 @@ impl Tailer {
         consumed: u64,
         out: &mut Vec<Message>,
     ) -> std::io::Result<()> {
+        self.keep_spooled();
         let fingerprint = match self.fingerprint {
             Some(fp) => fp,
             None => {
@@ -435,6 +457,7 @@ impl Tailer {
 
     /// Starts a new generation at offset 0, after a truncation.
     pub fn restart(&mut self) {
+        self.keep_spooled();
         self.generation = self.generation.wrapping_add(1);
         self.offset = 0;
         self.partial.clear();
@@ -452,12 +475,11 @@ impl Tailer {
 }
 
 /// The part of the spool's checkpoint a rewind needs (the path is the tailer's own: 100k files
-/// must not hold a second copy each).
+/// must not hold a second copy each; `mid_event` is the tailer's `spooled_mid_event`).
 struct Spooled {
     offset: Offset,
     generation: u32,
     fingerprint: Option<Fingerprint>,
-    mid_event: bool,
     claim_end: Offset,
 }
 
