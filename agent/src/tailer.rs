@@ -72,9 +72,11 @@ pub struct Tailer {
     spooled_mid_event: bool,
     /// (length, mtime) of the file when its head last matched the fingerprint.
     head_checked: Option<(u64, SystemTime)>,
-    /// (generation, the largest size a look found it at, not truncated): what a truncation
-    /// without a copy provably lost lies below it (see [`loss`]).
-    seen: (u32, u64),
+    /// The largest size a look found it at, not truncated, in generation `seen_generation`:
+    /// what a truncation without a copy provably lost lies below it (see [`loss`]). Two
+    /// fields, not a tuple, so the generation packs beside the other 32-bit fields.
+    seen: u64,
+    seen_generation: u32,
     /// Where the last shipped message's claim ends, which is where the collector's hole
     /// starts if the rest is lost (see [`loss`]).
     claim_end: Offset,
@@ -121,7 +123,8 @@ impl Tailer {
             spooled,
             spooled_mid_event: checkpoint.mid_event,
             head_checked: None,
-            seen: (checkpoint.generation, 0),
+            seen: 0,
+            seen_generation: checkpoint.generation,
             claim_end: checkpoint.offset,
         }
     }
