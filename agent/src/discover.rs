@@ -1,6 +1,6 @@
 //! From the inputs' globs to the files to tail.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -32,12 +32,18 @@ pub struct Scan {
 
 /// Expands every input's globs, without directories and excluded paths. A path matched by
 /// several inputs is taken once, with the first input's settings.
-pub fn scan(inputs: &[Input]) -> Scan {
+pub fn scan(inputs: &[Input], rules: &[Arc<LineRules>]) -> Scan {
     let mut scan = Scan::default();
+    // One glob never yields a path twice: the paths are remembered (a copy of each, 100k
+    // allocations every rescan) only where several globs may match one file.
+    let dedup = inputs.iter().map(|i| i.paths.len()).sum::<usize>() > 1;
     let mut seen = HashSet::new();
-    for input in inputs {
+    for (index, input) in inputs.iter().enumerate() {
         // One set of rules per input, shared by its files (100k files must not hold a copy each).
-        let rules = Arc::new(LineRules::of(input));
+        let rules = rules
+            .get(index)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(LineRules::of(input)));
         for pattern in &input.paths {
             let Ok(paths) = glob::glob(pattern) else {
                 continue;
@@ -62,7 +68,9 @@ pub fn scan(inputs: &[Input]) -> Scan {
                     Ok(meta) => Some(meta),
                     Err(_) => None,
                 };
-                seen.insert(path.clone());
+                if dedup {
+                    seen.insert(path.clone());
+                }
                 let mut file = found(input, path, Arc::clone(&rules));
                 file.key = meta.as_ref().map(FileKey::of);
                 file.size = meta.as_ref().map(std::fs::Metadata::len);
@@ -76,13 +84,7 @@ pub fn scan(inputs: &[Input]) -> Scan {
 /// The input that matches `path`, if any (for a file an event names): the same rule as
 /// [`scan`], for one path.
 pub fn matching(inputs: &[Input], path: &Path) -> Option<Found> {
-    let input = inputs.iter().find(|input| {
-        let matched = input
-            .paths
-            .iter()
-            .any(|pattern| glob::Pattern::new(pattern).is_ok_and(|p| p.matches_path(path)));
-        matched && !excluded(input, path)
-    })?;
+    let input = &inputs[matched(inputs, path)?];
     Some(found(
         input,
         path.to_path_buf(),
@@ -90,13 +92,34 @@ pub fn matching(inputs: &[Input], path: &Path) -> Option<Found> {
     ))
 }
 
+/// [`matching`], with the rules of each input made once (`rules[i]` is `inputs[i]`'s): the
+/// files an event names share them, as the files a scan finds do.
+pub fn matching_shared(inputs: &[Input], rules: &[Arc<LineRules>], path: &Path) -> Option<Found> {
+    let index = matched(inputs, path)?;
+    let rules = rules
+        .get(index)
+        .cloned()
+        .unwrap_or_else(|| Arc::new(LineRules::of(&inputs[index])));
+    Some(found(&inputs[index], path.to_path_buf(), rules))
+}
+
+/// The index of the first input whose globs match `path` and whose excludes do not.
+fn matched(inputs: &[Input], path: &Path) -> Option<usize> {
+    inputs.iter().position(|input| {
+        let matched = input
+            .paths
+            .iter()
+            .any(|pattern| glob::Pattern::new(pattern).is_ok_and(|p| p.matches_path(path)));
+        matched && !excluded(input, path)
+    })
+}
+
 /// The directories a watch must cover: each matched file's, and each glob's longest
 /// wildcard-free directory prefix (so files appearing there are seen at once).
 pub fn directories(inputs: &[Input], found: &[Found]) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = found
-        .iter()
-        .filter_map(|f| f.path.parent().map(Path::to_path_buf))
-        .collect();
+    // Borrowed until deduplicated: 100k files in a few directories copy a few paths.
+    let parents: BTreeSet<&Path> = found.iter().filter_map(|f| f.path.parent()).collect();
+    let mut dirs: Vec<PathBuf> = parents.into_iter().map(Path::to_path_buf).collect();
     for pattern in inputs.iter().flat_map(|i| &i.paths) {
         let (mut prefix, mut wild) = (PathBuf::new(), false);
         for part in Path::new(pattern).components() {
@@ -165,7 +188,7 @@ mod tests {
         assert!(matching(&inputs, &dir.path().join("later.txt")).is_none());
         assert_eq!(directories(&inputs, &[]), [dir.path().to_path_buf()]);
         let [input] = inputs;
-        let mut names: Vec<_> = scan(&[input])
+        let mut names: Vec<_> = scan(&[input], &[])
             .found
             .into_iter()
             .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())

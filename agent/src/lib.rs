@@ -15,7 +15,8 @@
 //! at the collector (message ids are a pure function of where a line came from, so resends are
 //! recognisable), lines of a file in order (one reader per path, one spool, one channel).
 //! Never up but idle: a reader or publisher that stops for any reason but a failing state disk
-//! (which pauses reading) ends the agent with exit 1 and the cause.
+//! (which pauses reading) ends the agent with exit 1 and the cause. Beside the path, `trim`
+//! gives the memory a burst freed back to the system once the burst is over.
 
 pub mod discover;
 pub mod event;
@@ -29,6 +30,7 @@ pub mod source;
 pub mod spool;
 pub mod status;
 pub mod tailer;
+pub mod trim;
 pub mod wakeup;
 
 use std::path::PathBuf;
@@ -134,6 +136,7 @@ async fn start(
         );
         logship_runtime::http::serve(addr, signals.shutdown.clone(), pages).await?;
     }
+    tokio::spawn(trim::run(metrics.clone(), signals.shutdown.clone()));
     // Ready even while the broker is down: lines are spooled meanwhile.
     systemd::ready("shipping");
     systemd::stopping_on(signals.shutdown.clone());

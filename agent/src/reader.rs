@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use logship_config::agent::{Input, WatchMode};
 use tokio_util::sync::CancellationToken;
 
-use crate::discover;
+use crate::event::LineRules;
 use crate::identity::FileKey;
 use crate::metrics::Metrics;
 use crate::source::{Source, Step};
@@ -53,6 +53,12 @@ const COALESCE: Duration = Duration::from_millis(5);
 const FILE_BUDGET: usize = 512 << 10;
 /// Bytes read per turn in all: bounds a segment, and the memory holding it.
 const TURN_BUDGET: usize = 2 << 20;
+/// Bytes of messages (ids and envelopes) one turn makes at most, give or take one file's
+/// step: a segment is held whole in memory, by the reader while it spools it and by the
+/// publisher (two at a time) while it publishes it. Short lines grow several times over in
+/// their envelopes (a 50-byte line is a 300-byte message), so [`TURN_BUDGET`] alone let a
+/// segment of 100k files' short lines hold 12 MiB of messages, and the agent's RSS follow.
+const TURN_MESSAGES: usize = 2 << 20;
 /// Removed segments' files are deleted (after a flush) at most this often.
 const COLLECT_EVERY: Duration = Duration::from_millis(100);
 
@@ -71,12 +77,14 @@ pub struct Reader {
     spool: Arc<Spool>,
     metrics: Arc<Metrics>,
     inputs: Vec<Input>,
+    /// Each input's rules, made once and shared by all its files (`rules[i]` is `inputs[i]`'s).
+    rules: Vec<Arc<LineRules>>,
     /// Oldest first: of several files of one path, the first is read, the others wait.
     sources: Vec<Source>,
     /// The sources' keys and paths (how many per path), so that finding out whether a file is
     /// followed costs no walk over 100k sources.
     keys: HashSet<FileKey>,
-    paths: HashMap<PathBuf, usize>,
+    paths: HashMap<Arc<Path>, usize>,
     /// The sources changed since `held` was last worked out.
     relink_due: bool,
     /// Sources holding a descriptor.
@@ -113,6 +121,7 @@ impl Reader {
             host,
             spool,
             metrics,
+            rules: shared_rules(&inputs),
             inputs,
             sources: Vec::new(),
             keys: HashSet::new(),
@@ -164,6 +173,7 @@ impl Reader {
         let mut last_turn = Instant::now();
         while !stop.is_cancelled() {
             if let Some(inputs) = reload.try_iter().last() {
+                self.rules = shared_rules(&inputs);
                 self.inputs = inputs;
                 self.wakeups.set_inputs(&self.inputs);
                 self.first_scan = true;
@@ -254,7 +264,7 @@ impl Reader {
             self.follow(from, to)?;
         }
         for path in &wake.appeared {
-            if let Some(found) = discover::matching(&self.inputs, path) {
+            if let Some(found) = self.matching(path) {
                 self.open(found)?;
             }
         }
@@ -288,6 +298,7 @@ impl Reader {
         // envelope is a few times the size of its line).
         let cap = usize::try_from(self.spool.max_bytes() / 16).unwrap_or(usize::MAX);
         let mut budget = TURN_BUDGET.min(cap.max(4096));
+        let mut room = TURN_MESSAGES;
         let poll_all = self.wakeups.polling();
         // Each turn starts where the last one ran out of budget, so a backlog in the first
         // files cannot starve the others.
@@ -295,7 +306,7 @@ impl Reader {
         let start = self.resume_at.min(count);
         self.resume_at = 0;
         for index in (start..count).chain(0..start) {
-            if budget == 0 {
+            if budget == 0 || room == 0 {
                 self.resume_at = index;
                 break;
             }
@@ -314,9 +325,12 @@ impl Reader {
                 self.sources[index].set_moved_on(moved_on);
             }
             let source = &mut self.sources[index];
+            let before = lines.len();
+            // A message is larger than its line: reading at most `room` bytes keeps one step's
+            // messages within a few times the room left.
             match source.step(
                 &self.host,
-                budget.min(FILE_BUDGET),
+                budget.min(FILE_BUDGET).min(room),
                 &mut lines,
                 &self.metrics,
             ) {
@@ -328,6 +342,11 @@ impl Reader {
                     self.warn_once(&path, "read failed, will retry", &err);
                 }
             }
+            let made: usize = lines[before..]
+                .iter()
+                .map(|(id, envelope)| id.len() + envelope.len())
+                .sum();
+            room = room.saturating_sub(made);
             let parts = self.sources[index].tailer_mut().take_parts();
             Metrics::add(&self.metrics.lines_split, parts);
         }
@@ -418,6 +437,14 @@ impl Reader {
             tracing::warn!(path = %path.display(), error = %err, "{what}");
         }
     }
+}
+
+/// Each input's rules, in the inputs' order.
+fn shared_rules(inputs: &[Input]) -> Vec<Arc<LineRules>> {
+    inputs
+        .iter()
+        .map(|input| Arc::new(LineRules::of(input)))
+        .collect()
 }
 
 mod budget;

@@ -57,8 +57,9 @@ pub const SETTLE: Duration = Duration::from_millis(20);
 
 /// Where a file is in its lifecycle.
 enum State {
-    /// Open, behind an older file of the same path.
-    Waiting,
+    /// Open, behind an older file of the same path; read no sooner than [`SETTLE`] after
+    /// `opened_at`.
+    Waiting { opened_at: Instant },
     /// The path names this file.
     Active,
     /// Reading the copytruncate copy; the file itself is read again from 0 afterwards (`None`:
@@ -95,7 +96,6 @@ pub struct Source {
     /// It is known to have left its name (renamed away, deleted): a file found renamed away
     /// later held the name after it.
     left: bool,
-    opened_at: Instant,
     /// When it last read bytes or got its descriptor: the least recent is closed first.
     active_at: Instant,
     /// Closed for the budget and changed since: when it started waiting for a descriptor.
@@ -113,14 +113,15 @@ impl Source {
     ) -> Source {
         Source {
             tailer: Tailer::new(path, file, key, checkpoint, rules),
-            state: State::Waiting,
+            state: State::Waiting {
+                opened_at: Instant::now(),
+            },
             dirty: true,
             polled: false,
             held: false,
             moved_on: false,
             pending_copy: None,
             left: false,
-            opened_at: Instant::now(),
             active_at: Instant::now(),
             woken_at: None,
         }
@@ -146,6 +147,11 @@ impl Source {
     /// The path it was found under.
     pub fn path(&self) -> &Path {
         self.tailer.path()
+    }
+
+    /// The path it was found under, shared (see [`Tailer::shared_path`]).
+    pub fn shared_path(&self) -> &Arc<Path> {
+        self.tailer.shared_path()
     }
 
     /// Which file it is.
@@ -292,7 +298,7 @@ impl Source {
 
     /// Whether it waits behind an older file of its path.
     pub fn waiting(&self) -> bool {
-        matches!(self.state, State::Waiting)
+        matches!(self.state, State::Waiting { .. })
     }
 
     /// Whether it must be looked at on every poll whatever the events say (draining files are
@@ -306,7 +312,10 @@ impl Source {
 
     /// How long a waiting file still settles before it may be read ([`SETTLE`]).
     pub fn settling(&self) -> Duration {
-        SETTLE.saturating_sub(self.opened_at.elapsed())
+        match self.state {
+            State::Waiting { opened_at } => SETTLE.saturating_sub(opened_at.elapsed()),
+            _ => Duration::ZERO,
+        }
     }
 
     /// Reads `copy` (from the checkpoint on, as the same generation) before the file itself.
@@ -336,7 +345,7 @@ impl Source {
         out: &mut Vec<Message>,
         metrics: &Metrics,
     ) -> std::io::Result<Step> {
-        if matches!(self.state, State::Waiting) {
+        if matches!(self.state, State::Waiting { .. }) {
             return Ok(Step::Read(0));
         }
         if matches!(self.state, State::Active) {
@@ -462,7 +471,7 @@ impl Source {
             return "closed";
         }
         match self.state {
-            State::Waiting => "waiting",
+            State::Waiting { .. } => "waiting",
             State::Active => "active",
             State::Copy { .. } => "copy",
             State::Draining { .. } => "draining",

@@ -15,12 +15,13 @@
 //! stays, and reading goes on from the same position once [`Tailer::reopen`] gives it back.
 //! `spooled` is the last checkpoint the spool holds: [`Tailer::rewind`] goes back to it when a
 //! spool write failed, so the lines shipped since are read again (same offsets, same message
-//! ids).
+//! ids). It is kept apart (boxed) only once the position moved past it: an idle file, whose
+//! position is the spooled one, holds no copy.
 
 use std::cell::RefCell;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -42,8 +43,9 @@ use crate::spool::Message;
 
 /// The read state of one open file.
 pub struct Tailer {
-    /// The path it was found under, sent as the envelope's `path`.
-    path: PathBuf,
+    /// The path it was found under, sent as the envelope's `path`; one allocation per file,
+    /// shared with the reader's index of paths and the `/status` snapshot.
+    path: Arc<Path>,
     /// What is read: the file itself, or for a while its copytruncate copy; `None` while the
     /// descriptor is closed for the budget.
     file: Option<File>,
@@ -51,8 +53,9 @@ pub struct Tailer {
     fingerprint: Option<Fingerprint>,
     generation: u32,
     offset: Offset,
-    /// Lines joined into an event, not shipped yet (see [`crate::event`]).
-    event: Event,
+    /// Lines joined into an event, not shipped yet (see [`crate::event`]); boxed, and only
+    /// while one is assembled: most files never hold one.
+    event: Option<Box<Event>>,
     /// The checkpoint this tailer resumed at is in the middle of a cut event.
     resume_mid_event: bool,
     partial: Vec<u8>,
@@ -61,13 +64,19 @@ pub struct Tailer {
     last_growth: Instant,
     /// Parts of over-long lines shipped since the caller last took this count.
     parts: u64,
-    /// Where the checkpoint the spool holds stands (its path is `path`).
-    spooled: Spooled,
+    /// Where the checkpoint the spool holds stands (its path is `path`), once the position
+    /// moved past it; `None`: the position (offset, generation, fingerprint, claim end) is the
+    /// spooled one.
+    spooled: Option<Box<Spooled>>,
+    /// The spooled checkpoint is in the middle of a cut event.
+    spooled_mid_event: bool,
     /// (length, mtime) of the file when its head last matched the fingerprint.
-    head_checked: Option<(u64, Option<SystemTime>)>,
-    /// (generation, the largest size a look found it at, not truncated): what a truncation
-    /// without a copy provably lost lies below it (see [`loss`]).
-    seen: (u32, u64),
+    head_checked: Option<(u64, SystemTime)>,
+    /// The largest size a look found it at, not truncated, in generation `seen_generation`:
+    /// what a truncation without a copy provably lost lies below it (see [`loss`]). Two
+    /// fields, not a tuple, so the generation packs beside the other 32-bit fields.
+    seen: u64,
+    seen_generation: u32,
     /// Where the last shipped message's claim ends, which is where the collector's hole
     /// starts if the rest is lost (see [`loss`]).
     claim_end: Offset,
@@ -88,34 +97,45 @@ impl Tailer {
             None if checkpoint.offset == 0 => identity::fingerprint(&file, false).ok().flatten(),
             known => known,
         };
+        // The head taken at open is not the spool's yet: a rewind forgets it, as it forgets
+        // what was read since.
+        let spooled = (fingerprint != checkpoint.fingerprint).then(|| {
+            Box::new(Spooled {
+                offset: checkpoint.offset,
+                generation: checkpoint.generation,
+                fingerprint: checkpoint.fingerprint,
+                claim_end: checkpoint.offset,
+            })
+        });
         Tailer {
-            path: path.to_path_buf(),
+            path: Arc::from(path),
             file: Some(file),
             key,
             fingerprint,
             generation: checkpoint.generation,
             offset: checkpoint.offset,
-            event: Event::default(),
+            event: None,
             resume_mid_event: checkpoint.mid_event,
             partial: Vec::new(),
             rules,
             last_growth: Instant::now(),
             parts: 0,
-            spooled: Spooled {
-                offset: checkpoint.offset,
-                generation: checkpoint.generation,
-                fingerprint: checkpoint.fingerprint,
-                mid_event: checkpoint.mid_event,
-                claim_end: checkpoint.offset,
-            },
+            spooled,
+            spooled_mid_event: checkpoint.mid_event,
             head_checked: None,
-            seen: (checkpoint.generation, 0),
+            seen: 0,
+            seen_generation: checkpoint.generation,
             claim_end: checkpoint.offset,
         }
     }
 
     /// The path the file was found under.
     pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path the file was found under, shared (an index keyed by it costs no copy).
+    pub fn shared_path(&self) -> &Arc<Path> {
         &self.path
     }
 
@@ -134,7 +154,7 @@ impl Tailer {
     pub fn closable(&self) -> bool {
         self.is_open()
             && !self.unspooled()
-            && self.event.is_empty()
+            && !self.holds_event()
             && (self.partial.is_empty() || self.fingerprint.is_some())
     }
 
@@ -150,30 +170,41 @@ impl Tailer {
 
     /// The spool now holds everything shipped so far.
     pub fn spooled(&mut self) {
-        self.spooled = Spooled {
-            offset: self.offset,
-            generation: self.generation,
-            fingerprint: self.fingerprint,
-            mid_event: self.mid_event(),
-            claim_end: self.claim_end,
-        };
+        self.spooled = None;
+        self.spooled_mid_event = self.mid_event();
+    }
+
+    /// The position is about to move: the spooled one is kept apart first, for a rewind.
+    fn keep_spooled(&mut self) {
+        if self.spooled.is_none() {
+            self.spooled = Some(Box::new(Spooled {
+                offset: self.offset,
+                generation: self.generation,
+                fingerprint: self.fingerprint,
+                claim_end: self.claim_end,
+            }));
+        }
     }
 
     /// Whether lines were shipped (or the generation changed) since the spool last took them.
     pub fn unspooled(&self) -> bool {
-        self.spooled.offset != self.offset || self.spooled.generation != self.generation
+        self.spooled
+            .as_ref()
+            .is_some_and(|s| s.offset != self.offset || s.generation != self.generation)
     }
 
     /// Back to the checkpoint the spool holds: what was shipped since is read again.
     pub fn rewind(&mut self) {
-        self.offset = self.spooled.offset;
-        self.generation = self.spooled.generation;
-        self.fingerprint = self.spooled.fingerprint;
+        if let Some(spooled) = self.spooled.take() {
+            self.offset = spooled.offset;
+            self.generation = spooled.generation;
+            self.fingerprint = spooled.fingerprint;
+            self.claim_end = spooled.claim_end;
+        }
         self.partial.clear();
-        self.event.clear();
-        self.resume_mid_event = self.spooled.mid_event;
+        self.event = None;
+        self.resume_mid_event = self.spooled_mid_event;
         self.head_checked = None;
-        self.claim_end = self.spooled.claim_end;
     }
 
     /// Where reading would resume after a restart.
@@ -182,20 +213,25 @@ impl Tailer {
             offset: self.offset,
             generation: self.generation,
             fingerprint: self.fingerprint,
-            path: self.path.clone(),
+            path: self.path.to_path_buf(),
             finished: false,
             mid_event: self.mid_event(),
         }
     }
 
+    /// Truncations seen: the generation being read.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
     /// Whether the checkpoint is in the middle of a cut event.
     fn mid_event(&self) -> bool {
-        self.event.cut && !self.event.is_empty()
+        self.event.as_ref().is_some_and(|e| e.cut && !e.is_empty())
     }
 
     /// The next byte to read.
     fn read_pos(&self) -> u64 {
-        self.offset + self.event.consumed + self.partial.len() as u64
+        self.offset + self.event.as_ref().map_or(0, |e| e.consumed) + self.partial.len() as u64
     }
 
     /// Reads up to `budget` bytes and appends the complete lines to `out`. Returns the bytes read.
@@ -265,11 +301,15 @@ impl Tailer {
         let resumed_mid_event = std::mem::take(&mut self.resume_mid_event);
         let action = if part {
             Action::Alone
-        } else if resumed_mid_event && self.event.is_empty() {
+        } else if resumed_mid_event && !self.holds_event() {
             // The rest of a cut event, read again after a restart: as it was the first time.
             Action::Resume
         } else {
-            self.event.decide(&self.rules, &line)
+            let none = Event::default();
+            self.event
+                .as_deref()
+                .unwrap_or(&none)
+                .decide(&self.rules, &line)
         };
         match action {
             Action::Alone => {
@@ -278,14 +318,14 @@ impl Tailer {
             }
             Action::Start => {
                 self.flush_event(host, out)?;
-                self.event.start(&line, consumed, false);
+                self.assembling().start(&line, consumed, false);
             }
-            Action::Resume => self.event.start(&line, consumed, true),
-            Action::Append => self.event.append(&line, consumed),
+            Action::Resume => self.assembling().start(&line, consumed, true),
+            Action::Append => self.assembling().append(&line, consumed),
             Action::Cut => {
                 self.flush_event(host, out)?;
                 self.parts += 1;
-                self.event.start(&line, consumed, true);
+                self.assembling().start(&line, consumed, true);
             }
         }
         line.clear();
@@ -293,20 +333,28 @@ impl Tailer {
         Ok(())
     }
 
+    /// The event being assembled, made if none is.
+    fn assembling(&mut self) -> &mut Event {
+        self.event.get_or_insert_with(Box::default)
+    }
+
     /// Ships the event being assembled, if any.
     fn flush_event(&mut self, host: &str, out: &mut Vec<Message>) -> std::io::Result<()> {
-        if self.event.is_empty() {
+        let Some(event) = self.event.take() else {
+            return Ok(());
+        };
+        if event.is_empty() {
             return Ok(());
         }
-        let bytes = std::mem::take(&mut self.event.bytes);
-        let consumed = self.event.consumed;
-        self.event.clear();
-        self.emit(host, &bytes, consumed, out)
+        self.emit(host, &event.bytes, event.consumed, out)
     }
 
     /// Ships an event that got no new line for the input's `timeout`.
     pub fn flush_stale(&mut self, host: &str, out: &mut Vec<Message>) -> std::io::Result<()> {
-        let stale = match (&self.rules.multiline, self.event.last) {
+        let stale = match (
+            &self.rules.multiline,
+            self.event.as_ref().and_then(|e| e.last),
+        ) {
             (Some(multiline), Some(last)) => last.elapsed() >= multiline.timeout,
             _ => false,
         };
@@ -318,7 +366,7 @@ impl Tailer {
 
     /// Whether an event is being assembled (it needs a look when its timeout passes).
     pub fn holds_event(&self) -> bool {
-        !self.event.is_empty()
+        self.event.as_ref().is_some_and(|e| !e.is_empty())
     }
 
     /// Ships `line` (the message at `offset`), which took `consumed` bytes of the file.
@@ -329,6 +377,7 @@ impl Tailer {
         consumed: u64,
         out: &mut Vec<Message>,
     ) -> std::io::Result<()> {
+        self.keep_spooled();
         let fingerprint = match self.fingerprint {
             Some(fp) => fp,
             None => {
@@ -392,8 +441,9 @@ impl Tailer {
         }
         // Unchanged since the head last matched: no need to read it again (idle files cost a
         // fstat per look, not a read).
-        let stamp = (len, meta.modified().ok());
-        if self.head_checked == Some(stamp) {
+        // Without an mtime the head is read on every look.
+        let stamp = meta.modified().ok().map(|mtime| (len, mtime));
+        if stamp.is_some() && self.head_checked == stamp {
             self.note_size(len);
             return Ok(false);
         }
@@ -401,7 +451,7 @@ impl Tailer {
             Some(fp) if fp.len > 0 => !identity::matches(self.file()?, fp)?,
             _ => false,
         };
-        self.head_checked = (!truncated && self.fingerprint.is_some()).then_some(stamp);
+        self.head_checked = stamp.filter(|_| !truncated && self.fingerprint.is_some());
         if !truncated {
             self.note_size(len);
         }
@@ -410,10 +460,11 @@ impl Tailer {
 
     /// Starts a new generation at offset 0, after a truncation.
     pub fn restart(&mut self) {
+        self.keep_spooled();
         self.generation = self.generation.wrapping_add(1);
         self.offset = 0;
         self.partial.clear();
-        self.event.clear();
+        self.event = None;
         self.resume_mid_event = false;
         self.fingerprint = None;
         self.head_checked = None;
@@ -427,12 +478,11 @@ impl Tailer {
 }
 
 /// The part of the spool's checkpoint a rewind needs (the path is the tailer's own: 100k files
-/// must not hold a second copy each).
+/// must not hold a second copy each; `mid_event` is the tailer's `spooled_mid_event`).
 struct Spooled {
     offset: Offset,
     generation: u32,
     fingerprint: Option<Fingerprint>,
-    mid_event: bool,
     claim_end: Offset,
 }
 

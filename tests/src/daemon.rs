@@ -182,12 +182,22 @@ impl Daemon {
 
     /// Peak resident memory so far (VmHWM), in KiB; 0 once the process is gone.
     pub fn peak_rss_kib(&self) -> u64 {
+        self.status_kib("VmHWM:")
+    }
+
+    /// Resident memory now (VmRSS), in KiB; 0 once the process is gone.
+    pub fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    /// A `kB` field of `/proc/<pid>/status`; 0 once the process is gone.
+    fn status_kib(&self, field: &str) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .ok()
             .and_then(|status| {
                 status
                     .lines()
-                    .find(|line| line.starts_with("VmHWM:"))
+                    .find(|line| line.starts_with(field))
                     .and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
             })
             .unwrap_or(0)

@@ -14,7 +14,13 @@ pub fn source(i: usize) -> String {
 
 /// Creates `n` files `f00000.log`... in `dir`, each with lines `0..lines` of its source.
 pub fn create_files(dir: &Path, n: usize, lines: usize) -> Vec<PathBuf> {
-    (0..n)
+    create_range(dir, 0..n, lines)
+}
+
+/// Creates the files of sources `range` in `dir` (as [`create_files`] names them), each with
+/// lines `0..lines` of its source.
+pub fn create_range(dir: &Path, range: std::ops::Range<usize>, lines: usize) -> Vec<PathBuf> {
+    range
         .map(|i| {
             let path = dir.join(format!("{}.log", source(i)));
             append(&path, &source(i), 0..lines);

@@ -142,10 +142,15 @@ impl Budget {
         self.queue.front().map(|q| q.since)
     }
 
-    /// The first file in the queue, taken out of it.
+    /// The first file in the queue, taken out of it. The queue's memory goes with its last
+    /// file: 100k files found at start must not leave their room behind for good.
     pub fn pop(&mut self) -> Option<Queued> {
         let queued = self.queue.pop_front()?;
         self.queued.remove(&queued.found.path);
+        if self.queue.is_empty() {
+            self.queue.shrink_to_fit();
+            self.queued.shrink_to_fit();
+        }
         Some(queued)
     }
 
@@ -163,8 +168,8 @@ impl Budget {
 
     /// Forgets the queue (the inputs changed: the next scan finds what still matches).
     pub fn clear(&mut self) {
-        self.queue.clear();
-        self.queued.clear();
+        self.queue = VecDeque::new();
+        self.queued = HashSet::new();
     }
 
     /// The process ran out of descriptors with `open` files open: keep fewer from now on.

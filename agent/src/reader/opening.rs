@@ -25,7 +25,7 @@ impl Reader {
         for dir in discover::directories(&self.inputs, &[]) {
             self.wakeups.watch(&dir);
         }
-        let scan = discover::scan(&self.inputs);
+        let scan = discover::scan(&self.inputs, &self.rules);
         for (path, err) in &scan.errors {
             self.warn_once(path, "cannot read file, will retry", err);
         }
@@ -72,7 +72,7 @@ impl Reader {
             return Ok(());
         }
         let first_scan = self.first_scan;
-        if self.paths.contains_key(&found.path) {
+        if self.paths.contains_key(found.path.as_path()) {
             self.make_room()?;
         } else if self.budget.is_queued(&found.path) || !self.budget.has_room(self.open_files) {
             self.budget.queue(found, first_scan);
@@ -130,7 +130,7 @@ impl Reader {
     /// watcher opened at their creation are adopted before renames are followed (see
     /// `Reader::apply`), and why [`Reader::drain_as`] places a file by what the path names now.
     pub(super) fn follow(&mut self, from: &Path, to: &Path) -> Result<(), ReaderError> {
-        let Some(found) = discover::matching(&self.inputs, from) else {
+        let Some(found) = self.matching(from) else {
             return Ok(());
         };
         let moved = std::fs::metadata(to).ok().map(|m| FileKey::of(&m));
@@ -210,7 +210,7 @@ impl Reader {
         if self.keys.contains(&key) {
             return Ok(());
         }
-        let Some(found) = discover::matching(&self.inputs, path) else {
+        let Some(found) = self.matching(path) else {
             return Ok(());
         };
         let holder = holder(path);
@@ -342,11 +342,16 @@ impl Reader {
         })
     }
 
+    /// The input `path` matches, with its shared rules (see [`discover::matching_shared`]).
+    pub(super) fn matching(&self, path: &Path) -> Option<Found> {
+        discover::matching_shared(&self.inputs, &self.rules, path)
+    }
+
     /// The rules of the input `path` matches (of the first input if it matches none any more).
     fn rules_for(&self, path: &Path) -> Arc<LineRules> {
-        discover::matching(&self.inputs, path)
+        self.matching(path)
             .map(|found| found.rules)
-            .or_else(|| self.inputs.first().map(|i| Arc::new(LineRules::of(i))))
+            .or_else(|| self.rules.first().cloned())
             .unwrap_or_else(|| Arc::new(LineRules::plain(1 << 20)))
     }
 }

@@ -26,7 +26,8 @@ impl Reader {
     pub(super) fn relink(&mut self) {
         let mut seen = HashSet::new();
         for source in &mut self.sources {
-            source.set_held(!seen.insert(source.path().to_path_buf()));
+            let path = source.shared_path().clone();
+            source.set_held(!seen.insert(path));
         }
     }
 
@@ -55,7 +56,7 @@ impl Reader {
     /// Adds a source at `at` (it holds a descriptor).
     pub(super) fn add_source(&mut self, at: usize, source: Source) {
         self.keys.insert(source.key());
-        *self.paths.entry(source.path().to_path_buf()).or_default() += 1;
+        *self.paths.entry(source.shared_path().clone()).or_default() += 1;
         self.open_files += usize::from(source.is_open());
         self.sources.insert(at, source);
         self.relink_due = true;

@@ -20,9 +20,12 @@ impl Tailer {
     }
 
     /// Closes the descriptor (the file is idle); the position, head and partial line stay.
+    /// The room its lines were cut in goes (a partial line keeps only its bytes): a closed
+    /// file is a compact record.
     pub fn close_file(&mut self) {
         self.file = None;
         self.head_checked = None;
+        self.partial.shrink_to_fit();
     }
 
     /// Gives the descriptor back (the caller checked it is the same file by its key); the
@@ -41,7 +44,7 @@ impl Tailer {
     /// the one read so far (`None` if it was closed). The position does not change.
     pub fn swap_file(&mut self, file: File) -> Option<File> {
         self.partial.clear();
-        self.event.clear();
+        self.event = None;
         self.head_checked = None;
         self.file.replace(file)
     }

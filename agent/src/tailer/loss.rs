@@ -5,7 +5,7 @@
 //!
 //! Invariants: `seen` holds only sizes a look took while the file was not found truncated (a
 //! file rewritten in place past our offset is a new generation, not a larger old one), and is
-//! of one generation: after a restart it stays the old one's until the new one is looked at,
+//! of one generation (`seen_generation`): after a restart it stays the old one's until the new one is looked at,
 //! so a rewind to the old generation (a failed spool write) still knows what was seen.
 //! `claim_end` is where the last shipped message's claim ends (its newline, or the first byte
 //! of the next part of a split line), which is where the collector's hole starts.
@@ -18,10 +18,11 @@ use crate::spool::{Message, Offset};
 impl Tailer {
     /// A look found the file not truncated, `len` bytes long.
     pub(super) fn note_size(&mut self, len: u64) {
-        if self.seen.0 == self.generation {
-            self.seen.1 = self.seen.1.max(len);
+        if self.seen_generation == self.generation {
+            self.seen = self.seen.max(len);
         } else {
-            self.seen = (self.generation, len);
+            self.seen_generation = self.generation;
+            self.seen = len;
         }
     }
 
@@ -35,7 +36,7 @@ impl Tailer {
         host: &str,
         out: &mut Vec<Message>,
     ) -> std::io::Result<Option<(Offset, Offset)>> {
-        let (generation, to) = self.seen;
+        let (generation, to) = (self.seen_generation, self.seen);
         let Some(fingerprint) = self.fingerprint else {
             return Ok(None);
         };

@@ -1,6 +1,7 @@
 //! The tailer's unit tests: line cutting, parts, ids, truncation.
 
 use std::io::{Seek, Write};
+use std::path::PathBuf;
 
 use logship_runtime::Envelope;
 
