@@ -50,6 +50,8 @@ use crate::seen::{self, Seen};
 /// sled's page cache: it holds only file lengths, the sources' committed position ranges and the
 /// journal's position.
 const CACHE_BYTES: u64 = 8 << 20;
+/// The state database's directory (sled) in the state directory.
+const DATABASE: &str = "collector.sled";
 
 /// sled is flushed (a checkpoint) at least this often while batches commit: a start replays at
 /// most this much of the journal.
@@ -76,8 +78,14 @@ pub enum CommitError {
         #[source]
         source: sled::Error,
     },
-    #[error("state database failed")]
-    Sled(#[from] sled::Error),
+    /// The state database (sled, `path`) failed at `op`.
+    #[error("the state database \"{}\" failed to {op}", path.display())]
+    Sled {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: sled::Error,
+    },
     /// Too little space on the state disk to commit (see [`RESERVE`]): nothing was written.
     #[error("only {free} bytes free in the state directory \"{}\", {RESERVE} are kept for the state database", path.display())]
     LowSpace { path: PathBuf, free: u64 },
@@ -87,8 +95,39 @@ pub enum CommitError {
     Committed(#[source] sled::Error),
     #[error(transparent)]
     Journal(#[from] AppendError),
-    #[error("commit journal failed")]
-    Io(#[from] std::io::Error),
+    /// The commit journal (in the state directory `dir`) failed at `op`.
+    #[error("the commit journal in \"{}\" failed to {op}", dir.display())]
+    Io {
+        dir: PathBuf,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Names where and at what a failure of the state happened: `.at(state_dir, "flush")`.
+trait At<T> {
+    fn at(self, state_dir: &Path, op: &'static str) -> Result<T, CommitError>;
+}
+
+impl<T> At<T> for Result<T, sled::Error> {
+    fn at(self, state_dir: &Path, op: &'static str) -> Result<T, CommitError> {
+        self.map_err(|source| CommitError::Sled {
+            path: state_dir.join(DATABASE),
+            op,
+            source,
+        })
+    }
+}
+
+impl<T> At<T> for std::io::Result<T> {
+    fn at(self, state_dir: &Path, op: &'static str) -> Result<T, CommitError> {
+        self.map_err(|source| CommitError::Io {
+            dir: state_dir.to_path_buf(),
+            op,
+            source,
+        })
+    }
 }
 
 impl CommitError {
@@ -125,7 +164,7 @@ impl Commit {
         bounds: &DedupSettings,
         now_ms: i64,
     ) -> Result<Commit, CommitError> {
-        let path = state_dir.join("collector.sled");
+        let path = state_dir.join(DATABASE);
         let tree = sled::Config::new()
             .path(&path)
             .cache_capacity(CACHE_BYTES)
@@ -133,11 +172,15 @@ impl Commit {
             .flush_every_ms(None)
             .open()
             .map_err(|source| CommitError::Open { path, source })?;
-        let (generation, checkpoint) = match tree.get(JOURNAL_KEY)? {
+        let checkpoint = tree
+            .get(JOURNAL_KEY)
+            .at(state_dir, "read the journal checkpoint")?;
+        let (generation, checkpoint) = match checkpoint {
             Some(value) => decode_pair(&value),
             None => migrate(&tree, state_dir, bounds, now_ms)?,
         };
-        let (journal, replay) = Journal::open(state_dir, generation, checkpoint)?;
+        let (journal, replay) =
+            Journal::open(state_dir, generation, checkpoint).at(state_dir, "open and replay")?;
         if replay.cut > 0 {
             tracing::info!(
                 bytes = replay.cut,
@@ -152,10 +195,12 @@ impl Commit {
             }
         }
         batch.insert(JOURNAL_KEY, &encode_pair(generation, journal.end()));
-        tree.apply_batch(batch)?;
-        tree.flush()?;
-        journal.remove_others()?;
-        seen::remove_legacy(state_dir)?;
+        tree.apply_batch(batch).at(state_dir, "take the replay")?;
+        tree.flush().at(state_dir, "flush")?;
+        journal
+            .remove_others()
+            .at(state_dir, "remove older generations")?;
+        seen::remove_legacy(state_dir).at(state_dir, "remove the legacy seen-id log")?;
         let mut ids = Seen::default();
         for (hash, at) in replay.ids {
             ids.insert(hash, at);
@@ -163,7 +208,7 @@ impl Commit {
         ids.prune(now_ms, bounds);
         let mut records = Vec::new();
         for entry in tree.scan_prefix(b"p/") {
-            let (key, value) = entry?;
+            let (key, value) = entry.at(state_dir, "read the positions")?;
             records.push((key[2..].to_vec(), value.to_vec()));
         }
         let positions = Positions::load(records.into_iter());
@@ -193,7 +238,10 @@ impl Commit {
     pub fn holes(&self) -> Result<Vec<(Hole, Option<SourceName>)>, CommitError> {
         let mut named = Vec::new();
         for hole in self.positions.holes() {
-            let name = self.tree.get(name_key(hole.source))?;
+            let name = self
+                .tree
+                .get(name_key(hole.source))
+                .at(&self.dir, "read a source's name")?;
             named.push((hole, name.and_then(|n| SourceName::decode(&n))));
         }
         Ok(named)
@@ -203,7 +251,7 @@ impl Commit {
     pub fn files(&self) -> Result<Vec<(PathBuf, FileRecord)>, CommitError> {
         let mut files = Vec::new();
         for entry in self.tree.scan_prefix(b"f/") {
-            let (key, value) = entry?;
+            let (key, value) = entry.at(&self.dir, "read the file records")?;
             let path = Path::new(std::ffi::OsStr::from_bytes(&key[2..])).to_path_buf();
             files.push((path, FileRecord::decode(&value).unwrap_or_default()));
         }
@@ -214,7 +262,8 @@ impl Commit {
     pub fn committed(&self, file: &Path) -> Result<Option<FileRecord>, CommitError> {
         Ok(self
             .tree
-            .get(file_key(file))?
+            .get(file_key(file))
+            .at(&self.dir, "read a file record")?
             .map(|v| FileRecord::decode(&v).unwrap_or_default()))
     }
 
@@ -235,8 +284,8 @@ impl Commit {
             JOURNAL_KEY,
             &encode_pair(self.journal.generation(), self.journal.end()),
         );
-        self.tree.apply_batch(batch)?;
-        self.tree.flush()?;
+        self.tree.apply_batch(batch).at(&self.dir, "record files")?;
+        self.tree.flush().at(&self.dir, "flush")?;
         self.checkpointed.set(Instant::now());
         Ok(())
     }
@@ -330,24 +379,30 @@ impl Commit {
 
     /// Flushes sled with the journal offset it now covers.
     fn checkpoint(&mut self) -> Result<(), CommitError> {
-        self.tree.insert(
-            JOURNAL_KEY,
-            &encode_pair(self.journal.generation(), self.journal.end()),
-        )?;
-        self.tree.flush()?;
+        self.tree
+            .insert(
+                JOURNAL_KEY,
+                &encode_pair(self.journal.generation(), self.journal.end()),
+            )
+            .at(&self.dir, "save a checkpoint")?;
+        self.tree.flush().at(&self.dir, "flush")?;
         self.checkpointed.set(Instant::now());
         Ok(())
     }
 
     /// Starts the next journal generation with only the live ids; the switch is a checkpoint.
     fn compact(&mut self) -> Result<(), CommitError> {
-        let next = Journal::create(&self.dir, self.journal.generation() + 1, self.seen.iter())?;
+        let next = Journal::create(&self.dir, self.journal.generation() + 1, self.seen.iter())
+            .at(&self.dir, "start a generation")?;
         self.tree
-            .insert(JOURNAL_KEY, &encode_pair(next.generation(), next.end()))?;
-        self.tree.flush()?;
+            .insert(JOURNAL_KEY, &encode_pair(next.generation(), next.end()))
+            .at(&self.dir, "save a checkpoint")?;
+        self.tree.flush().at(&self.dir, "flush")?;
         self.checkpointed.set(Instant::now());
         self.journal = next;
-        self.journal.remove_others()?;
+        self.journal
+            .remove_others()
+            .at(&self.dir, "remove older generations")?;
         Ok(())
     }
 
@@ -371,19 +426,22 @@ fn migrate(
     now_ms: i64,
 ) -> Result<(u64, u64), CommitError> {
     let (generation, len) = tree
-        .get(LEGACY_SEEN_KEY)?
+        .get(LEGACY_SEEN_KEY)
+        .at(dir, "read the legacy seen-id log's length")?
         .map_or((0, 0), |v| decode_pair(&v));
     let mut ids = Seen::default();
-    for (hash, at) in seen::read_legacy(dir, generation, len)? {
+    for (hash, at) in
+        seen::read_legacy(dir, generation, len).at(dir, "read the legacy seen-id log")?
+    {
         ids.insert(hash, at);
     }
     ids.prune(now_ms, bounds);
-    let journal = Journal::create(dir, 0, ids.iter())?;
+    let journal = Journal::create(dir, 0, ids.iter()).at(dir, "create")?;
     let mut batch = sled::Batch::default();
     batch.insert(JOURNAL_KEY, &encode_pair(0, journal.end()));
     batch.remove(LEGACY_SEEN_KEY);
-    tree.apply_batch(batch)?;
-    tree.flush()?;
+    tree.apply_batch(batch).at(dir, "record the new journal")?;
+    tree.flush().at(dir, "flush")?;
     if !ids.is_empty() {
         tracing::info!(
             ids = ids.len(),

@@ -50,7 +50,9 @@ impl Cause {
         match err.io_error() {
             Some((_, io)) => Cause::of_io(io),
             None => match err {
-                SinkError::Commit(crate::commit::CommitError::Io(io)) => Cause::of_io(io),
+                SinkError::Commit(crate::commit::CommitError::Io { source: io, .. }) => {
+                    Cause::of_io(io)
+                }
                 SinkError::Commit(crate::commit::CommitError::LowSpace { .. }) => Cause::DiskFull,
                 SinkError::Commit(crate::commit::CommitError::Journal(
                     crate::journal::AppendError::NotWritten { source, .. },
@@ -294,13 +296,19 @@ mod tests {
                 .failing()
                 .starts_with("cannot write output")
         );
-        let journal = SinkError::Commit(crate::commit::CommitError::Io(Error::from_raw_os_error(
-            libc::EIO,
-        )));
+        let journal = SinkError::Commit(crate::commit::CommitError::Io {
+            dir: "/state".into(),
+            op: "append a batch",
+            source: Error::from_raw_os_error(libc::EIO),
+        });
         let low = SinkError::Commit(crate::commit::CommitError::LowSpace {
             path: "/state".into(),
             free: 1,
         });
+        assert_eq!(
+            logship_runtime::error_chain(&journal),
+            "the commit journal in \"/state\" failed to append a batch: Input/output error (os error 5)"
+        );
         for err in [journal, low] {
             assert_eq!(Stage::of(&err), Stage::Commit);
             assert!(

@@ -258,7 +258,7 @@ impl Spool {
             {
                 break;
             }
-            let (key, value) = item?;
+            let (key, value) = item.map_err(self.index_failed("read the segment records"))?;
             let seq = decode_seq(&key);
             let (index_lines, size) = decode_index(&value);
             let mut ranges = Vec::new();

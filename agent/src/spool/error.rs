@@ -13,12 +13,20 @@ pub enum SpoolError {
         #[source]
         source: sled::Error,
     },
-    #[error("spool database failed")]
-    Sled(#[from] sled::Error),
+    /// The index (sled) failed at `op`; `path` is its directory.
+    #[error("the spool's index \"{}\" failed to {op}", path.display())]
+    Index {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: sled::Error,
+    },
     #[error("only {free} bytes free under \"{}\", {RESERVE} are kept for the spool's index", path.display())]
     LowSpace { path: PathBuf, free: u64 },
-    #[error("spool segment {seq:016x} failed")]
+    #[error("spool segment {seq:016x} in \"{}\" failed", dir.display())]
     Segment {
+        /// The segments' directory.
+        dir: PathBuf,
         seq: Seq,
         #[source]
         source: std::io::Error,
@@ -55,8 +63,13 @@ impl SpoolError {
     fn os_error(&self) -> Option<i32> {
         let io = match self {
             SpoolError::Segment { source, .. } => Some(source),
-            SpoolError::Sled(sled::Error::Io(source)) => Some(source),
-            SpoolError::LowSpace { .. } | SpoolError::Open { .. } | SpoolError::Sled(_) => None,
+            SpoolError::Index {
+                source: sled::Error::Io(source),
+                ..
+            } => Some(source),
+            SpoolError::LowSpace { .. } | SpoolError::Open { .. } | SpoolError::Index { .. } => {
+                None
+            }
         };
         io.and_then(std::io::Error::raw_os_error)
     }

@@ -56,6 +56,10 @@ pub type Offset = u64;
 
 /// sled's page cache: it holds only checkpoints and segment index records.
 const CACHE_BYTES: u64 = 4 << 20;
+/// The index's directory (sled) in the state directory.
+const INDEX: &str = "agent.sled";
+/// The segment files' directory in the state directory.
+const SEGMENTS: &str = "spool";
 /// sled's background flush: the group commit of appends. A crash loses at most this much of
 /// the spool *together with* the checkpoint advances, and the lines are read again.
 const FLUSH_EVERY_MS: u64 = 500;
@@ -107,6 +111,24 @@ pub struct Spool {
 }
 
 impl Spool {
+    /// The error of the index failing to `op`.
+    fn index_failed(&self, op: &'static str) -> impl FnOnce(sled::Error) -> SpoolError + '_ {
+        move |source| SpoolError::Index {
+            path: self.state_dir.join(INDEX),
+            op,
+            source,
+        }
+    }
+
+    /// The error of segment `seq` failing.
+    fn segment_failed(&self, seq: Seq) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
+        move |source| SpoolError::Segment {
+            dir: self.state_dir.join(SEGMENTS),
+            seq,
+            source,
+        }
+    }
+
     /// Opens (or creates) the spool in `state_dir`, counts what it holds, and deletes segment
     /// files no record points at (written just before a crash; their lines are read again).
     pub fn open(
@@ -114,20 +136,30 @@ impl Spool {
         max_bytes: u64,
         when_full: WhenFull,
     ) -> Result<Spool, SpoolError> {
-        let path = state_dir.join("agent.sled");
+        let path = state_dir.join(INDEX);
         let db = sled::Config::new()
             .path(&path)
             .cache_capacity(CACHE_BYTES)
             .flush_every_ms(Some(FLUSH_EVERY_MS))
             .open()
-            .map_err(|source| SpoolError::Open { path, source })?;
-        let segments_dir = state_dir.join("spool");
-        let segments = Segments::open(&segments_dir)
-            .map_err(|source| SpoolError::Segment { seq: 0, source })?;
+            .map_err(|source| SpoolError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        let index_failed = |op| {
+            let path = path.clone();
+            move |source| SpoolError::Index { path, op, source }
+        };
+        let segments_dir = state_dir.join(SEGMENTS);
+        let segment_failed = |seq| {
+            let dir = segments_dir.clone();
+            move |source| SpoolError::Segment { dir, seq, source }
+        };
+        let segments = Segments::open(&segments_dir).map_err(segment_failed(0))?;
         let (mut bytes, mut count, mut next_seq) = (0, 0, 0);
         let mut indexed = std::collections::HashSet::new();
         for item in db.scan_prefix(b"q") {
-            let (key, value) = item?;
+            let (key, value) = item.map_err(index_failed("read the segment records"))?;
             let (lines, size) = decode_index(&value);
             bytes += size;
             count += u64::from(lines);
@@ -135,17 +167,14 @@ impl Spool {
             indexed.insert(decode_seq(&key));
         }
         let floor = db
-            .get(b"n")?
+            .get(b"n")
+            .map_err(index_failed("read the next sequence number"))?
             .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
             .map_or(0, u64::from_be_bytes);
         next_seq = next_seq.max(floor);
-        let listed = segments
-            .list()
-            .map_err(|source| SpoolError::Segment { seq: 0, source })?;
+        let listed = segments.list().map_err(segment_failed(0))?;
         for seq in listed.into_iter().filter(|seq| !indexed.contains(seq)) {
-            segments
-                .remove(seq)
-                .map_err(|source| SpoolError::Segment { seq, source })?;
+            segments.remove(seq).map_err(segment_failed(seq))?;
         }
         Ok(Spool {
             db,
@@ -196,7 +225,9 @@ impl Spool {
 
     /// Records where a journal input starts, before it spooled anything (`read_from = "end"`).
     pub fn set_journal_cursor(&self, input: u64, cursor: &str) -> Result<(), SpoolError> {
-        self.db.insert(journal_key(input), cursor.as_bytes())?;
+        self.db
+            .insert(journal_key(input), cursor.as_bytes())
+            .map_err(self.index_failed("save a journal cursor"))?;
         Ok(())
     }
 
@@ -204,7 +235,8 @@ impl Spool {
     pub fn journal_cursor(&self, input: u64) -> Result<Option<String>, SpoolError> {
         Ok(self
             .db
-            .get(journal_key(input))?
+            .get(journal_key(input))
+            .map_err(self.index_failed("read a journal cursor"))?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
@@ -241,7 +273,11 @@ impl Spool {
         let mut dropped = dropped::Dropped::default();
         let mut gone = Vec::with_capacity(plan.segments.len());
         for segment in plan.segments {
-            if self.db.contains_key(seq_key(segment.seq))? {
+            if self
+                .db
+                .contains_key(seq_key(segment.seq))
+                .map_err(self.index_failed("look up a segment record"))?
+            {
                 batch.remove(&seq_key(segment.seq));
                 dropped.lines += segment.lines;
                 dropped.ranges.extend(segment.ranges);
@@ -255,7 +291,7 @@ impl Spool {
             written = self
                 .segments
                 .write(seq, lines)
-                .map_err(|source| SpoolError::Segment { seq, source })?;
+                .map_err(self.segment_failed(seq))?;
             batch.insert(&seq_key(seq), &encode_index(lines.len() as u32, written));
             *next_seq += 1;
             // Sequence numbers are never reused, even once the spool is empty: a saved head
@@ -269,7 +305,9 @@ impl Spool {
                 let _ = self.segments.remove(*next_seq - 1);
                 *next_seq -= 1;
             }
-            return Err(err.into());
+            return Err(self.index_failed("record a segment and its checkpoints")(
+                err,
+            ));
         }
         self.forget_removed(&gone);
         drop(removing);
@@ -297,13 +335,16 @@ impl Spool {
     /// Records a checkpoint alone (a new generation, a file finished, a start at the end).
     pub fn set_checkpoint(&self, key: FileKey, checkpoint: &Checkpoint) -> Result<(), SpoolError> {
         self.db
-            .insert(checkpoint_key(key), encode_checkpoint(checkpoint))?;
+            .insert(checkpoint_key(key), encode_checkpoint(checkpoint))
+            .map_err(self.index_failed("save a checkpoint"))?;
         Ok(())
     }
 
     /// Forgets a file (deleted and drained).
     pub fn remove_checkpoint(&self, key: FileKey) -> Result<(), SpoolError> {
-        self.db.remove(checkpoint_key(key))?;
+        self.db
+            .remove(checkpoint_key(key))
+            .map_err(self.index_failed("remove a checkpoint"))?;
         Ok(())
     }
 
@@ -311,7 +352,8 @@ impl Spool {
     pub fn checkpoint(&self, key: FileKey) -> Result<Option<Checkpoint>, SpoolError> {
         Ok(self
             .db
-            .get(checkpoint_key(key))?
+            .get(checkpoint_key(key))
+            .map_err(self.index_failed("read a checkpoint"))?
             .and_then(|v| decode_checkpoint(&v)))
     }
 
@@ -319,7 +361,7 @@ impl Spool {
     pub fn checkpoints(&self) -> Result<Vec<(FileKey, Checkpoint)>, SpoolError> {
         let mut all = Vec::new();
         for item in self.db.scan_prefix(b"c") {
-            let (key, value) = item?;
+            let (key, value) = item.map_err(self.index_failed("read the checkpoints"))?;
             if let (Some(file), Some(checkpoint)) =
                 (decode_file_key(&key), decode_checkpoint(&value))
             {
@@ -339,7 +381,8 @@ impl Spool {
             .keys()
             .take(limit)
             .map(|key| key.map(|k| decode_seq(&k)))
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, _>>()
+            .map_err(self.index_failed("list the segment records"))?;
         for seq in keys {
             // From here on what `drop_oldest` drops of it may have been published.
             self.loaded_to.fetch_max(seq + 1, Ordering::Relaxed);
@@ -355,7 +398,7 @@ impl Spool {
                     self.dropped.fetch_add(lost, Ordering::Relaxed);
                     tracing::error!(segment = seq, lines = lost, error = %err, "spool segment unreadable, its lines are lost");
                 }
-                Err(source) => return Err(SpoolError::Segment { seq, source }),
+                Err(source) => return Err(self.segment_failed(seq)(source)),
             }
         }
         Ok(page)
@@ -367,7 +410,11 @@ impl Spool {
     pub fn remove(&self, seq: Seq) -> Result<u64, SpoolError> {
         // unwrap: a poisoned lock means a panic elsewhere; the process is going down.
         let _removing = self.removing.lock().expect("spool lock poisoned");
-        let Some(value) = self.db.remove(seq_key(seq))? else {
+        let Some(value) = self
+            .db
+            .remove(seq_key(seq))
+            .map_err(self.index_failed("remove a segment record"))?
+        else {
             return Ok(0);
         };
         let (lines, size) = decode_index(&value);
@@ -406,12 +453,12 @@ impl Spool {
                 .lock()
                 .expect("spool lock poisoned")
                 .extend_from_slice(&doomed);
-            return Err(err.into());
+            return Err(self.index_failed("flush")(err));
         }
         for seq in doomed {
             self.segments
                 .remove(seq)
-                .map_err(|source| SpoolError::Segment { seq, source })?;
+                .map_err(self.segment_failed(seq))?;
         }
         Ok(())
     }
@@ -454,10 +501,14 @@ impl Spool {
                 let mut value = [0u8; 16];
                 value[..8].copy_from_slice(&seq.to_be_bytes());
                 value[8..].copy_from_slice(&(lines as u64).to_be_bytes());
-                self.db.insert(b"h", &value)?;
+                self.db
+                    .insert(b"h", &value)
+                    .map_err(self.index_failed("save the confirmed head"))?;
             }
             None => {
-                self.db.remove(b"h")?;
+                self.db
+                    .remove(b"h")
+                    .map_err(self.index_failed("remove the confirmed head"))?;
             }
         }
         Ok(())
@@ -465,7 +516,11 @@ impl Spool {
 
     /// What [`Spool::set_head_confirmed`] last remembered.
     pub fn head_confirmed(&self) -> Result<Option<(Seq, usize)>, SpoolError> {
-        Ok(self.db.get(b"h")?.and_then(|v| {
+        let head = self
+            .db
+            .get(b"h")
+            .map_err(self.index_failed("read the confirmed head"))?;
+        Ok(head.and_then(|v| {
             let seq = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
             let lines = u64::from_be_bytes(v.get(8..16)?.try_into().ok()?);
             Some((seq, usize::try_from(lines).ok()?))
@@ -474,7 +529,7 @@ impl Spool {
 
     /// Makes every write so far durable (and deletes the files of removed segments).
     pub fn flush(&self) -> Result<(), SpoolError> {
-        self.db.flush()?;
+        self.db.flush().map_err(self.index_failed("flush"))?;
         self.collect()
     }
 

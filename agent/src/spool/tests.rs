@@ -111,3 +111,17 @@ fn a_journal_cursor_moves_with_its_entries_and_survives_a_reopen() {
     assert!(spool.checkpoints().unwrap().is_empty());
     assert_eq!(spool.page(0, 10).unwrap()[0].lines.len(), 2);
 }
+
+#[test]
+fn an_index_failure_names_the_index_and_what_failed_and_a_full_disk_pauses() {
+    let err = SpoolError::Index {
+        path: "/var/lib/logship/agent.sled".into(),
+        op: "save a checkpoint",
+        source: sled::Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC)),
+    };
+    assert_eq!(
+        err.to_string(),
+        "the spool's index \"/var/lib/logship/agent.sled\" failed to save a checkpoint"
+    );
+    assert!(err.is_disk_failure(), "ENOSPC pauses reading");
+}

@@ -96,7 +96,7 @@ impl SinkError {
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            SinkError::Commit(CommitError::Sled(_) | CommitError::Open { .. })
+            SinkError::Commit(CommitError::Sled { .. } | CommitError::Open { .. })
         ) || self.may_be_committed()
     }
 
