@@ -43,9 +43,9 @@ use logship_config::collector::DedupSettings;
 use logship_runtime::Throttle;
 
 use crate::file_record::FileRecord;
-use crate::journal::{AppendError, Journal, Op};
 use crate::positions::{Claim, Hole, Positions, SourceHash, SourceName};
 use crate::seen::{self, Seen};
+use crate::wal::{AppendError, Op, Wal};
 
 /// sled's page cache: it holds only file lengths, the sources' committed position ranges and the
 /// journal's position.
@@ -94,7 +94,7 @@ pub enum CommitError {
     #[error("batch committed in the journal, but the state database failed")]
     Committed(#[source] sled::Error),
     #[error(transparent)]
-    Journal(#[from] AppendError),
+    Wal(#[from] AppendError),
     /// The commit journal (in the state directory `dir`) failed at `op`.
     #[error("the commit journal in \"{}\" failed to {op}", dir.display())]
     Io {
@@ -136,7 +136,7 @@ impl CommitError {
     pub fn may_be_committed(&self) -> bool {
         matches!(
             self,
-            CommitError::Committed(_) | CommitError::Journal(AppendError::Unsure { .. })
+            CommitError::Committed(_) | CommitError::Wal(AppendError::Unsure { .. })
         )
     }
 }
@@ -144,7 +144,7 @@ impl CommitError {
 /// The record of written ids and committed file lengths.
 pub struct Commit {
     tree: sled::Db,
-    journal: Journal,
+    wal: Wal,
     seen: Seen,
     positions: Positions,
     bounds: DedupSettings,
@@ -180,7 +180,7 @@ impl Commit {
             None => migrate(&tree, state_dir, bounds, now_ms)?,
         };
         let (journal, replay) =
-            Journal::open(state_dir, generation, checkpoint).at(state_dir, "open and replay")?;
+            Wal::open(state_dir, generation, checkpoint).at(state_dir, "open and replay")?;
         if replay.cut > 0 {
             tracing::info!(
                 bytes = replay.cut,
@@ -214,7 +214,7 @@ impl Commit {
         let positions = Positions::load(records.into_iter());
         Ok(Commit {
             tree,
-            journal,
+            wal: journal,
             seen: ids,
             positions,
             bounds: bounds.clone(),
@@ -282,7 +282,7 @@ impl Commit {
         }
         batch.insert(
             JOURNAL_KEY,
-            &encode_pair(self.journal.generation(), self.journal.end()),
+            &encode_pair(self.wal.generation(), self.wal.end()),
         );
         self.tree.apply_batch(batch).at(&self.dir, "record files")?;
         self.tree.flush().at(&self.dir, "flush")?;
@@ -334,7 +334,7 @@ impl Commit {
                 });
             }
         }
-        self.journal.append(now_ms, ids, &ops)?;
+        self.wal.append(now_ms, ids, &ops)?;
         // Committed: from here on nothing of the batch may be undone. The ops go in one by one,
         // not as a sled batch: the journal already makes them atomic (a start replays them all),
         // and a sled batch writes sled's log buffer out twice, on its thread pool, every time.
@@ -350,7 +350,7 @@ impl Commit {
             self.seen.insert(hash, now_ms);
         }
         self.seen.prune(now_ms, &self.bounds);
-        let maintained = if self.journal.wants_compaction(self.seen.len()) {
+        let maintained = if self.wal.wants_compaction(self.seen.len()) {
             self.compact()
         } else if self.checkpointed.get().elapsed() >= CHECKPOINT_INTERVAL {
             self.checkpoint()
@@ -382,7 +382,7 @@ impl Commit {
         self.tree
             .insert(
                 JOURNAL_KEY,
-                &encode_pair(self.journal.generation(), self.journal.end()),
+                &encode_pair(self.wal.generation(), self.wal.end()),
             )
             .at(&self.dir, "save a checkpoint")?;
         self.tree.flush().at(&self.dir, "flush")?;
@@ -392,15 +392,15 @@ impl Commit {
 
     /// Starts the next journal generation with only the live ids; the switch is a checkpoint.
     fn compact(&mut self) -> Result<(), CommitError> {
-        let next = Journal::create(&self.dir, self.journal.generation() + 1, self.seen.iter())
+        let next = Wal::create(&self.dir, self.wal.generation() + 1, self.seen.iter())
             .at(&self.dir, "start a generation")?;
         self.tree
             .insert(JOURNAL_KEY, &encode_pair(next.generation(), next.end()))
             .at(&self.dir, "save a checkpoint")?;
         self.tree.flush().at(&self.dir, "flush")?;
         self.checkpointed.set(Instant::now());
-        self.journal = next;
-        self.journal
+        self.wal = next;
+        self.wal
             .remove_others()
             .at(&self.dir, "remove older generations")?;
         Ok(())
@@ -436,7 +436,7 @@ fn migrate(
         ids.insert(hash, at);
     }
     ids.prune(now_ms, bounds);
-    let journal = Journal::create(dir, 0, ids.iter()).at(dir, "create")?;
+    let journal = Wal::create(dir, 0, ids.iter()).at(dir, "create")?;
     let mut batch = sled::Batch::default();
     batch.insert(JOURNAL_KEY, &encode_pair(0, journal.end()));
     batch.remove(LEGACY_SEEN_KEY);
@@ -611,10 +611,10 @@ mod tests {
                 .count()
         };
         assert_eq!(journals(), 1);
-        assert!(commit.journal.generation() > 0);
+        assert!(commit.wal.generation() > 0);
         // A crash in the middle of the next record: its id is not seen.
-        let end = commit.journal.end();
-        let generation = commit.journal.generation();
+        let end = commit.wal.end();
+        let generation = commit.wal.generation();
         drop(commit);
         let path = dir.path().join(format!("journal-{generation}.log"));
         let file = std::fs::File::options().write(true).open(&path).unwrap();

@@ -24,7 +24,6 @@ pub mod dedup;
 pub mod durable;
 pub mod file_record;
 pub mod hosts;
-pub mod journal;
 pub mod liveness;
 pub mod lru;
 pub mod metrics;
@@ -37,6 +36,7 @@ pub mod session;
 pub mod sink;
 pub mod topology;
 pub mod validate;
+pub mod wal;
 pub mod writer;
 
 use std::sync::Arc;

@@ -54,8 +54,8 @@ impl Cause {
                     Cause::of_io(io)
                 }
                 SinkError::Commit(crate::commit::CommitError::LowSpace { .. }) => Cause::DiskFull,
-                SinkError::Commit(crate::commit::CommitError::Journal(
-                    crate::journal::AppendError::NotWritten { source, .. },
+                SinkError::Commit(crate::commit::CommitError::Wal(
+                    crate::wal::AppendError::NotWritten { source, .. },
                 )) => Cause::of_io(source),
                 _ => Cause::Other,
             },

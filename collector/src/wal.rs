@@ -1,4 +1,5 @@
-//! The commit journal: where a batch becomes committed. One append-only file
+//! The write-ahead log (the "commit journal" of the logs and the README; named `wal` here so
+//! that `journal` means one thing, the agent's systemd input): where a batch becomes committed. One append-only file
 //! `journal-<generation>.log` in `state_dir`, of records `<payload length: u32 BE><CRC-32 of
 //! the payload: u32 BE><payload>`; a payload is one of
 //! - a batch: `1 <at: ms, i64 BE><ids: u32 BE><id hash: 16 bytes>*<ops: u32 BE><op>*`, an op
@@ -74,7 +75,7 @@ pub enum AppendError {
 }
 
 /// The journal of one generation, open for appends.
-pub struct Journal {
+pub struct Wal {
     dir: PathBuf,
     generation: u64,
     file: File,
@@ -82,15 +83,11 @@ pub struct Journal {
     end: u64,
 }
 
-impl Journal {
+impl Wal {
     /// Opens generation `generation` in `dir` (an empty one if it does not exist), cuts a torn
     /// tail, and returns what it holds: its ids, and the ops of the batches starting at or past
     /// byte `replay_from`.
-    pub fn open(
-        dir: &Path,
-        generation: u64,
-        replay_from: u64,
-    ) -> std::io::Result<(Journal, Replay)> {
+    pub fn open(dir: &Path, generation: u64, replay_from: u64) -> std::io::Result<(Wal, Replay)> {
         let path = path(dir, generation);
         let file = File::options()
             .create(true)
@@ -113,7 +110,7 @@ impl Journal {
             file.set_len(end)?;
             file.sync_all()?;
         }
-        let journal = Journal {
+        let journal = Wal {
             dir: dir.to_path_buf(),
             generation,
             file,
@@ -128,7 +125,7 @@ impl Journal {
         dir: &Path,
         generation: u64,
         ids: impl ExactSizeIterator<Item = (IdHash, i64)>,
-    ) -> std::io::Result<Journal> {
+    ) -> std::io::Result<Wal> {
         let mut payload = Vec::with_capacity(5 + ids.len() * SEEN_ID_BYTES as usize);
         payload.push(SEEN);
         payload.extend_from_slice(&count(ids.len()).to_be_bytes());
@@ -142,7 +139,7 @@ impl Journal {
         file.write_all_at(&record, 0)?;
         file.sync_all()?;
         File::open(dir)?.sync_all()?;
-        Ok(Journal {
+        Ok(Wal {
             dir: dir.to_path_buf(),
             generation,
             file,
@@ -343,7 +340,7 @@ mod tests {
     #[test]
     fn batches_replay_past_the_offset_and_a_torn_tail_is_cut() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut journal, replay) = Journal::open(dir.path(), 0, 0).unwrap();
+        let (mut journal, replay) = Wal::open(dir.path(), 0, 0).unwrap();
         assert!(replay.ids.is_empty() && replay.ops.is_empty());
         journal
             .append(10, &[1, 2], &[op("f/a", Some("x"))])
@@ -362,7 +359,7 @@ mod tests {
         file.write_all_at(&[0, 0, 0, 40, 1, 2, 3, 4, 1, 0], whole)
             .unwrap();
         drop(file);
-        let (journal, replay) = Journal::open(dir.path(), 0, checkpoint).unwrap();
+        let (journal, replay) = Wal::open(dir.path(), 0, checkpoint).unwrap();
         assert_eq!(replay.ids, [(1, 10), (2, 10), (3, 20)]);
         assert_eq!(replay.ops, [op("f/a", None), op("p/b", Some("y"))]);
         assert_eq!((replay.cut, journal.end()), (10, whole));
@@ -372,7 +369,7 @@ mod tests {
     #[test]
     fn a_flipped_byte_ends_the_journal_there() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut journal, _) = Journal::open(dir.path(), 3, 0).unwrap();
+        let (mut journal, _) = Wal::open(dir.path(), 3, 0).unwrap();
         journal.append(1, &[7], &[]).unwrap();
         let first = journal.end();
         journal.append(2, &[8], &[]).unwrap();
@@ -385,7 +382,7 @@ mod tests {
         file.write_all_at(&[0xff], first + HEADER as u64 + 3)
             .unwrap();
         drop(file);
-        let (journal, replay) = Journal::open(dir.path(), 3, 0).unwrap();
+        let (journal, replay) = Wal::open(dir.path(), 3, 0).unwrap();
         assert_eq!(replay.ids, [(7, 1)]);
         assert_eq!(journal.end(), first);
     }
@@ -393,12 +390,12 @@ mod tests {
     #[test]
     fn a_compacted_generation_holds_its_ids_and_replaces_the_others() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut old, _) = Journal::open(dir.path(), 0, 0).unwrap();
+        let (mut old, _) = Wal::open(dir.path(), 0, 0).unwrap();
         old.append(5, &[1, 2, 3], &[op("f/a", Some("x"))]).unwrap();
-        let new = Journal::create(dir.path(), 1, [(2, 5), (3, 5)].into_iter()).unwrap();
+        let new = Wal::create(dir.path(), 1, [(2, 5), (3, 5)].into_iter()).unwrap();
         new.remove_others().unwrap();
         assert!(!path(dir.path(), 0).exists());
-        let (journal, replay) = Journal::open(dir.path(), 1, new.end()).unwrap();
+        let (journal, replay) = Wal::open(dir.path(), 1, new.end()).unwrap();
         assert_eq!(replay.ids, [(2, 5), (3, 5)]);
         assert!(replay.ops.is_empty());
         assert_eq!(journal.generation(), 1);
