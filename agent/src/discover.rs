@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use logship_config::agent::{Input, ReadFrom};
 
-use crate::event::LineRules;
 use crate::identity::FileKey;
+use crate::line_rules::LineRules;
 
 /// A file an input matches.
 #[derive(Debug, Clone)]

@@ -19,9 +19,9 @@
 //! gives the memory a burst freed back to the system once the burst is over.
 
 pub mod discover;
-pub mod event;
 pub mod identity;
 pub mod journal;
+pub mod line_rules;
 pub mod metrics;
 pub mod publish_error;
 pub mod publisher;

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use logship_config::agent::{Input, WatchMode};
 use tokio_util::sync::CancellationToken;
 
-use crate::event::LineRules;
 use crate::identity::FileKey;
+use crate::line_rules::LineRules;
 use crate::metrics::Metrics;
 use crate::source::{Source, Step};
 use crate::spool::{Checkpoint, Spool, SpoolError};

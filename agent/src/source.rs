@@ -36,8 +36,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::event::LineRules;
 use crate::identity::{self, FileKey};
+use crate::line_rules::LineRules;
 use crate::metrics::Metrics;
 use crate::spool::Checkpoint;
 use crate::spool::Message;

@@ -27,8 +27,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use logship_runtime::{EnvelopeRef, FileId, SourceKind};
 
-use crate::event::{Action, Event, LineRules};
 use crate::identity::{self, FileKey, Fingerprint};
+use crate::line_rules::{Action, Event, LineRules};
 use crate::spool::{Checkpoint, Offset};
 
 /// Bytes read per `pread`.
@@ -53,7 +53,7 @@ pub struct Tailer {
     fingerprint: Option<Fingerprint>,
     generation: u32,
     offset: Offset,
-    /// Lines joined into an event, not shipped yet (see [`crate::event`]); boxed, and only
+    /// Lines joined into an event, not shipped yet (see [`crate::line_rules`]); boxed, and only
     /// while one is assembled: most files never hold one.
     event: Option<Box<Event>>,
     /// The checkpoint this tailer resumed at is in the middle of a cut event.

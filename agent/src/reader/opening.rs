@@ -12,8 +12,8 @@ use logship_config::agent::ReadFrom;
 use super::outcome::{Opened, Opening, Revived};
 use super::{Reader, ReaderError};
 use crate::discover::{self, Found};
-use crate::event::LineRules;
 use crate::identity::{self, FileKey};
+use crate::line_rules::LineRules;
 use crate::source::Source;
 use crate::spool::Checkpoint;
 

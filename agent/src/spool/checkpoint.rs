@@ -19,7 +19,7 @@ pub struct Checkpoint {
     pub path: PathBuf,
     /// Rotated away or deleted, drained, and closed.
     pub finished: bool,
-    /// The line at `offset` continues a multiline event that was cut (see [`crate::event`]):
+    /// The line at `offset` continues a multiline event that was cut (see [`crate::line_rules`]):
     /// read again, it must not be taken for a line of its own.
     pub mid_event: bool,
 }
