@@ -23,8 +23,9 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
+use logship_runtime::clock::now_ms;
 use logship_runtime::{EnvelopeRef, FileId, SourceKind};
 
 use crate::identity::{self, FileKey, Fingerprint};
@@ -484,12 +485,6 @@ struct Spooled {
     generation: u32,
     fingerprint: Option<Fingerprint>,
     claim_end: Offset,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 mod descriptor;

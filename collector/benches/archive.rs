@@ -323,5 +323,5 @@ fn audit(sources: usize) {
 }
 
 fn now_ms() -> i64 {
-    logship_collector::audit::now_ms()
+    logship_runtime::clock::now_ms()
 }

@@ -15,10 +15,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use logship_config::CollectorConfig;
 use logship_config::collector::RawCollectorConfig;
+use logship_runtime::clock::now_ms;
 use logship_runtime::status::Gap;
 use serde::{Deserialize, Serialize};
 
@@ -205,11 +206,4 @@ pub fn main(binary: &str, config: &Path) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
-}
-
-/// Unix milliseconds now.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -112,7 +112,7 @@ impl Metrics {
 
     /// The holes open longer than `audit.gap_after` now.
     fn overdue_gaps(&self) -> Vec<Gap> {
-        let now = crate::audit::now_ms();
+        let now = logship_runtime::clock::now_ms();
         self.gaps.lock().map_or_else(
             |_| Vec::new(),
             |gaps| {

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant, SystemTime};
 use logship_config::CollectorConfig;
 use logship_runtime::status::Gap;
 
-use crate::audit::{AuditRecord, now_ms};
+use logship_runtime::clock::now_ms;
+
+use crate::audit::AuditRecord;
 use crate::commit::Commit;
 use crate::dedup;
 use crate::retention;

@@ -11,6 +11,7 @@
 //!   daemon plumbing: the command line and `main`, logging, signals, sd_notify, the open-file
 //!   limit, the metrics, status and health pages, and the `status` subcommand.
 //! - [`throttle`]: warnings about events that repeat, at most one line per interval.
+//! - [`clock`]: the wall clock in Unix milliseconds, as both daemons record it.
 //!
 //! The invariant both daemons rely on: the message id of a line is a pure function of where the
 //! line came from (host, file identity, generation, byte offset), so a line sent twice is
@@ -20,6 +21,7 @@ pub mod access;
 pub mod amqp;
 pub mod backoff;
 pub mod cli;
+pub mod clock;
 pub mod disk;
 pub mod envelope;
 pub mod histogram;

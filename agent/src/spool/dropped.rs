@@ -271,7 +271,7 @@ impl Spool {
                 }
             };
             all.extend(ranges.iter().cloned());
-            plan.markers = markers(&all, now_ms());
+            plan.markers = markers(&all, logship_runtime::clock::now_ms());
             freed += size;
             plan.segments.push(Doomed {
                 seq,
@@ -283,12 +283,6 @@ impl Spool {
         }
         Ok(plan)
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]
