@@ -200,7 +200,7 @@ async fn supervise(
                 return Err(cause.context("reader failed"));
             }
             // cancel-safe: a message stays in the channel until received
-            Some((input, result)) = running.journal_done.recv(), if running.journals > 0 => {
+            Some(JournalDone { input, result }) = running.journal_done.recv(), if running.journals > 0 => {
                 let cause = match result {
                     Ok(()) => anyhow::anyhow!("stopped without being asked to"),
                     Err(err) => anyhow::Error::from(err),
@@ -230,7 +230,7 @@ async fn stop(mut running: Running, metrics: &Metrics) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("reader thread panicked"))?
         .context("spool failed while reading")?;
     for _ in 0..running.journals {
-        if let Some((input, result)) = running.journal_done.recv().await {
+        if let Some(JournalDone { input, result }) = running.journal_done.recv().await {
             result.with_context(|| format!("journal reader of {input} failed"))?;
         }
     }
@@ -254,8 +254,13 @@ async fn stop(mut running: Running, metrics: &Metrics) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What a journal reader thread reports when it ends: its input's key and why.
-type JournalDone = (String, Result<(), journal::JournalError>);
+/// What a journal reader thread reports when it ends.
+struct JournalDone {
+    /// Its input's key.
+    input: String,
+    /// Why it ended.
+    result: Result<(), journal::JournalError>,
+}
 
 /// Starts one thread per journal input; they stop with `stop`. Returns how many, and where
 /// each reports when it ends.
@@ -279,7 +284,8 @@ fn start_journals(
         std::thread::Builder::new()
             .name("logship-journal".into())
             .spawn(move || {
-                let _ = done.send((key, reader.run(stop)));
+                let result = reader.run(stop);
+                let _ = done.send(JournalDone { input: key, result });
             })
             .context("cannot start a journal reader thread")?;
     }

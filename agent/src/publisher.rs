@@ -36,7 +36,7 @@ use lapin::{Channel, Confirmation, Connection, Event, PublisherConfirm};
 use logship_config::{Broker, BrokerUri};
 use logship_runtime::access::{Op, RefusalLog, Refused};
 use logship_runtime::amqp;
-use logship_runtime::reconnect::Reconnect;
+use logship_runtime::reconnect::{Connected, Reconnect};
 use logship_runtime::silence::Silence;
 use logship_runtime::{Backoff, Throttle};
 use tokio_util::sync::CancellationToken;
@@ -73,8 +73,14 @@ struct Loaded {
     confirmed: usize,
 }
 
-/// A publish awaiting its confirm: segment, line, confirm.
-type InFlight = (Seq, usize, PublisherConfirm);
+/// A publish awaiting its confirm.
+struct InFlight {
+    /// The segment of the line published.
+    seq: Seq,
+    /// The line's index in its segment.
+    line: usize,
+    confirm: PublisherConfirm,
+}
 
 /// What a confirm said about a publish.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -175,7 +181,12 @@ impl Publisher {
     pub async fn run(mut self, stop: CancellationToken, drain: Duration) -> Result<(), SpoolError> {
         let mut reconnect = Reconnect::new(&self.broker);
         let mut refusals = RefusalLog::default();
-        while let Some((connection, uri, outage)) = reconnect.connect(&self.broker, &stop).await {
+        while let Some(Connected {
+            connection,
+            uri,
+            outage,
+        }) = reconnect.connect(&self.broker, &stop).await
+        {
             if let Some(outage) = outage.filter(|_| !refusals.active()) {
                 tracing::info!(uri = %uri, outage_secs = outage.as_secs(), spooled = self.spool.lines(),
                     "broker reachable again, draining the spool");
@@ -293,7 +304,7 @@ impl Publisher {
             if drain_until.is_none() && inflight.len() <= WINDOW / 2 {
                 self.fill(channel, &mut inflight).await?;
             }
-            let Some((_, _, confirm)) = inflight.front_mut() else {
+            let Some(InFlight { confirm, .. }) = inflight.front_mut() else {
                 if drain_until.is_some() {
                     return Ok(ChannelEnd::Stopped);
                 }
@@ -332,7 +343,7 @@ impl Publisher {
                 );
                 return Ok(ChannelEnd::Stopped);
             };
-            let Some((seq, line, _)) = inflight.pop_front() else {
+            let Some(InFlight { seq, line, .. }) = inflight.pop_front() else {
                 continue;
             };
             let settled = self.settle(seq, line, result?)?;
@@ -356,7 +367,7 @@ impl Publisher {
         stop: &CancellationToken,
     ) -> Result<bool, PublishError> {
         let mut nacked = settled == Settled::Nacked;
-        while let Some((_, _, confirm)) = inflight.pop_front() {
+        while let Some(InFlight { confirm, .. }) = inflight.pop_front() {
             let confirmation = tokio::select! {
                 // cancel-safe: the loop ends with the select's other arms
                 confirmation = confirm => confirmation?,
@@ -426,12 +437,12 @@ impl Publisher {
             for ((seq, line), result) in burst.into_iter().zip(published) {
                 match result {
                     Ok(confirm) => {
-                        inflight.push_back((seq, line, confirm));
+                        inflight.push_back(InFlight { seq, line, confirm });
                         Metrics::add(&self.metrics.published, 1);
                         self.count_republish(seq, line);
                     }
                     Err(err) => {
-                        let oldest = inflight.front_mut().map(|(_, _, confirm)| confirm);
+                        let oldest = inflight.front_mut().map(|publish| &mut publish.confirm);
                         return Err(PublishError::closed(err, oldest).await);
                     }
                 }

@@ -131,8 +131,11 @@ impl Consumer {
         let mut reconnect = Reconnect::new(&self.config.broker);
         self.socket = reconnect.socket();
         let mut refusals = RefusalLog::default();
-        while let Some((connection, uri, outage)) =
-            self.connect(&mut reconnect, &signals.shutdown).await?
+        while let Some(Connected {
+            connection,
+            uri,
+            outage,
+        }) = self.connect(&mut reconnect, &signals.shutdown).await?
         {
             if let Some(outage) = outage.filter(|_| !refusals.active()) {
                 tracing::info!(uri = %uri, outage_secs = outage.as_secs(), "broker reachable again");

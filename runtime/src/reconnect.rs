@@ -29,8 +29,14 @@ use crate::socket::Socket;
 /// session start takes, work resumes within about two seconds of the node being back.
 pub const PROBE_MAX: Duration = Duration::from_secs(1);
 
-/// A connection, the URI it went to, and how long the outage before it lasted (if any).
-pub type Connected = (Connection, BrokerUri, Option<Duration>);
+/// A new connection.
+pub struct Connected {
+    pub connection: Connection,
+    /// The URI it went to.
+    pub uri: BrokerUri,
+    /// How long the outage before it lasted, if there was one.
+    pub outage: Option<Duration>,
+}
 
 /// How the last attempt (or session) failed: it decides the wait before the next one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +100,11 @@ impl Reconnect {
             match result {
                 Ok(connection) => {
                     let outage = self.outage.take().map(|since| since.elapsed());
-                    return Some((connection, uri, outage));
+                    return Some(Connected {
+                        connection,
+                        uri,
+                        outage,
+                    });
                 }
                 Err(err) => {
                     self.last = if unreachable(&err) {
