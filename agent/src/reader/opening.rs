@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use logship_config::agent::ReadFrom;
 
-use super::outcome::{Opened, Opening, Revived};
+use super::outcome::{OpenOutcome, Opening, Revived};
 use super::{Reader, ReaderError};
 use crate::discover::{self, Found};
 use crate::identity::{self, FileKey};
@@ -93,9 +93,9 @@ impl Reader {
         first_scan: bool,
     ) -> Result<Opening, ReaderError> {
         let (file, key) = match self.open_file(&found.path) {
-            Opened::File(file, key) => (file, key),
-            Opened::NoDescriptor => return Ok(Opening::NoDescriptor(found)),
-            Opened::Gone | Opened::Failed => return Ok(Opening::Skipped),
+            OpenOutcome::File(file, key) => (file, key),
+            OpenOutcome::NoDescriptor => return Ok(Opening::NoDescriptor(found)),
+            OpenOutcome::Gone | OpenOutcome::Failed => return Ok(Opening::Skipped),
         };
         if self.keys.contains(&key) {
             return Ok(Opening::Skipped);
@@ -150,12 +150,12 @@ impl Reader {
         }
         self.make_room()?;
         let (file, key) = match self.open_file(to) {
-            Opened::File(file, key) => (file, key),
-            Opened::NoDescriptor => {
+            OpenOutcome::File(file, key) => (file, key),
+            OpenOutcome::NoDescriptor => {
                 self.budget.ran_out(self.open_files);
                 return Ok(());
             }
-            Opened::Gone | Opened::Failed => return Ok(()),
+            OpenOutcome::Gone | OpenOutcome::Failed => return Ok(()),
         };
         if self.keys.contains(&key) {
             return Ok(());
@@ -269,23 +269,23 @@ impl Reader {
     }
 
     /// Opens a file (a failure other than a shortage of descriptors is said once per path).
-    pub(super) fn open_file(&mut self, path: &Path) -> Opened {
+    pub(super) fn open_file(&mut self, path: &Path) -> OpenOutcome {
         let opened = File::open(path).and_then(|file| {
             let meta = file.metadata()?;
             Ok((file, FileKey::of(&meta)))
         });
         match opened {
-            Ok((file, key)) => Opened::File(file, key),
-            Err(err) if err.kind() == ErrorKind::NotFound => Opened::Gone,
+            Ok((file, key)) => OpenOutcome::File(file, key),
+            Err(err) if err.kind() == ErrorKind::NotFound => OpenOutcome::Gone,
             Err(err)
                 if err.raw_os_error() == Some(libc::EMFILE)
                     || err.raw_os_error() == Some(libc::ENFILE) =>
             {
-                Opened::NoDescriptor
+                OpenOutcome::NoDescriptor
             }
             Err(err) => {
                 self.warn_once(path, "cannot read file, will retry", &err);
-                Opened::Failed
+                OpenOutcome::Failed
             }
         }
     }

@@ -7,7 +7,7 @@ use crate::discover::Found;
 use crate::identity::FileKey;
 
 /// What opening a file gave.
-pub(super) enum Opened {
+pub(super) enum OpenOutcome {
     File(File, FileKey),
     /// No such file (any more).
     Gone,

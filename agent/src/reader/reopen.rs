@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::budget::Queued;
-use super::outcome::{Opened, Opening, Revived};
+use super::outcome::{OpenOutcome, Opening, Revived};
 use super::{Reader, ReaderError};
 use crate::identity;
 
@@ -156,17 +156,17 @@ impl Reader {
             (source.path().to_path_buf(), source.key())
         };
         match self.open_file(&path) {
-            Opened::File(file, found) if found == key => {
+            OpenOutcome::File(file, found) if found == key => {
                 self.sources[index].reopen(file, false);
                 self.open_files += 1;
                 return Ok(Revived::Open);
             }
-            Opened::NoDescriptor => return Ok(Revived::NoDescriptor),
+            OpenOutcome::NoDescriptor => return Ok(Revived::NoDescriptor),
             // Another file holds the name, or none does: this one left it.
             _ => {}
         }
         let renamed = renamed_to.and_then(|to| match self.open_file(to) {
-            Opened::File(file, found) if found == key => Some(file),
+            OpenOutcome::File(file, found) if found == key => Some(file),
             _ => None,
         });
         match renamed.or_else(|| identity::find_by_key(&path, key).map(|(file, _)| file)) {
