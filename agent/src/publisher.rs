@@ -322,6 +322,9 @@ impl Publisher {
             let ready = futures_util::FutureExt::now_or_never(&mut *confirm);
             let outcome = match ready {
                 Some(result) => Some(result),
+                // Not `lost`: lapin's error event also reports a channel the broker closed with
+                // a refusal, whose reason the confirm carries. A failed connection rejects its
+                // confirms, and its socket is then gone (`silence`).
                 None => tokio::select! {
                 biased;
                 // cancel-safe: the confirm stays in the window and is awaited again
@@ -330,8 +333,6 @@ impl Publisher {
                 _ = sleep_until(drain_until), if drain_until.is_some() => None,
                 // cancel-safe: only looks at the socket
                 err = self.silence.broke() => return Err(err.into()),
-                // cancel-safe: a Notify permit is kept until taken
-                _ = self.lost.notified() => return Err(PublishError::Lost),
                 // cancel-safe: only observes the token; the loop then switches to draining
                 _ = stop.cancelled(), if drain_until.is_none() => continue,
                 },
@@ -373,8 +374,6 @@ impl Publisher {
                 confirmation = confirm => confirmation?,
                 // cancel-safe: only looks at the socket
                 err = self.silence.broke() => return Err(err.into()),
-                // cancel-safe: a Notify permit is kept until taken
-                _ = self.lost.notified() => return Err(PublishError::Lost),
             };
             nacked |= matches!(confirmation, Confirmation::Nack(_));
         }
@@ -431,8 +430,6 @@ impl Publisher {
                 // cancel-safe: only looks at the socket (lapin never resolves publishes once
                 // its I/O loop has ended: its socket is then gone)
                 err = self.silence.broke() => return Err(err.into()),
-                // cancel-safe: a Notify permit is kept until taken
-                _ = self.lost.notified() => return Err(PublishError::Lost),
             };
             for ((seq, line), result) in burst.into_iter().zip(published) {
                 match result {
