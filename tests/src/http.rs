@@ -47,3 +47,14 @@ pub fn sample_names(page: &str) -> std::collections::BTreeSet<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Counter `name` (its metric name, without labels) on the `/metrics` page at `addr`; 0 when
+/// it is absent or nothing answers there.
+pub fn counter(addr: &str, name: &str) -> u64 {
+    try_get(addr, "/metrics")
+        .and_then(|page| {
+            page.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use logship_tests::broker::{Broker, amqp_url};
 use logship_tests::daemon::Daemon;
 use logship_tests::fixture::{Agent, Setup};
-use logship_tests::http::{free_addr, get};
+use logship_tests::http::{counter, free_addr};
 use logship_tests::lines::{assert_same_lines, read_lines, text, wait_for_lines};
 use logship_tests::proxy::Proxy;
 
@@ -326,15 +326,9 @@ async fn nacked_publishes_are_resent_and_arrive_once_when_the_queue_takes_them_a
         "one warning per 30 s, not one per nack: {warnings}"
     );
     // Resent, not taken for delivered: more publishes than lines.
-    let (_, page) = get(&metrics, "/metrics");
-    let counter = |name: &str| -> u64 {
-        page.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or(0)
-    };
     let (published, nacked) = (
-        counter("logship_agent_published_total "),
-        counter("logship_agent_nacked_total "),
+        counter(&metrics, "logship_agent_published_total"),
+        counter(&metrics, "logship_agent_nacked_total"),
     );
     assert!(
         nacked > 0 && published >= 3000 + nacked,

@@ -457,14 +457,6 @@ fn a_second_collector_on_the_same_queue_stands_by_and_takes_over_when_the_first_
     stop(&mut second_daemon);
 }
 
-/// The agent's counter `name` (with its trailing space) on its metrics page at `addr`.
-fn agent_counter(addr: &str, name: &str) -> u64 {
-    let (_, page) = logship_tests::http::get(addr, "/metrics");
-    page.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Regression test for issue 27 (item 6b): while the broker nacked every publish, the agent
 /// opened a new channel about every 2 s. The wait before each resend now doubles (1 s up to
 /// 30 s, jittered down to half), and the first clean ack starts it over.
@@ -506,7 +498,7 @@ async fn a_broker_that_keeps_nacking_gets_new_channels_ever_more_rarely_until_a_
     // Taken again: every line is confirmed within the wait reached (at most 30 s).
     broker.delete_queue(&full).await;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while agent_counter(&metrics, "logship_agent_confirmed_total ") < 100 {
+    while logship_tests::http::counter(&metrics, "logship_agent_confirmed_total") < 100 {
         assert!(
             Instant::now() < deadline,
             "not confirmed after the queue went"
@@ -530,7 +522,7 @@ async fn a_broker_that_keeps_nacking_gets_new_channels_ever_more_rarely_until_a_
     broker.delete_queue(&full).await;
     let out = setup.out(&agent, "app.log");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while agent_counter(&metrics, "logship_agent_confirmed_total ") < 200 {
+    while logship_tests::http::counter(&metrics, "logship_agent_confirmed_total") < 200 {
         assert!(
             Instant::now() < deadline,
             "not confirmed after the queue went"

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use logship_tests::broker::{Broker, Topology, amqp_url};
 use logship_tests::daemon::Daemon;
 use logship_tests::fixture::{Agent, Collector};
-use logship_tests::http::{free_addr, try_get};
+use logship_tests::http::{counter, free_addr};
 use logship_tests::lines::{
     assert_delivered_once_in_order, expected, open_append, wait_for_delivery, wait_for_lines,
     write_lines,
@@ -22,16 +22,6 @@ use logship_tests::proxy::Proxy;
 const ARRIVAL: Duration = Duration::from_secs(300);
 /// The agent's publish window: what one agent may have in flight.
 const WINDOW: usize = 1024;
-
-/// A counter of an agent's `/metrics` page at `addr` (0 when absent or unreachable).
-fn counter(addr: &str, name: &str) -> u64 {
-    try_get(addr, "/metrics")
-        .and_then(|page| {
-            page.lines()
-                .find_map(|l| l.strip_prefix(&format!("{name} "))?.trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 fn stop(daemon: &mut Daemon) {
     let status = daemon.stop(Duration::from_secs(30));
