@@ -22,8 +22,14 @@
 //!   [`RETRY_DELAY`] up to [`MAX_NACK_DELAY`], and starts over at the first clean ack: a broker
 //!   that keeps nacking gets a new channel and the window again once per 15-30 s once the wait
 //!   has grown, not every second or two.
+//!
+//! Its books are kept apart: `cursor` is where publishing stands in the spool (what is
+//! loaded, what to publish next, the head segment's confirmed prefix), `window` the publishes
+//! awaiting their confirm.
 
-use std::collections::VecDeque;
+mod cursor;
+mod window;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -32,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use lapin::options::ConfirmSelectOptions;
-use lapin::{Channel, Confirmation, Connection, Event, PublisherConfirm};
+use lapin::{Channel, Confirmation, Connection, Event};
 use logship_config::{Broker, BrokerUri};
 use logship_runtime::access::{Op, RefusalLog, Refused};
 use logship_runtime::amqp;
@@ -43,11 +49,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::publish_error::PublishError;
-use crate::spool::{Message, Seq, Spool, SpoolError};
+use crate::spool::{Seq, Spool, SpoolError};
 use crate::status::Status;
+use cursor::SpoolCursor;
+use window::{ConfirmWindow, InFlight};
 
-/// Publishes in flight without a confirm: enough to keep one broker busy, small in memory.
-const WINDOW: usize = 1024;
 /// Wait before resending what was returned (no queue bound) or, the first time, nacked (then on
 /// a new channel).
 const RETRY_DELAY: Duration = Duration::from_secs(1);
@@ -55,32 +61,11 @@ const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// with `reject-publish`, a quorum queue without a leader) is not sent a new channel and the
 /// whole window more often than this, and one that takes them again is resent to within it.
 const MAX_NACK_DELAY: Duration = Duration::from_secs(30);
-/// The head segment's confirmed prefix is saved every this many confirms (and on shutdown).
-const SAVE_HEAD_EVERY: u64 = 256;
 /// At most one "no queue bound" warning per this interval.
 const UNROUTABLE_LOG_INTERVAL: Duration = Duration::from_secs(30);
 /// At most one warning about nacked publishes per this interval; the nacks in between are
 /// counted in the next one (and each in `logship_agent_nacked_total`).
 const NACK_LOG_INTERVAL: Duration = Duration::from_secs(30);
-
-/// A spool segment being published.
-struct Loaded {
-    seq: Seq,
-    lines: Vec<Message>,
-    /// Next line to publish.
-    next: usize,
-    /// Lines confirmed, from the start (confirms are taken in order).
-    confirmed: usize,
-}
-
-/// A publish awaiting its confirm.
-struct InFlight {
-    /// The segment of the line published.
-    seq: Seq,
-    /// The line's index in its segment.
-    line: usize,
-    confirm: PublisherConfirm,
-}
 
 /// What a confirm said about a publish.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -114,13 +99,8 @@ pub struct Publisher {
     user_id: String,
     spool: Arc<Spool>,
     metrics: Arc<Metrics>,
-    /// Segments read from the spool, oldest first; dropped once confirmed whole.
-    segments: VecDeque<Loaded>,
-    /// The next segment to read from the spool.
-    load_from: Seq,
-    /// Lines of the head segment already confirmed, kept across reconnects so they are not
-    /// sent again by this process.
-    head_confirmed: Option<(Seq, usize)>,
+    /// Where publishing stands in the spool.
+    cursor: SpoolCursor,
     /// Notified when the connection fails, so an idle publisher notices an outage at once.
     lost: Arc<tokio::sync::Notify>,
     /// Returned (unroutable) publishes, said at once, then at most once per
@@ -136,31 +116,24 @@ pub struct Publisher {
     status: Arc<Status>,
     /// The current connection's silence rule: every wait on the broker holds while it does.
     silence: Silence,
-    /// The furthest line (segment, index) this process has published: a publish at or before
-    /// it is a republish.
-    published_upto: Option<(Seq, usize)>,
 }
 
 impl Publisher {
     /// A publisher draining `spool` to `broker`, resuming after the confirmed lines it saved.
     pub fn new(broker: Broker, spool: Arc<Spool>, metrics: Arc<Metrics>) -> Publisher {
-        let head_confirmed = spool.head_confirmed().unwrap_or(None);
         Publisher {
             broker,
             routing_key: String::new(),
             user_id: String::new(),
+            cursor: SpoolCursor::new(spool.clone()),
             spool,
             metrics,
-            segments: VecDeque::new(),
-            load_from: 0,
-            head_confirmed,
             lost: Arc::new(tokio::sync::Notify::new()),
             unroutable: Throttle::new(UNROUTABLE_LOG_INTERVAL),
             nacks: Throttle::new(NACK_LOG_INTERVAL),
             nack_backoff: Backoff::between(RETRY_DELAY, MAX_NACK_DELAY),
             status: Arc::default(),
             silence: Silence::new(Default::default(), Duration::ZERO),
-            published_upto: None,
         }
     }
 
@@ -213,8 +186,7 @@ impl Publisher {
                 }
             }
         }
-        self.spool.set_head_confirmed(self.head_confirmed)?;
-        Ok(())
+        self.cursor.save()
     }
 
     /// One connection: publish from the spool's head, keep a window in flight, remove what is
@@ -293,18 +265,17 @@ impl Publisher {
         stop: &CancellationToken,
         drain: Duration,
     ) -> Result<ChannelEnd, PublishError> {
-        let mut inflight: VecDeque<InFlight> = VecDeque::with_capacity(WINDOW);
+        let mut window = ConfirmWindow::new();
         let mut drain_until: Option<Instant> = None;
-        self.rewind();
+        self.cursor.rewind();
         loop {
             if drain_until.is_none() && stop.is_cancelled() {
                 drain_until = Some(Instant::now() + drain);
             }
-            // Refill at half the window: fewer, larger spool reads.
-            if drain_until.is_none() && inflight.len() <= WINDOW / 2 {
-                self.fill(channel, &mut inflight).await?;
+            if drain_until.is_none() && window.wants_more() {
+                self.fill(channel, &mut window).await?;
             }
-            let Some(InFlight { confirm, .. }) = inflight.front_mut() else {
+            let Some(confirm) = window.oldest() else {
                 if drain_until.is_some() {
                     return Ok(ChannelEnd::Stopped);
                 }
@@ -339,17 +310,17 @@ impl Publisher {
             };
             let Some(result) = outcome else {
                 tracing::warn!(
-                    unconfirmed = inflight.len(),
+                    unconfirmed = window.len(),
                     "shutdown deadline passed; unconfirmed lines stay spooled"
                 );
                 return Ok(ChannelEnd::Stopped);
             };
-            let Some(InFlight { seq, line, .. }) = inflight.pop_front() else {
+            let Some(InFlight { seq, line, .. }) = window.pop() else {
                 continue;
             };
             let settled = self.settle(seq, line, result?)?;
             if settled != Settled::Delivered
-                && self.retry_later(settled, &mut inflight, stop).await?
+                && self.retry_later(settled, &mut window, stop).await?
                 && !stop.is_cancelled()
             {
                 return Ok(ChannelEnd::Nacked);
@@ -364,11 +335,11 @@ impl Publisher {
     async fn retry_later(
         &mut self,
         settled: Settled,
-        inflight: &mut VecDeque<InFlight>,
+        window: &mut ConfirmWindow,
         stop: &CancellationToken,
     ) -> Result<bool, PublishError> {
         let mut nacked = settled == Settled::Nacked;
-        while let Some(InFlight { confirm, .. }) = inflight.pop_front() {
+        while let Some(InFlight { confirm, .. }) = window.pop() {
             let confirmation = tokio::select! {
                 // cancel-safe: the loop ends with the select's other arms
                 confirmation = confirm => confirmation?,
@@ -377,7 +348,7 @@ impl Publisher {
             };
             nacked |= matches!(confirmation, Confirmation::Nack(_));
         }
-        self.rewind();
+        self.cursor.rewind();
         let delay = if nacked {
             self.nack_backoff.next_delay()
         } else {
@@ -392,28 +363,21 @@ impl Publisher {
         Ok(nacked)
     }
 
-    /// Forgets what was loaded, so publishing starts again at the spool's head (skipping the
-    /// head segment's lines already confirmed).
-    fn rewind(&mut self) {
-        self.segments.clear();
-        self.load_from = 0;
-    }
-
     /// Publishes spooled lines until the window is full or the spool is drained, in bursts:
     /// every publish of a burst is handed to the client before any is awaited, so its I/O
     /// thread writes the burst with one wake-up instead of one per line.
     async fn fill(
         &mut self,
         channel: &Channel,
-        inflight: &mut VecDeque<InFlight>,
+        window: &mut ConfirmWindow,
     ) -> Result<(), PublishError> {
         loop {
-            let burst = self.next_burst(WINDOW - inflight.len())?;
+            let burst = self.cursor.next_burst(window.room())?;
             if burst.is_empty() {
                 return Ok(());
             }
             let publishes = burst.iter().map(|&(seq, line)| {
-                let (id, body) = self.line(seq, line);
+                let (id, body) = self.cursor.line(seq, line);
                 amqp::publish(
                     channel,
                     &self.broker.exchange,
@@ -434,72 +398,18 @@ impl Publisher {
             for ((seq, line), result) in burst.into_iter().zip(published) {
                 match result {
                     Ok(confirm) => {
-                        inflight.push_back(InFlight { seq, line, confirm });
+                        window.push(seq, line, confirm);
                         Metrics::add(&self.metrics.published, 1);
-                        self.count_republish(seq, line);
+                        if self.cursor.republishes(seq, line) {
+                            Metrics::add(&self.metrics.republished, 1);
+                        }
                     }
                     Err(err) => {
-                        let oldest = inflight.front_mut().map(|publish| &mut publish.confirm);
-                        return Err(PublishError::closed(err, oldest).await);
+                        return Err(PublishError::closed(err, window.oldest()).await);
                     }
                 }
             }
         }
-    }
-
-    /// Counts the publish of line `line` of segment `seq` as a republish if this process
-    /// published it before.
-    fn count_republish(&mut self, seq: Seq, line: usize) {
-        match self.published_upto {
-            Some(upto) if (seq, line) <= upto => Metrics::add(&self.metrics.republished, 1),
-            _ => self.published_upto = Some((seq, line)),
-        }
-    }
-
-    /// The next (at most `room`) lines to publish, in spool order, loading segments as needed;
-    /// each is marked as published.
-    fn next_burst(&mut self, room: usize) -> Result<Vec<(Seq, usize)>, PublishError> {
-        let mut burst = Vec::with_capacity(room);
-        while burst.len() < room {
-            let Some(segment) = self.segments.iter_mut().find(|s| s.next < s.lines.len()) else {
-                if !self.load()? {
-                    break;
-                }
-                continue;
-            };
-            let take = (segment.lines.len() - segment.next).min(room - burst.len());
-            burst.extend((segment.next..segment.next + take).map(|line| (segment.seq, line)));
-            segment.next += take;
-        }
-        Ok(burst)
-    }
-
-    /// A loaded line's message id and body.
-    fn line(&self, seq: Seq, line: usize) -> (&str, &[u8]) {
-        let segment = self.segments.iter().find(|s| s.seq == seq);
-        // The burst was taken from loaded segments, and nothing unloads them meanwhile.
-        let (id, body) = &segment.expect("a burst's segment is loaded").lines[line];
-        (id, body)
-    }
-
-    /// Reads the next segments from the spool; `false` if there are none.
-    fn load(&mut self) -> Result<bool, PublishError> {
-        let page = self.spool.page(self.load_from, 2)?;
-        let loaded = !page.is_empty();
-        for segment in page {
-            let skip = match self.head_confirmed {
-                Some((seq, confirmed)) if seq == segment.seq => confirmed.min(segment.lines.len()),
-                _ => 0,
-            };
-            self.load_from = segment.seq + 1;
-            self.segments.push_back(Loaded {
-                seq: segment.seq,
-                lines: segment.lines,
-                next: skip,
-                confirmed: skip,
-            });
-        }
-        Ok(loaded)
     }
 
     /// Applies one confirm, in publish order.
@@ -513,20 +423,7 @@ impl Publisher {
             Confirmation::Ack(None) => {
                 Metrics::add(&self.metrics.confirmed, 1);
                 self.nack_backoff.reset();
-                let Some(head) = self.segments.front_mut().filter(|h| h.seq == seq) else {
-                    return Ok(Settled::Delivered);
-                };
-                head.confirmed = line + 1;
-                if head.confirmed == head.lines.len() {
-                    self.spool.remove(seq)?;
-                    self.segments.pop_front();
-                    self.head_confirmed = None;
-                } else {
-                    self.head_confirmed = Some((seq, head.confirmed));
-                    if (head.confirmed as u64).is_multiple_of(SAVE_HEAD_EVERY) {
-                        self.spool.set_head_confirmed(self.head_confirmed)?;
-                    }
-                }
+                self.cursor.confirmed(seq, line)?;
                 Ok(Settled::Delivered)
             }
             Confirmation::Ack(Some(_returned)) => {
