@@ -1,7 +1,7 @@
 //! The commit record: which bytes of each output file, and which message ids, are written for
 //! good. The only code that touches sled and the commit journal.
 //!
-//! A batch commits in the journal (see [`crate::journal`]): one synced record with its message
+//! A batch commits in the journal (see [`crate::wal`]): one synced record with its message
 //! ids and its changes to one sled tree, whose keys are, by prefix:
 //! - `f/<output file, relative to output.dir>` -> its [`FileRecord`]: the committed length (every
 //!   byte before it was fsync'd and its message acked or about to be; bytes past it were never

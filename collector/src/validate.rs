@@ -20,7 +20,7 @@ pub struct Line {
     /// [`Envelope::extent`], in bytes for a file's line, in sequence numbers for a journal
     /// entry.
     pub claim: Claim,
-    /// Output file, relative to `output.dir` (see [`outpath`]).
+    /// Output file, relative to `output.dir` (see [`crate::outpath`]).
     pub file: PathBuf,
     /// The line's bytes, without a newline.
     pub bytes: Vec<u8>,
