@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use logship_collector::commit::Commit;
-use logship_collector::positions::{Claim, SourceName, source_hash};
+use logship_collector::commit::positions::{Claim, SourceName, source_hash};
 use logship_collector::sink::Sink;
 use logship_config::archive::Compression;
 use logship_config::collector::DedupSettings;
@@ -287,7 +287,7 @@ fn audit(sources: usize) {
                 .record(&[], &claims, &[], now_ms() - 3_600_000)
                 .unwrap();
         }
-        logship_collector::audit::AuditRecord::of(&commit, now_ms())
+        logship_collector::archive::audit::AuditRecord::of(&commit, now_ms())
             .unwrap()
             .write(&state)
             .unwrap();

@@ -3,7 +3,7 @@
 //! collector holds them after serving that many sources (host, file, generation) within
 //! `dedup.max_age`. Run: `cargo run --release -p logship-collector --example positions_memory`.
 
-use logship_collector::positions::{Claim, Positions, source_hash};
+use logship_collector::commit::positions::{Claim, Positions, source_hash};
 
 /// Lines per batch, as a collector commits them.
 const BATCH: usize = 500;

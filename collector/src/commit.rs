@@ -1,12 +1,12 @@
 //! The commit record: which bytes of each output file, and which message ids, are written for
 //! good. The only code that touches sled and the commit journal.
 //!
-//! A batch commits in the journal (see [`crate::wal`]): one synced record with its message
+//! A batch commits in the journal (see [`crate::commit::wal`]): one synced record with its message
 //! ids and its changes to one sled tree, whose keys are, by prefix:
 //! - `f/<output file, relative to output.dir>` -> its [`FileRecord`]: the committed length (every
 //!   byte before it was fsync'd and its message acked or about to be; bytes past it were never
 //!   acked) and, for compressed files, its tail of small frames.
-//! - `p/<source hash>` -> the source's committed ranges (see [`crate::positions`]): one small
+//! - `p/<source hash>` -> the source's committed ranges (see [`crate::commit::positions`]): one small
 //!   record per source, not per line.
 //! - `n/<source hash>` -> the source's host and path (see [`SourceName`]), written with its first
 //!   range and forgotten with it: what the audit names a hole by.
@@ -34,6 +34,12 @@
 //! - sled never meets a full disk: no batch commits while fewer than [`RESERVE`] bytes are free
 //!   on the state disk (sled fails for good once a write of its hits ENOSPC).
 
+pub(crate) mod dedup;
+pub(crate) mod file_record;
+pub mod positions;
+pub(crate) mod seen;
+pub(crate) mod wal;
+
 use std::cell::Cell;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -42,10 +48,10 @@ use std::time::{Duration, Instant};
 use logship_config::collector::DedupSettings;
 use logship_runtime::Throttle;
 
-use crate::file_record::FileRecord;
-use crate::positions::{Claim, Hole, Positions, SourceHash, SourceName};
-use crate::seen::{self, Seen};
-use crate::wal::{AppendError, Op, Wal};
+use file_record::FileRecord;
+use positions::{Claim, Hole, Positions, SourceHash, SourceName};
+use seen::Seen;
+use wal::{AppendError, Op, Wal};
 
 /// sled's page cache: it holds only file lengths, the sources' committed position ranges and the
 /// journal's position.
@@ -541,7 +547,7 @@ mod tests {
     fn positions_outlive_the_id_window_and_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let tiny = bounds(2, Duration::from_secs(3600));
-        let source = crate::positions::source_hash("h", 1, 2, 3, 0);
+        let source = crate::commit::positions::source_hash("h", 1, 2, 3, 0);
         {
             let mut commit = open(dir.path(), &tiny, 0);
             let name = SourceName {
@@ -649,7 +655,7 @@ mod tests {
     fn a_crash_before_the_checkpoint_is_replayed_from_the_journal() {
         let dir = tempfile::tempdir().unwrap();
         let wide = bounds(10, Duration::from_secs(3600));
-        let source = crate::positions::source_hash("h", 1, 2, 3, 0);
+        let source = crate::commit::positions::source_hash("h", 1, 2, 3, 0);
         let name = SourceName {
             host: "h".into(),
             path: "/var/log/x.log".into(),

@@ -11,11 +11,16 @@
 //!   up to the batch's last line); a malformed one is rejected without requeue, never acked.
 //! - A batch whose channel died is dropped unacked: the broker redelivers it, and dedup (committed
 //!   source positions, then the seen-id set) drops whatever of it was already written.
-//! - Retention passes (see [`crate::retention`]) run on their own clock, between batches, while
+//! - Retention passes (see [`crate::archive::retention`]) run on their own clock, between batches, while
 //!   connected and while connecting: a quiet or cut-off collector deletes old files too.
 //! - A failed write keeps the batch unacked, truncates the output back to the committed lengths,
 //!   and writes the same batch again after a backoff delay on the same channel (see
 //!   [`crate::outage`]); only a failure of the state database stops the collector.
+
+pub(crate) mod liveness;
+pub(crate) mod session;
+pub(crate) mod topology;
+pub(crate) mod validate;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,15 +41,15 @@ use logship_runtime::silence::Silence;
 use logship_runtime::socket::Socket;
 use tokio_util::sync::CancellationToken;
 
-use crate::liveness::{self, Activity};
 use crate::metrics::{Counters, Metrics};
 use crate::outage::{Cause, Outages};
-use crate::outpath::Recent;
-pub use crate::session::FatalError;
-use crate::session::{self, Said, SessionEnd, Subscription};
-use crate::topology::TopologyError;
-use crate::validate::{self, Line};
+use crate::sink::outpath::Recent;
 use crate::writer::{Outcome, Writer};
+use liveness::Activity;
+pub use session::FatalError;
+use session::{Said, SessionEnd, Subscription};
+use topology::TopologyError;
+use validate::Line;
 
 /// At most one warning per this interval about rejected messages; the rest are counted.
 const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(10);

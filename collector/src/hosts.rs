@@ -74,11 +74,6 @@ impl HostsSeen {
         self.last.len()
     }
 
-    /// Whether no host is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.last.is_empty()
-    }
-
     /// Appends the gauge, one series per host (label value escaped as Prometheus wants).
     pub fn render(&self, out: &mut String, name: &str) {
         let _ = writeln!(

@@ -16,28 +16,29 @@
 //! that stops receiving, or stands by behind a consumer that nobody serves, is noticed within
 //! seconds (`liveness`). A broker that is slow (flow control, a deep queue) is waited for while
 //! it is heard from, never answered with a reconnect (`logship_runtime::silence`).
+//!
+//! Modules, along a delivery's path:
+//! - [`consumer`]: the broker side: `session` (start and end of a session), `topology` (what
+//!   is declared), `liveness` (a consumer that stopped receiving), `validate` (a delivery's
+//!   body into a line), the batch policy and the acks.
+//! - `writer`: one batch applied: dedup, append, sync, commit; `outage`: a batch that cannot be
+//!   written is retried with backoff.
+//! - [`sink`]: the output files: `outpath` (where a line goes), `lru` (descriptors bounded),
+//!   `durable` (fdatasync or one syncfs), `frames` (zstd frames).
+//! - [`commit`]: the commit record: `wal` (the write-ahead log), `positions` (each source's
+//!   committed ranges), `dedup` and `seen` (ids already written), `file_record` (an output
+//!   file's committed length), the migration of legacy state.
+//! - [`archive`]: `retention` and `audit`, the archive kept over time.
+//! - `metrics` and `hosts`: what `/metrics` and `/status` show.
 
-pub mod audit;
+pub mod archive;
 pub mod commit;
-pub mod consumer;
-pub mod dedup;
-pub mod durable;
-pub mod file_record;
-pub mod hosts;
-pub mod liveness;
-pub mod lru;
-pub mod metrics;
-pub mod outage;
-pub mod outpath;
-pub mod positions;
-pub mod retention;
-pub mod seen;
-pub mod session;
+pub(crate) mod consumer;
+pub(crate) mod hosts;
+pub(crate) mod metrics;
+pub(crate) mod outage;
 pub mod sink;
-pub mod topology;
-pub mod validate;
-pub mod wal;
-pub mod writer;
+pub(crate) mod writer;
 
 use std::sync::Arc;
 

@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     if let Ok(cli::Command::Audit(path)) =
         cli::parse(BINARY, env!("CARGO_PKG_VERSION"), std::env::args_os())
     {
-        return logship_collector::audit::main(BINARY, &path);
+        return logship_collector::archive::audit::main(BINARY, &path);
     }
     cli::daemon_main::<RawCollectorConfig, _, _>(
         BINARY,

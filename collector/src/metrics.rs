@@ -8,9 +8,9 @@ use std::time::Duration;
 use logship_runtime::histogram::Histogram;
 use logship_runtime::status::{BrokerState, CollectorStatus, Gap};
 
+use crate::consumer::validate::Reason;
 use crate::hosts::HostsSeen;
 use crate::outage::Cause;
-use crate::validate::Reason;
 use crate::writer::{Outcome, Retained};
 
 /// Upper bounds of `logship_collector_delay_seconds`: from a healthy pipeline (tens of
@@ -116,7 +116,7 @@ impl Metrics {
         self.gaps.lock().map_or_else(
             |_| Vec::new(),
             |gaps| {
-                crate::audit::overdue(&gaps, self.gap_after, now)
+                crate::archive::audit::overdue(&gaps, self.gap_after, now)
                     .cloned()
                     .collect()
             },
@@ -261,7 +261,7 @@ impl Metrics {
             "Bytes in those holes (sources whose offsets are byte positions).",
             overdue
                 .iter()
-                .filter(|g| crate::audit::is_bytes(g))
+                .filter(|g| crate::archive::audit::is_bytes(g))
                 .map(|g| g.end - g.start)
                 .sum::<u64>(),
         );

@@ -55,7 +55,7 @@ impl Cause {
                 }
                 SinkError::Commit(crate::commit::CommitError::LowSpace { .. }) => Cause::DiskFull,
                 SinkError::Commit(crate::commit::CommitError::Wal(
-                    crate::wal::AppendError::NotWritten { source, .. },
+                    crate::commit::wal::AppendError::NotWritten { source, .. },
                 )) => Cause::of_io(source),
                 _ => Cause::Other,
             },

@@ -19,12 +19,12 @@ use logship_runtime::status::Gap;
 
 use logship_runtime::clock::now_ms;
 
-use crate::audit::AuditRecord;
+use crate::archive::audit::AuditRecord;
+use crate::archive::retention;
 use crate::commit::Commit;
-use crate::dedup;
-use crate::retention;
+use crate::commit::dedup;
+use crate::consumer::validate::{Line, Marker};
 use crate::sink::{self, Sink, SinkError};
-use crate::validate::{Line, Marker};
 
 /// The audit record is rewritten when only its count of sources changed at most this often.
 const AUDIT_REFRESH_MS: i64 = 10_000;
@@ -129,7 +129,7 @@ impl Writer {
     }
 
     /// Deletes the output files older than `output.retention`, if set and a pass is due (see
-    /// [`crate::retention`]); returns what it deleted. A file that cannot be deleted is said
+    /// [`crate::archive::retention`]); returns what it deleted. A file that cannot be deleted is said
     /// and left; only a failing commit record is an error. Call it between batches.
     pub fn retain(&mut self) -> Result<Retained, SinkError> {
         let Some(max_age) = self.retention else {
@@ -188,7 +188,7 @@ impl Writer {
         })
     }
 
-    /// Writes the audit record (see [`crate::audit`]) and returns its gaps. A record that cannot
+    /// Writes the audit record (see [`crate::archive::audit`]) and returns its gaps. A record that cannot
     /// be written is said, not fatal: the output and its commit are unaffected.
     pub fn audit(&mut self) -> Vec<Gap> {
         self.audited = (now_ms(), self.commit.source_count());
@@ -360,7 +360,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (config, mut writer) = writer_in(dir.path());
         let intake = |body: Vec<u8>| {
-            crate::validate::intake(&body, &config, None, &mut Default::default()).unwrap()
+            crate::consumer::validate::intake(&body, &config, None, &mut Default::default())
+                .unwrap()
         };
         // "first\n" is bytes 0..6; the file grew to 30 bytes and was truncated unread.
         let marker = || intake(body(30, b"", SourceKind::Lost { bytes: 24 }));
@@ -390,7 +391,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (config, mut writer) = writer_in(dir.path());
         let intake = |body: Vec<u8>| {
-            crate::validate::intake(&body, &config, None, &mut Default::default()).unwrap()
+            crate::consumer::validate::intake(&body, &config, None, &mut Default::default())
+                .unwrap()
         };
         let holes = |writer: &mut Writer| {
             writer

@@ -17,8 +17,8 @@ use super::{Sink, SinkError, frames, nofollow};
 /// At most one compaction round per this interval.
 pub const ROUND_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 use crate::commit::Commit;
-use crate::durable::Target;
-use crate::file_record::FileRecord;
+use crate::commit::file_record::FileRecord;
+use crate::sink::durable::Target;
 
 impl Sink {
     /// Compacts the tails that the last committed batch made due: stages every compacted frame

@@ -30,7 +30,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt as _;
 
-use crate::file_record::FileRecord;
+use crate::commit::file_record::FileRecord;
 
 /// A frame holding this many bytes of lines is sealed: never compacted again. At 128 KiB of
 /// log text zstd level 3 is within a few percent of its ratio on a whole file.

@@ -5,7 +5,7 @@
 //!   record for files opened anew), so a crash can always be undone by truncating.
 //! - The directory entry of a new file (and of each directory made for it) is durable before the
 //!   batch that first writes to it commits: [`Sink::sync`] makes it so with the file's bytes
-//!   (see [`crate::durable::NewEntries`]). A crash before that may lose the file with its
+//!   (see [`crate::sink::durable::NewEntries`]). A crash before that may lose the file with its
 //!   intent record still there: the start then forgets the record, as for any missing file.
 //! - On start and after any write failure, every recorded file is truncated back to its committed
 //!   length: bytes past it belong to batches that were never acked and will be redelivered.
@@ -30,15 +30,18 @@ use std::path::{Path, PathBuf};
 
 use logship_config::archive::Compression;
 
+use crate::commit::file_record::FileRecord;
 use crate::commit::{Commit, CommitError};
-use crate::durable::{NewEntries, OutputFs, SyncError, Target};
-use crate::file_record::FileRecord;
-use crate::lru::Lru;
+use durable::{NewEntries, OutputFs, SyncError, Target};
+use lru::Lru;
 
 mod budget;
 mod compact;
+pub(crate) mod durable;
 pub mod frames;
+pub(crate) mod lru;
 mod nofollow;
+pub(crate) mod outpath;
 
 pub use budget::budget;
 

@@ -233,7 +233,7 @@ fn records_round_trip_old_ones_read_as_bytes_and_garbage_is_skipped() {
 #[test]
 fn the_source_hash_is_the_message_id_without_its_offset() {
     let a = source_hash("web-1", 1, 2, 3, 0);
-    assert_eq!(a, crate::seen::hash("1.2.0000000000000003.0@web-1"));
+    assert_eq!(a, crate::commit::seen::hash("1.2.0000000000000003.0@web-1"));
     assert_ne!(a, source_hash("web-1", 1, 2, 3, 1));
     assert_ne!(a, source_hash("web-2", 1, 2, 3, 0));
 }
@@ -256,7 +256,7 @@ fn the_id_hash_is_the_hash_of_the_envelopes_message_id() {
         kind: Default::default(),
     };
     let (source, id) = super::hashes("web-1", 0x801, 0x83, 0xc0ffee, 2, Some(0x400));
-    assert_eq!(id, crate::seen::hash(&envelope.message_id()));
+    assert_eq!(id, crate::commit::seen::hash(&envelope.message_id()));
     assert_eq!(source, source_hash("web-1", 0x801, 0x83, 0xc0ffee, 2));
 }
 

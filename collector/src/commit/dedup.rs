@@ -7,8 +7,8 @@
 //! but never acked.
 
 use crate::commit::Commit;
-use crate::seen::IdSet;
-use crate::validate::Line;
+use crate::commit::seen::IdSet;
+use crate::consumer::validate::Line;
 
 /// The lines of `lines` to write, in order, with their position in the batch; and the number of
 /// duplicates dropped.

@@ -33,7 +33,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::seen::{self, Hashing, IdHash};
+use crate::commit::seen::{self, Hashing, IdHash};
 
 mod ranges;
 

@@ -22,7 +22,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
-use crate::seen::IdHash;
+use crate::commit::seen::IdHash;
 
 /// The payload kinds.
 const BATCH: u8 = 1;

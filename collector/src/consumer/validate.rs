@@ -7,9 +7,9 @@ use logship_config::layout::Layout;
 use logship_config::security::Security;
 use logship_runtime::{Envelope, EnvelopeError, SourceKind};
 
-use crate::outpath::{OutpathError, Recent};
-use crate::positions::{self, Claim, OffsetKind, SourceHash, SourceName};
-use crate::seen::{self, IdHash};
+use crate::commit::positions::{self, Claim, OffsetKind, SourceName};
+use crate::commit::seen::{self, IdHash};
+use crate::sink::outpath::{OutpathError, Recent};
 
 /// A line that passed validation.
 #[derive(Debug)]
@@ -20,7 +20,7 @@ pub struct Line {
     /// [`Envelope::extent`], in bytes for a file's line, in sequence numbers for a journal
     /// entry.
     pub claim: Claim,
-    /// Output file, relative to `output.dir` (see [`crate::outpath`]).
+    /// Output file, relative to `output.dir` (see [`crate::sink::outpath`]).
     pub file: PathBuf,
     /// The line's bytes, without a newline.
     pub bytes: Vec<u8>,
@@ -47,11 +47,6 @@ impl Line {
     /// What the line claims of its source.
     pub fn claim(&self) -> Claim {
         self.claim
-    }
-
-    /// Its source (host, file identity, generation).
-    pub fn source(&self) -> SourceHash {
-        self.claim.source
     }
 }
 

@@ -34,11 +34,13 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
     }
 
     /// Whether nothing is held.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// Whether `key` is held, without counting as a use.
+    #[cfg(test)]
     pub fn contains<Q>(&self, key: &Q) -> bool
     where
         K: Borrow<Q>,

@@ -1,6 +1,6 @@
 //! How a session with the broker starts and how it ends.
 //!
-//! Starting one on a fresh connection: the declarations ([`crate::topology`]), then a channel,
+//! Starting one on a fresh connection: the declarations ([`crate::consumer::topology`]), then a channel,
 //! its prefetch and the consume. Every step is waited for while the broker is heard from
 //! ([`Silence`]): a broker slow to answer (a `basic.consume` on a queue millions deep, a node
 //! under flow control) is given the time it needs, said once past `broker.connect_timeout`,
@@ -26,7 +26,7 @@ use logship_runtime::access::{ACCESS_REFUSED, Op, Refused};
 use logship_runtime::silence::Silence;
 use tokio_util::sync::CancellationToken;
 
-use crate::topology::{self, TopologyError};
+use crate::consumer::topology::{self, TopologyError};
 
 /// How often an exclusive consume refused because an older consumer holds the queue is tried
 /// again.

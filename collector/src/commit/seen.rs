@@ -1,6 +1,6 @@
 //! The seen-id set: what dedup asks. Message ids are kept as 128-bit FNV-1a hashes (a collision
 //! among a million ids has odds of about 10^-26), in memory, bounded by `dedup.max_ids` and
-//! `dedup.max_age`. They are made durable in the commit journal (see [`crate::wal`]).
+//! `dedup.max_age`. They are made durable in the commit journal (see [`crate::commit::wal`]).
 //!
 //! Invariant: ids enter the set only once their batch committed, so a failed commit leaves
 //! nothing behind that could make a redelivered line look written.

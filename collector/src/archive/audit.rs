@@ -1,7 +1,7 @@
 //! The completeness audit: which pieces of each source never arrived.
 //!
 //! The commit record keeps each source's committed ranges and the ranges its agent gave up
-//! ([`crate::positions`]); a hole between two committed ranges, or a piece of a given-up range
+//! ([`crate::commit::positions`]); a hole between two committed ranges, or a piece of a given-up range
 //! no committed range covers (also before the first committed byte: a `drop_oldest` at a
 //! file's head), is a piece of the source that was not written. A hole younger than
 //! `audit.gap_after` may still fill (a resend after a lost confirm, a redelivery); one older is a
@@ -23,8 +23,8 @@ use logship_runtime::clock::now_ms;
 use logship_runtime::status::Gap;
 use serde::{Deserialize, Serialize};
 
+use crate::commit::positions::OffsetKind;
 use crate::commit::{Commit, CommitError};
-use crate::positions::OffsetKind;
 
 /// The audit record's file name in `state_dir`.
 pub const RECORD_FILE: &str = "audit.json";
