@@ -2,11 +2,7 @@
 //! consume, batch, ack, with a liveness watch beside each session (`liveness`).
 //!
 //! Invariants:
-//! - A batch is what is already waiting when its first delivery is taken (up to
-//!   `batch.max_messages`), unless `batch.max_delay`, or heavy traffic (see [`LINGER`]), keeps
-//!   it open longer.
-//! - While a batch lingers the socket's low-water mark is raised (see [`LOW_WATER`]); it is
-//!   lowered before the batch is written, so no frame waits in the kernel beyond the linger.
+//! - Batches are formed by the batch policy ([`batch`]).
 //! - A delivery is acked only after the writer committed its batch (`ack` with `multiple`
 //!   up to the batch's last line); a malformed one is rejected without requeue, never acked.
 //! - A batch whose channel died is dropped unacked: the broker redelivers it, and dedup (committed
@@ -17,6 +13,7 @@
 //!   and writes the same batch again after a backoff delay on the same channel (see
 //!   [`crate::outage`]); only a failure of the state database stops the collector.
 
+pub(crate) mod batch;
 pub(crate) mod liveness;
 pub(crate) mod session;
 pub(crate) mod topology;
@@ -45,6 +42,7 @@ use crate::metrics::{Counters, Metrics};
 use crate::outage::{Cause, Outages};
 use crate::sink::outpath::Recent;
 use crate::writer::{Outcome, Writer};
+use batch::{Batch, LOW_WATER};
 use liveness::Activity;
 pub use session::FatalError;
 use session::{Said, SessionEnd, Subscription};
@@ -60,34 +58,6 @@ const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// and then the connection's socket is gone or silent ([`Silence`]).
 const SETTLE_SLOW: Duration = Duration::from_secs(5);
 
-/// Lines waiting to be written, with the ackers of their deliveries.
-#[derive(Default)]
-struct Batch {
-    lines: Vec<Line>,
-    ackers: Vec<Acker>,
-    /// When the first line arrived: the batch is written [`Batch::hold`] after (or once full).
-    started: Option<Instant>,
-    /// How long the batch stays open after its first line: `batch.max_delay`, or [`LINGER`]
-    /// while the traffic is heavy.
-    hold: Duration,
-    /// Lingering: deliveries are left waiting in the client until the batch is written, and
-    /// then taken all at once, instead of waking the consumer one by one.
-    lingering: bool,
-}
-
-/// While batches are large (the previous one held [`HEAVY`] lines or more), a batch stays open
-/// this long for more: under heavy traffic, batches several times larger share one round of
-/// fsyncs and ack, and the deliveries of those milliseconds are taken in one go rather than one
-/// wake-up each. A lone line, or a light stream, is still written at once.
-const LINGER: Duration = Duration::from_millis(10);
-/// A batch this large says the traffic is heavy.
-const HEAVY: usize = 64;
-/// While a batch lingers, the socket's reader is woken only once this many bytes wait (see
-/// [`Socket::raise_low_water`]), so the deliveries of those milliseconds arrive in one read rather than a few
-/// at a time. Small enough not to grow the socket's receive buffer (Linux grows it for a mark
-/// above half of it, 128 KiB at first); a faster stream just wakes the reader sooner.
-const LOW_WATER: u32 = 64 * 1024;
-
 /// Consumes this collector's queue for as long as it runs.
 pub struct Consumer {
     config: CollectorConfig,
@@ -102,7 +72,8 @@ pub struct Consumer {
     said: Said,
     /// What the liveness watch of the current session reads.
     activity: Arc<Activity>,
-    /// Lines of the last batch written: a large one means heavy traffic (see [`LINGER`]).
+    /// Lines of the last batch written: a large one means heavy traffic (see
+    /// [`batch::LINGER`]).
     last_batch: usize,
     /// The output file of the last line taken.
     recent: Recent,
@@ -258,7 +229,7 @@ impl Consumer {
         let deadline = self.config.broker.connect_timeout;
         let mut batch = Batch::default();
         loop {
-            let flush_at = batch.started.map(|started| started + batch.hold);
+            let flush_at = batch.due();
             tokio::select! {
                 biased;
                 // cancel-safe: only observes the token
@@ -288,16 +259,15 @@ impl Consumer {
                 }
                 // cancel-safe: a sleep
                 _ = sleep_until(flush_at), if flush_at.is_some() => {
-                    if batch.lingering {
+                    if batch.lingering() {
                         self.take_waiting(&mut deliveries, &mut batch).await?;
                     }
                     self.flush(&mut batch, &channel, &signals.shutdown).await?;
                 }
                 // cancel-safe: lapin's consumer keeps undelivered messages in its own buffer
-                delivery = deliveries.next(), if !batch.lingering => {
+                delivery = deliveries.next(), if !batch.lingering() => {
                     self.take(delivery, &mut deliveries, &mut batch).await?;
-                    let full = batch.lines.len() >= self.config.batch.max_messages;
-                    if full || batch.hold.is_zero() {
+                    if batch.ready(self.config.batch.max_messages) {
                         self.flush(&mut batch, &channel, &signals.shutdown).await?;
                     }
                 }
@@ -327,7 +297,7 @@ impl Consumer {
                     .into());
                 }
             }
-            if batch.lines.len() >= self.config.batch.max_messages {
+            if batch.is_full(self.config.batch.max_messages) {
                 return Ok(());
             }
             match deliveries.next().now_or_never() {
@@ -356,15 +326,11 @@ impl Consumer {
         let user = delivery.properties.user_id().as_ref().map(|u| u.as_str());
         match validate::intake(&delivery.data, &self.config, user, &mut self.recent) {
             Ok(line) => {
-                if batch.started.is_none() {
-                    batch.started = Some(Instant::now());
-                    (batch.hold, batch.lingering) = self.hold();
-                    if batch.lingering {
-                        self.socket.raise_low_water(LOW_WATER);
-                    }
+                let hold = batch::hold(self.last_batch, self.config.batch.max_delay);
+                if batch.open(hold) {
+                    self.socket.raise_low_water(LOW_WATER);
                 }
-                batch.lines.push(line);
-                batch.ackers.push(delivery.acker);
+                batch.push(line, delivery.acker);
             }
             Err(rejection) => {
                 reject(&delivery.acker, &self.silence).await?;
@@ -376,19 +342,6 @@ impl Consumer {
         Ok(())
     }
 
-    /// How long a batch starting now stays open, and whether it lingers: `batch.max_delay`, or
-    /// [`LINGER`] after a batch of [`HEAVY`] lines or more if that is longer. (Over a longer
-    /// `batch.max_delay` deliveries keep being taken, so that a batch that fills up is written
-    /// at once.)
-    fn hold(&self) -> (Duration, bool) {
-        let configured = self.config.batch.max_delay;
-        if self.last_batch >= HEAVY && LINGER > configured {
-            (LINGER, true)
-        } else {
-            (configured, false)
-        }
-    }
-
     /// Writes, syncs and commits the batch, then acks it. A batch that cannot be written is
     /// left unacked if shutdown is requested during the outage (the broker redelivers it).
     async fn flush(
@@ -397,7 +350,7 @@ impl Consumer {
         channel: &Channel,
         shutdown: &CancellationToken,
     ) -> Result<(), SessionEnd> {
-        if batch.lingering {
+        if batch.lingering() {
             // What trickled in meanwhile is read while this batch is written.
             self.socket.lower_low_water();
         }
