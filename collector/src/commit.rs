@@ -1,12 +1,12 @@
 //! The commit record: which bytes of each output file, and which message ids, are written for
 //! good. The only code that touches sled and the commit journal.
 //!
-//! A batch commits in the journal (see [`crate::commit::wal`]): one synced record with its message
+//! A batch commits in the journal (see [`wal`]): one synced record with its message
 //! ids and its changes to one sled tree, whose keys are, by prefix:
 //! - `f/<output file, relative to output.dir>` -> its [`FileRecord`]: the committed length (every
 //!   byte before it was fsync'd and its message acked or about to be; bytes past it were never
 //!   acked) and, for compressed files, its tail of small frames.
-//! - `p/<source hash>` -> the source's committed ranges (see [`crate::commit::positions`]): one small
+//! - `p/<source hash>` -> the source's committed ranges (see [`positions`]): one small
 //!   record per source, not per line.
 //! - `n/<source hash>` -> the source's host and path (see [`SourceName`]), written with its first
 //!   range and forgotten with it: what the audit names a hole by.
@@ -35,7 +35,9 @@
 //!   on the state disk (sled fails for good once a write of its hits ENOSPC).
 
 pub(crate) mod dedup;
+mod error;
 pub(crate) mod file_record;
+mod legacy;
 pub mod positions;
 pub(crate) mod seen;
 pub(crate) mod wal;
@@ -48,10 +50,13 @@ use std::time::{Duration, Instant};
 use logship_config::collector::DedupSettings;
 use logship_runtime::Throttle;
 
+use error::At;
+pub use error::CommitError;
 use file_record::FileRecord;
+use legacy::migrate;
 use positions::{Claim, Hole, Positions, SourceHash, SourceName};
 use seen::Seen;
-use wal::{AppendError, Op, Wal};
+use wal::{Op, Wal};
 
 /// sled's page cache: it holds only file lengths, the sources' committed position ranges and the
 /// journal's position.
@@ -71,81 +76,8 @@ pub const RESERVE: u64 = 4 << 20;
 /// A failed checkpoint or compaction (the batch itself committed) is said at most this often.
 const MAINTENANCE_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
-/// The journal key, and the seen-id log key of versions before the journal.
+/// The journal key.
 const JOURNAL_KEY: &[u8] = b"m/journal";
-const LEGACY_SEEN_KEY: &[u8] = b"m/seen";
-
-/// A failure of the commit record.
-#[derive(Debug, thiserror::Error)]
-pub enum CommitError {
-    #[error("cannot open state in \"{}\"", path.display())]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: sled::Error,
-    },
-    /// The state database (sled, `path`) failed at `op`.
-    #[error("the state database \"{}\" failed to {op}", path.display())]
-    Sled {
-        path: PathBuf,
-        op: &'static str,
-        #[source]
-        source: sled::Error,
-    },
-    /// Too little space on the state disk to commit (see [`RESERVE`]): nothing was written.
-    #[error("only {free} bytes free in the state directory \"{}\", {RESERVE} are kept for the state database", path.display())]
-    LowSpace { path: PathBuf, free: u64 },
-    /// The batch is committed in the journal, but sled failed to take its changes: nothing may
-    /// be undone (a start replays it).
-    #[error("batch committed in the journal, but the state database failed")]
-    Committed(#[source] sled::Error),
-    #[error(transparent)]
-    Wal(#[from] AppendError),
-    /// The commit journal (in the state directory `dir`) failed at `op`.
-    #[error("the commit journal in \"{}\" failed to {op}", dir.display())]
-    Io {
-        dir: PathBuf,
-        op: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// Names where and at what a failure of the state happened: `.at(state_dir, "flush")`.
-trait At<T> {
-    fn at(self, state_dir: &Path, op: &'static str) -> Result<T, CommitError>;
-}
-
-impl<T> At<T> for Result<T, sled::Error> {
-    fn at(self, state_dir: &Path, op: &'static str) -> Result<T, CommitError> {
-        self.map_err(|source| CommitError::Sled {
-            path: state_dir.join(DATABASE),
-            op,
-            source,
-        })
-    }
-}
-
-impl<T> At<T> for std::io::Result<T> {
-    fn at(self, state_dir: &Path, op: &'static str) -> Result<T, CommitError> {
-        self.map_err(|source| CommitError::Io {
-            dir: state_dir.to_path_buf(),
-            op,
-            source,
-        })
-    }
-}
-
-impl CommitError {
-    /// Whether the batch may be committed although the call failed: its output must not be
-    /// truncated back, and the collector stops (a start settles it from the journal).
-    pub fn may_be_committed(&self) -> bool {
-        matches!(
-            self,
-            CommitError::Committed(_) | CommitError::Wal(AppendError::Unsure { .. })
-        )
-    }
-}
 
 /// The record of written ids and committed file lengths.
 pub struct Commit {
@@ -423,40 +355,6 @@ impl Commit {
     }
 }
 
-/// Moves the ids of the seen-id log of versions before the journal into a new journal (a
-/// fresh state directory gets an empty one); returns its generation and checkpoint.
-fn migrate(
-    tree: &sled::Db,
-    dir: &Path,
-    bounds: &DedupSettings,
-    now_ms: i64,
-) -> Result<(u64, u64), CommitError> {
-    let (generation, len) = tree
-        .get(LEGACY_SEEN_KEY)
-        .at(dir, "read the legacy seen-id log's length")?
-        .map_or((0, 0), |v| decode_pair(&v));
-    let mut ids = Seen::default();
-    for (hash, at) in
-        seen::read_legacy(dir, generation, len).at(dir, "read the legacy seen-id log")?
-    {
-        ids.insert(hash, at);
-    }
-    ids.prune(now_ms, bounds);
-    let journal = Wal::create(dir, 0, ids.iter()).at(dir, "create")?;
-    let mut batch = sled::Batch::default();
-    batch.insert(JOURNAL_KEY, &encode_pair(0, journal.end()));
-    batch.remove(LEGACY_SEEN_KEY);
-    tree.apply_batch(batch).at(dir, "record the new journal")?;
-    tree.flush().at(dir, "flush")?;
-    if !ids.is_empty() {
-        tracing::info!(
-            ids = ids.len(),
-            "moved the seen-id log into the commit journal"
-        );
-    }
-    Ok((0, journal.end()))
-}
-
 impl Drop for Commit {
     /// A clean stop leaves sled whole (a checkpoint): a start replays nothing, and a version
     /// before the journal, started on this state, finds every committed length and position.
@@ -498,244 +396,4 @@ fn name_key(source: SourceHash) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    fn ids(names: &[&str]) -> Vec<seen::IdHash> {
-        names.iter().map(|name| seen::hash(name)).collect()
-    }
-
-    fn bounds(max_ids: u64, max_age: Duration) -> DedupSettings {
-        DedupSettings { max_ids, max_age }
-    }
-
-    /// Opens the record, waiting out the lock of one just dropped in this process (sled
-    /// releases it from a background thread).
-    fn open(dir: &Path, bounds: &DedupSettings, now_ms: i64) -> Commit {
-        for _ in 0..100 {
-            match Commit::open(dir, bounds, now_ms) {
-                Ok(commit) => return commit,
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
-        Commit::open(dir, bounds, now_ms).unwrap()
-    }
-
-    #[test]
-    fn ids_and_lengths_survive_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let wide = bounds(10, Duration::from_secs(60));
-        {
-            let mut commit = open(dir.path(), &wide, 1_000);
-            let ids = ids(&["a", "b"]);
-            let lengths = vec![(PathBuf::from("h/x.log"), FileRecord::at(42))];
-            commit.record(&ids, &[], &lengths, 1_000).unwrap();
-        }
-        let commit = open(dir.path(), &wide, 1_000);
-        assert!(commit.is_seen(seen::hash("a")) && commit.is_seen(seen::hash("b")));
-        assert!(!commit.is_seen(seen::hash("c")));
-        assert_eq!(
-            commit.files().unwrap(),
-            vec![(PathBuf::from("h/x.log"), FileRecord::at(42))]
-        );
-        assert_eq!(commit.seen_count(), 2);
-    }
-
-    #[test]
-    fn positions_outlive_the_id_window_and_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let tiny = bounds(2, Duration::from_secs(3600));
-        let source = crate::commit::positions::source_hash("h", 1, 2, 3, 0);
-        {
-            let mut commit = open(dir.path(), &tiny, 0);
-            let name = SourceName {
-                host: "h".into(),
-                path: "/var/log/x.log".into(),
-            };
-            for i in (0..10u64).filter(|i| *i != 4) {
-                let id = format!("line-{i}");
-                let claim = Claim::line(source, i * 10, 9);
-                commit
-                    .record(&[seen::hash(&id)], &[(claim, &name)], &[], 0)
-                    .unwrap();
-            }
-            assert!(!commit.is_seen(seen::hash("line-0")));
-            assert!(commit.is_committed(&Claim::line(source, 0, 9)));
-        }
-        let commit = open(dir.path(), &tiny, 0);
-        assert_eq!(commit.source_count(), 1);
-        let covered = |i: u64| commit.is_committed(&Claim::line(source, i * 10, 9));
-        assert!((0..10).all(|i| covered(i) == (i != 4)));
-        assert!(!covered(10));
-        let holes = commit.holes().unwrap();
-        assert_eq!(holes.len(), 1);
-        assert_eq!((holes[0].0.start, holes[0].0.end), (40, 50));
-        assert_eq!(holes[0].1.as_ref().unwrap().path, "/var/log/x.log");
-    }
-
-    #[test]
-    fn oldest_ids_are_pruned_by_count_and_age() {
-        let dir = tempfile::tempdir().unwrap();
-        let by_count = bounds(3, Duration::from_secs(3600));
-        let mut commit = open(dir.path(), &by_count, 1_000);
-        for (i, id) in ["1", "2", "3", "4", "5"].iter().enumerate() {
-            commit
-                .record(&[seen::hash(id)], &[], &[], 1_000 + i as i64)
-                .unwrap();
-        }
-        assert_eq!(commit.seen_count(), 3);
-        assert!(!commit.is_seen(seen::hash("1")) && !commit.is_seen(seen::hash("2")));
-        assert!(commit.is_seen(seen::hash("3")) && commit.is_seen(seen::hash("5")));
-        drop(commit);
-        let by_age = bounds(100, Duration::from_millis(10));
-        let mut commit = open(dir.path(), &by_age, 1_004);
-        commit.record(&ids(&["6"]), &[], &[], 1_013).unwrap();
-        assert!(!commit.is_seen(seen::hash("3")) && commit.is_seen(seen::hash("4")));
-        assert_eq!(commit.seen_count(), 3);
-    }
-
-    #[test]
-    fn a_torn_journal_tail_is_ignored_and_compaction_keeps_the_live_ids() {
-        let dir = tempfile::tempdir().unwrap();
-        let small = bounds(1000, Duration::from_secs(3600));
-        let mut commit = open(dir.path(), &small, 0);
-        // Enough ids to compact several times: only the last 1000 stay.
-        for round in 0..300 {
-            let ids: Vec<String> = (0..1000).map(|i| format!("{round}-{i}")).collect();
-            let ids: Vec<_> = ids.iter().map(|id| seen::hash(id)).collect();
-            commit.record(&ids, &[], &[], 0).unwrap();
-        }
-        let journals = || {
-            std::fs::read_dir(dir.path())
-                .unwrap()
-                .filter(|e| {
-                    let name = e.as_ref().unwrap().file_name();
-                    name.to_string_lossy().starts_with("journal-")
-                })
-                .count()
-        };
-        assert_eq!(journals(), 1);
-        assert!(commit.wal.generation() > 0);
-        // A crash in the middle of the next record: its id is not seen.
-        let end = commit.wal.end();
-        let generation = commit.wal.generation();
-        drop(commit);
-        let path = dir.path().join(format!("journal-{generation}.log"));
-        let file = std::fs::File::options().write(true).open(&path).unwrap();
-        std::os::unix::fs::FileExt::write_all_at(&file, &[0, 0, 0, 9, 0, 0], end).unwrap();
-        let commit = open(dir.path(), &small, 0);
-        assert!(commit.is_seen(seen::hash("299-999")) && !commit.is_seen(seen::hash("298-999")));
-        assert_eq!(commit.seen_count(), 1000);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), end);
-    }
-
-    /// A copy of a state directory taken while its commit record is open: what a kill -9 would
-    /// leave (sled holds only what was flushed).
-    fn crash_image(state: &Path) -> tempfile::TempDir {
-        let copy = tempfile::tempdir().unwrap();
-        let mut dirs = vec![(state.to_path_buf(), copy.path().to_path_buf())];
-        while let Some((from, to)) = dirs.pop() {
-            std::fs::create_dir_all(&to).unwrap();
-            for entry in std::fs::read_dir(&from).unwrap() {
-                let entry = entry.unwrap();
-                let target = to.join(entry.file_name());
-                if entry.file_type().unwrap().is_dir() {
-                    dirs.push((entry.path(), target));
-                } else {
-                    std::fs::copy(entry.path(), target).unwrap();
-                }
-            }
-        }
-        copy
-    }
-
-    #[test]
-    fn a_crash_before_the_checkpoint_is_replayed_from_the_journal() {
-        let dir = tempfile::tempdir().unwrap();
-        let wide = bounds(10, Duration::from_secs(3600));
-        let source = crate::commit::positions::source_hash("h", 1, 2, 3, 0);
-        let name = SourceName {
-            host: "h".into(),
-            path: "/var/log/x.log".into(),
-        };
-        let mut commit = open(dir.path(), &wide, 0);
-        // Outside a batch, flushed: the file's intent.
-        let file = PathBuf::from("h/var/log/x.log");
-        commit
-            .set_records(&[(file.clone(), Some(FileRecord::at(0)))])
-            .unwrap();
-        commit
-            .record(
-                &ids(&["line-0"]),
-                &[(Claim::line(source, 0, 9), &name)],
-                &[(file.clone(), FileRecord::at(10))],
-                0,
-            )
-            .unwrap();
-        let image = crash_image(dir.path());
-        {
-            // sled alone lost the batch: it was never flushed.
-            let tree = sled::open(image.path().join("collector.sled")).unwrap();
-            let length = tree.get(file_key(&file)).unwrap().unwrap();
-            assert_eq!(FileRecord::decode(&length), Some(FileRecord::at(0)));
-            assert!(tree.get(position_key(source)).unwrap().is_none());
-        }
-        let crashed = open(image.path(), &wide, 0);
-        assert_eq!(crashed.committed(&file).unwrap(), Some(FileRecord::at(10)));
-        assert!(crashed.is_committed(&Claim::line(source, 0, 9)));
-        assert!(crashed.is_seen(seen::hash("line-0")));
-        assert_eq!(crashed.source_count(), 1);
-    }
-
-    #[test]
-    fn a_change_outside_a_batch_is_not_undone_by_a_replay() {
-        let dir = tempfile::tempdir().unwrap();
-        let wide = bounds(10, Duration::from_secs(3600));
-        let mut commit = open(dir.path(), &wide, 0);
-        let file = PathBuf::from("h/old.log");
-        commit
-            .record(&ids(&["a"]), &[], &[(file.clone(), FileRecord::at(42))], 0)
-            .unwrap();
-        // Retention deletes the file and forgets it.
-        commit.set_records(&[(file.clone(), None)]).unwrap();
-        let image = crash_image(dir.path());
-        let crashed = open(image.path(), &wide, 0);
-        assert_eq!(crashed.committed(&file).unwrap(), None);
-        assert!(crashed.is_seen(seen::hash("a")));
-    }
-
-    #[test]
-    fn the_seen_id_log_of_an_older_version_moves_into_the_journal() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = Vec::new();
-        for id in ["old-1", "old-2"] {
-            log.extend_from_slice(&seen::hash(id).to_be_bytes());
-            log.extend_from_slice(&5i64.to_be_bytes());
-        }
-        // A record past the committed length: never committed.
-        log.extend_from_slice(&seen::hash("ghost").to_be_bytes());
-        log.extend_from_slice(&5i64.to_be_bytes());
-        std::fs::write(dir.path().join("seen-3.log"), &log).unwrap();
-        {
-            let tree = sled::open(dir.path().join("collector.sled")).unwrap();
-            tree.insert(LEGACY_SEEN_KEY, &encode_pair(3, 48)).unwrap();
-            tree.insert(file_key(Path::new("h/x.log")), FileRecord::at(7).encode())
-                .unwrap();
-            tree.flush().unwrap();
-        }
-        let wide = bounds(10, Duration::from_secs(3600));
-        let commit = open(dir.path(), &wide, 10);
-        assert!(commit.is_seen(seen::hash("old-1")) && commit.is_seen(seen::hash("old-2")));
-        assert!(!commit.is_seen(seen::hash("ghost")));
-        assert!(!dir.path().join("seen-3.log").exists());
-        assert_eq!(
-            commit.committed(Path::new("h/x.log")).unwrap(),
-            Some(FileRecord::at(7))
-        );
-        drop(commit);
-        let commit = open(dir.path(), &wide, 10);
-        assert!(commit.is_seen(seen::hash("old-2")));
-    }
-}
+mod tests;

@@ -7,8 +7,8 @@
 //!   up to the batch's last line); a malformed one is rejected without requeue, never acked.
 //! - A batch whose channel died is dropped unacked: the broker redelivers it, and dedup (committed
 //!   source positions, then the seen-id set) drops whatever of it was already written.
-//! - Retention passes (see [`crate::archive::retention`]) run on their own clock, between batches, while
-//!   connected and while connecting: a quiet or cut-off collector deletes old files too.
+//! - Retention passes (see [`crate::archive::retention`]) run on their own clock, between
+//!   batches, while connected and while connecting: a quiet or cut-off collector deletes old files too.
 //! - A failed write keeps the batch unacked, truncates the output back to the committed lengths,
 //!   and writes the same batch again after a backoff delay on the same channel (see
 //!   [`crate::outage`]); only a failure of the state database stops the collector.

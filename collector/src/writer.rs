@@ -129,8 +129,8 @@ impl Writer {
     }
 
     /// Deletes the output files older than `output.retention`, if set and a pass is due (see
-    /// [`crate::archive::retention`]); returns what it deleted. A file that cannot be deleted is said
-    /// and left; only a failing commit record is an error. Call it between batches.
+    /// [`crate::archive::retention`]); returns what it deleted. A file that cannot be deleted is
+    /// said and left; only a failing commit record is an error. Call it between batches.
     pub fn retain(&mut self) -> Result<Retained, SinkError> {
         let Some(max_age) = self.retention else {
             return Ok(Retained::default());
@@ -188,8 +188,8 @@ impl Writer {
         })
     }
 
-    /// Writes the audit record (see [`crate::archive::audit`]) and returns its gaps. A record that cannot
-    /// be written is said, not fatal: the output and its commit are unaffected.
+    /// Writes the audit record (see [`crate::archive::audit`]) and returns its gaps. A record that
+    /// cannot be written is said, not fatal: the output and its commit are unaffected.
     pub fn audit(&mut self) -> Vec<Gap> {
         self.audited = (now_ms(), self.commit.source_count());
         let record = match AuditRecord::of(&self.commit, now_ms()) {

@@ -1,8 +1,8 @@
 //! The completeness audit: which pieces of each source never arrived.
 //!
 //! The commit record keeps each source's committed ranges and the ranges its agent gave up
-//! ([`crate::commit::positions`]); a hole between two committed ranges, or a piece of a given-up range
-//! no committed range covers (also before the first committed byte: a `drop_oldest` at a
+//! ([`crate::commit::positions`]); a hole between two committed ranges, or a piece of a
+//! given-up range no committed range covers (also before the first committed byte: a `drop_oldest` at a
 //! file's head), is a piece of the source that was not written. A hole younger than
 //! `audit.gap_after` may still fill (a resend after a lost confirm, a redelivery); one older is a
 //! loss: an agent's `drop_oldest`, a copytruncate without a copy, a spool deleted by hand, a bug.

@@ -1,6 +1,6 @@
 //! How a session with the broker starts and how it ends.
 //!
-//! Starting one on a fresh connection: the declarations ([`crate::consumer::topology`]), then a channel,
+//! Starting one on a fresh connection: the declarations ([`super::topology`]), then a channel,
 //! its prefetch and the consume. Every step is waited for while the broker is heard from
 //! ([`Silence`]): a broker slow to answer (a `basic.consume` on a queue millions deep, a node
 //! under flow control) is given the time it needs, said once past `broker.connect_timeout`,
