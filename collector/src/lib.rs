@@ -16,6 +16,10 @@
 //! that stops receiving, or stands by behind a consumer that nobody serves, is noticed within
 //! seconds (`liveness`). A broker that is slow (flow control, a deep queue) is waited for while
 //! it is heard from, never answered with a reconnect (`logship_runtime::silence`).
+//!
+//! With `[upload]`, what is committed then goes to an object store (`upload`), beside the
+//! path above: one object per contiguous range of an output file, recorded only once the store
+//! confirmed it; the consumer pauses while too much waits for the store.
 
 pub mod audit;
 pub mod commit;
@@ -35,6 +39,7 @@ pub mod seen;
 pub mod session;
 pub mod sink;
 pub mod topology;
+pub mod upload;
 pub mod validate;
 pub mod wal;
 pub mod writer;
@@ -60,6 +65,32 @@ pub async fn run(
         .context("state recovery panicked")?
         .context("cannot recover state")?;
     metrics.set_gaps(writer.audit());
+    let mut uploading = None;
+    let mut paused = None;
+    if let Some(upload) = config.upload.clone() {
+        let backlog = Arc::new(
+            upload::backlog::Backlog::open(
+                &config.state_dir,
+                upload.max_backlog,
+                upload.object_bytes,
+            )
+            .context("cannot read the upload ledger")?,
+        );
+        writer
+            .upload_to(backlog.clone())
+            .context("cannot read the committed files for the upload")?;
+        let compressed = config.archive.compression != logship_config::archive::Compression::None;
+        let uploader = upload::Uploader::start(
+            upload,
+            config.output_dir.clone(),
+            compressed,
+            backlog.clone(),
+            metrics.clone(),
+        )
+        .await?;
+        paused = Some(backlog.paused());
+        uploading = Some(tokio::spawn(uploader.run(signals.shutdown.child_token())));
+    }
     if let Some(addr) = config.metrics {
         let (render_metrics, status_metrics) = (metrics.clone(), metrics.clone());
         let queue = config.queue.consumed();
@@ -78,9 +109,15 @@ pub async fn run(
     logship_runtime::systemd::spawn_watchdog(signals.shutdown.clone(), move || {
         status_metrics.summary()
     });
-    consumer::Consumer::new(config, writer, metrics.clone())
-        .run(&signals)
-        .await?;
+    let mut consumer = consumer::Consumer::new(config, writer, metrics.clone());
+    if let Some(paused) = paused {
+        consumer = consumer.pause_while(paused);
+    }
+    consumer.run(&signals).await?;
+    if let Some(uploading) = uploading {
+        // The token is cancelled: the uploader stops after the request in flight.
+        let _ = uploading.await;
+    }
     tracing::info!(counters = %metrics.summary(), "collector stopped");
     Ok(())
 }
