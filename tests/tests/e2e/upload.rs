@@ -1,0 +1,456 @@
+//! The archive on an object store (issue 30): a real Garage node and the real broker. Every
+//! committed line in exactly one object through collector kill -9s and store outages, the
+//! objects of a file concatenated give back the file, refusals named at start, the backlog
+//! cap pausing deliveries, and `audit --remote`.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use logship_runtime::Envelope;
+use logship_tests::broker::{Broker, Topology};
+use logship_tests::daemon::{self, Daemon};
+use logship_tests::fixture::Collector;
+use logship_tests::garage::{self, BUCKET, Garage};
+use logship_tests::lines::{assert_same_lines, envelopes, read_lines, text};
+
+const HOST: &str = "web-1";
+const PREFIX: &str = "archive/";
+
+/// Whether the zstd command line tool is here.
+fn zstd_available(test: &str) -> bool {
+    let found = Command::new("zstd").arg("-V").output().is_ok();
+    if !found {
+        logship_tests::skip(test, "no zstd command (apt-get install zstd)");
+    }
+    found
+}
+
+/// Gauge `name` on the `/metrics` page at `addr`, once it is there.
+fn gauge(addr: &str, name: &str) -> Option<u64> {
+    logship_tests::http::try_get(addr, "/metrics").and_then(|page| {
+        page.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    })
+}
+
+/// Waits until the collector at `addr` has nothing left to upload; returns how long it took.
+fn wait_uploaded(addr: &str, timeout: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        if gauge(addr, "logship_collector_upload_backlog_bytes") == Some(0) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "backlog not uploaded within {timeout:?}: {:?} bytes left",
+            gauge(addr, "logship_collector_upload_backlog_bytes")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The bucket's objects under [`PREFIX`] by output file: `(offset, bytes)` in key order.
+async fn objects_by_file(
+    garage: &Garage,
+    compressed: bool,
+) -> BTreeMap<String, Vec<(u64, Vec<u8>)>> {
+    let mut files: BTreeMap<String, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
+    for (key, bytes) in garage.objects(PREFIX).await {
+        let rest = key.strip_prefix(PREFIX).expect("under the prefix");
+        let rest = if compressed {
+            rest.strip_suffix(".zst").expect("a .zst object")
+        } else {
+            rest
+        };
+        let (file, offset) = rest.rsplit_once('/').expect("<file>/<offset>");
+        assert_eq!(offset.len(), 20, "20 digits: {key}");
+        files
+            .entry(file.to_string())
+            .or_default()
+            .push((offset.parse().unwrap(), bytes));
+    }
+    files
+}
+
+/// A file's objects: contiguous from 0, no overlap; returns them concatenated.
+fn concatenated(file: &str, objects: &[(u64, Vec<u8>)]) -> Vec<u8> {
+    let mut whole = Vec::new();
+    for (offset, bytes) in objects {
+        assert_eq!(
+            *offset,
+            whole.len() as u64,
+            "{file}: objects contiguous, no overlap"
+        );
+        whole.extend_from_slice(bytes);
+    }
+    whole
+}
+
+/// `zstd -t` on `bytes` (one object) through stdin.
+fn zstd_test(bytes: &[u8]) -> Result<(), String> {
+    let mut child = Command::new("zstd")
+        .args(["-q", "-t"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(bytes)
+        .map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The lines of zstd frames.
+fn decompressed_lines(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let plain = zstd::stream::decode_all(bytes).expect("valid zstd");
+    let mut lines: Vec<Vec<u8>> = plain.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
+    if lines.last().is_some_and(Vec::is_empty) {
+        lines.pop();
+    }
+    lines
+}
+
+/// `logship-collector audit --remote` on `collector`: exit code and output.
+fn audit_remote(collector: &Collector) -> (Option<i32>, String) {
+    let (code, out, err) = daemon::run(
+        &daemon::binary("logship-collector"),
+        &[
+            "--config".as_ref(),
+            collector.config.as_os_str(),
+            "audit".as_ref(),
+            "--remote".as_ref(),
+        ],
+    );
+    (code, format!("{out}{err}"))
+}
+
+/// Publishes lines `range` of each of `sources`, interleaved in rounds of `per_round`.
+async fn publish(exchange: String, sources: Vec<String>, lines: usize, per_round: usize) {
+    let broker = Broker::connect().await;
+    for round in 0..lines.div_ceil(per_round) {
+        let range = round * per_round..((round + 1) * per_round).min(lines);
+        let batch: Vec<Envelope> = sources
+            .iter()
+            .enumerate()
+            .flat_map(|(ino, path)| envelopes(HOST, path, ino as u64, range.clone()))
+            .collect();
+        broker.publish(&exchange, &batch).await;
+    }
+}
+
+fn sources(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("/var/log/app/{i}.log")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_line_is_once_in_the_bucket_through_five_collector_kill9s_while_uploading() {
+    const TEST: &str = "upload through kill -9";
+    const LINES: usize = 6000;
+    if !garage::available(TEST) || !zstd_available(TEST) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let garage = Garage::start(dir.path());
+    let topology = Topology::new("upload-kill9", 1);
+    let upload = garage.upload_table(PREFIX, "interval = \"2s\"\nobject_bytes = \"8 KiB\"\n");
+    let (collector, addr) =
+        Collector::serving(dir.path(), &topology, "compression = \"zstd\"", &upload);
+    let mut daemon = collector.start();
+    let sources = sources(3);
+    let publisher = tokio::spawn(publish(
+        topology.exchange.clone(),
+        sources.clone(),
+        LINES,
+        100,
+    ));
+    for kill in 0..5 {
+        tokio::time::sleep(Duration::from_millis(400 + fastrand::u64(0..800))).await;
+        daemon.kill9();
+        eprintln!("kill {kill}");
+        daemon = collector.start();
+    }
+    publisher.await.unwrap();
+    let files: Vec<_> = sources
+        .iter()
+        .map(|s| format!("{HOST}/{}.zst", s.trim_start_matches('/')))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !files.iter().all(|f| {
+        std::fs::read(collector.output.join(f))
+            .ok()
+            .and_then(|b| zstd::stream::decode_all(&b[..]).ok())
+            .is_some_and(|plain| plain.iter().filter(|&&b| b == b'\n').count() >= LINES)
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "lines not all committed:\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_uploaded(&addr, Duration::from_secs(60));
+    assert!(daemon.stop(Duration::from_secs(20)).success());
+    let objects = objects_by_file(&garage, true).await;
+    assert_eq!(
+        objects.keys().collect::<Vec<_>>(),
+        files.iter().collect::<Vec<_>>()
+    );
+    let mut count = 0;
+    for (source, file) in sources.iter().zip(&files) {
+        let file_objects = &objects[file];
+        count += file_objects.len();
+        for (offset, bytes) in file_objects {
+            zstd_test(bytes).unwrap_or_else(|err| panic!("zstd -t {file} at {offset}: {err}"));
+        }
+        let whole = concatenated(file, file_objects);
+        let local = std::fs::read(collector.output.join(file)).unwrap();
+        assert!(
+            whole == local,
+            "{file}: the objects concatenated are the local file"
+        );
+        let expected: Vec<Vec<u8>> = (0..LINES).map(|i| text(source, i)).collect();
+        assert_same_lines(&decompressed_lines(&whole), &expected, file);
+    }
+    eprintln!("{count} objects for {} lines", LINES * sources.len());
+    let (code, out) = audit_remote(&collector);
+    assert_eq!(code, Some(0), "audit --remote: {out}");
+    assert!(out.contains("3 files, 0 incomplete"), "{out}");
+    // An object lost from the bucket is named by the audit.
+    let (lost_offset, lost) = &objects[&files[0]][1];
+    let lost_key = format!("{PREFIX}{}/{lost_offset:020}.zst", files[0]);
+    garage.delete(&lost_key).await;
+    let (code, out) = audit_remote(&collector);
+    assert_eq!(code, Some(1), "audit --remote after a loss: {out}");
+    let missing = format!(
+        "missing bytes {lost_offset}..{}",
+        lost_offset + lost.len() as u64
+    );
+    assert!(out.contains(&missing), "{missing} in: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_resume_by_themselves_within_seconds_after_the_store_was_down_30s() {
+    const TEST: &str = "upload through a store outage";
+    const LINES: usize = 2000;
+    if !garage::available(TEST) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut garage = Garage::start(dir.path());
+    let topology = Topology::new("upload-outage", 1);
+    let upload = garage.upload_table(PREFIX, "interval = \"1s\"\nobject_bytes = \"16 KiB\"\n");
+    let (collector, addr) = Collector::serving(dir.path(), &topology, "", &upload);
+    let mut daemon = collector.start();
+    let source = sources(1);
+    publish(topology.exchange.clone(), source.clone(), LINES, 200).await;
+    let file = collector.file(HOST, Path::new(&source[0]));
+    logship_tests::lines::wait_for_lines(&file, LINES, Duration::from_secs(30));
+    wait_uploaded(&addr, Duration::from_secs(30));
+    garage.kill9();
+    let broker = Broker::connect().await;
+    let more: Vec<Envelope> = envelopes(HOST, &source[0], 0, LINES..2 * LINES);
+    broker.publish(&topology.exchange, &more).await;
+    logship_tests::lines::wait_for_lines(&file, 2 * LINES, Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(gauge(&addr, "logship_collector_upload_failing"), Some(1));
+    assert!(gauge(&addr, "logship_collector_upload_backlog_bytes").unwrap_or(0) > 0);
+    garage.restart();
+    let healed = wait_uploaded(&addr, Duration::from_secs(30));
+    eprintln!("uploads resumed {healed:?} after the store was back");
+    assert!(
+        healed < Duration::from_secs(15),
+        "resumed within seconds: {healed:?}"
+    );
+    let retries = logship_tests::http::counter(&addr, "logship_collector_upload_retries_total");
+    assert!(retries > 0, "retries counted");
+    assert!(daemon.stop(Duration::from_secs(20)).success());
+    let log = daemon.log_text();
+    assert_eq!(
+        log.matches("uploads failing").count(),
+        1,
+        "said once:\n{log}"
+    );
+    assert_eq!(log.matches("uploads resumed").count(), 1, "{log}");
+    let objects = objects_by_file(&garage, false).await;
+    let relative = format!("{HOST}{}", source[0]);
+    let whole = concatenated(&relative, &objects[&relative]);
+    assert!(
+        whole == std::fs::read(&file).unwrap(),
+        "the objects are the local file"
+    );
+    let expected: Vec<Vec<u8>> = (0..2 * LINES).map(|i| text(&source[0], i)).collect();
+    assert_same_lines(&read_lines(&file), &expected, "local");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_or_a_missing_bucket_stops_the_start_naming_bucket_and_endpoint() {
+    const TEST: &str = "upload refused";
+    if !garage::available(TEST) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let garage = Garage::start(dir.path());
+    let topology = Topology::new("upload-refused", 1);
+    let wrong_secret = dir.path().join("wrong-secret");
+    std::fs::write(&wrong_secret, "0".repeat(64)).unwrap();
+    let good = garage.upload_table(PREFIX, "");
+    let wrong_key = good
+        .lines()
+        .map(|l| {
+            if l.starts_with("secret_access_key_file") {
+                format!("secret_access_key_file = \"{}\"", wrong_secret.display())
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let no_bucket = good.replace(&format!("\"{BUCKET}\""), "\"no-such-bucket\"");
+    for (label, upload, needle) in [
+        (
+            "wrong-key",
+            wrong_key,
+            format!("refused access to bucket \"{BUCKET}\""),
+        ),
+        (
+            "no-bucket",
+            no_bucket,
+            "bucket \"no-such-bucket\" does not exist".to_string(),
+        ),
+    ] {
+        let collector = Collector::new(
+            dir.path(),
+            label,
+            &topology.exchange,
+            &topology.queues[0],
+            &upload,
+        );
+        let mut daemon = Daemon::start(
+            &daemon::binary("logship-collector"),
+            &collector.config,
+            &collector.log,
+        );
+        let status = daemon
+            .wait_exit(Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("{label}: still running:\n{}", daemon.log_text()));
+        assert_eq!(status.code(), Some(1), "{label}");
+        let log = daemon.log_text();
+        assert!(log.contains(&needle), "{label}: {needle} in:\n{log}");
+        assert!(
+            log.contains(&garage.endpoint()),
+            "{label}: the endpoint in:\n{log}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_backlog_deliveries_pause_and_resume_once_the_store_is_back_nothing_lost() {
+    const TEST: &str = "upload backlog cap";
+    const LINES: usize = 3000;
+    if !garage::available(TEST) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut garage = Garage::start(dir.path());
+    let topology = Topology::new("upload-cap", 1);
+    let upload = garage.upload_table(
+        PREFIX,
+        "interval = \"1s\"\nobject_bytes = \"8 KiB\"\nmax_backlog = \"32 KiB\"\n",
+    );
+    let (collector, addr) = Collector::serving(dir.path(), &topology, "", &upload);
+    garage.kill9();
+    let mut daemon = collector.start();
+    let source = sources(1);
+    publish(topology.exchange.clone(), source.clone(), LINES, 100).await;
+    daemon.wait_for_log("deliveries paused", 1, Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let file = collector.file(HOST, Path::new(&source[0]));
+    let held = read_lines(&file).len();
+    assert!(held < LINES, "paused: {held} lines written of {LINES}");
+    let broker = Broker::connect().await;
+    let waiting = broker.queue_len(&topology.queues[0]).await.unwrap_or(0);
+    assert!(waiting > 0, "the broker holds the rest");
+    assert_eq!(gauge(&addr, "logship_collector_upload_paused"), Some(1));
+    garage.restart();
+    daemon.wait_for_log("deliveries resumed", 1, Duration::from_secs(30));
+    logship_tests::lines::wait_for_lines(&file, LINES, Duration::from_secs(60));
+    wait_uploaded(&addr, Duration::from_secs(30));
+    assert!(daemon.stop(Duration::from_secs(20)).success());
+    let log = daemon.log_text();
+    assert_eq!(
+        log.matches("deliveries paused").count(),
+        log.matches("deliveries resumed").count()
+    );
+    let expected: Vec<Vec<u8>> = (0..LINES).map(|i| text(&source[0], i)).collect();
+    assert_same_lines(&read_lines(&file), &expected, "local");
+    let objects = objects_by_file(&garage, false).await;
+    let relative = format!("{HOST}{}", source[0]);
+    let whole = concatenated(&relative, &objects[&relative]);
+    assert!(
+        whole == std::fs::read(&file).unwrap(),
+        "the objects are the local file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_file_leaves_the_disk_after_keep_local_and_its_path_continues_in_the_store() {
+    const TEST: &str = "upload keep_local";
+    if !garage::available(TEST) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let garage = Garage::start(dir.path());
+    let topology = Topology::new("upload-keep", 1);
+    let upload = garage.upload_table(PREFIX, "interval = \"1s\"\nkeep_local = \"2s\"\n");
+    let (collector, addr) = Collector::serving(dir.path(), &topology, "", &upload);
+    let mut daemon = collector.start();
+    let source = sources(1);
+    let file = collector.file(HOST, Path::new(&source[0]));
+    let broker = Broker::connect().await;
+    broker
+        .publish(&topology.exchange, &envelopes(HOST, &source[0], 0, 0..100))
+        .await;
+    logship_tests::lines::wait_for_lines(&file, 100, Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while file.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "not deleted after upload:\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    broker
+        .publish(
+            &topology.exchange,
+            &envelopes(HOST, &source[0], 0, 100..200),
+        )
+        .await;
+    logship_tests::lines::wait_for_lines(&file, 100, Duration::from_secs(30));
+    wait_uploaded(&addr, Duration::from_secs(30));
+    assert!(daemon.stop(Duration::from_secs(20)).success());
+    let objects = objects_by_file(&garage, false).await;
+    let relative = format!("{HOST}{}", source[0]);
+    let whole = concatenated(&relative, &objects[&relative]);
+    let mut lines: Vec<Vec<u8>> = whole.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
+    lines.pop();
+    let expected: Vec<Vec<u8>> = (0..200).map(|i| text(&source[0], i)).collect();
+    assert_same_lines(
+        &lines,
+        &expected,
+        "the path's objects over both local files",
+    );
+    let (code, out) = audit_remote(&collector);
+    assert_eq!(code, Some(0), "audit --remote: {out}");
+}
