@@ -76,6 +76,7 @@ pub async fn run(
             )
             .context("cannot read the upload ledger")?,
         );
+        metrics.show_backlog(backlog.clone());
         writer
             .upload_to(backlog.clone())
             .context("cannot read the committed files for the upload")?;

@@ -1,8 +1,8 @@
 //! Counters an operator (and the tests) can read, and what `/status` shows. Passed around as a
 //! handle, never global.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use logship_runtime::histogram::Histogram;
@@ -10,7 +10,7 @@ use logship_runtime::status::{BrokerState, CollectorStatus, Gap};
 
 use crate::hosts::HostsSeen;
 use crate::outage::Cause;
-use crate::upload::backlog::Gauges;
+use crate::upload::backlog::Backlog;
 use crate::validate::Reason;
 use crate::writer::{Outcome, Retained};
 
@@ -82,16 +82,10 @@ pub struct Metrics {
     gaps: Mutex<Vec<Gap>>,
     /// `audit.gap_after`: holes open longer are losses (counted, listed on `/status`).
     gap_after: Duration,
-    /// The upload backlog as the uploader last saw it (`[upload]` only).
-    upload: Mutex<Option<UploadGauges>>,
-}
-
-/// The upload backlog's gauges.
-#[derive(Debug, Clone, Copy, Default)]
-struct UploadGauges {
-    backlog: Gauges,
+    /// The upload backlog, read when the gauges are (`[upload]` only).
+    backlog: OnceLock<Arc<Backlog>>,
     /// Uploads are failing now (an outage of the store).
-    failing: bool,
+    upload_failing: AtomicBool,
 }
 
 impl Default for Metrics {
@@ -119,7 +113,8 @@ impl Metrics {
             broker: BrokerState::default(),
             gaps: Mutex::new(Vec::new()),
             gap_after,
-            upload: Mutex::new(None),
+            backlog: OnceLock::new(),
+            upload_failing: AtomicBool::new(false),
         }
     }
 
@@ -178,38 +173,43 @@ impl Metrics {
         Counters::add(&self.counters.retention_deleted_bytes, retained.bytes);
     }
 
-    /// The upload backlog is now `backlog`; uploads are `failing` or not.
-    pub fn set_upload_gauges(&self, backlog: Gauges, failing: bool) {
-        if let Ok(mut held) = self.upload.lock() {
-            *held = Some(UploadGauges { backlog, failing });
-        }
+    /// The upload backlog whose gauges are shown.
+    pub fn show_backlog(&self, backlog: Arc<Backlog>) {
+        let _ = self.backlog.set(backlog);
+    }
+
+    /// Uploads are failing now (an outage of the store), or no longer.
+    pub fn set_upload_failing(&self, failing: bool) {
+        self.upload_failing.store(failing, Ordering::Relaxed);
     }
 
     /// The upload gauges as `(metric, help, value)`; none without `[upload]`.
     fn upload_gauges(&self) -> Vec<(&'static str, &'static str, u64)> {
-        let Some(gauges) = self.upload.lock().ok().and_then(|held| *held) else {
+        let Some(backlog) = self.backlog.get() else {
             return Vec::new();
         };
+        let gauges = backlog.gauges();
+        let failing = self.upload_failing.load(Ordering::Relaxed);
         vec![
             (
                 "logship_collector_upload_backlog_bytes",
                 "Committed bytes not yet in the object store.",
-                gauges.backlog.bytes,
+                gauges.bytes,
             ),
             (
                 "logship_collector_upload_backlog_oldest_seconds",
                 "How long the oldest committed byte not in the object store has waited.",
-                gauges.backlog.oldest.as_secs(),
+                gauges.oldest.as_secs(),
             ),
             (
                 "logship_collector_upload_paused",
                 "1 while deliveries are paused: the upload backlog is over upload.max_backlog.",
-                u64::from(gauges.backlog.paused),
+                u64::from(gauges.paused),
             ),
             (
                 "logship_collector_upload_failing",
                 "1 while uploads fail (an outage of the object store).",
-                u64::from(gauges.failing),
+                u64::from(failing),
             ),
         ]
     }

@@ -46,6 +46,7 @@ pub struct Gauges {
     pub paused: bool,
 }
 
+#[derive(Debug)]
 struct State {
     files: HashMap<PathBuf, Committed>,
     ledger: Ledger,
@@ -68,6 +69,7 @@ impl State {
 }
 
 /// See the module documentation.
+#[derive(Debug)]
 pub struct Backlog {
     state: Mutex<State>,
     state_dir: PathBuf,

@@ -155,7 +155,7 @@ impl Uploader {
                 }
                 Err(err) => self.failed(&err),
             };
-            self.publish_gauges();
+            self.metrics.set_upload_failing(self.outage.is_some());
             tokio::select! {
                 // cancel-safe: only observes the token
                 _ = shutdown.cancelled() => return,
@@ -412,11 +412,6 @@ impl Uploader {
             tracing::info!(outage_secs = since.elapsed().as_secs(), bucket = %self.store.bucket(),
                 "uploads resumed");
         }
-    }
-
-    fn publish_gauges(&self) {
-        self.metrics
-            .set_upload_gauges(self.backlog.gauges(), self.outage.is_some());
     }
 }
 
