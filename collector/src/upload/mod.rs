@@ -178,8 +178,49 @@ impl Uploader {
         Ok(())
     }
 
-    /// Uploads the due objects of one file.
+    /// Uploads the due objects of one file, and asks for its tail to be sealed once it is
+    /// quiet.
     async fn file(&mut self, relative: &Path, committed: &Committed) -> Result<(), UploadError> {
+        let record = committed.record;
+        let interval = self.settings.interval;
+        // A quiet compressed file: its unsealed tail is sealed by the writer, then goes up.
+        if self.compressed
+            && record.tail_start < record.len
+            && committed.changed.elapsed() >= interval / 2
+        {
+            self.backlog.request_seal(relative, record.len);
+        }
+        let sealed = if self.compressed {
+            record.tail_start
+        } else {
+            record.len
+        };
+        let waited = committed
+            .waiting_since
+            .is_some_and(|since| since.elapsed() >= interval);
+        // Most looks find nothing due: they neither open nor read the file.
+        let known = self.backlog.entry(relative);
+        let due = match known {
+            Some(entry) if entry.local.is_some() && record.len >= entry.done => {
+                let pending = sealed.saturating_sub(entry.done);
+                pending >= self.settings.object_bytes || (pending > 0 && waited)
+            }
+            _ => sealed > 0 && (sealed >= self.settings.object_bytes || waited),
+        };
+        if due {
+            self.upload_due(relative, sealed, waited).await?;
+        }
+        Ok(())
+    }
+
+    /// Uploads the objects of `relative` that are due, up to `sealed` (its committed bytes that
+    /// will never change): every full one, and the rest too if it has `waited` long enough.
+    async fn upload_due(
+        &mut self,
+        relative: &Path,
+        sealed: u64,
+        waited: bool,
+    ) -> Result<(), UploadError> {
         let path = self.output_dir.join(relative);
         let file = match File::options()
             .read(true)
@@ -199,37 +240,16 @@ impl Uploader {
             dev: meta.dev(),
             ino: meta.ino(),
         };
-        let record = committed.record;
-        let Some(mut entry) = self.entry_for(relative, local, &meta, record.len) else {
+        let Some(mut entry) = self.entry_for(relative, local, &meta, sealed) else {
             return Ok(());
         };
-        let sealed = if self.compressed {
-            record.tail_start
-        } else {
-            record.len
-        };
         let uploadable = sealed.min(meta.len());
-        let interval = self.settings.interval;
-        let waited = committed
-            .waiting_since
-            .is_some_and(|since| since.elapsed() >= interval);
         while entry.done < uploadable {
-            let pending = uploadable - entry.done;
-            if pending < self.settings.object_bytes && !waited {
-                break;
-            }
             let end = self.cut(&file, &path, entry.done, uploadable).await?;
             if end - entry.done < self.settings.object_bytes && !waited {
                 break;
             }
             entry = self.put(relative, &path, &file, entry, end).await?;
-        }
-        // A quiet compressed file: its unsealed tail is sealed by the writer, then goes up.
-        if self.compressed
-            && record.tail_start < record.len
-            && committed.changed.elapsed() >= interval / 2
-        {
-            self.backlog.request_seal(relative, record.len);
         }
         Ok(())
     }
