@@ -226,25 +226,28 @@ impl Garage {
         }
     }
 
-    /// Waits until the S3 API answers a list of the bucket (the layout is in force).
+    /// Waits until the S3 API answers a list of the bucket (the layout is in force). On a
+    /// thread of its own, so that a test's runtime can call it.
     fn wait_serving(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
         let client = self.client();
-        loop {
-            let listed = runtime.block_on(client.list_with_delimiter(None));
-            match listed {
-                Ok(_) => return,
-                Err(err) => assert!(
-                    Instant::now() < deadline,
-                    "garage does not serve S3: {err}: {}",
-                    self.log()
-                ),
+        let listed = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match runtime.block_on(client.list_with_delimiter(None)) {
+                    Ok(_) => return Ok(()),
+                    Err(err) if Instant::now() > deadline => return Err(err.to_string()),
+                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                }
             }
-            std::thread::sleep(Duration::from_millis(200));
+        })
+        .join()
+        .expect("the wait for garage panicked");
+        if let Err(err) = listed {
+            panic!("garage does not serve S3: {err}: {}", self.log());
         }
     }
 
