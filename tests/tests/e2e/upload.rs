@@ -156,14 +156,16 @@ fn sources(n: usize) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_line_is_once_in_the_bucket_through_five_collector_kill9s_while_uploading() {
     const TEST: &str = "upload through kill -9";
-    const LINES: usize = 6000;
+    const LINES: usize = 20_000;
     if !garage::available(TEST) || !zstd_available(TEST) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let garage = Garage::start(dir.path());
     let topology = Topology::new("upload-kill9", 1);
-    let upload = garage.upload_table(PREFIX, "interval = \"2s\"\nobject_bytes = \"8 KiB\"\n");
+    // Objects as small as allowed: every sealed frame goes up as soon as it is sealed, so the
+    // kills fall among uploads.
+    let upload = garage.upload_table(PREFIX, "interval = \"2s\"\nobject_bytes = \"1 KiB\"\n");
     let (collector, addr) =
         Collector::serving(dir.path(), &topology, "compression = \"zstd\"", &upload);
     let mut daemon = collector.start();
@@ -175,9 +177,11 @@ async fn every_line_is_once_in_the_bucket_through_five_collector_kill9s_while_up
         100,
     ));
     for kill in 0..5 {
-        tokio::time::sleep(Duration::from_millis(400 + fastrand::u64(0..800))).await;
+        tokio::time::sleep(Duration::from_millis(800 + fastrand::u64(0..1200))).await;
+        let uploaded =
+            logship_tests::http::counter(&addr, "logship_collector_uploaded_objects_total");
         daemon.kill9();
-        eprintln!("kill {kill}");
+        eprintln!("kill {kill} after {uploaded} objects");
         daemon = collector.start();
     }
     publisher.await.unwrap();
