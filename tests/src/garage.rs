@@ -176,6 +176,33 @@ impl Garage {
         objects
     }
 
+    /// Begins a multipart upload at `key` and sends it one part, as a collector killed in the
+    /// middle of one leaves it; returns its id.
+    pub async fn begin_multipart(&self, key: &str) -> String {
+        use object_store::multipart::MultipartStore as _;
+        let client = self.client();
+        let path = object_store::path::Path::from(key);
+        let id = client
+            .create_multipart(&path)
+            .await
+            .expect("begin a multipart upload");
+        client
+            .put_part(&path, &id, 0, vec![b'x'; 1024].into())
+            .await
+            .expect("send a part");
+        id
+    }
+
+    /// Whether the multipart upload `id` at `key` still takes parts (it was not aborted).
+    pub async fn multipart_open(&self, key: &str, id: &str) -> bool {
+        use object_store::multipart::MultipartStore as _;
+        let path = object_store::path::Path::from(key);
+        self.client()
+            .put_part(&path, &id.to_string(), 1, vec![b'y'; 1024].into())
+            .await
+            .is_ok()
+    }
+
     /// Deletes the object at `key`.
     pub async fn delete(&self, key: &str) {
         self.client()

@@ -458,3 +458,89 @@ async fn an_uploaded_file_leaves_the_disk_after_keep_local_and_its_path_continue
     let (code, out) = audit_remote(&collector);
     assert_eq!(code, Some(0), "audit --remote: {out}");
 }
+
+/// Lines `range` of `path` padded to about 2 KiB each, with their offsets.
+fn long_lines(path: &str, range: std::ops::Range<usize>) -> (Vec<Envelope>, Vec<Vec<u8>>) {
+    let line = |i: usize| {
+        let mut line = text(path, i);
+        line.extend(std::iter::repeat_n(b'.', 2000));
+        line
+    };
+    let mut envelopes = envelopes(HOST, path, 0, range.clone());
+    let mut offset: u64 = (0..range.start).map(|i| line(i).len() as u64 + 1).sum();
+    let mut expected = Vec::new();
+    for (envelope, i) in envelopes.iter_mut().zip(range) {
+        envelope.line = line(i);
+        envelope.offset = offset;
+        offset += envelope.line.len() as u64 + 1;
+        expected.push(envelope.line.clone());
+    }
+    (envelopes, expected)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_above_the_part_size_goes_up_in_parts_and_a_crashed_multipart_upload_is_aborted_on_start()
+ {
+    const TEST: &str = "upload in parts";
+    const LINES: usize = 6000;
+    if !garage::available(TEST) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let garage = Garage::start(dir.path());
+    let topology = Topology::new("upload-parts", 1);
+    // A long interval: the first object is cut by its size, not by its age.
+    let upload = garage.upload_table(PREFIX, "interval = \"10s\"\nobject_bytes = \"10 MiB\"\n");
+    let (collector, addr) = Collector::serving(dir.path(), &topology, "", &upload);
+    // A multipart upload a crash left open, in the ledger as the collector keeps it.
+    let leftover = format!("{PREFIX}{HOST}/var/log/old.log/{:020}", 0);
+    let upload_id = garage.begin_multipart(&leftover).await;
+    let state = collector.config.parent().unwrap().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(
+        state.join("upload.json"),
+        format!("{{\"files\":{{}},\"multipart\":[{{\"key\":\"{leftover}\",\"upload_id\":\"{upload_id}\"}}]}}"),
+    )
+    .unwrap();
+    assert!(garage.multipart_open(&leftover, &upload_id).await);
+    let mut daemon = collector.start();
+    daemon.wait_for_log(
+        "aborted a multipart upload left unfinished by a crash",
+        1,
+        Duration::from_secs(10),
+    );
+    assert!(
+        !garage.multipart_open(&leftover, &upload_id).await,
+        "aborted in the store"
+    );
+    let source = "/var/log/big.log";
+    let (envelopes, expected) = long_lines(source, 0..LINES);
+    let broker = Broker::connect().await;
+    for chunk in envelopes.chunks(500) {
+        broker.publish(&topology.exchange, chunk).await;
+    }
+    let file = collector.file(HOST, Path::new(source));
+    logship_tests::lines::wait_for_lines(&file, LINES, Duration::from_secs(60));
+    wait_uploaded(&addr, Duration::from_secs(60));
+    assert!(daemon.stop(Duration::from_secs(20)).success());
+    let ledger = std::fs::read_to_string(state.join("upload.json")).unwrap();
+    assert!(ledger.contains("\"multipart\":[]"), "{ledger}");
+    let objects = objects_by_file(&garage, false).await;
+    let relative = format!("{HOST}{source}");
+    let sizes: Vec<usize> = objects[&relative].iter().map(|(_, b)| b.len()).collect();
+    eprintln!("object sizes {sizes:?}");
+    assert!(
+        sizes.iter().any(|&s| s > 8 << 20),
+        "one object above the 8 MiB part: {sizes:?}"
+    );
+    assert!(
+        sizes.iter().all(|&s| s <= 10 << 20),
+        "none above object_bytes: {sizes:?}"
+    );
+    let whole = concatenated(&relative, &objects[&relative]);
+    assert!(
+        whole == std::fs::read(&file).unwrap(),
+        "the objects are the local file"
+    );
+    assert_same_lines(&read_lines(&file), &expected, "local");
+}
