@@ -1,7 +1,8 @@
 //! A throwaway Garage node (an S3-compatible object store) of a test's own: its own ports,
 //! metadata and data in a tempdir, `replication_factor = 1`, `db_engine = "sqlite"`, a layout
 //! of one node, and a bucket and a key made by its CLI. It can be killed with SIGKILL and
-//! started again on the same data.
+//! started again on the same data. A cluster of several such nodes (`replication_factor` = the
+//! number of nodes, a zone each) can lose one.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -47,59 +48,68 @@ pub fn available(test: &str) -> bool {
     found
 }
 
-/// A running (or stopped) node with its bucket and key.
-pub struct Garage {
-    binary: PathBuf,
+/// One node of a Garage cluster: its config, its directory, its S3 port, its process.
+struct Node {
     dir: PathBuf,
     config: PathBuf,
+    s3_port: u16,
+    child: Option<Child>,
+}
+
+/// A running (or stopped) cluster (of one node, or more) with its bucket and key. The S3
+/// endpoint is the first node's.
+pub struct Garage {
+    binary: PathBuf,
+    nodes: Vec<Node>,
     pub s3_port: u16,
     pub key_id: String,
     pub secret: String,
-    child: Option<Child>,
 }
 
 impl Garage {
     /// Starts a fresh node under `dir`, lays it out, and makes [`BUCKET`] and a key that may
     /// read and write it.
     pub fn start(dir: &Path) -> Garage {
+        Garage::cluster(dir, 1)
+    }
+
+    /// Like [`Garage::start`], with `nodes` nodes each in a zone of its own and
+    /// `replication_factor = nodes`: every object on every node, and a write needs a majority.
+    pub fn cluster(dir: &Path, nodes: usize) -> Garage {
         let binary = binary().expect("garage binary (checked with available())");
-        let dir = dir.join("garage");
-        std::fs::create_dir_all(&dir).unwrap();
-        let (rpc_port, s3_port) = (free_port(), free_port());
         let secret: String = (0..32)
             .map(|_| format!("{:02x}", fastrand::u8(..)))
             .collect();
-        let config = dir.join("garage.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "metadata_dir = \"{dir}/meta\"\ndata_dir = \"{dir}/data\"\ndb_engine = \"sqlite\"\n\
-                 replication_factor = 1\nrpc_bind_addr = \"127.0.0.1:{rpc_port}\"\n\
-                 rpc_public_addr = \"127.0.0.1:{rpc_port}\"\nrpc_secret = \"{secret}\"\n\
-                 [s3_api]\ns3_region = \"{REGION}\"\napi_bind_addr = \"127.0.0.1:{s3_port}\"\n\
-                 root_domain = \".s3.garage.localhost\"\n",
-                dir = dir.display()
-            ),
-        )
-        .unwrap();
+        let nodes: Vec<Node> = (0..nodes)
+            .map(|i| Node::new(&dir.join(format!("garage-{i}")), &secret, nodes))
+            .collect();
         let mut garage = Garage {
             binary,
-            dir,
-            config,
-            s3_port,
+            s3_port: nodes[0].s3_port,
+            nodes,
             key_id: String::new(),
             secret: String::new(),
-            child: None,
         };
-        garage.run();
-        let node = garage.cli(&["node", "id", "-q"]);
-        let node = node
-            .trim()
-            .split('@')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        garage.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
+        for i in 0..garage.nodes.len() {
+            garage.run(i);
+        }
+        for i in 0..garage.nodes.len() {
+            let id = garage.cli_on(i, &["node", "id", "-q"]);
+            let id = id.trim().to_string();
+            if i > 0 {
+                garage.cli(&["node", "connect", &id]);
+            }
+            let short = id.split('@').next().unwrap_or_default().to_string();
+            garage.cli(&[
+                "layout",
+                "assign",
+                "-z",
+                &format!("dc{i}"),
+                "-c",
+                "1G",
+                &short,
+            ]);
+        }
         garage.cli(&["layout", "apply", "--version", "1"]);
         garage.cli(&["bucket", "create", BUCKET]);
         let key = garage.cli(&["key", "create", "logship-test"]);
@@ -127,7 +137,7 @@ impl Garage {
     /// An `[upload]` table for this node's bucket with `prefix` (the secret in a file beside
     /// the node's); `extra` keys are appended.
     pub fn upload_table(&self, prefix: &str, extra: &str) -> String {
-        let secret_file = self.dir.join("secret");
+        let secret_file = self.nodes[0].dir.join("secret");
         std::fs::write(&secret_file, format!("{}\n", self.secret)).unwrap();
         format!(
             "[upload]\nendpoint = \"{}\"\nregion = \"{REGION}\"\nbucket = \"{BUCKET}\"\nprefix = \"{prefix}\"\n\
@@ -138,17 +148,28 @@ impl Garage {
         )
     }
 
-    /// Kills the node with SIGKILL (its data stays).
+    /// Kills every node with SIGKILL (their data stays).
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        for i in 0..self.nodes.len() {
+            self.kill9_node(i);
+        }
+    }
+
+    /// Kills node `i` with SIGKILL (its data stays).
+    pub fn kill9_node(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    /// Starts the node again on its data and waits until it serves.
+    /// Starts every killed node again on its data and waits until the cluster serves.
     pub fn restart(&mut self) {
-        self.run();
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].child.is_none() {
+                self.run(i);
+            }
+        }
         self.wait_serving();
     }
 
@@ -224,16 +245,17 @@ impl Garage {
             .expect("an S3 client for the node")
     }
 
-    /// Starts the server process and waits until its CLI answers.
-    fn run(&mut self) {
+    /// Starts node `i`'s server process and waits until its CLI answers.
+    fn run(&mut self, i: usize) {
+        let node = &self.nodes[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join("garage.log"))
+            .open(node.dir.join("garage.log"))
             .unwrap();
         let child = Command::new(&self.binary)
             .arg("-c")
-            .arg(&self.config)
+            .arg(&node.config)
             .arg("server")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -241,9 +263,9 @@ impl Garage {
             .stderr(log)
             .spawn()
             .expect("start garage");
-        self.child = Some(child);
+        self.nodes[i].child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.try_cli(&["status"]).0 {
+        while !self.try_cli(i, &["status"]).0 {
             assert!(
                 Instant::now() < deadline,
                 "garage did not start: {}",
@@ -278,17 +300,22 @@ impl Garage {
         }
     }
 
-    /// Runs the CLI; panics with its output on failure.
+    /// Runs the CLI against the first node; panics with its output on failure.
     pub fn cli(&self, args: &[&str]) -> String {
-        let (ok, out) = self.try_cli(args);
+        self.cli_on(0, args)
+    }
+
+    /// Runs the CLI against node `i`; panics with its output on failure.
+    fn cli_on(&self, i: usize, args: &[&str]) -> String {
+        let (ok, out) = self.try_cli(i, args);
         assert!(ok, "garage {args:?} failed: {out}");
         out
     }
 
-    fn try_cli(&self, args: &[&str]) -> (bool, String) {
+    fn try_cli(&self, i: usize, args: &[&str]) -> (bool, String) {
         match Command::new(&self.binary)
             .arg("-c")
-            .arg(&self.config)
+            .arg(&self.nodes[i].config)
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -305,8 +332,40 @@ impl Garage {
         }
     }
 
+    /// Every node's log.
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("garage.log")).unwrap_or_default()
+        self.nodes
+            .iter()
+            .map(|n| std::fs::read_to_string(n.dir.join("garage.log")).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    }
+}
+
+impl Node {
+    /// A node's directory and config under `dir`, in a cluster of `nodes` sharing `secret`.
+    fn new(dir: &Path, secret: &str, nodes: usize) -> Node {
+        std::fs::create_dir_all(dir).unwrap();
+        let (rpc_port, s3_port) = (free_port(), free_port());
+        let config = dir.join("garage.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "metadata_dir = \"{dir}/meta\"\ndata_dir = \"{dir}/data\"\ndb_engine = \"sqlite\"\n\
+                 replication_factor = {nodes}\nrpc_bind_addr = \"127.0.0.1:{rpc_port}\"\n\
+                 rpc_public_addr = \"127.0.0.1:{rpc_port}\"\nrpc_secret = \"{secret}\"\n\
+                 [s3_api]\ns3_region = \"{REGION}\"\napi_bind_addr = \"127.0.0.1:{s3_port}\"\n\
+                 root_domain = \".s3.garage.localhost\"\n",
+                dir = dir.display()
+            ),
+        )
+        .unwrap();
+        Node {
+            dir: dir.to_path_buf(),
+            config,
+            s3_port,
+            child: None,
+        }
     }
 }
 

@@ -544,3 +544,58 @@ async fn an_object_above_the_part_size_goes_up_in_parts_and_a_crashed_multipart_
     );
     assert_same_lines(&read_lines(&file), &expected, "local");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_go_on_when_one_node_of_a_three_node_garage_cluster_is_killed() {
+    const TEST: &str = "upload to a cluster losing a node";
+    const LINES: usize = 1000;
+    if !garage::available(TEST) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut garage = Garage::cluster(dir.path(), 3);
+    let topology = Topology::new("upload-cluster", 1);
+    let upload = garage.upload_table(PREFIX, "interval = \"1s\"\nobject_bytes = \"4 KiB\"\n");
+    let (collector, addr) = Collector::serving(dir.path(), &topology, "", &upload);
+    let mut daemon = collector.start();
+    let source = sources(1);
+    let file = collector.file(HOST, Path::new(&source[0]));
+    let broker = Broker::connect().await;
+    broker
+        .publish(
+            &topology.exchange,
+            &envelopes(HOST, &source[0], 0, 0..LINES),
+        )
+        .await;
+    logship_tests::lines::wait_for_lines(&file, LINES, Duration::from_secs(30));
+    wait_uploaded(&addr, Duration::from_secs(30));
+    // Not the node the collector talks to: the cluster serves on with two of three.
+    garage.kill9_node(2);
+    broker
+        .publish(
+            &topology.exchange,
+            &envelopes(HOST, &source[0], 0, LINES..2 * LINES),
+        )
+        .await;
+    logship_tests::lines::wait_for_lines(&file, 2 * LINES, Duration::from_secs(30));
+    let took = wait_uploaded(&addr, Duration::from_secs(30));
+    let errors = logship_tests::http::counter(&addr, "logship_collector_upload_errors_total");
+    eprintln!(
+        "uploaded {took:?} after the lines were committed, one node of three down, {errors} failed attempts"
+    );
+    assert!(daemon.stop(Duration::from_secs(20)).success());
+    assert!(
+        !daemon.log_text().contains("uploads failing"),
+        "{}",
+        daemon.log_text()
+    );
+    let objects = objects_by_file(&garage, false).await;
+    let relative = format!("{HOST}{}", source[0]);
+    let whole = concatenated(&relative, &objects[&relative]);
+    assert!(
+        whole == std::fs::read(&file).unwrap(),
+        "the objects are the local file"
+    );
+    let expected: Vec<Vec<u8>> = (0..2 * LINES).map(|i| text(&source[0], i)).collect();
+    assert_same_lines(&read_lines(&file), &expected, "local");
+}
