@@ -89,6 +89,20 @@ fn concatenated(file: &str, objects: &[(u64, Vec<u8>)]) -> Vec<u8> {
     whole
 }
 
+/// The plain output file of `source` as the bucket holds it: its objects, contiguous from 0,
+/// concatenated are the local file; returns the objects' sizes.
+async fn assert_bucket_holds(garage: &Garage, collector: &Collector, source: &str) -> Vec<usize> {
+    let objects = objects_by_file(garage, false).await;
+    let relative = format!("{HOST}{source}");
+    let whole = concatenated(&relative, &objects[&relative]);
+    let local = std::fs::read(collector.file(HOST, Path::new(source))).unwrap();
+    assert!(
+        whole == local,
+        "{relative}: the objects concatenated are the local file"
+    );
+    objects[&relative].iter().map(|(_, b)| b.len()).collect()
+}
+
 /// `zstd -t` on `bytes` (one object) through stdin.
 fn zstd_test(bytes: &[u8]) -> Result<(), String> {
     let mut child = Command::new("zstd")
@@ -286,13 +300,7 @@ async fn uploads_resume_by_themselves_within_seconds_after_the_store_was_down_30
         "said once:\n{log}"
     );
     assert_eq!(log.matches("uploads resumed").count(), 1, "{log}");
-    let objects = objects_by_file(&garage, false).await;
-    let relative = format!("{HOST}{}", source[0]);
-    let whole = concatenated(&relative, &objects[&relative]);
-    assert!(
-        whole == std::fs::read(&file).unwrap(),
-        "the objects are the local file"
-    );
+    assert_bucket_holds(&garage, &collector, &source[0]).await;
     let expected: Vec<Vec<u8>> = (0..2 * LINES).map(|i| text(&source[0], i)).collect();
     assert_same_lines(&read_lines(&file), &expected, "local");
 }
@@ -398,13 +406,7 @@ async fn past_max_backlog_deliveries_pause_and_resume_once_the_store_is_back_not
     );
     let expected: Vec<Vec<u8>> = (0..LINES).map(|i| text(&source[0], i)).collect();
     assert_same_lines(&read_lines(&file), &expected, "local");
-    let objects = objects_by_file(&garage, false).await;
-    let relative = format!("{HOST}{}", source[0]);
-    let whole = concatenated(&relative, &objects[&relative]);
-    assert!(
-        whole == std::fs::read(&file).unwrap(),
-        "the objects are the local file"
-    );
+    assert_bucket_holds(&garage, &collector, &source[0]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -525,9 +527,7 @@ async fn an_object_above_the_part_size_goes_up_in_parts_and_a_crashed_multipart_
     assert!(daemon.stop(Duration::from_secs(20)).success());
     let ledger = std::fs::read_to_string(state.join("upload.json")).unwrap();
     assert!(ledger.contains("\"multipart\":[]"), "{ledger}");
-    let objects = objects_by_file(&garage, false).await;
-    let relative = format!("{HOST}{source}");
-    let sizes: Vec<usize> = objects[&relative].iter().map(|(_, b)| b.len()).collect();
+    let sizes = assert_bucket_holds(&garage, &collector, source).await;
     eprintln!("object sizes {sizes:?}");
     assert!(
         sizes.iter().any(|&s| s > 8 << 20),
@@ -536,11 +536,6 @@ async fn an_object_above_the_part_size_goes_up_in_parts_and_a_crashed_multipart_
     assert!(
         sizes.iter().all(|&s| s <= 10 << 20),
         "none above object_bytes: {sizes:?}"
-    );
-    let whole = concatenated(&relative, &objects[&relative]);
-    assert!(
-        whole == std::fs::read(&file).unwrap(),
-        "the objects are the local file"
     );
     assert_same_lines(&read_lines(&file), &expected, "local");
 }
@@ -589,13 +584,7 @@ async fn uploads_go_on_when_one_node_of_a_three_node_garage_cluster_is_killed() 
         "{}",
         daemon.log_text()
     );
-    let objects = objects_by_file(&garage, false).await;
-    let relative = format!("{HOST}{}", source[0]);
-    let whole = concatenated(&relative, &objects[&relative]);
-    assert!(
-        whole == std::fs::read(&file).unwrap(),
-        "the objects are the local file"
-    );
+    assert_bucket_holds(&garage, &collector, &source[0]).await;
     let expected: Vec<Vec<u8>> = (0..2 * LINES).map(|i| text(&source[0], i)).collect();
     assert_same_lines(&read_lines(&file), &expected, "local");
 }
