@@ -266,6 +266,23 @@ impl Backlog {
         Ok(())
     }
 
+    /// Records, durably, the range of the object about to be sent (`entry.next_end`).
+    pub fn intend(&self, relative: &Path, entry: Entry) -> Result<(), LedgerError> {
+        let Some(key) = key_of(relative) else {
+            return Ok(());
+        };
+        let mut state = self.lock();
+        let previous = state.ledger.files.insert(key.clone(), entry);
+        if let Err(err) = state.ledger.save(&self.state_dir) {
+            match previous {
+                Some(previous) => state.ledger.files.insert(key, previous),
+                None => state.ledger.files.remove(&key),
+            };
+            return Err(err);
+        }
+        Ok(())
+    }
+
     /// Notes, durably, a multipart upload about to begin its parts (`true`), or one aborted
     /// (`false`).
     pub fn multipart(&self, open: &OpenMultipart, begun: bool) -> Result<(), LedgerError> {

@@ -7,6 +7,8 @@
 //! So a path's objects never restart at offset 0 with other bytes.
 //!
 //! Invariants:
+//! - An object's range is in its entry (`next_end`) before the object is sent, and stays the
+//!   same until the store confirmed it: a re-upload after a crash puts the same bytes.
 //! - An entry's `done` advances only after the store confirmed the object holding the bytes
 //!   up to it (the PUT, or the multipart upload's completion, returned success), and the
 //!   ledger is durable (written to a new file, synced, renamed over the old one, the directory
@@ -70,6 +72,11 @@ pub struct Entry {
     pub done: u64,
     /// Objects uploaded for the path, over its whole history.
     pub objects: u64,
+    /// The end of the object being uploaded from `done`, recorded before its first request:
+    /// after a crash the same range goes up again under the same key, whatever was committed
+    /// since, so an object never changes once written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_end: Option<u64>,
 }
 
 impl Entry {
@@ -81,6 +88,7 @@ impl Entry {
             base: 0,
             done: 0,
             objects: 0,
+            next_end: None,
         }
     }
 
@@ -97,6 +105,7 @@ impl Entry {
             base: self.end(),
             done: 0,
             objects: self.objects,
+            next_end: None,
         }
     }
 }

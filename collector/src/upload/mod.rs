@@ -13,6 +13,8 @@
 //!   object ended; only committed bytes go up, and of a compressed file only sealed frames
 //!   (before the record's `tail_start`), which are never recompressed. So a re-upload after a
 //!   crash puts the same key with the same bytes.
+//! - An object's range is recorded before it is sent and kept until the store confirmed it: a
+//!   re-upload after a crash puts the same key with the same bytes, never a longer object.
 //! - A range is recorded uploaded only after the store confirmed its object, and the record is
 //!   durable before the next object of the file is cut.
 //! - A failing store is retried with a backoff of at most [`MAX_BACKOFF`], said once per outage
@@ -203,7 +205,9 @@ impl Uploader {
         let due = match known {
             Some(entry) if entry.local.is_some() && record.len >= entry.done => {
                 let pending = sealed.saturating_sub(entry.done);
-                pending >= self.settings.object_bytes || (pending > 0 && waited)
+                entry.next_end.is_some()
+                    || pending >= self.settings.object_bytes
+                    || (pending > 0 && waited)
             }
             _ => sealed > 0 && (sealed >= self.settings.object_bytes || waited),
         };
@@ -245,10 +249,19 @@ impl Uploader {
         };
         let uploadable = sealed.min(meta.len());
         while entry.done < uploadable {
-            let end = self.cut(&file, &path, entry.done, uploadable).await?;
-            if end - entry.done < self.settings.object_bytes && !waited {
-                break;
-            }
+            let end = match entry.next_end {
+                // An object begun before a crash goes up again as it was.
+                Some(end) if end > entry.done && end <= uploadable => end,
+                _ => {
+                    let end = self.cut(&file, &path, entry.done, uploadable).await?;
+                    if end - entry.done < self.settings.object_bytes && !waited {
+                        break;
+                    }
+                    entry.next_end = Some(end);
+                    self.backlog.intend(relative, entry)?;
+                    end
+                }
+            };
             entry = self.put(relative, &path, &file, entry, end).await?;
         }
         Ok(())
@@ -341,6 +354,7 @@ impl Uploader {
         let advanced = Entry {
             done: end,
             objects: entry.objects + 1,
+            next_end: None,
             ..entry
         };
         self.backlog
