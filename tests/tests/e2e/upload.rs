@@ -574,6 +574,17 @@ async fn uploads_go_on_when_one_node_of_a_three_node_garage_cluster_is_killed() 
         .await;
     logship_tests::lines::wait_for_lines(&file, 2 * LINES, Duration::from_secs(30));
     let took = wait_uploaded(&addr, Duration::from_secs(30));
+    let (_, status) = logship_tests::http::get(&addr, "/status");
+    for shown in [
+        "logship_collector_uploaded_bytes_total",
+        "logship_collector_uploaded_objects_total",
+        "logship_collector_upload_retries_total",
+        "logship_collector_upload_errors_total",
+        "logship_collector_upload_backlog_bytes",
+        "logship_collector_upload_backlog_oldest_seconds",
+    ] {
+        assert!(status.contains(shown), "{shown} on /status: {status}");
+    }
     let errors = logship_tests::http::counter(&addr, "logship_collector_upload_errors_total");
     eprintln!(
         "uploaded {took:?} after the lines were committed, one node of three down, {errors} failed attempts"
