@@ -3,8 +3,9 @@
 //! uploader (which takes bytes to the store) and the consumer (which stops taking deliveries
 //! while the backlog is over `upload.max_backlog`).
 //!
-//! It holds the upload [`Ledger`] and is the only code that changes it, so the writer's
-//! deletions and the uploader's advances are serialized and each is durable before it counts.
+//! It holds the upload [`Ledger`] and its log and is the only code that changes them, so the
+//! writer's deletions and the uploader's advances are serialized and each is durable before it
+//! counts.
 //!
 //! Invariants:
 //! - A local file is deleted only when the ledger says all of its bytes are in the store, and
@@ -23,7 +24,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 
 use crate::file_record::FileRecord;
-use crate::upload::ledger::{Entry, Ledger, LedgerError, LocalFile, OpenMultipart};
+use crate::upload::ledger::{
+    Change, Entry, Ledger, LedgerError, LedgerLog, LocalFile, OpenMultipart,
+};
 
 /// What the writer last committed for one output file.
 #[derive(Debug, Clone, Copy)]
@@ -50,6 +53,8 @@ pub struct Gauges {
 struct State {
     files: HashMap<PathBuf, Committed>,
     ledger: Ledger,
+    /// Where changes to the ledger are made durable.
+    log: LedgerLog,
     /// Compressed files whose unsealed tail should be sealed, with their committed length
     /// when asked (a file written since is not quiet after all).
     seal: Vec<(PathBuf, u64)>,
@@ -58,6 +63,31 @@ struct State {
 }
 
 impl State {
+    /// Applies `change` to the ledger and makes it durable; on failure the ledger is as it was.
+    fn change(&mut self, change: Change) -> Result<(), LedgerError> {
+        let entry_before = match &change {
+            Change::Entry { file, .. } => {
+                Some((file.clone(), self.ledger.files.get(file).copied()))
+            }
+            _ => None,
+        };
+        let multipart_before = self.ledger.multipart.clone();
+        self.ledger.apply(change.clone());
+        if let Err(err) = self.log.append(&change, &self.ledger) {
+            match entry_before {
+                Some((file, Some(entry))) => {
+                    self.ledger.files.insert(file, entry);
+                }
+                Some((file, None)) => {
+                    self.ledger.files.remove(&file);
+                }
+                None => self.ledger.multipart = multipart_before,
+            }
+            return Err(err);
+        }
+        Ok(())
+    }
+
     /// Bytes of `relative` not in the store.
     fn pending(&self, relative: &Path, record: &FileRecord) -> u64 {
         let done = key_of(relative)
@@ -72,7 +102,6 @@ impl State {
 #[derive(Debug)]
 pub struct Backlog {
     state: Mutex<State>,
-    state_dir: PathBuf,
     max_bytes: u64,
     paused: watch::Sender<bool>,
     /// Wakes the uploader: a seal it asked for is done, or a file crossed `object_bytes`.
@@ -87,15 +116,15 @@ impl Backlog {
         max_bytes: u64,
         object_bytes: u64,
     ) -> Result<Backlog, LedgerError> {
-        let ledger = Ledger::read(state_dir)?;
+        let (ledger, log) = LedgerLog::open(state_dir)?;
         Ok(Backlog {
             state: Mutex::new(State {
                 files: HashMap::new(),
                 ledger,
+                log,
                 seal: Vec::new(),
                 bytes: 0,
             }),
-            state_dir: state_dir.to_path_buf(),
             max_bytes,
             paused: watch::Sender::new(false),
             wake: Notify::new(),
@@ -176,15 +205,21 @@ impl Backlog {
             return Ok(false);
         };
         let mut state = self.lock();
-        let Some(entry) = state.ledger.files.get_mut(&key) else {
+        let Some(entry) = state.ledger.files.get(&key).copied() else {
             return Ok(false);
         };
         if entry.local != Some(local) || entry.done < len {
             return Ok(false);
         }
-        entry.local = None;
-        entry.retired_ms = Some(now_ms);
-        state.ledger.save(&self.state_dir)?;
+        let retired = Entry {
+            local: None,
+            retired_ms: Some(now_ms),
+            ..entry
+        };
+        state.change(Change::Entry {
+            file: key,
+            entry: retired,
+        })?;
         Ok(true)
     }
 
@@ -242,17 +277,10 @@ impl Backlog {
             .files
             .get(relative)
             .map(|c| (c.record, state.pending(relative, &c.record)));
-        let previous = state.ledger.files.insert(key.clone(), entry);
+        // Not durable: the advance does not count (the object is uploaded again).
+        state.change(Change::Entry { file: key, entry })?;
         if let Some(open) = finished {
-            state.ledger.multipart.retain(|m| m != open);
-        }
-        if let Err(err) = state.ledger.save(&self.state_dir) {
-            // Not durable: the advance does not count (the object is uploaded again).
-            match previous {
-                Some(previous) => state.ledger.files.insert(key, previous),
-                None => state.ledger.files.remove(&key),
-            };
-            return Err(err);
+            state.change(Change::MultipartEnded(open.clone()))?;
         }
         if let Some((record, before)) = before {
             let pending = state.pending(relative, &record);
@@ -271,27 +299,18 @@ impl Backlog {
         let Some(key) = key_of(relative) else {
             return Ok(());
         };
-        let mut state = self.lock();
-        let previous = state.ledger.files.insert(key.clone(), entry);
-        if let Err(err) = state.ledger.save(&self.state_dir) {
-            match previous {
-                Some(previous) => state.ledger.files.insert(key, previous),
-                None => state.ledger.files.remove(&key),
-            };
-            return Err(err);
-        }
-        Ok(())
+        self.lock().change(Change::Entry { file: key, entry })
     }
 
     /// Notes, durably, a multipart upload about to begin its parts (`true`), or one aborted
     /// (`false`).
     pub fn multipart(&self, open: &OpenMultipart, begun: bool) -> Result<(), LedgerError> {
-        let mut state = self.lock();
-        state.ledger.multipart.retain(|m| m != open);
-        if begun {
-            state.ledger.multipart.push(open.clone());
-        }
-        state.ledger.save(&self.state_dir)
+        let change = if begun {
+            Change::MultipartBegun(open.clone())
+        } else {
+            Change::MultipartEnded(open.clone())
+        };
+        self.lock().change(change)
     }
 
     /// The backlog's size, age and whether deliveries are paused.

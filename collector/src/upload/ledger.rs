@@ -1,5 +1,10 @@
 //! The upload ledger: what of each output file is in the object store, kept in
-//! `<state_dir>/upload.json`.
+//! `<state_dir>/upload.json` (a snapshot, replaced by a rename) and `<state_dir>/upload.log`
+//! (the changes since, one JSON line each, appended and synced one by one): a change costs one
+//! small append and one fdatasync however many files the ledger holds. When the log has grown
+//! past [`SNAPSHOT_AFTER`] (or the snapshot's size, if larger) a new snapshot is written and
+//! the log emptied; a crash in between replays the whole log onto the new snapshot, which ends
+//! in the same state (every change sets one entry, in order). A torn last line is ignored.
 //!
 //! Offsets in the store (and in keys) run over a path's whole history: a local file that
 //! `upload.keep_local` deleted, or that was replaced (logrotate on the collector's side), is
@@ -11,8 +16,8 @@
 //!   same until the store confirmed it: a re-upload after a crash puts the same bytes.
 //! - An entry's `done` advances only after the store confirmed the object holding the bytes
 //!   up to it (the PUT, or the multipart upload's completion, returned success), and the
-//!   ledger is durable (written to a new file, synced, renamed over the old one, the directory
-//!   synced) before anything relies on the advance, such as deleting local bytes.
+//!   change is durable (appended and synced) before anything relies on the advance, such as
+//!   deleting local bytes.
 //! - A multipart upload is in `multipart` before its first part is sent and leaves it once
 //!   completed or aborted; a start aborts every one left there.
 //! - An entry is retired (its local file deleted) only when `done` is the whole file, and the
@@ -24,8 +29,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// The ledger's file name in `state_dir`.
+/// The ledger's snapshot file name in `state_dir`.
 pub const LEDGER_FILE: &str = "upload.json";
+/// The ledger's log of changes since the snapshot, in `state_dir`.
+pub const LOG_FILE: &str = "upload.log";
+/// The log is folded into a new snapshot once it holds this many bytes (or more than the
+/// snapshot itself).
+pub const SNAPSHOT_AFTER: u64 = 1 << 20;
 
 /// A failure to read or write the ledger.
 #[derive(Debug, thiserror::Error)]
@@ -125,21 +135,61 @@ pub struct Ledger {
     pub multipart: Vec<OpenMultipart>,
 }
 
+/// One change to the ledger, as logged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    /// The entry of an output path is now this.
+    Entry { file: String, entry: Entry },
+    /// A multipart upload is about to send its parts.
+    MultipartBegun(OpenMultipart),
+    /// A multipart upload was completed or aborted.
+    MultipartEnded(OpenMultipart),
+}
+
 impl Ledger {
-    /// The ledger in `state_dir`; empty if there is none yet.
+    /// The ledger in `state_dir` (its snapshot and the changes logged since); empty if there
+    /// is none yet.
     pub fn read(state_dir: &Path) -> Result<Ledger, LedgerError> {
         let path = state_dir.join(LEDGER_FILE);
-        match std::fs::read(&path) {
+        let mut ledger = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|source| LedgerError::Parse { path, source })?,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ledger::default(),
+            Err(source) => return Err(LedgerError::Read { path, source }),
+        };
+        let log = state_dir.join(LOG_FILE);
+        match std::fs::read(&log) {
             Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|source| LedgerError::Parse { path, source })
+                // Every whole line is a change; a torn last one (a crash mid-append) is not.
+                for line in bytes.split(|&b| b == b'\n') {
+                    if let Ok(change) = serde_json::from_slice::<Change>(line) {
+                        ledger.apply(change);
+                    }
+                }
             }
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Ledger::default()),
-            Err(source) => Err(LedgerError::Read { path, source }),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(LedgerError::Read { path: log, source }),
+        }
+        Ok(ledger)
+    }
+
+    /// Applies one change.
+    pub fn apply(&mut self, change: Change) {
+        match change {
+            Change::Entry { file, entry } => {
+                self.files.insert(file, entry);
+            }
+            Change::MultipartBegun(open) => {
+                self.multipart.retain(|m| *m != open);
+                self.multipart.push(open);
+            }
+            Change::MultipartEnded(open) => self.multipart.retain(|m| *m != open),
         }
     }
 
-    /// Makes the ledger durable in `state_dir`, replacing the old one at once.
-    pub fn save(&self, state_dir: &Path) -> Result<(), LedgerError> {
+    /// Writes the snapshot: a new file, synced, renamed over the old one, the directory synced.
+    fn snapshot(&self, state_dir: &Path) -> Result<u64, LedgerError> {
         let path = state_dir.join(LEDGER_FILE);
         let fail = |source| LedgerError::Write {
             path: path.clone(),
@@ -153,10 +203,78 @@ impl Ledger {
         file.write_all(&bytes).map_err(fail)?;
         file.sync_data().map_err(fail)?;
         std::fs::rename(&temporary, &path).map_err(fail)?;
-        std::fs::File::open(state_dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(fail)
+        sync_dir(state_dir).map_err(fail)?;
+        Ok(bytes.len() as u64)
     }
+}
+
+/// Appends changes to the ledger's log, and folds the log into a new snapshot now and then.
+#[derive(Debug)]
+pub struct LedgerLog {
+    state_dir: PathBuf,
+    log: std::fs::File,
+    /// Bytes in the log now.
+    logged: u64,
+    /// Bytes of the last snapshot: the log is folded once it outgrows it (and
+    /// [`SNAPSHOT_AFTER`]).
+    snapshot: u64,
+}
+
+impl LedgerLog {
+    /// The ledger in `state_dir`, and its log opened for changes (folded into a fresh snapshot
+    /// first, so a start leaves an empty log).
+    pub fn open(state_dir: &Path) -> Result<(Ledger, LedgerLog), LedgerError> {
+        let ledger = Ledger::read(state_dir)?;
+        let snapshot = ledger.snapshot(state_dir)?;
+        let path = state_dir.join(LOG_FILE);
+        let fail = |source| LedgerError::Write {
+            path: path.clone(),
+            source,
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(fail)?;
+        log.set_len(0).map_err(fail)?;
+        log.sync_all().map_err(fail)?;
+        sync_dir(state_dir).map_err(fail)?;
+        let log = LedgerLog {
+            state_dir: state_dir.to_path_buf(),
+            log,
+            logged: 0,
+            snapshot,
+        };
+        Ok((ledger, log))
+    }
+
+    /// Makes `change` durable; `ledger` is the ledger with the change applied (written as the
+    /// new snapshot when the log is due to be folded).
+    pub fn append(&mut self, change: &Change, ledger: &Ledger) -> Result<(), LedgerError> {
+        let path = self.state_dir.join(LOG_FILE);
+        let fail = |source| LedgerError::Write {
+            path: path.clone(),
+            source,
+        };
+        let mut line = serde_json::to_vec(change)
+            .map_err(std::io::Error::other)
+            .map_err(fail)?;
+        line.push(b'\n');
+        self.log.write_all(&line).map_err(fail)?;
+        self.log.sync_data().map_err(fail)?;
+        self.logged += line.len() as u64;
+        if self.logged > SNAPSHOT_AFTER.max(self.snapshot) {
+            self.snapshot = ledger.snapshot(&self.state_dir)?;
+            self.log.set_len(0).map_err(fail)?;
+            self.log.sync_all().map_err(fail)?;
+            self.logged = 0;
+        }
+        Ok(())
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir).and_then(|dir| dir.sync_all())
 }
 
 #[cfg(test)]
@@ -164,27 +282,53 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_saved_ledger_reads_back_and_a_missing_one_is_empty() {
+    fn logged_changes_read_back_after_a_torn_line_and_across_a_fold() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(Ledger::read(dir.path()).unwrap(), Ledger::default());
         let local = LocalFile { dev: 1, ino: 2 };
-        let mut ledger = Ledger::default();
-        let entry = Entry {
-            done: 100,
-            objects: 2,
-            ..Entry::new(local)
-        };
-        ledger.files.insert("web-1/app.log".into(), entry);
-        ledger.multipart.push(OpenMultipart {
+        let (mut ledger, mut log) = LedgerLog::open(dir.path()).unwrap();
+        let open = OpenMultipart {
             key: "k".into(),
             upload_id: "u".into(),
-        });
-        ledger.save(dir.path()).unwrap();
+        };
+        let mut changes = vec![Change::MultipartBegun(open.clone())];
+        for done in [100, 200, 300] {
+            let entry = Entry {
+                done,
+                objects: done / 100,
+                ..Entry::new(local)
+            };
+            changes.push(Change::Entry {
+                file: "web-1/app.log".into(),
+                entry,
+            });
+        }
+        changes.push(Change::MultipartEnded(open));
+        for change in changes {
+            ledger.apply(change.clone());
+            log.append(&change, &ledger).unwrap();
+        }
+        assert_eq!(ledger.files["web-1/app.log"].done, 300);
+        assert!(ledger.multipart.is_empty());
+        // A crash mid-append leaves a torn line: it is not a change.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(LOG_FILE))
+            .unwrap()
+            .write_all(b"{\"entry\":{\"fi")
+            .unwrap();
         assert_eq!(Ledger::read(dir.path()).unwrap(), ledger);
-        let next = entry.succeeded_by(LocalFile { dev: 1, ino: 3 });
+        // A fold (at a start) leaves the same ledger in the snapshot and an empty log.
+        let (folded, _) = LedgerLog::open(dir.path()).unwrap();
+        assert_eq!(folded, ledger);
+        assert_eq!(
+            std::fs::metadata(dir.path().join(LOG_FILE)).unwrap().len(),
+            0
+        );
+        let next = ledger.files["web-1/app.log"].succeeded_by(LocalFile { dev: 1, ino: 3 });
         assert_eq!(
             (next.base, next.done, next.end(), next.objects),
-            (100, 0, 100, 2)
+            (300, 0, 300, 3)
         );
     }
 }
