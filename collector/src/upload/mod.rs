@@ -6,6 +6,7 @@
 //! - [`cut`]: where an object ends (whole zstd frames, whole lines).
 //! - [`key`]: the object key, a pure function of the file and the range's first offset.
 //! - [`store`]: the S3 client.
+//! - [`outage`]: a failing store, said once, counted, retried with a short backoff.
 //! - [`remote`]: `logship-collector audit --remote`.
 //!
 //! Invariants:
@@ -17,13 +18,16 @@
 //!   re-upload after a crash puts the same key with the same bytes, never a longer object.
 //! - A range is recorded uploaded only after the store confirmed its object, and the record is
 //!   durable before the next object of the file is cut.
-//! - A failing store is retried with a backoff of at most [`MAX_BACKOFF`], said once per outage
-//!   with its cause, every failed attempt counted; the local disk is the buffer meanwhile.
+//! - A failing store is retried with a backoff of at most [`outage::MAX_BACKOFF`], said once
+//!   per outage with its cause, every failed attempt counted; the local disk is the buffer
+//!   meanwhile.
 
 pub mod backlog;
 pub mod cut;
+pub mod error;
 pub mod key;
 pub mod ledger;
+pub mod outage;
 pub mod remote;
 pub mod store;
 
@@ -31,15 +35,16 @@ use std::fs::File;
 use std::os::unix::fs::{FileExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use logship_config::upload::Upload;
-use logship_runtime::backoff::Backoff;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{Counters, Metrics};
 use crate::upload::backlog::{Backlog, Committed};
-use crate::upload::ledger::{Entry, LedgerError, LocalFile, OpenMultipart};
+pub use crate::upload::error::UploadError;
+use crate::upload::ledger::{Entry, LocalFile, OpenMultipart};
+use crate::upload::outage::StoreOutage;
 use crate::upload::store::{Store, StoreError};
 
 /// An object larger than this goes up in parts of this size (S3's smallest part is 5 MiB): no
@@ -49,38 +54,6 @@ pub const PART_BYTES: u64 = 8 << 20;
 /// The uploader looks at the backlog at least this often.
 const TICK: Duration = Duration::from_secs(1);
 
-/// Retries of a failing store start at this delay and double up to [`MAX_BACKOFF`]: a store
-/// back after an outage is used again within seconds.
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// A failure of one upload.
-#[derive(Debug, thiserror::Error)]
-pub enum UploadError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Ledger(#[from] LedgerError),
-    #[error("cannot read \"{}\" to upload it", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-impl UploadError {
-    /// A short name of the kind of failure: an outage is said again when its kind changes.
-    fn kind(&self) -> &'static str {
-        match self {
-            UploadError::Store(err) if err.is_refusal() => "refused",
-            UploadError::Store(_) => "store",
-            UploadError::Ledger(_) => "ledger",
-            UploadError::Read { .. } => "read",
-        }
-    }
-}
-
 /// The uploading task's state.
 pub struct Uploader {
     store: Store,
@@ -89,9 +62,8 @@ pub struct Uploader {
     output_dir: PathBuf,
     compressed: bool,
     metrics: Arc<Metrics>,
-    backoff: Backoff,
-    /// The failing outage: when it began and the kind of its cause, said once.
-    outage: Option<(Instant, &'static str)>,
+    /// Whether the store is failing, since when and why.
+    outage: StoreOutage,
 }
 
 impl Uploader {
@@ -121,8 +93,7 @@ impl Uploader {
             output_dir,
             compressed,
             metrics,
-            backoff: Backoff::between(FIRST_BACKOFF, MAX_BACKOFF),
-            outage: None,
+            outage: StoreOutage::default(),
         };
         for open in uploader.backlog.ledger().multipart {
             match uploader
@@ -152,19 +123,19 @@ impl Uploader {
         loop {
             let delay = match self.pass(&shutdown).await {
                 Ok(()) => {
-                    self.healed();
+                    self.outage.healed(self.store.bucket());
                     TICK
                 }
-                Err(err) => self.failed(&err),
+                Err(err) => self.outage.failed(&err, &self.metrics),
             };
-            self.metrics.set_upload_failing(self.outage.is_some());
+            self.metrics.set_upload_failing(self.outage.is_failing());
             tokio::select! {
                 // cancel-safe: only observes the token
                 _ = shutdown.cancelled() => return,
                 // cancel-safe: a sleep
                 _ = tokio::time::sleep(delay) => {}
                 // cancel-safe: a Notify permit is kept until taken
-                _ = self.backlog.woken(), if self.outage.is_none() => {}
+                _ = self.backlog.woken(), if !self.outage.is_failing() => {}
             }
         }
     }
@@ -414,38 +385,6 @@ impl Uploader {
             return Err(err);
         }
         Ok(open)
-    }
-
-    /// A pass failed: said once per outage (and when its kind of cause changes), counted;
-    /// returns the delay before the next try.
-    fn failed(&mut self, err: &UploadError) -> Duration {
-        Counters::add(&self.metrics.counters.upload_errors, 1);
-        let kind = err.kind();
-        match self.outage {
-            Some((_, said)) if said == kind => {
-                Counters::add(&self.metrics.counters.upload_retries, 1);
-                tracing::debug!(error = %logship_runtime::error_chain(err), "upload failed again");
-            }
-            Some((since, _)) => {
-                Counters::add(&self.metrics.counters.upload_retries, 1);
-                tracing::warn!(error = %logship_runtime::error_chain(err), "uploads failing, retrying");
-                self.outage = Some((since, kind));
-            }
-            None => {
-                tracing::warn!(error = %logship_runtime::error_chain(err), "uploads failing, retrying");
-                self.outage = Some((Instant::now(), kind));
-            }
-        }
-        self.backoff.next_delay()
-    }
-
-    /// A pass succeeded: an outage, if there was one, is over.
-    fn healed(&mut self) {
-        self.backoff.reset();
-        if let Some((since, _)) = self.outage.take() {
-            tracing::info!(outage_secs = since.elapsed().as_secs(), bucket = %self.store.bucket(),
-                "uploads resumed");
-        }
     }
 }
 
