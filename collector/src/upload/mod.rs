@@ -141,14 +141,21 @@ impl Uploader {
     }
 
     /// One look at every waiting file: uploads what is due, asks for quiet tails to be sealed.
+    /// A file that cannot be read does not hold up the others; a failing store or ledger ends
+    /// the pass (every other file would fail the same way).
     async fn pass(&mut self, shutdown: &CancellationToken) -> Result<(), UploadError> {
+        let mut unreadable = None;
         for (relative, committed) in self.backlog.waiting() {
             if shutdown.is_cancelled() {
-                return Ok(());
+                break;
             }
-            self.file(&relative, &committed).await?;
+            match self.file(&relative, &committed).await {
+                Ok(()) => {}
+                Err(err @ UploadError::Read { .. }) => unreadable = unreadable.or(Some(err)),
+                Err(err) => return Err(err),
+            }
         }
-        Ok(())
+        unreadable.map_or(Ok(()), Err)
     }
 
     /// Uploads the due objects of one file, and asks for its tail to be sealed once it is

@@ -410,24 +410,30 @@ async fn past_max_backlog_deliveries_pause_and_resume_once_the_store_is_back_not
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_uploaded_file_leaves_the_disk_after_keep_local_and_its_path_continues_in_the_store() {
+async fn an_uploaded_file_leaves_the_disk_after_keep_local_never_before_and_its_path_continues_in_the_store()
+ {
     const TEST: &str = "upload keep_local";
     if !garage::available(TEST) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let garage = Garage::start(dir.path());
+    let mut garage = Garage::start(dir.path());
     let topology = Topology::new("upload-keep", 1);
     let upload = garage.upload_table(PREFIX, "interval = \"1s\"\nkeep_local = \"2s\"\n");
     let (collector, addr) = Collector::serving(dir.path(), &topology, "", &upload);
     let mut daemon = collector.start();
     let source = sources(1);
     let file = collector.file(HOST, Path::new(&source[0]));
+    // While the store is down, keep_local deletes nothing: the lines are not uploaded.
+    garage.kill9();
     let broker = Broker::connect().await;
     broker
         .publish(&topology.exchange, &envelopes(HOST, &source[0], 0, 0..100))
         .await;
     logship_tests::lines::wait_for_lines(&file, 100, Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(read_lines(&file).len(), 100, "kept while not uploaded");
+    garage.restart();
     let deadline = Instant::now() + Duration::from_secs(30);
     while file.exists() {
         assert!(
