@@ -22,7 +22,7 @@ pub const BUCKET: &str = "logship-archive";
 /// (where `cargo install garage` puts it).
 pub fn binary() -> Option<PathBuf> {
     if let Some(bin) = std::env::var_os("GARAGE_BIN") {
-        return Some(PathBuf::from(bin));
+        return Some(PathBuf::from(bin)).filter(|bin| bin.is_file());
     }
     let on_path = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)

@@ -368,3 +368,73 @@ impl Backlog {
 pub fn key_of(relative: &Path) -> Option<String> {
     relative.to_str().map(str::to_string)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(len: u64) -> FileRecord {
+        FileRecord::at(len)
+    }
+
+    #[test]
+    fn deliveries_pause_over_the_cap_and_resume_below_three_quarters_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let backlog = Backlog::open(dir.path(), 100, 10).unwrap();
+        let paused = backlog.paused();
+        let file = PathBuf::from("web-1/app.log");
+        backlog.committed(&[(file.clone(), record(60))]);
+        assert!(!*paused.borrow());
+        backlog.committed(&[(file.clone(), record(120))]);
+        assert!(*paused.borrow(), "120 bytes over a cap of 100");
+        let local = LocalFile { dev: 1, ino: 2 };
+        let uploaded = |done| Entry {
+            done,
+            ..Entry::new(local)
+        };
+        backlog.uploaded(&file, uploaded(40), None).unwrap();
+        assert!(*paused.borrow(), "80 bytes left: above three quarters");
+        backlog.uploaded(&file, uploaded(50), None).unwrap();
+        assert!(!*paused.borrow(), "70 bytes left: resumed");
+        assert_eq!(backlog.gauges().bytes, 70);
+    }
+
+    #[test]
+    fn a_file_is_retired_only_once_all_of_it_is_uploaded_and_that_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = LocalFile { dev: 1, ino: 2 };
+        let file = PathBuf::from("web-1/app.log");
+        {
+            let backlog = Backlog::open(dir.path(), 1000, 10).unwrap();
+            backlog.committed(&[(file.clone(), FileRecord::at(50))]);
+            assert!(
+                !backlog.retire_if_uploaded(&file, local, 50, 1).unwrap(),
+                "nothing up yet"
+            );
+            let entry = Entry {
+                done: 40,
+                ..Entry::new(local)
+            };
+            backlog.uploaded(&file, entry, None).unwrap();
+            assert!(
+                !backlog.retire_if_uploaded(&file, local, 50, 1).unwrap(),
+                "10 bytes not up"
+            );
+            let other = LocalFile { dev: 1, ino: 3 };
+            assert!(
+                !backlog.retire_if_uploaded(&file, other, 40, 1).unwrap(),
+                "another file"
+            );
+            backlog
+                .uploaded(&file, Entry { done: 50, ..entry }, None)
+                .unwrap();
+            assert!(backlog.retire_if_uploaded(&file, local, 50, 7).unwrap());
+        }
+        let reopened = Backlog::open(dir.path(), 1000, 10).unwrap();
+        let entry = reopened.entry(&file).unwrap();
+        assert_eq!(
+            (entry.local, entry.retired_ms, entry.end()),
+            (None, Some(7), 50)
+        );
+    }
+}
