@@ -136,7 +136,7 @@ impl Store {
     /// Puts `bytes` at `key` in one request.
     pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
         self.client
-            .put(&ObjectPath::from(key), PutPayload::from(bytes))
+            .put(&object_path(key), PutPayload::from(bytes))
             .await
             .map(drop)
             .map_err(|err| self.error("put", key, err))
@@ -145,7 +145,7 @@ impl Store {
     /// Begins a multipart upload at `key`; returns its id.
     pub async fn begin_multipart(&self, key: &str) -> Result<String, StoreError> {
         self.client
-            .create_multipart(&ObjectPath::from(key))
+            .create_multipart(&object_path(key))
             .await
             .map_err(|err| self.error("begin a multipart upload of", key, err))
     }
@@ -159,7 +159,7 @@ impl Store {
         bytes: Vec<u8>,
     ) -> Result<PartId, StoreError> {
         self.client
-            .put_part(&ObjectPath::from(key), &id.to_string(), index, bytes.into())
+            .put_part(&object_path(key), &id.to_string(), index, bytes.into())
             .await
             .map_err(|err| self.error("send a part of", key, err))
     }
@@ -172,7 +172,7 @@ impl Store {
         parts: Vec<PartId>,
     ) -> Result<(), StoreError> {
         self.client
-            .complete_multipart(&ObjectPath::from(key), &id.to_string(), parts)
+            .complete_multipart(&object_path(key), &id.to_string(), parts)
             .await
             .map(drop)
             .map_err(|err| self.error("complete the multipart upload of", key, err))
@@ -182,7 +182,7 @@ impl Store {
     pub async fn abort_multipart(&self, key: &str, id: &str) -> Result<(), StoreError> {
         match self
             .client
-            .abort_multipart(&ObjectPath::from(key), &id.to_string())
+            .abort_multipart(&object_path(key), &id.to_string())
             .await
         {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -193,7 +193,7 @@ impl Store {
     /// Checks that the bucket exists and the key may list it (one request).
     pub async fn check(&self, prefix: &str) -> Result<(), StoreError> {
         self.client
-            .list_with_delimiter(Some(&ObjectPath::from(prefix)))
+            .list_with_delimiter(Some(&object_path(prefix)))
             .await
             .map(drop)
             .map_err(|err| self.error("list", prefix, err))
@@ -201,7 +201,7 @@ impl Store {
 
     /// Every object under `prefix`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
-        let path = ObjectPath::from(prefix);
+        let path = object_path(prefix);
         let prefix_arg = (!prefix.is_empty()).then_some(&path);
         self.client
             .list(prefix_arg)
@@ -243,6 +243,13 @@ impl Store {
             },
         }
     }
+}
+
+/// The object path of `key`, taken as it is (the key form is a contract), so that the key in
+/// the store is the output file's path with its characters as they are; a key with a control
+/// character (which `object_store` does not take as it is) is percent-encoded instead.
+fn object_path(key: &str) -> ObjectPath {
+    ObjectPath::parse(key).unwrap_or_else(|_| ObjectPath::from(key))
 }
 
 /// The HTTP status the store answered, when it answered one. `object_store` maps some to

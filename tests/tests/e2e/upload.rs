@@ -572,8 +572,23 @@ async fn uploads_go_on_when_one_node_of_a_three_node_garage_cluster_is_killed() 
             &envelopes(HOST, &source[0], 0, 0..LINES),
         )
         .await;
+    // A file name with characters S3 advises against: its key is its path all the same.
+    let odd = "/var/log/odd name [1] #2%~.log";
+    broker
+        .publish(&topology.exchange, &envelopes(HOST, odd, 9, 0..10))
+        .await;
     logship_tests::lines::wait_for_lines(&file, LINES, Duration::from_secs(30));
+    let odd_file = collector.file(HOST, Path::new(odd));
+    logship_tests::lines::wait_for_lines(&odd_file, 10, Duration::from_secs(30));
     wait_uploaded(&addr, Duration::from_secs(30));
+    let keys: Vec<String> = garage
+        .objects(PREFIX)
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let odd_key = format!("{PREFIX}{HOST}{odd}/{:020}", 0);
+    assert!(keys.contains(&odd_key), "{odd_key} in {keys:?}");
     // Not the node the collector talks to: the cluster serves on with two of three.
     garage.kill9_node(2);
     broker
