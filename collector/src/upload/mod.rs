@@ -117,11 +117,19 @@ impl Uploader {
         Ok(uploader)
     }
 
-    /// Uploads until `shutdown`; an object in flight then is abandoned (it goes up again, to
-    /// the same key, after the next start).
+    /// Uploads until `shutdown`, at once: an object in flight then is abandoned (it goes up
+    /// again, to the same key with the same bytes, after the next start).
     pub async fn run(mut self, shutdown: CancellationToken) {
         loop {
-            let delay = match self.pass(&shutdown).await {
+            let passed = tokio::select! {
+                // cancel-safe: only observes the token
+                _ = shutdown.cancelled() => return,
+                // not cancel-safe, and need not be: an object cut short goes up again whole,
+                // under the same key (its range is in the ledger); a multipart upload cut short
+                // is aborted at the next start
+                passed = self.pass() => passed,
+            };
+            let delay = match passed {
                 Ok(()) => {
                     self.outage.healed(self.store.bucket());
                     TICK
@@ -143,12 +151,9 @@ impl Uploader {
     /// One look at every waiting file: uploads what is due, asks for quiet tails to be sealed.
     /// A file that cannot be read does not hold up the others; a failing store or ledger ends
     /// the pass (every other file would fail the same way).
-    async fn pass(&mut self, shutdown: &CancellationToken) -> Result<(), UploadError> {
+    async fn pass(&mut self) -> Result<(), UploadError> {
         let mut unreadable = None;
         for (relative, committed) in self.backlog.waiting() {
-            if shutdown.is_cancelled() {
-                break;
-            }
             match self.file(&relative, &committed).await {
                 Ok(()) => {}
                 Err(err @ UploadError::Read { .. }) => unreadable = unreadable.or(Some(err)),
