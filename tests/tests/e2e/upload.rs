@@ -306,7 +306,8 @@ async fn uploads_resume_by_themselves_within_seconds_after_the_store_was_down_30
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wrong_key_or_a_missing_bucket_stops_the_start_naming_bucket_and_endpoint() {
+async fn a_wrong_key_or_a_missing_bucket_stops_the_start_naming_bucket_and_endpoint_and_a_permission_lost_later_is_said_once()
+ {
     const TEST: &str = "upload refused";
     if !garage::available(TEST) {
         return;
@@ -364,6 +365,37 @@ async fn a_wrong_key_or_a_missing_bucket_stops_the_start_naming_bucket_and_endpo
             "{label}: the endpoint in:\n{log}"
         );
     }
+    // Later, a key that loses its permission is said with the same words, once, and uploads
+    // resume by themselves when it is given back.
+    let (collector, addr) = Collector::serving(
+        &dir.path().join("later"),
+        &topology,
+        "",
+        &garage.upload_table(PREFIX, "interval = \"1s\"\nobject_bytes = \"4 KiB\"\n"),
+    );
+    let mut daemon = collector.start();
+    let source = sources(1);
+    let file = collector.file(HOST, Path::new(&source[0]));
+    let permission = ["--read", "--write", BUCKET, "--key", "logship-test"];
+    garage.cli(&[&["bucket", "deny"][..], &permission[..]].concat());
+    let broker = Broker::connect().await;
+    broker
+        .publish(&topology.exchange, &envelopes(HOST, &source[0], 0, 0..500))
+        .await;
+    logship_tests::lines::wait_for_lines(&file, 500, Duration::from_secs(30));
+    let needle = format!("refused access to bucket \"{BUCKET}\"");
+    daemon.wait_for_log(&needle, 1, Duration::from_secs(30));
+    garage.cli(&[&["bucket", "allow"][..], &permission[..]].concat());
+    wait_uploaded(&addr, Duration::from_secs(30));
+    assert!(daemon.stop(Duration::from_secs(20)).success());
+    let log = daemon.log_text();
+    assert_eq!(
+        log.matches("uploads failing").count(),
+        1,
+        "said once:\n{log}"
+    );
+    assert_eq!(log.matches("uploads resumed").count(), 1, "{log}");
+    assert_bucket_holds(&garage, &collector, &source[0]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
