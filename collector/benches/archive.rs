@@ -8,7 +8,8 @@
 //! 2. Throughput (the real `logship-collector` on the real broker): `BENCH_QUEUE_LINES` (default
 //!    200000) envelopes over 400 files pre-filled into two queues on one fanout exchange, drained
 //!    by a collector with `compression = "zstd"` (level 3) and by one without, in the same run;
-//!    with each one's peak RSS (400 compressed files open).
+//!    with each one's peak RSS (400 compressed files open); with a Garage node (see
+//!    `logship_tests::garage`), a third run with zstd uploading to it as well.
 //! 3. The audit over `BENCH_SOURCES` (default 100000) sources, every one with a hole (the worst
 //!    case for its record): `logship-collector audit` timed end to end.
 
@@ -122,14 +123,26 @@ fn ratio(lines: usize, files: usize) {
 /// Drains the same envelopes with a plain and a zstd collector; prints both rates.
 async fn throughput(lines: usize) {
     let url = logship_tests::broker::amqp_url();
-    let topology = Topology::new("bench-archive", 2);
-    let exchange = topology.exchange.clone();
     let dir = tempfile::tempdir().unwrap();
+    let zstd3 = "compression = \"zstd\"\ncompression_level = 3\n";
+    let mut kinds = vec![("none", String::new()), ("zstd3", zstd3.to_string())];
+    // With a Garage node, the same run uploading too (default object size, a 10 s interval so
+    // that uploads run during the drain); its backlog is served on /metrics.
+    let garage =
+        logship_tests::garage::binary().map(|_| logship_tests::garage::Garage::start(dir.path()));
+    let upload_metrics = logship_tests::http::free_addr();
+    if let Some(garage) = &garage {
+        let upload = garage.upload_table("bench/", "interval = \"10s\"\n");
+        kinds.push((
+            "zstd3+upload",
+            format!("{zstd3}[metrics]\nlisten = \"{upload_metrics}\"\n{upload}"),
+        ));
+    } else {
+        println!("  (no garage binary: the run with uploads is left out)");
+    }
+    let topology = Topology::new("bench-archive", kinds.len());
+    let exchange = topology.exchange.clone();
     let mut configs = Vec::new();
-    let kinds = [
-        ("none", ""),
-        ("zstd3", "compression = \"zstd\"\ncompression_level = 3\n"),
-    ];
     for ((name, extra), queue) in kinds.into_iter().zip(&topology.queues) {
         let root = dir.path().join(name);
         std::fs::create_dir_all(&root).unwrap();
@@ -163,7 +176,8 @@ async fn throughput(lines: usize) {
         broker.publish(&exchange, &chunk).await;
     }
     println!(
-        "  published {lines} envelopes to 2 queues in {:.1}s",
+        "  published {lines} envelopes to {} queues in {:.1}s",
+        configs.len(),
         started.elapsed().as_secs_f64()
     );
     let plain_bytes: u64 = {
@@ -190,6 +204,27 @@ async fn throughput(lines: usize) {
         }
         let elapsed = started.elapsed();
         peak = peak.max(collector.peak_rss_kib());
+        if name.ends_with("upload") {
+            // Then until every byte is in the store.
+            let backlog = "logship_collector_upload_backlog_bytes";
+            while logship_tests::http::counter(&upload_metrics, backlog) > 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                peak = peak.max(collector.peak_rss_kib());
+            }
+            let objects = logship_tests::http::counter(
+                &upload_metrics,
+                "logship_collector_uploaded_objects_total",
+            );
+            let bytes = logship_tests::http::counter(
+                &upload_metrics,
+                "logship_collector_uploaded_bytes_total",
+            );
+            println!(
+                "  {name}: all uploaded {:.1}s after the start: {objects} objects, {:.1} MiB",
+                started.elapsed().as_secs_f64(),
+                bytes as f64 / (1 << 20) as f64
+            );
+        }
         stop(&mut collector);
         let rate = lines as f64 / elapsed.as_secs_f64();
         let on_disk = output_bytes(&root.join("out"));
@@ -204,6 +239,13 @@ async fn throughput(lines: usize) {
         rates.push(rate);
     }
     println!("  zstd3/none throughput: {:.2}", rates[1] / rates[0]);
+    if let Some(with_upload) = rates.get(2) {
+        println!(
+            "  zstd3+upload/zstd3 throughput: {:.2}",
+            with_upload / rates[1]
+        );
+    }
+    drop(garage);
     let _ = std::fs::remove_dir_all(dir.path());
 }
 

@@ -9,6 +9,9 @@
 //!   source positions, then the seen-id set) drops whatever of it was already written.
 //! - Retention passes (see [`crate::archive::retention`]) run on their own clock, between
 //!   batches, while connected and while connecting: a quiet or cut-off collector deletes old files too.
+//! - While the upload backlog is over `upload.max_backlog` no delivery is taken (the broker
+//!   stops sending once the prefetch window is full, and the liveness watch counts the pause as
+//!   busy, not dead); taking resumes when the backlog drains (see [`crate::upload::backlog`]).
 //! - A failed write keeps the batch unacked, truncates the output back to the committed lengths,
 //!   and writes the same batch again after a backoff delay on the same channel (see
 //!   [`crate::outage`]); only a failure of the state database stops the collector.
@@ -82,6 +85,8 @@ pub struct Consumer {
     socket: Socket,
     /// The current connection's silence rule: acks and rejects are waited for while it holds.
     silence: Silence,
+    /// `[upload]`: `true` while deliveries are paused for the upload backlog.
+    paused: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Consumer {
@@ -99,7 +104,14 @@ impl Consumer {
             recent: Recent::default(),
             socket: Socket::default(),
             silence: Silence::new(Socket::default(), Duration::ZERO),
+            paused: None,
         }
+    }
+
+    /// Takes no delivery while `paused` says so (the upload backlog is over its cap).
+    pub fn pause_while(mut self, paused: tokio::sync::watch::Receiver<bool>) -> Consumer {
+        self.paused = Some(paused);
+        self
     }
 
     /// Connects, consumes and reconnects until shutdown; then commits the open batch and acks.
@@ -228,8 +240,16 @@ impl Consumer {
         } = subscription;
         let deadline = self.config.broker.connect_timeout;
         let mut batch = Batch::default();
+        let mut pause = self.paused.clone();
+        let mut was_paused = false;
         loop {
             let flush_at = batch.due();
+            let paused = pause.as_ref().is_some_and(|p| *p.borrow());
+            if paused != was_paused {
+                // A pause is busy, not dead, for the liveness watch.
+                self.activity.paused(paused);
+                was_paused = paused;
+            }
             tokio::select! {
                 biased;
                 // cancel-safe: only observes the token
@@ -264,8 +284,10 @@ impl Consumer {
                     }
                     self.flush(&mut batch, &channel, &signals.shutdown).await?;
                 }
+                // cancel-safe: a watch keeps its latest value
+                _ = pause_changed(&mut pause) => {}
                 // cancel-safe: lapin's consumer keeps undelivered messages in its own buffer
-                delivery = deliveries.next(), if !batch.lingering() => {
+                delivery = deliveries.next(), if !batch.lingering() && !paused => {
                     self.take(delivery, &mut deliveries, &mut batch).await?;
                     if batch.ready(self.config.batch.max_messages) {
                         self.flush(&mut batch, &channel, &signals.shutdown).await?;
@@ -486,6 +508,16 @@ fn channel_closed(what: &'static str) -> SessionEnd {
         lapin::ChannelState::Closed,
         what,
     )))
+}
+
+/// Resolves when the pause starts or ends; never without `[upload]`.
+async fn pause_changed(pause: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+    if let Some(pause) = pause
+        && pause.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -29,6 +29,9 @@
 //!   committed ranges), `dedup` and `seen` (ids already written), `file_record` (an output
 //!   file's committed length), the migration of legacy state.
 //! - [`archive`]: `retention` and `audit`, the archive kept over time.
+//! - [`upload`]: with `[upload]`, what is committed then goes to an object store, beside the
+//!   path above: one object per contiguous range of an output file, recorded only once the
+//!   store confirmed it; the consumer pauses while too much waits for the store.
 //! - `metrics` and `hosts`: what `/metrics` and `/status` show.
 
 pub mod archive;
@@ -38,6 +41,7 @@ pub(crate) mod hosts;
 pub(crate) mod metrics;
 pub(crate) mod outage;
 pub mod sink;
+pub mod upload;
 pub(crate) mod writer;
 
 use std::sync::Arc;
@@ -61,6 +65,33 @@ pub async fn run(
         .context("state recovery panicked")?
         .context("cannot recover state")?;
     metrics.set_gaps(writer.audit());
+    let mut uploading = None;
+    let mut paused = None;
+    if let Some(upload) = config.upload.clone() {
+        let backlog = Arc::new(
+            upload::backlog::Backlog::open(
+                &config.state_dir,
+                upload.max_backlog,
+                upload.object_bytes,
+            )
+            .context("cannot read the upload ledger")?,
+        );
+        metrics.show_backlog(backlog.clone());
+        writer
+            .upload_to(backlog.clone())
+            .context("cannot read the committed files for the upload")?;
+        let compressed = config.archive.compression != logship_config::archive::Compression::None;
+        let uploader = upload::Uploader::start(
+            upload,
+            config.output_dir.clone(),
+            compressed,
+            backlog.clone(),
+            metrics.clone(),
+        )
+        .await?;
+        paused = Some(backlog.paused());
+        uploading = Some(tokio::spawn(uploader.run(signals.shutdown.child_token())));
+    }
     if let Some(addr) = config.metrics {
         let (render_metrics, status_metrics) = (metrics.clone(), metrics.clone());
         let queue = config.queue.consumed();
@@ -79,9 +110,15 @@ pub async fn run(
     logship_runtime::systemd::spawn_watchdog(signals.shutdown.clone(), move || {
         status_metrics.summary()
     });
-    consumer::Consumer::new(config, writer, metrics.clone())
-        .run(&signals)
-        .await?;
+    let mut consumer = consumer::Consumer::new(config, writer, metrics.clone());
+    if let Some(paused) = paused {
+        consumer = consumer.pause_while(paused);
+    }
+    consumer.run(&signals).await?;
+    if let Some(uploading) = uploading {
+        // The token is cancelled: the uploader stops after the request in flight.
+        let _ = uploading.await;
+    }
     tracing::info!(counters = %metrics.summary(), "collector stopped");
     Ok(())
 }

@@ -11,10 +11,14 @@ use logship_runtime::cli;
 const BINARY: &str = "logship-collector";
 
 fn main() -> ExitCode {
-    if let Ok(cli::Command::Audit(path)) =
+    if let Ok(cli::Command::Audit { config, remote }) =
         cli::parse(BINARY, env!("CARGO_PKG_VERSION"), std::env::args_os())
     {
-        return logship_collector::archive::audit::main(BINARY, &path);
+        return if remote {
+            logship_collector::upload::remote::main(BINARY, &config)
+        } else {
+            logship_collector::archive::audit::main(BINARY, &config)
+        };
     }
     cli::daemon_main::<RawCollectorConfig, _, _>(
         BINARY,

@@ -1,8 +1,8 @@
 //! Counters an operator (and the tests) can read, and what `/status` shows. Passed around as a
 //! handle, never global.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use logship_runtime::histogram::Histogram;
@@ -11,6 +11,7 @@ use logship_runtime::status::{BrokerState, CollectorStatus, Gap};
 use crate::consumer::validate::Reason;
 use crate::hosts::HostsSeen;
 use crate::outage::Cause;
+use crate::upload::backlog::Backlog;
 use crate::writer::{Outcome, Retained};
 
 /// Upper bounds of `logship_collector_delay_seconds`: from a healthy pipeline (tens of
@@ -45,6 +46,14 @@ logship_runtime::counters! {
         retention_deleted => "logship_collector_retention_deleted_total", "counter", "retention_deleted";
         /// Bytes of the output files deleted by retention.
         retention_deleted_bytes => "logship_collector_retention_deleted_bytes_total", "counter", "";
+        /// Bytes uploaded to the object store (`[upload]`), confirmed by it.
+        uploaded_bytes => "logship_collector_uploaded_bytes_total", "counter", "uploaded_bytes";
+        /// Objects uploaded to the object store, confirmed by it.
+        uploaded_objects => "logship_collector_uploaded_objects_total", "counter", "uploaded_objects";
+        /// Failed uploads (every failed attempt).
+        upload_errors => "logship_collector_upload_errors_total", "counter", "upload_errors";
+        /// Attempts after a failed one within the same outage of the store.
+        upload_retries => "logship_collector_upload_retries_total", "counter", "upload_retries";
     }
 }
 
@@ -73,6 +82,10 @@ pub struct Metrics {
     gaps: Mutex<Vec<Gap>>,
     /// `audit.gap_after`: holes open longer are losses (counted, listed on `/status`).
     gap_after: Duration,
+    /// The upload backlog, read when the gauges are (`[upload]` only).
+    backlog: OnceLock<Arc<Backlog>>,
+    /// Uploads are failing now (an outage of the store).
+    upload_failing: AtomicBool,
 }
 
 impl Default for Metrics {
@@ -100,6 +113,8 @@ impl Metrics {
             broker: BrokerState::default(),
             gaps: Mutex::new(Vec::new()),
             gap_after,
+            backlog: OnceLock::new(),
+            upload_failing: AtomicBool::new(false),
         }
     }
 
@@ -158,6 +173,47 @@ impl Metrics {
         Counters::add(&self.counters.retention_deleted_bytes, retained.bytes);
     }
 
+    /// The upload backlog whose gauges are shown.
+    pub fn show_backlog(&self, backlog: Arc<Backlog>) {
+        let _ = self.backlog.set(backlog);
+    }
+
+    /// Uploads are failing now (an outage of the store), or no longer.
+    pub fn set_upload_failing(&self, failing: bool) {
+        self.upload_failing.store(failing, Ordering::Relaxed);
+    }
+
+    /// The upload gauges as `(metric, help, value)`; none without `[upload]`.
+    fn upload_gauges(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let Some(backlog) = self.backlog.get() else {
+            return Vec::new();
+        };
+        let gauges = backlog.gauges();
+        let failing = self.upload_failing.load(Ordering::Relaxed);
+        vec![
+            (
+                "logship_collector_upload_backlog_bytes",
+                "Committed bytes not yet in the object store.",
+                gauges.bytes,
+            ),
+            (
+                "logship_collector_upload_backlog_oldest_seconds",
+                "How long the oldest committed byte not in the object store has waited.",
+                gauges.oldest.as_secs(),
+            ),
+            (
+                "logship_collector_upload_paused",
+                "1 while deliveries are paused: the upload backlog is over upload.max_backlog.",
+                u64::from(gauges.paused),
+            ),
+            (
+                "logship_collector_upload_failing",
+                "1 while uploads fail (an outage of the object store).",
+                u64::from(failing),
+            ),
+        ]
+    }
+
     /// A consumer is registered on the queue (`true`), or no longer.
     pub fn set_consuming(&self, consuming: bool) {
         self.consuming.store(consuming, Ordering::Relaxed);
@@ -181,6 +237,9 @@ impl Metrics {
                 format!("logship_collector_write_errors_total.{}", cause.label()),
                 self.write_errors(cause).load(Ordering::Relaxed) as f64,
             );
+        }
+        for (metric, _, value) in self.upload_gauges() {
+            counters.insert(metric.to_string(), value as f64);
         }
         CollectorStatus {
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -246,6 +305,9 @@ impl Metrics {
             "Output files open.",
             self.open_files.load(Ordering::Relaxed),
         );
+        for (metric, help, value) in self.upload_gauges() {
+            logship_runtime::http::metric(&mut out, metric, "gauge", help, value);
+        }
         let overdue = self.overdue_gaps();
         logship_runtime::http::metric(
             &mut out,

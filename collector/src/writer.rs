@@ -10,8 +10,14 @@
 //! Retention passes are the writer's too (they close a file before deleting it), but they run on
 //! the collector's clock, not with batches: the consumer calls [`Writer::retain`] when
 //! [`Writer::retention_due`] says so, between batches.
+//!
+//! With `[upload]`, every record the writer commits is told to the upload backlog
+//! ([`crate::upload::backlog`]); the same between-batch passes seal the tails of quiet compressed
+//! files for the uploader, and delete a file only once all its bytes are in the store (after
+//! `upload.keep_local`, or `output.retention` if shorter).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use logship_config::CollectorConfig;
@@ -25,9 +31,14 @@ use crate::commit::Commit;
 use crate::commit::dedup;
 use crate::consumer::validate::{Line, Marker};
 use crate::sink::{self, Sink, SinkError};
+use crate::upload::backlog::Backlog;
+use crate::upload::ledger::LocalFile;
 
 /// The audit record is rewritten when only its count of sources changed at most this often.
 const AUDIT_REFRESH_MS: i64 = 10_000;
+
+/// With `[upload]`, the uploader's requests to seal quiet tails are taken this often.
+const SEAL_EVERY: Duration = Duration::from_secs(1);
 
 /// What became of a batch.
 #[derive(Debug, Default)]
@@ -76,6 +87,10 @@ pub struct Writer {
     /// Retention passes run so far: the first is always logged, later ones only if they
     /// deleted something (a short retention passes every second).
     retention_passes: u64,
+    /// `[upload]`: the backlog told of every commit, and asked before a file is deleted.
+    backlog: Option<Arc<Backlog>>,
+    /// When the uploader's seal requests are next taken.
+    next_seal: Instant,
 }
 
 impl Writer {
@@ -117,21 +132,97 @@ impl Writer {
             retention: config.archive.retention,
             next_retention: Instant::now(),
             retention_passes: 0,
+            backlog: None,
+            next_seal: Instant::now(),
         };
+        if let Some(upload) = &config.upload {
+            // Uploaded bytes stay `keep_local`, or `output.retention` if that is shorter.
+            writer.retention = Some(
+                writer
+                    .retention
+                    .map_or(upload.keep_local, |age| age.min(upload.keep_local)),
+            );
+        }
         writer.audit();
         Ok(writer)
     }
 
-    /// When the next retention pass is due (it may be past); `None` without
-    /// `output.retention`.
+    /// Tells `backlog` of every commit from now on, starting with every file's record.
+    pub fn upload_to(&mut self, backlog: Arc<Backlog>) -> Result<(), SinkError> {
+        backlog.committed(&self.commit.files()?);
+        self.backlog = Some(backlog);
+        Ok(())
+    }
+
+    /// When the next retention pass (or, with `[upload]`, seal pass) is due (it may be past);
+    /// `None` without either.
     pub fn retention_due(&self) -> Option<Instant> {
-        self.retention.map(|_| self.next_retention)
+        let retention = self.retention.map(|_| self.next_retention);
+        match (&self.backlog, retention) {
+            (Some(_), Some(at)) => Some(at.min(self.next_seal)),
+            (Some(_), None) => Some(self.next_seal),
+            (None, at) => at,
+        }
+    }
+
+    /// Seals the tails the uploader asked for (see [`Sink::seal`]), if a seal pass is due.
+    fn seal(&mut self) -> Result<(), SinkError> {
+        let Some(backlog) = self.backlog.clone() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        if now < self.next_seal {
+            return Ok(());
+        }
+        self.next_seal = now + SEAL_EVERY;
+        let mut sealed = Vec::new();
+        for (relative, len) in backlog.take_seal_requests() {
+            if let Some(committed) = self.commit.committed(&relative)?
+                && let Some(record) = self.sink.seal(&relative, committed, len)
+            {
+                sealed.push((relative, record));
+            }
+        }
+        if !sealed.is_empty() {
+            let records: Vec<_> = sealed
+                .iter()
+                .map(|(r, record)| (r.clone(), Some(*record)))
+                .collect();
+            self.commit.set_records(&records)?;
+            backlog.committed(&sealed);
+            backlog.wake();
+        }
+        Ok(())
+    }
+
+    /// Whether `relative` may be deleted: always without `[upload]`; with it, only once all
+    /// its bytes are in the store (its ledger entry is then retired, durably).
+    fn deletable(&self, relative: &std::path::Path) -> bool {
+        let Some(backlog) = &self.backlog else {
+            return true;
+        };
+        use std::os::unix::fs::MetadataExt as _;
+        let Ok(meta) = std::fs::symlink_metadata(self.output_dir.join(relative)) else {
+            return false;
+        };
+        let local = LocalFile {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        match backlog.retire_if_uploaded(relative, local, meta.len(), now_ms()) {
+            Ok(retired) => retired,
+            Err(err) => {
+                tracing::warn!(error = %logship_runtime::error_chain(&err), "cannot record an uploaded file's deletion; it is kept");
+                false
+            }
+        }
     }
 
     /// Deletes the output files older than `output.retention`, if set and a pass is due (see
     /// [`crate::archive::retention`]); returns what it deleted. A file that cannot be deleted is
     /// said and left; only a failing commit record is an error. Call it between batches.
     pub fn retain(&mut self) -> Result<Retained, SinkError> {
+        self.seal()?;
         let Some(max_age) = self.retention else {
             return Ok(Retained::default());
         };
@@ -156,6 +247,10 @@ impl Writer {
             ..retention::Pass::default()
         };
         for (relative, bytes) in expired {
+            if !self.deletable(&relative) {
+                pass.kept += 1;
+                continue;
+            }
             self.sink.close(&relative);
             match retention::delete(&self.output_dir, &relative) {
                 Ok(dirs) => {
@@ -171,6 +266,9 @@ impl Writer {
         let forget: Vec<_> = pass.deleted.iter().map(|r| (r.clone(), None)).collect();
         if !forget.is_empty() {
             self.commit.set_records(&forget)?;
+            if let Some(backlog) = &self.backlog {
+                backlog.forgotten(&pass.deleted);
+            }
         }
         if !pass.deleted.is_empty() || self.retention_passes == 1 {
             tracing::info!(
@@ -269,6 +367,9 @@ impl Writer {
         let lengths = self.sink.sync(&self.commit)?;
         outcome.fsync = started.elapsed();
         let holes_changed = self.commit.record(&ids, &claims, &lengths, now_ms())?;
+        if let Some(backlog) = &self.backlog {
+            backlog.committed(&lengths);
+        }
         outcome.committed_at_ms = now_ms();
         for marker in &markers {
             let (from, to, unit) = (
@@ -287,12 +388,17 @@ impl Writer {
         }
         // The batch is committed whatever happens here: a failed compaction is finished or
         // undone by the recovery before the next batch.
-        if let Err(err) = self.sink.compact(&self.commit) {
-            if err.is_fatal() {
-                return Err(err);
+        match self.sink.compact(&self.commit) {
+            Ok(changed) => {
+                if let Some(backlog) = self.backlog.as_ref().filter(|_| !changed.is_empty()) {
+                    backlog.committed(&changed);
+                }
             }
-            tracing::warn!(error = %logship_runtime::error_chain(&err), "cannot compact compressed output yet");
-            self.needs_recovery = true;
+            Err(err) if err.is_fatal() => return Err(err),
+            Err(err) => {
+                tracing::warn!(error = %logship_runtime::error_chain(&err), "cannot compact compressed output yet");
+                self.needs_recovery = true;
+            }
         }
         outcome.hosts = hosts.into_iter().map(str::to_string).collect();
         outcome.open_files = self.sink.open_count();

@@ -165,20 +165,7 @@ impl RawBroker {
     /// The password from `password_file`, else from [`PASSWORD_ENV`], else none (the URIs').
     fn password(&self) -> Result<Option<String>, KeyError> {
         if let Some(path) = &self.password_file {
-            let text = std::fs::read_to_string(path).map_err(|err| {
-                KeyError::new(
-                    "broker.password_file",
-                    format!("cannot read \"{}\": {err}", path.display()),
-                )
-            })?;
-            let password = text.trim_end_matches(['\n', '\r']).to_string();
-            if password.is_empty() {
-                return Err(KeyError::new(
-                    "broker.password_file",
-                    format!("\"{}\" is empty", path.display()),
-                ));
-            }
-            return Ok(Some(password));
+            return read_secret("broker.password_file", path).map(Some);
         }
         Ok(std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()))
     }
@@ -200,6 +187,21 @@ pub fn check_name(key: &str, name: &str) -> Result<(), KeyError> {
         ));
     }
     Ok(())
+}
+
+/// The secret in the file `path` (key `key`): its text less a final line break; empty is an
+/// error.
+pub(crate) fn read_secret(key: &str, path: &std::path::Path) -> Result<String, KeyError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| KeyError::new(key, format!("cannot read \"{}\": {err}", path.display())))?;
+    let secret = text.trim_end_matches(['\n', '\r']).to_string();
+    if secret.is_empty() {
+        return Err(KeyError::new(
+            key,
+            format!("\"{}\" is empty", path.display()),
+        ));
+    }
+    Ok(secret)
 }
 
 pub(crate) fn duration_or(

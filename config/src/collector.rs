@@ -30,6 +30,8 @@ pub struct RawCollectorConfig {
     pub security: crate::security::RawSecurity,
     #[serde(default)]
     pub audit: RawAudit,
+    /// See [`crate::upload`]; absent: the archive stays on the local disk only.
+    pub upload: Option<crate::upload::RawUpload>,
 }
 
 /// `[output]`.
@@ -89,6 +91,8 @@ pub struct CollectorConfig {
     pub security: crate::security::Security,
     /// Compression, retention, the intake bound and the audit (see [`crate::archive`]).
     pub archive: Archive,
+    /// `[upload]`: the archive uploaded to an object store; `None`: local only.
+    pub upload: Option<crate::upload::Upload>,
 }
 
 /// This collector's own queue, or its partitioned group.
@@ -247,6 +251,7 @@ impl Validate for RawCollectorConfig {
             metrics: self.metrics.validate()?,
             security: self.security.validate()?,
             archive,
+            upload: self.upload.as_ref().map(|u| u.validate()).transpose()?,
         })
     }
 

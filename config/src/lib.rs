@@ -7,6 +7,7 @@
 //! - [`agent`], [`collector`]: each daemon's settings.
 //! - [`layout`]: the collector's `output.layout` template.
 //! - [`archive`]: the collector's compression, retention, intake bound and audit settings.
+//! - [`upload`]: the collector's `[upload]` table (its archive on an S3-compatible store).
 //! - [`security`]: the collector's `[security]` table (which hosts a broker user may write).
 //! - [`broker`], [`tls`], [`partition`]: broker settings shared by both daemons; URIs never
 //!   print their password.
@@ -26,6 +27,7 @@ pub mod partition;
 pub mod security;
 pub mod tls;
 pub mod units;
+pub mod upload;
 
 pub use agent::AgentConfig;
 pub use broker::{Broker, BrokerUri};

@@ -7,6 +7,7 @@
 //! logship-agent [--config FILE] --check-config  validate and exit (also: --check-config FILE)
 //! logship-agent [--config FILE] status          GET /status from metrics.listen, as a table
 //! logship-collector [--config FILE] audit       the sources' missing ranges: exit 0 none, 1 some
+//! logship-collector [--config FILE] audit --remote   the bucket's objects against the upload record
 //! logship-agent --help | -h | --version | -V    exit 0
 //! ```
 //!
@@ -65,7 +66,14 @@ enum Sub {
     /// arrived (holes between committed ranges open longer than audit.gap_after) and since
     /// when; reads the state, also while the collector runs. Exit 0 when there is none, 1 when
     /// there is one, 2 if the config or the state cannot be read.
-    Audit,
+    Audit {
+        /// Audit the object store instead ([upload]): list the bucket and check each output
+        /// file's objects against the upload record: contiguous from its first byte, no
+        /// overlap, sizes as recorded. Exit 0 when complete, 1 with the missing or extra ranges
+        /// named, 2 if the config, the record or the bucket cannot be read.
+        #[arg(long)]
+        remote: bool,
+    },
 }
 
 /// What the command line asks for.
@@ -77,8 +85,9 @@ pub enum Command {
     Check(PathBuf),
     /// Fetch the status page of the daemon this config file describes.
     Status(PathBuf),
-    /// Audit the archive of the collector this config file describes (the binary answers it).
-    Audit(PathBuf),
+    /// Audit the archive of the collector this config file describes (the binary answers it):
+    /// its local record, or (`remote`) its object store.
+    Audit { config: PathBuf, remote: bool },
     /// Print the man page of the binary (`None`) or of one of its subcommands.
     Man(Option<String>),
     /// Print the completion script for a shell.
@@ -124,10 +133,13 @@ pub fn parse(
         )),
         (Some(file), None) => Ok(Command::Check(file.unwrap_or(args.config))),
         (None, Some(Sub::Status)) => Ok(Command::Status(args.config)),
-        (None, Some(Sub::Audit)) if binary == "logship-collector" => {
-            Ok(Command::Audit(args.config))
+        (None, Some(Sub::Audit { remote })) if binary == "logship-collector" => {
+            Ok(Command::Audit {
+                config: args.config,
+                remote,
+            })
         }
-        (None, Some(Sub::Audit)) => Err(definition.error(
+        (None, Some(Sub::Audit { .. })) => Err(definition.error(
             ErrorKind::InvalidSubcommand,
             "audit is a logship-collector command",
         )),
@@ -257,7 +269,7 @@ where
             return status_command(binary, &path, R::Config::status_table);
         }
         // The collector's binary answers `audit` before calling us; parse refuses it elsewhere.
-        Ok(Command::Audit(_)) => {
+        Ok(Command::Audit { .. }) => {
             return fail(binary, "usage: audit is a logship-collector command", 2);
         }
         Ok(Command::Man(page)) => return man_page(binary, version, page.as_deref()),

@@ -1,10 +1,12 @@
 //! Support for the end-to-end tests: a real broker (with names of its own per test, deleted
 //! afterwards), a TCP proxy that can cut it off, the real daemons as child processes (under an
-//! open-file limit if need be), and their output; a small tmpfs for a disk that fills up.
+//! open-file limit if need be), and their output; a small tmpfs for a disk that fills up; a
+//! throwaway Garage node for the archive on an object store.
 
 pub mod broker;
 pub mod daemon;
 pub mod fixture;
+pub mod garage;
 pub mod http;
 pub mod journal;
 pub mod lines;

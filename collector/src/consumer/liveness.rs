@@ -15,7 +15,7 @@
 //!   collector consumes again on a new connection.
 //!
 //! Invariants: the watch never ends a session that receives, that is writing (a slow or failing
-//! disk is an output outage, not a broker one), or that stands by behind a consumer that takes
+//! disk is an output outage, not a broker one), that is paused for the upload backlog, or that stands by behind a consumer that takes
 //! the queue's messages. It holds at most one extra connection, opened only once the consumer
 //! has been idle, and closed with the session.
 
@@ -54,6 +54,8 @@ pub struct Activity {
     last_delivery_ms: AtomicU64,
     /// A batch is being written (deliveries wait in the client meanwhile).
     writing: AtomicBool,
+    /// Deliveries are paused for the upload backlog: the queue fills on purpose.
+    paused: AtomicBool,
 }
 
 impl Activity {
@@ -63,6 +65,7 @@ impl Activity {
             started: Instant::now(),
             last_delivery_ms: AtomicU64::new(0),
             writing: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
         })
     }
 
@@ -80,6 +83,14 @@ impl Activity {
         }
     }
 
+    /// Deliveries are paused for the upload backlog (`true`), or taken again.
+    pub fn paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+        if !paused {
+            self.delivered();
+        }
+    }
+
     /// Time since the last delivery.
     fn idle(&self) -> Duration {
         let last = Duration::from_millis(self.last_delivery_ms.load(Ordering::Relaxed));
@@ -88,7 +99,7 @@ impl Activity {
 
     /// Whether the consumer received something (or wrote) within `window`.
     fn active_within(&self, window: Duration) -> bool {
-        if self.writing.load(Ordering::Relaxed) {
+        if self.writing.load(Ordering::Relaxed) || self.paused.load(Ordering::Relaxed) {
             return true;
         }
         self.idle() < window

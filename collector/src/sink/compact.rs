@@ -23,16 +23,17 @@ use crate::sink::durable::Target;
 impl Sink {
     /// Compacts the tails that the last committed batch made due: stages every compacted frame
     /// and commits that, then settles each and commits the shorter files. A failure leaves the
-    /// files for recovery (a staged compaction is settled, anything else truncated).
-    pub fn compact(&mut self, commit: &Commit) -> Result<usize, SinkError> {
+    /// files for recovery (a staged compaction is settled, anything else truncated). Returns
+    /// the records it changed.
+    pub fn compact(&mut self, commit: &Commit) -> Result<Vec<(PathBuf, FileRecord)>, SinkError> {
         let now = std::time::Instant::now();
         if self.compact_due.is_empty() || now < self.next_compaction {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         self.next_compaction = now + ROUND_EVERY;
         let due = std::mem::take(&mut self.compact_due);
         let Some(frames) = self.frames.as_mut() else {
-            return Ok(0);
+            return Ok(Vec::new());
         };
         let mut staged: Vec<(PathBuf, File, FileRecord)> = Vec::new();
         let mut records = Vec::new();
@@ -97,13 +98,14 @@ impl Sink {
         }
         self.fs.sync(&targets, &mut self.entries)?;
         commit.set_records(&settled)?;
-        let compacted = settled.len();
+        let mut changed = Vec::with_capacity(records.len() + settled.len());
         for (relative, record) in records.into_iter().chain(settled) {
             if let (Some(output), Some(record)) = (self.open.get_mut(&relative), record) {
                 output.record = record;
+                changed.push((relative, record));
             }
         }
-        Ok(compacted)
+        Ok(changed)
     }
 
     /// Finishes the staged compaction of `relative` (after a crash or a failed batch) and

@@ -474,6 +474,25 @@ impl Sink {
         self.open.remove(relative);
     }
 
+    /// Seals the unsealed tail of a quiet compressed file: its frames stay as they are and will
+    /// never be compacted, so they may go to the object store; the next batch starts a new
+    /// tail. Returns the record to commit, or `None` if the file's committed length is no longer
+    /// `len` (written since the seal was asked for) or it has no tail. Call between batches.
+    pub fn seal(&mut self, relative: &Path, committed: FileRecord, len: u64) -> Option<FileRecord> {
+        if committed.len != len
+            || committed.tail_start >= committed.len
+            || committed.staged.is_some()
+        {
+            return None;
+        }
+        let sealed = FileRecord::at(len);
+        if let Some(output) = self.open.get_mut(relative) {
+            output.record = sealed;
+        }
+        self.compact_due.retain(|due| due != relative);
+        Some(sealed)
+    }
+
     /// Output files open now.
     pub fn open_count(&self) -> usize {
         self.open.len()

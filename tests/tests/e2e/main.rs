@@ -20,3 +20,4 @@ mod service;
 mod state_disk;
 mod sustained_rotation;
 mod upgrade;
+mod upload;
