@@ -181,6 +181,7 @@ mod tests {
             max_line_bytes: 1024,
             fields: Default::default(),
             multiline: None,
+            format: Default::default(),
         };
         let inputs = [input];
         assert!(matching(&inputs, &dir.path().join("later.log")).is_some());

@@ -12,6 +12,9 @@ logship_runtime::counters! {
         lines_read => "logship_agent_lines_read_total", "counter", "read";
         /// Parts of lines longer than max_line_bytes.
         lines_split => "logship_agent_lines_split_total", "counter", "split";
+        /// Entries of container logs (type = "docker" or "cri") that are not the runtime's
+        /// format (not a json-file entry, not a CRI line, another stream): shipped as they are.
+        container_entries_invalid => "logship_agent_container_entries_invalid_total", "counter", "container_invalid";
         /// Spooled lines dropped by when_full = "drop_oldest".
         dropped => "logship_agent_dropped_total", "counter", "dropped";
         /// Truncations with no copy found next to the file (lines written since the last read may

@@ -349,6 +349,8 @@ impl Reader {
             room = room.saturating_sub(made);
             let parts = self.sources[index].tailer_mut().take_parts();
             Metrics::add(&self.metrics.lines_split, parts);
+            let invalid = self.sources[index].tailer_mut().take_invalid();
+            Metrics::add(&self.metrics.container_entries_invalid, invalid);
         }
         if self.spool_turn(lines)? {
             finished.sort_unstable();

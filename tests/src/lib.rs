@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub mod daemon;
+pub mod docker;
 pub mod fixture;
 pub mod http;
 pub mod journal;
