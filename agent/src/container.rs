@@ -29,6 +29,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use logship_config::agent::Format;
+use logship_runtime::FileId;
 
 pub use entry::{Invalid, Stream};
 
@@ -44,6 +45,23 @@ pub struct Decoded<'a> {
     /// Where the part of the file it claims ends.
     pub end: Offset,
     pub text: &'a [u8],
+    /// The older file of its path its first piece is in (`None`: this file).
+    pub origin: Option<Origin>,
+}
+
+/// The file (and generation) a line's first piece is in, when the runtime rotated the file
+/// between its pieces: the line keeps that file's offset and id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    pub file: FileId,
+    pub generation: u32,
+}
+
+/// The lines a finished file left open, for the next file of its path (the runtime rotated it
+/// between their pieces).
+#[derive(Debug, Clone)]
+pub struct Carry {
+    open: Vec<(Stream, Open)>,
 }
 
 /// The envelope `path` and `fields` of a container's lines.
@@ -94,8 +112,10 @@ impl Labels {
 }
 
 /// A line being joined: its pieces so far.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Open {
+    /// The older file it began in, if not this one.
+    origin: Option<Origin>,
     at: Offset,
     /// Where its claim ends so far.
     end: Offset,
@@ -187,6 +207,7 @@ impl Joiner {
                     at: start,
                     end,
                     text: raw,
+                    origin: None,
                 });
                 let first = !std::mem::replace(&mut self.said, true);
                 return (0, first.then_some(reason));
@@ -202,6 +223,7 @@ impl Joiner {
                 at: start,
                 end,
                 text: &entry.text,
+                origin: None,
             });
             return (0, None);
         }
@@ -215,6 +237,7 @@ impl Joiner {
                 at: open.at,
                 end: open.end,
                 text: &open.text,
+                origin: open.origin,
             });
         }
         (parts, None)
@@ -262,6 +285,7 @@ impl Joiner {
                     at: open.at,
                     end: open.end,
                     text: &open.text,
+                    origin: open.origin,
                 });
             }
         }
@@ -276,11 +300,13 @@ impl Joiner {
                 at,
                 end: at + 1,
                 text: &text[..max_line],
+                origin: None,
             });
             text = &text[max_line..];
             at += 1;
         }
         self.open[stream.index()] = Some(Open {
+            origin: None,
             at,
             end,
             claiming: true,
@@ -303,8 +329,39 @@ impl Joiner {
                 at: line.at,
                 end: line.end,
                 text: &line.text,
+                origin: line.origin,
             });
         }
+    }
+
+    /// The file is finished and the next file of its path follows: the open lines go on
+    /// there (from `origin`, this file, unless they began in an older one). `None` if none is
+    /// open.
+    pub fn carry(&mut self, origin: Origin) -> Option<Carry> {
+        let open: Vec<(Stream, Open)> = [Stream::Stdout, Stream::Stderr]
+            .into_iter()
+            .filter_map(|s| self.open[s.index()].take().map(|o| (s, o)))
+            .map(|(s, mut o)| {
+                o.origin.get_or_insert(origin);
+                // Its claim is in the older file: this one's entries do not extend it.
+                o.claiming = false;
+                (s, o)
+            })
+            .collect();
+        (!open.is_empty()).then_some(Carry { open })
+    }
+
+    /// Takes the lines an older file of the path left open: this file's first pieces of
+    /// their streams continue them.
+    pub fn accept(&mut self, carry: &Carry) {
+        for (stream, open) in &carry.open {
+            self.open[stream.index()] = Some(open.clone());
+        }
+    }
+
+    /// Whether a line an older file left open is still open.
+    pub fn carrying(&self) -> bool {
+        self.open.iter().flatten().any(|o| o.origin.is_some())
     }
 }
 

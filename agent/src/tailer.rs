@@ -489,6 +489,23 @@ impl Tailer {
         self.flush_event(host, out)
     }
 
+    /// The file is finished, and a newer file of its path follows (`successor`): ships what
+    /// [`Tailer::ship_partial`] ships, but the lines of a container log still open, which go
+    /// on in the newer file (see [`decoded`]).
+    pub fn finish(
+        &mut self,
+        host: &str,
+        successor: bool,
+        out: &mut Vec<Message>,
+    ) -> std::io::Result<Option<Handover>> {
+        if !self.partial.is_empty() {
+            self.line_done(host, 0, false, out)?;
+        }
+        let handover = if successor { self.handover() } else { None };
+        self.ship_partial(host, out)?;
+        Ok(handover)
+    }
+
     /// Whether the file was truncated (shorter than what we read) or replaced in place (its head
     /// no longer matches the fingerprint).
     pub fn truncated(&mut self) -> std::io::Result<bool> {
@@ -550,5 +567,6 @@ mod descriptor;
 mod loss;
 
 use decoded::Container;
+pub use decoded::Handover;
 #[cfg(test)]
 mod tests;

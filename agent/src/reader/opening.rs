@@ -7,7 +7,7 @@ use std::io::ErrorKind;
 use std::path::Path;
 use std::sync::Arc;
 
-use logship_config::agent::ReadFrom;
+use logship_config::agent::{Format, ReadFrom};
 
 use super::outcome::{OpenOutcome, Opening, Revived};
 use super::{Reader, ReaderError};
@@ -305,8 +305,13 @@ impl Reader {
         Ok(match self.spool.checkpoint(key)? {
             Some(checkpoint) if resumable(file, &checkpoint, size) => (checkpoint, None),
             Some(old) => {
+                // Container runtimes rotate by rename, never by copytruncate: another head at a
+                // checkpointed inode is a new file that reuses the inode of a deleted one (Docker
+                // deletes its oldest file right before it creates the new one), not a truncation
+                // with a copy to find (whose head might look alike).
                 let copy = old
                     .fingerprint
+                    .filter(|_| found.rules.format == Format::Lines)
                     .and_then(|head| identity::find_copy(&found.path, key, head))
                     .filter(|copy| copy.size > old.offset);
                 if let Some(copy) = copy {

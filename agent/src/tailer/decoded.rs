@@ -1,17 +1,26 @@
 //! The tailer's side of a container log (see [`crate::container`]): each line the tailer cuts
 //! is an entry for the joiner, the lines it gives are shipped under the container's labels, and
 //! the checkpoint moves only at quiet points.
+//!
+//! A runtime rotates a file between the pieces of a line (Docker checks the size before each
+//! entry). The finished file then hands its open lines over ([`Handover`]) to the next file of
+//! its path, whose first pieces of those streams complete them (with the older file's offset and
+//! id). Invariant: the older file's checkpoint stays unfinished, at its last quiet point, until
+//! the newer file's checkpoint has moved past the carried lines, and both go into the spool in
+//! one batch; after a kill -9 in between the older file is drained again from that point and
+//! hands the same lines over again to the newer file, read again from where it started.
 
 use std::path::Path;
 
 use logship_config::agent::Format;
-use logship_runtime::SourceKind;
+use logship_runtime::clock::now_ms;
+use logship_runtime::{EnvelopeRef, FileId, SourceKind};
 
 use super::Tailer;
-use crate::container::{Decoded, Joiner, Labels};
-use crate::identity::{self, Fingerprint};
+use crate::container::{Carry, Decoded, Joiner, Labels, Origin};
+use crate::identity::{self, FileKey, Fingerprint};
 use crate::line_rules::LineRules;
-use crate::spool::Message;
+use crate::spool::{Checkpoint, Message, Offset};
 
 /// An entry of a container log may be this much longer than the text it holds (JSON escapes
 /// take up to six bytes per byte, plus the entry's other fields): the raw line limit is
@@ -25,6 +34,25 @@ pub(super) struct Container {
     format: Format,
     pub(super) labels: Labels,
     pub(super) joiner: Joiner,
+    /// Lines an older file of the path left open, until they are complete and spooled.
+    carried: Option<Carried>,
+}
+
+/// What a finished container log hands to the next file of its path.
+#[derive(Debug)]
+pub struct Handover {
+    carry: Carry,
+    /// The older files whose checkpoints are finished once the carried lines are spooled
+    /// (with those finished checkpoints).
+    predecessors: Vec<(FileKey, Checkpoint)>,
+}
+
+/// Lines carried over from older files, kept whole for a rewind until settled.
+#[derive(Debug)]
+struct Carried {
+    handover: Handover,
+    /// This file's checkpoint when it took them (it stays there while they are open).
+    start: Offset,
 }
 
 impl Container {
@@ -42,6 +70,7 @@ impl Container {
             format: rules.format,
             labels,
             joiner: Joiner::default(),
+            carried: None,
         }))
     }
 }
@@ -60,10 +89,78 @@ impl Tailer {
         }
     }
 
-    /// Forgets what the decoder holds past the checkpoint (it is read again from there).
+    /// Whether it reads a container runtime's log (rotated by rename, never copied).
+    pub fn is_container_log(&self) -> bool {
+        self.container.is_some()
+    }
+
+    /// Forgets what the decoder holds past the checkpoint (it is read again from there); the
+    /// lines carried over from an older file, not yet settled, are open again.
     pub(super) fn reset_container(&mut self) {
         if let Some(container) = &mut self.container {
             container.joiner.reset();
+            if let Some(carried) = &container.carried {
+                container.joiner.accept(&carried.handover.carry);
+            }
+        }
+    }
+
+    /// The file is finished and a newer file of its path follows: the lines it leaves open
+    /// (and those it carries from older files) go there. `None`: nothing open.
+    pub fn handover(&mut self) -> Option<Handover> {
+        let origin = Origin {
+            file: FileId {
+                dev: self.key.dev,
+                ino: self.key.ino,
+                fp: self.fingerprint?.hash,
+            },
+            generation: self.generation,
+        };
+        let mut finished = self.checkpoint();
+        finished.finished = true;
+        let container = self.container.as_mut()?;
+        let carry = container.joiner.carry(origin)?;
+        let mut predecessors = container
+            .carried
+            .take()
+            .map(|c| c.handover.predecessors)
+            .unwrap_or_default();
+        predecessors.push((self.key, finished));
+        Some(Handover {
+            carry,
+            predecessors,
+        })
+    }
+
+    /// Takes the lines an older file of the path left open.
+    pub fn take_over(&mut self, handover: Handover) {
+        let start = self.offset;
+        if let Some(container) = &mut self.container {
+            container.joiner.accept(&handover.carry);
+            container.carried = Some(Carried { handover, start });
+        }
+    }
+
+    /// The older files' finished checkpoints, once the lines carried from them are complete
+    /// and this file's checkpoint moved past them: to be spooled with this file's.
+    pub fn settled_predecessors(&self) -> &[(FileKey, Checkpoint)] {
+        let Some(container) = &self.container else {
+            return &[];
+        };
+        match &container.carried {
+            Some(carried) if !container.joiner.carrying() && self.offset != carried.start => {
+                &carried.handover.predecessors
+            }
+            _ => &[],
+        }
+    }
+
+    /// The settled predecessors' checkpoints are spooled: nothing carried is kept any more.
+    pub fn predecessors_spooled(&mut self) {
+        if !self.settled_predecessors().is_empty()
+            && let Some(container) = &mut self.container
+        {
+            container.carried = None;
         }
     }
 
@@ -110,6 +207,7 @@ impl Tailer {
             format,
             labels,
             joiner,
+            ..
         } = container;
         let mut claim_end = self.claim_end;
         let (parts, invalid) = joiner.entry(
@@ -119,7 +217,9 @@ impl Tailer {
             consumed,
             self.rules.max_line,
             &mut |line: Decoded<'_>| {
-                claim_end = claim_end.max(line.end);
+                if line.origin.is_none() {
+                    claim_end = claim_end.max(line.end);
+                }
                 out.push(self.decoded_message(host, labels, fingerprint, &line));
             },
         );
@@ -163,7 +263,9 @@ impl Tailer {
         let Container { labels, joiner, .. } = container;
         let mut claim_end = self.claim_end;
         joiner.finish(&mut |line: Decoded<'_>| {
-            claim_end = claim_end.max(line.end);
+            if line.origin.is_none() {
+                claim_end = claim_end.max(line.end);
+            }
             out.push(self.decoded_message(host, labels, fingerprint, &line));
         });
         self.claim_end = claim_end;
@@ -179,6 +281,20 @@ impl Tailer {
         fingerprint: Fingerprint,
         line: &Decoded<'_>,
     ) -> Message {
+        if let Some(origin) = line.origin {
+            let envelope = EnvelopeRef {
+                host,
+                path: labels.source(),
+                file: origin.file,
+                generation: origin.generation,
+                offset: line.at,
+                timestamp_ms: now_ms(),
+                line: line.text,
+                fields: labels.fields(line.stream),
+                kind: SourceKind::Entry { end: line.end },
+            };
+            return (envelope.message_id(), envelope.to_json());
+        }
         self.message_as(
             host,
             labels.source(),
