@@ -24,6 +24,7 @@
 
 pub mod entry;
 pub mod meta;
+pub mod rotation;
 
 use std::collections::BTreeMap;
 use std::path::Path;

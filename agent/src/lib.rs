@@ -18,6 +18,7 @@
 //! (which pauses reading) ends the agent with exit 1 and the cause. Beside the path, `trim`
 //! gives the memory a burst freed back to the system once the burst is over.
 
+pub mod compressed;
 pub mod container;
 pub mod discover;
 pub mod identity;

@@ -469,6 +469,7 @@ mod opening;
 mod outcome;
 pub(crate) mod pause;
 mod reopen;
+mod resume;
 mod sources;
 #[cfg(test)]
 mod tests;

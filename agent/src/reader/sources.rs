@@ -9,6 +9,7 @@
 use std::collections::HashSet;
 
 use super::{Reader, ReaderError};
+use crate::identity::FileKey;
 use crate::source::Source;
 
 impl Reader {
@@ -40,8 +41,14 @@ impl Reader {
             Err(err) if err.is_disk_failure() => return Ok(()),
             other => other?,
         }
+        let mut reused = Vec::new();
         for index in finished.into_iter().rev() {
             let mut source = self.remove_source(index);
+            if source.tailer().deleted()
+                && std::fs::metadata(source.path()).is_ok_and(|m| FileKey::of(&m) == source.key())
+            {
+                reused.push(source.path().to_path_buf());
+            }
             match source.closing_checkpoint() {
                 Some(checkpoint) => self.spool.set_checkpoint(source.key(), &checkpoint)?,
                 None => self.spool.remove_checkpoint(source.key())?,
@@ -53,6 +60,14 @@ impl Reader {
         }
         // The next file of each path, held since it appeared, is read from now on.
         self.relink();
+        // A file drained under a key that the file at its path now has too (a gzipped rotated
+        // container log, whose inode the runtime's new file reused) kept that file from being
+        // opened: it is looked at again now, not at the next rescan.
+        for path in reused {
+            if let Some(found) = self.matching(&path) {
+                self.open(found)?;
+            }
+        }
         Ok(())
     }
 

@@ -177,3 +177,188 @@ async fn docker_lines_arrive_once_whole_in_order_per_stream_through_rotation_kil
     assert_eq!(field("team"), Some("web"));
     assert!(matches!(field("stream"), Some("stdout" | "stderr")));
 }
+
+/// A CRI log being written as containerd does, and rotated as the kubelet does.
+struct CriLog {
+    dir: std::path::PathBuf,
+    file: std::fs::File,
+    /// Rotated names, oldest first; all but the newest are gzipped.
+    rotated: Vec<std::path::PathBuf>,
+}
+
+impl CriLog {
+    fn new(dir: &Path) -> CriLog {
+        std::fs::create_dir_all(dir).unwrap();
+        CriLog {
+            dir: dir.to_path_buf(),
+            file: logship_tests::lines::open_append(&dir.join("0.log")),
+            rotated: Vec::new(),
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        use std::io::Write as _;
+        self.file.write_all(bytes).unwrap();
+    }
+
+    /// Line `i` of both streams, long ones cut into 16 KiB pieces (`P` then `F`), the streams'
+    /// pieces interleaved.
+    fn lines(&mut self, i: usize) {
+        let pieces = |stream: &str, text: Vec<u8>| -> Vec<Vec<u8>> {
+            let chunks: Vec<&[u8]> = text.chunks(16 << 10).collect();
+            let last = chunks.len() - 1;
+            chunks
+                .iter()
+                .enumerate()
+                .map(|(k, chunk)| {
+                    let tag = if k == last { "F" } else { "P" };
+                    let mut entry =
+                        format!("2026-12-07T05:00:00.{i:09}Z {stream} {tag} ").into_bytes();
+                    entry.extend_from_slice(chunk);
+                    entry.push(b'\n');
+                    entry
+                })
+                .collect()
+        };
+        let out = pieces("stdout", cri_line("out", i));
+        let err = pieces("stderr", cri_line("err", i));
+        for k in 0..out.len().max(err.len()) {
+            for stream in [&out, &err] {
+                if let Some(entry) = stream.get(k) {
+                    self.write(entry);
+                }
+            }
+        }
+    }
+
+    /// The kubelet's rotation: `0.log` renamed to `0.log.<time>`, a few late lines written
+    /// into it, `0.log` created again, and every rotated file but the newest gzipped.
+    fn rotate(&mut self, late: std::ops::Range<usize>) {
+        let name = format!("0.log.20261207-05{:04}", self.rotated.len());
+        let to = self.dir.join(name);
+        std::fs::rename(self.dir.join("0.log"), &to).unwrap();
+        for i in late {
+            self.lines(i);
+        }
+        self.file = logship_tests::lines::open_append(&self.dir.join("0.log"));
+        if let Some(older) = self.rotated.last() {
+            gzip(older);
+        }
+        self.rotated.push(to);
+    }
+}
+
+/// Compresses `path` to `path.gz` and removes it, as the kubelet does.
+fn gzip(path: &Path) {
+    use std::io::Write as _;
+    let mut name = path.as_os_str().to_owned();
+    name.push(".gz");
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&name).unwrap(),
+        flate2::Compression::fast(),
+    );
+    gz.write_all(&std::fs::read(path).unwrap()).unwrap();
+    gz.finish().unwrap();
+    std::fs::remove_file(path).unwrap();
+}
+
+/// Line `i` of `stream` in the CRI tests: long (40 KB) every 25th line, at another place per
+/// stream; its padding names it, so no two files' heads look alike.
+fn cri_line(stream: &str, i: usize) -> Vec<u8> {
+    let long_at = if stream == "out" { 0 } else { 12 };
+    if i % 25 == long_at {
+        format!(
+            "{stream} {i} {}",
+            format!("{i:06}-abcdefghijklmnopqrstuvwxyz").repeat(1200)
+        )
+        .into_bytes()
+    } else {
+        format!("{stream} {i}").into_bytes()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cri_lines_arrive_once_whole_in_order_through_kubelet_rotation_gzip_and_kill9() {
+    let setup = Setup::new("cri");
+    let pods = setup.dir.path().join("pods");
+    let container = pods.join("shop_web-7d9f_0b1c2d3e-4f56").join("nginx");
+    std::fs::create_dir_all(&pods).unwrap();
+    let mut collector = setup.collector.start();
+    let input = format!(
+        "[[inputs]]\ntype = \"cri\"\ndirectory = \"{}\"\n",
+        pods.display()
+    );
+    let agent = agent(&setup, &input);
+    let mut daemon = agent.start(true);
+
+    // The pod appears after the agent; 2000 lines per stream into 1 MB files.
+    let n = 2000;
+    let mut log = CriLog::new(&container);
+    let mut i = 0;
+    let mut size = 0;
+    let next = |log: &mut CriLog, i: &mut usize, size: &mut usize| {
+        log.lines(*i);
+        *size += cri_line("out", *i).len() + cri_line("err", *i).len();
+        *i += 1;
+        if *size > 1 << 20 {
+            log.rotate(*i..*i + 3);
+            *i += 3;
+            *size = 0;
+        }
+        if (*i).is_multiple_of(20) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    while i < n / 2 {
+        next(&mut log, &mut i, &mut size);
+    }
+    // Killed -9 once it has read into the file being written (a file it never read a line of
+    // has no head to be found by once gzipped); meanwhile the file is rotated twice, so the
+    // lines it had not read are in a .gz when it starts again.
+    let out = setup
+        .collector
+        .file(&agent.host, Path::new("pods/shop/web-7d9f/nginx/0.log"));
+    logship_tests::lines::wait_for_lines(&out, 2 * (i - 20), ARRIVAL);
+    daemon.kill9();
+    let stopped_at = i;
+    for _ in 0..2 {
+        for _ in 0..100 {
+            next(&mut log, &mut i, &mut size);
+        }
+        log.rotate(i..i + 3);
+        i += 3;
+        size = 0;
+    }
+    assert!(
+        log.rotated.len() >= 3,
+        "rotated {} times",
+        log.rotated.len()
+    );
+    daemon = agent.start(true);
+    while i < n {
+        next(&mut log, &mut i, &mut size);
+    }
+    // The container restarted: 1.log is a source of its own.
+    let mut restarted = logship_tests::lines::open_append(&container.join("1.log"));
+    for j in 0..50 {
+        use std::io::Write as _;
+        writeln!(restarted, "2026-12-07T06:00:00Z stdout F again {j}").unwrap();
+    }
+
+    let expect = |stream: &str| (0..i).map(|k| cri_line(stream, k)).collect::<Vec<_>>();
+    assert_streams(&out, &expect("out"), &expect("err"), "0.log");
+    let again = setup
+        .collector
+        .file(&agent.host, Path::new("pods/shop/web-7d9f/nginx/1.log"));
+    let again_lines = logship_tests::lines::wait_for_lines(&again, 50, ARRIVAL);
+    let expected: Vec<Vec<u8>> = (0..50).map(|j| format!("again {j}").into_bytes()).collect();
+    same(&again_lines, &expected, "1.log");
+    assert!(
+        daemon
+            .log_text()
+            .contains("reading it from the checkpoint in its .gz"),
+        "the lines past the checkpoint (line {stopped_at} on) were read from a .gz"
+    );
+    assert!(daemon.stop(Duration::from_secs(20)).success());
+    assert!(collector.stop(Duration::from_secs(20)).success());
+}
