@@ -68,7 +68,8 @@ pub struct Carry {
 /// The envelope `path` and `fields` of a container's lines.
 #[derive(Debug)]
 pub struct Labels {
-    source: String,
+    /// The envelope's `path`, shared with the `/status` snapshot.
+    source: std::sync::Arc<str>,
     /// The input's fields with the container's, and `stream`: [stdout, stderr, undecodable].
     fields: [BTreeMap<String, String>; 3],
 }
@@ -95,7 +96,7 @@ impl Labels {
             base.clone(),
         ];
         let labels = Labels {
-            source: meta.source,
+            source: meta.source.into(),
             fields,
         };
         (labels, meta.problem)
@@ -103,6 +104,11 @@ impl Labels {
 
     /// The envelope's `path`.
     pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The envelope's `path`, shared.
+    pub fn shared_source(&self) -> &std::sync::Arc<str> {
         &self.source
     }
 

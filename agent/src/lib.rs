@@ -310,6 +310,7 @@ fn pages(
                 spool_oldest_seconds: status::oldest_seconds(&metrics_spool).unwrap_or(0.0),
                 lag_bytes: metrics_status.lag_bytes(),
                 journal_lag_seconds: metrics_status.journal_lag_seconds(),
+                containers: metrics_status.containers(),
             })
         }),
         status: Arc::new(move || {

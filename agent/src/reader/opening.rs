@@ -259,7 +259,15 @@ impl Reader {
     ) -> Result<(Checkpoint, Option<File>), ReaderError> {
         let size = file.metadata().map_or(0, |m| m.len());
         Ok(match self.spool.checkpoint(key)? {
-            Some(checkpoint) if resumable(file, &checkpoint, size) => (checkpoint, None),
+            // A container log's path names its container: a checkpoint of another path under
+            // this key is another container's file whose inode was reused, however alike
+            // their heads (replicas print alike).
+            Some(checkpoint)
+                if resumable(file, &checkpoint, size)
+                    && (found.rules.format == Format::Lines || checkpoint.path == found.path) =>
+            {
+                (checkpoint, None)
+            }
             Some(old) => {
                 // Container runtimes rotate by rename, never by copytruncate: another head at a
                 // checkpointed inode is a new file that reuses the inode of a deleted one (Docker

@@ -43,9 +43,13 @@ impl Reader {
 
     fn resume_rotated_files(&mut self) -> Result<(), ReaderError> {
         let mut found = Vec::new();
-        let mut known = HashMap::new();
+        // The heads of every file each path was read in, finished ones included: a rotated file
+        // with one of them was seen (it may have been gzipped since, under another inode).
+        let mut known: HashMap<PathBuf, Vec<Fingerprint>> = HashMap::new();
         for (key, checkpoint) in self.spool.checkpoints()? {
-            known.insert(key, checkpoint.fingerprint);
+            if let Some(head) = checkpoint.fingerprint {
+                known.entry(checkpoint.path.clone()).or_default().push(head);
+            }
             if checkpoint.finished {
                 continue;
             }
@@ -93,6 +97,8 @@ impl Reader {
         // Several files of one path rotated while we were stopped: the one written to last is
         // the newest (checkpoints come in inode order, which says nothing about age).
         found.sort_by_key(|r| (r.modified, r.key));
+        // Files found again are drained as such, never again as unseen.
+        let taken: Vec<PathBuf> = found.iter().filter_map(|r| r.name.clone()).collect();
         // Per container log path: the newest rotated name found, after whose file the newer
         // rotated files it never saw are drained.
         let mut newest: HashMap<PathBuf, (usize, Rank)> = HashMap::new();
@@ -120,22 +126,24 @@ impl Reader {
             if let Some((last, rank)) = newest.get(&path)
                 && *last == index
             {
-                self.drain_unseen(format, &path, rank, &known)?;
+                let heads = known.get(&path).map_or(&[][..], Vec::as_slice);
+                self.drain_unseen(format, &path, rank, heads, &taken)?;
             }
         }
         Ok(())
     }
 
-    /// Drains the rotated files of `path` newer than `newest` that have no checkpoint (the
-    /// agent never saw them), oldest first, from their start. A checkpoint under a file's key
-    /// whose head is another is a deleted file's whose inode the runtime reused: the file is
-    /// unseen all the same.
+    /// Drains the rotated files of `path` newer than `newest` that the agent never saw (no
+    /// checkpoint of the path has their head: keys say nothing here, as the runtime reuses
+    /// inodes and gzips into new ones), oldest first, from their start; `taken` are drained
+    /// already.
     fn drain_unseen(
         &mut self,
         format: Format,
         path: &Path,
         newest: &Rank,
-        known: &HashMap<FileKey, Option<Fingerprint>>,
+        heads: &[Fingerprint],
+        taken: &[PathBuf],
     ) -> Result<(), ReaderError> {
         for (_, name) in rotation::rotated(format, path)
             .into_iter()
@@ -146,15 +154,14 @@ impl Reader {
             };
             let key = FileKey::of(&meta);
             let gzipped = name.extension().is_some_and(|e| e == "gz");
-            let seen = match known.get(&key) {
-                Some(Some(head)) if gzipped => compressed::starts_with(&name, *head),
-                Some(Some(head)) => File::open(&name)
-                    .and_then(|f| identity::matches(&f, *head))
-                    .unwrap_or(true),
-                Some(None) => true,
-                None => false,
-            };
-            if seen || self.keys.contains(&key) {
+            let seen = heads.iter().any(|&head| {
+                if gzipped {
+                    compressed::starts_with(&name, head)
+                } else {
+                    File::open(&name).is_ok_and(|f| identity::matches(&f, head).unwrap_or(false))
+                }
+            });
+            if seen || taken.contains(&name) || self.keys.contains(&key) {
                 continue;
             }
             let file = if gzipped {

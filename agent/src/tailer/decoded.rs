@@ -89,6 +89,11 @@ impl Tailer {
         }
     }
 
+    /// The source a container log's lines are shipped as (`None`: a plain file).
+    pub fn source_name(&self) -> Option<&std::sync::Arc<str>> {
+        self.container.as_ref().map(|c| c.labels.shared_source())
+    }
+
     /// Whether it reads a container runtime's log (rotated by rename, never copied).
     pub fn is_container_log(&self) -> bool {
         self.container.is_some()

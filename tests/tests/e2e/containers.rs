@@ -15,8 +15,6 @@ use logship_tests::fixture::{Agent, Setup};
 const ARRIVAL: Duration = Duration::from_secs(90);
 /// Waiting for lines ends early when the collector's file has not grown for this long.
 const STALL: Duration = Duration::from_secs(20);
-/// Bytes of a long line's tail: well past Docker's 16 KiB pieces.
-const LONG: usize = 40 * 1024;
 
 /// An agent reading the input table `input` (a container input).
 fn agent(setup: &Setup, input: &str) -> Agent {
@@ -31,10 +29,11 @@ fn agent(setup: &Setup, input: &str) -> Agent {
     )
 }
 
-/// The padding of a long line, as the container script builds it: `0123456789abcdef` doubled
-/// to 8 KiB, five times.
-fn padding() -> String {
-    "0123456789abcdef".repeat(LONG / 16)
+/// The padding of long line `i`, as the container script builds it: `<i>-0123456789abcdef`
+/// doubled to 512 copies, five times (about 50 KB). It names its line, so the heads of the
+/// files Docker starts with one of its pieces never look alike.
+fn padding(i: usize) -> String {
+    format!("{i}-0123456789abcdef").repeat(2560)
 }
 
 /// A busybox sh script printing `n` numbered lines on stdout and on stderr, interleaved; line
@@ -42,11 +41,14 @@ fn padding() -> String {
 /// every 20 lines.
 fn script(n: usize, pause_us: u32) -> String {
     format!(
-        "r=0123456789abcdef; k=0; while [ $k -lt 9 ]; do r=$r$r; k=$((k+1)); done; p=$r$r$r$r$r\n\
-         i=0\n\
+        "i=0\n\
          while [ $i -lt {n} ]; do\n\
-           if [ $((i % 25)) -eq 0 ]; then echo \"out $i $p\"; else echo \"out $i\"; fi\n\
-           if [ $((i % 25)) -eq 12 ]; then echo \"err $i $p\" >&2; else echo \"err $i\" >&2; fi\n\
+           m=$((i % 25))\n\
+           if [ $m -eq 0 ] || [ $m -eq 12 ]; then\n\
+             r=\"$i-0123456789abcdef\"; k=0; while [ $k -lt 9 ]; do r=$r$r; k=$((k+1)); done; p=$r$r$r$r$r\n\
+           fi\n\
+           if [ $m -eq 0 ]; then echo \"out $i $p\"; else echo \"out $i\"; fi\n\
+           if [ $m -eq 12 ]; then echo \"err $i $p\" >&2; else echo \"err $i\" >&2; fi\n\
            if [ $((i % 20)) -eq 0 ]; then /bin/busybox usleep {pause_us}; fi\n\
            i=$((i+1))\n\
          done\n"
@@ -56,11 +58,10 @@ fn script(n: usize, pause_us: u32) -> String {
 /// What [`script`] prints on `stream` (`"out"` or `"err"`), `runs` times over.
 fn expected(stream: &str, n: usize, runs: usize) -> Vec<Vec<u8>> {
     let long_at = if stream == "out" { 0 } else { 12 };
-    let pad = padding();
     let once: Vec<Vec<u8>> = (0..n)
         .map(|i| {
             if i % 25 == long_at {
-                format!("{stream} {i} {pad}").into_bytes()
+                format!("{stream} {i} {}", padding(i)).into_bytes()
             } else {
                 format!("{stream} {i}").into_bytes()
             }
@@ -122,7 +123,16 @@ async fn docker_lines_arrive_once_whole_in_order_per_stream_through_rotation_kil
         "[[inputs]]\ntype = \"docker\"\ndirectory = \"{}\"\nfields = {{ team = \"web\" }}\n",
         dockerd.containers().display()
     );
-    let agent = agent(&setup, &input);
+    let addr = logship_tests::http::free_addr();
+    let agent = Agent::with_inputs(
+        setup.dir.path(),
+        "agent",
+        &[&amqp_url()],
+        &setup.topology.exchange,
+        &format!("[metrics]\nlisten = \"{addr}\"\n"),
+        "",
+        &input,
+    );
     let mut daemon = agent.start(true);
 
     // A container started after the agent, writing thousands of lines a second (13 MB) into
@@ -140,6 +150,45 @@ async fn docker_lines_arrive_once_whole_in_order_per_stream_through_rotation_kil
     assert_eq!(dockerd.wait("web"), 0);
     let out = setup.collector.file(&agent.host, Path::new("docker/web"));
     assert_streams(&out, &expected("out", n, 2), &expected("err", n, 2), "web");
+    // The container is followed: /status names its source, /metrics counts it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while logship_tests::http::counter(&addr, "logship_agent_containers") < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "no container counted on /metrics"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, status) = logship_tests::http::get(&addr, "/status");
+    assert!(status.contains(r#""source":"docker/web""#), "{status}");
+
+    // compress=true: Docker gzips every rotated file. The agent is killed -9 for long enough
+    // that the file it was reading is rotated and gzipped: it is read from its checkpoint in
+    // the .gz, then the newer rotated files it never saw, then the current one.
+    let z = 3000;
+    dockerd.run(
+        "zipped",
+        &["max-size=1m", "max-file=20", "compress=true"],
+        &script(z, 20_000),
+    );
+    let zipped = setup
+        .collector
+        .file(&agent.host, Path::new("docker/zipped"));
+    logship_tests::lines::wait_for_lines(&zipped, 400, ARRIVAL);
+    daemon.kill9();
+    std::thread::sleep(Duration::from_millis(1500));
+    daemon = agent.start(true);
+    assert_eq!(dockerd.wait("zipped"), 0);
+    assert_streams(
+        &zipped,
+        &expected("out", z, 1),
+        &expected("err", z, 1),
+        "zipped",
+    );
+    assert!(
+        daemon.log_text().contains("in its .gz"),
+        "the file being read when the agent was killed was gzipped meanwhile"
+    );
 
     // A container removed while the agent is behind: it drains what its descriptor holds.
     let m = 1500;
