@@ -4,7 +4,8 @@
 //! The path of a line:
 //! ```text
 //! wakeup (inotify, or polls) + discover (globs) -> source (one per file: lifecycle) + tailer
-//!   (bytes to lines) on the reader thread ──┐
+//!   (bytes to lines; container: a container log's entries decoded and pieces joined;
+//!   compressed: a rotated log found only gzipped) on the reader thread ──┐
 //! journal (journalctl's export stream: entries and their cursors) on a thread of its own ──┤
 //!   -> spool (one segment file per turn, fsync'd, then its index record and the checkpoints
 //!   in one sled batch) -> publisher (confirm window, waited for while the broker is heard
