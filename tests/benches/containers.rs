@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use logship_tests::broker::amqp_url;
 use logship_tests::daemon::{binary, cpu_seconds};
-use logship_tests::fixture::{Agent, Setup};
+use logship_tests::fixture::Setup;
 
 /// Containers (and plain files) written.
 const CONTAINERS: usize = 100;
@@ -151,15 +151,7 @@ fn ship(kind: Kind, lines: usize) -> Shipped {
     let root = setup.dir.path().join("in");
     let want = write_logs(&root, kind, lines);
     let mut collector = setup.collector.start();
-    let agent = Agent::with_inputs(
-        setup.dir.path(),
-        "agent",
-        &[&amqp_url()],
-        &setup.topology.exchange,
-        "",
-        "",
-        &input(&root, kind),
-    );
+    let agent = setup.agent_with_inputs("", &input(&root, kind));
     let started = Instant::now();
     let mut daemon = agent.start(true);
     while tree_bytes(&setup.collector.output) < want {
@@ -198,15 +190,7 @@ fn latency(length: Duration) -> (f64, f64, f64, usize) {
         })
         .collect();
     let mut collector = setup.collector.start();
-    let agent = Agent::with_inputs(
-        setup.dir.path(),
-        "agent",
-        &[&amqp_url()],
-        &setup.topology.exchange,
-        "",
-        "",
-        &input(&root, Kind::Cri),
-    );
+    let agent = setup.agent_with_inputs("", &input(&root, Kind::Cri));
     let mut daemon = agent.start(true);
     let output = setup.collector.output.join(&agent.host);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -265,6 +265,20 @@ impl Setup {
         )
     }
 
+    /// An agent at the shared broker whose `[[inputs]]` tables are `inputs` (a container input,
+    /// say); `top` at the top of its file.
+    pub fn agent_with_inputs(&self, top: &str, inputs: &str) -> Agent {
+        Agent::with_inputs(
+            self.dir.path(),
+            "agent",
+            &[&amqp_url()],
+            &self.topology.exchange,
+            top,
+            "",
+            inputs,
+        )
+    }
+
     /// A file in the logs directory.
     pub fn log(&self, name: &str) -> PathBuf {
         self.logs.join(name)

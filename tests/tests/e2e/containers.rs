@@ -7,27 +7,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use logship_runtime::Envelope;
-use logship_tests::broker::{Broker, amqp_url};
+use logship_tests::broker::Broker;
 use logship_tests::docker::Dockerd;
-use logship_tests::fixture::{Agent, Setup};
+use logship_tests::fixture::Setup;
 
 /// How long the lines may take to arrive.
 const ARRIVAL: Duration = Duration::from_secs(90);
 /// Waiting for lines ends early when the collector's file has not grown for this long.
 const STALL: Duration = Duration::from_secs(20);
-
-/// An agent reading the input table `input` (a container input).
-fn agent(setup: &Setup, input: &str) -> Agent {
-    Agent::with_inputs(
-        setup.dir.path(),
-        "agent",
-        &[&amqp_url()],
-        &setup.topology.exchange,
-        "",
-        "",
-        input,
-    )
-}
 
 /// The padding of long line `i`, as the container script builds it: `<i>-0123456789abcdef`
 /// doubled to 512 copies, five times (about 50 KB). It names its line, so the heads of the
@@ -124,15 +111,7 @@ async fn docker_lines_arrive_once_whole_in_order_per_stream_through_rotation_kil
         dockerd.containers().display()
     );
     let addr = logship_tests::http::free_addr();
-    let agent = Agent::with_inputs(
-        setup.dir.path(),
-        "agent",
-        &[&amqp_url()],
-        &setup.topology.exchange,
-        &format!("[metrics]\nlisten = \"{addr}\"\n"),
-        "",
-        &input,
-    );
+    let agent = setup.agent_with_inputs(&format!("[metrics]\nlisten = \"{addr}\"\n"), &input);
     let mut daemon = agent.start(true);
 
     // A container started after the agent, writing thousands of lines a second (13 MB) into
@@ -337,7 +316,7 @@ async fn cri_lines_arrive_once_whole_in_order_through_kubelet_rotation_gzip_and_
         "[[inputs]]\ntype = \"cri\"\ndirectory = \"{}\"\n",
         pods.display()
     );
-    let agent = agent(&setup, &input);
+    let agent = setup.agent_with_inputs("", &input);
     let mut daemon = agent.start(true);
 
     // The pod appears after the agent; 2000 lines per stream into 1 MB files.
