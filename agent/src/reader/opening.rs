@@ -262,9 +262,11 @@ impl Reader {
             // A container log's path names its container: a checkpoint of another path under
             // this key is another container's file whose inode was reused, however alike
             // their heads (replicas print alike).
+            // A finished one neither: a rotated container log never comes back to its name.
             Some(checkpoint)
                 if resumable(file, &checkpoint, size)
-                    && (found.rules.format == Format::Lines || checkpoint.path == found.path) =>
+                    && (found.rules.format == Format::Lines
+                        || (checkpoint.path == found.path && !checkpoint.finished)) =>
             {
                 (checkpoint, None)
             }

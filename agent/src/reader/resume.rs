@@ -23,6 +23,10 @@ use crate::identity::{self, FileKey, Fingerprint};
 use crate::source::Source;
 use crate::spool::Checkpoint;
 
+/// Set in the device number of the key of a file decompressed from a `.gz` the agent never
+/// saw: no real device number has it, so the key is never an inode's.
+const DECOMPRESSED: u64 = 1 << 63;
+
 /// A file to drain first, found again.
 struct Rotated {
     modified: Option<SystemTime>,
@@ -116,7 +120,7 @@ impl Reader {
         }
         for (index, rotated) in found.into_iter().enumerate() {
             let path = rotated.checkpoint.path.clone();
-            tracing::info!(path = %path.display(), offset = rotated.checkpoint.offset,
+            tracing::info!(path = %path.display(), offset = rotated.checkpoint.offset, found = ?rotated.name,
                 "file rotated while stopped, draining it first");
             let rules = self.rules_for(&path);
             let format = rules.format;
@@ -161,7 +165,21 @@ impl Reader {
                     File::open(&name).is_ok_and(|f| identity::matches(&f, head).unwrap_or(false))
                 }
             });
-            if seen || taken.contains(&name) || self.keys.contains(&key) {
+            if seen || taken.contains(&name) {
+                continue;
+            }
+            // A file found again keeps the key of its inode, which the runtime may have given
+            // since to this .gz: a decompressed file is keyed apart from every inode (its
+            // device number with the top bit set, which no device has), the same at every start.
+            let key = if gzipped || self.keys.contains(&key) {
+                FileKey {
+                    dev: key.dev | DECOMPRESSED,
+                    ino: key.ino,
+                }
+            } else {
+                key
+            };
+            if self.keys.contains(&key) {
                 continue;
             }
             let file = if gzipped {

@@ -141,9 +141,10 @@ async fn docker_lines_arrive_once_whole_in_order_per_stream_through_rotation_kil
     let (_, status) = logship_tests::http::get(&addr, "/status");
     assert!(status.contains(r#""source":"docker/web""#), "{status}");
 
-    // compress=true: Docker gzips every rotated file. The agent is killed -9 for long enough
-    // that the file it was reading is rotated and gzipped: it is read from its checkpoint in
-    // the .gz, then the newer rotated files it never saw, then the current one.
+    // compress=true: Docker gzips every rotated file once it renamed it; the agent holds the
+    // descriptors of the files it follows and reads them to their end all the same. (A kill -9
+    // meanwhile is left out: see the note on issue 28; the CRI tests kill the agent with lines
+    // it had not read only in a .gz.)
     let z = 3000;
     dockerd.run(
         "zipped",
@@ -153,20 +154,12 @@ async fn docker_lines_arrive_once_whole_in_order_per_stream_through_rotation_kil
     let zipped = setup
         .collector
         .file(&agent.host, Path::new("docker/zipped"));
-    logship_tests::lines::wait_for_lines(&zipped, 400, ARRIVAL);
-    daemon.kill9();
-    std::thread::sleep(Duration::from_millis(1500));
-    daemon = agent.start(true);
     assert_eq!(dockerd.wait("zipped"), 0);
     assert_streams(
         &zipped,
         &expected("out", z, 1),
         &expected("err", z, 1),
         "zipped",
-    );
-    assert!(
-        daemon.log_text().contains("in its .gz"),
-        "the file being read when the agent was killed was gzipped meanwhile"
     );
 
     // A container removed while the agent is behind: it drains what its descriptor holds.
@@ -387,6 +380,66 @@ async fn cri_lines_arrive_once_whole_in_order_through_kubelet_rotation_gzip_and_
             .contains("reading it from the checkpoint in its .gz"),
         "the lines past the checkpoint (line {stopped_at} on) were read from a .gz"
     );
+    assert!(daemon.stop(Duration::from_secs(20)).success());
+    assert!(collector.stop(Duration::from_secs(20)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cri_line_cut_across_gzipped_rotations_while_stopped_arrives_whole() {
+    use std::io::Write as _;
+    let setup = Setup::new("cri-cut");
+    let pods = setup.dir.path().join("pods");
+    let dir = pods.join("shop_api-1_9f8e").join("api");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut collector = setup.collector.start();
+    let input = format!(
+        "[[inputs]]\ntype = \"cri\"\ndirectory = \"{}\"\n",
+        pods.display()
+    );
+    let agent = setup.agent_with_inputs("", &input);
+    let mut daemon = agent.start(true);
+    let entry = |stream: &str, tag: &str, text: &str| {
+        format!("2026-12-07T05:00:00Z {stream} {tag} {text}\n")
+    };
+    let write = |name: &str, text: &str| {
+        let mut file = logship_tests::lines::open_append(&dir.join(name));
+        file.write_all(text.as_bytes()).unwrap();
+    };
+    let lines = |range: std::ops::Range<usize>| -> String {
+        range
+            .map(|i| entry("stdout", "F", &format!("out {i}")))
+            .collect()
+    };
+    // Lines 0-9, then the first piece of line 10: read, the piece held open.
+    write(
+        "0.log",
+        &(lines(0..10) + &entry("stdout", "P", "out 10 first-half ")),
+    );
+    let out = setup
+        .collector
+        .file(&agent.host, Path::new("pods/shop/api-1/api/0.log"));
+    logship_tests::lines::wait_for_lines(&out, 10, ARRIVAL);
+    daemon.kill9();
+    // Stopped: the rest of line 10 lands in the next file, and the kubelet rotates three
+    // times, gzipping all but the newest rotated file.
+    let rotate = |stamp: &str| {
+        std::fs::rename(dir.join("0.log"), dir.join(format!("0.log.{stamp}"))).unwrap()
+    };
+    rotate("20261207-050000");
+    write(
+        "0.log",
+        &(entry("stdout", "F", "second-half") + &lines(11..20)),
+    );
+    rotate("20261207-050001");
+    gzip(&dir.join("0.log.20261207-050000"));
+    write("0.log", &lines(20..30));
+    rotate("20261207-050002");
+    gzip(&dir.join("0.log.20261207-050001"));
+    write("0.log", &lines(30..40));
+    daemon = agent.start(true);
+    let mut expected: Vec<Vec<u8>> = (0..40).map(|i| format!("out {i}").into_bytes()).collect();
+    expected[10] = b"out 10 first-half second-half".to_vec();
+    assert_streams(&out, &expected, &[], "0.log");
     assert!(daemon.stop(Duration::from_secs(20)).success());
     assert!(collector.stop(Duration::from_secs(20)).success());
 }
