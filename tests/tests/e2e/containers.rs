@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use logship_runtime::Envelope;
 use logship_tests::broker::Broker;
+use logship_tests::daemon::Daemon;
 use logship_tests::docker::Dockerd;
-use logship_tests::fixture::Setup;
+use logship_tests::fixture::{Agent, Setup};
 
 /// How long the lines may take to arrive.
 const ARRIVAL: Duration = Duration::from_secs(90);
@@ -298,19 +299,25 @@ fn cri_line(stream: &str, i: usize) -> Vec<u8> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cri_lines_arrive_once_whole_in_order_through_kubelet_rotation_gzip_and_kill9() {
-    let setup = Setup::new("cri");
-    let pods = setup.dir.path().join("pods");
-    let container = pods.join("shop_web-7d9f_0b1c2d3e-4f56").join("nginx");
-    std::fs::create_dir_all(&pods).unwrap();
-    let mut collector = setup.collector.start();
+/// The collector, and an agent (started) reading the CRI logs under `pods` (made here).
+fn cri_daemons(setup: &Setup, pods: &Path) -> (Daemon, Agent, Daemon) {
+    std::fs::create_dir_all(pods).unwrap();
+    let collector = setup.collector.start();
     let input = format!(
         "[[inputs]]\ntype = \"cri\"\ndirectory = \"{}\"\n",
         pods.display()
     );
     let agent = setup.agent_with_inputs("", &input);
-    let mut daemon = agent.start(true);
+    let daemon = agent.start(true);
+    (collector, agent, daemon)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cri_lines_arrive_once_whole_in_order_through_kubelet_rotation_gzip_and_kill9() {
+    let setup = Setup::new("cri");
+    let pods = setup.dir.path().join("pods");
+    let container = pods.join("shop_web-7d9f_0b1c2d3e-4f56").join("nginx");
+    let (mut collector, agent, mut daemon) = cri_daemons(&setup, &pods);
 
     // The pod appears after the agent; 2000 lines per stream into 1 MB files.
     let n = 2000;
@@ -391,13 +398,7 @@ async fn cri_line_cut_across_gzipped_rotations_while_stopped_arrives_whole() {
     let pods = setup.dir.path().join("pods");
     let dir = pods.join("shop_api-1_9f8e").join("api");
     std::fs::create_dir_all(&dir).unwrap();
-    let mut collector = setup.collector.start();
-    let input = format!(
-        "[[inputs]]\ntype = \"cri\"\ndirectory = \"{}\"\n",
-        pods.display()
-    );
-    let agent = setup.agent_with_inputs("", &input);
-    let mut daemon = agent.start(true);
+    let (mut collector, agent, mut daemon) = cri_daemons(&setup, &pods);
     let entry = |stream: &str, tag: &str, text: &str| {
         format!("2026-12-07T05:00:00Z {stream} {tag} {text}\n")
     };
