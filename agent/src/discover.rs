@@ -140,6 +140,20 @@ pub fn directories(inputs: &[Input], found: &[Found]) -> Vec<PathBuf> {
     dirs
 }
 
+/// Whether files some input matches may lie below the directory `dir` (a glob has as many
+/// components or more, and its leading ones match `dir`'s): a directory created there is
+/// watched at once.
+pub fn may_hold_matches(inputs: &[Input], dir: &Path) -> bool {
+    let depth = dir.components().count();
+    inputs.iter().flat_map(|i| &i.paths).any(|pattern| {
+        let parts: Vec<_> = Path::new(pattern).components().collect();
+        parts.len() > depth && {
+            let prefix: PathBuf = parts[..depth].iter().collect();
+            glob::Pattern::new(&prefix.to_string_lossy()).is_ok_and(|p| p.matches_path(dir))
+        }
+    })
+}
+
 fn excluded(input: &Input, path: &Path) -> bool {
     input
         .exclude
@@ -181,12 +195,24 @@ mod tests {
             max_line_bytes: 1024,
             fields: Default::default(),
             multiline: None,
+            format: Default::default(),
         };
         let inputs = [input];
         assert!(matching(&inputs, &dir.path().join("later.log")).is_some());
         assert!(matching(&inputs, &dir.path().join("later.log.gz")).is_none());
         assert!(matching(&inputs, &dir.path().join("later.txt")).is_none());
         assert_eq!(directories(&inputs, &[]), [dir.path().to_path_buf()]);
+        assert!(!may_hold_matches(&inputs, &dir.path().join("sub.log")));
+        let pods = [Input {
+            paths: vec![format!("{}/*/*/*.log", dir.path().display())],
+            ..inputs[0].clone()
+        }];
+        assert!(may_hold_matches(&pods, &dir.path().join("ns_pod_uid")));
+        assert!(may_hold_matches(&pods, &dir.path().join("ns_pod_uid/c")));
+        assert!(!may_hold_matches(
+            &pods,
+            &dir.path().join("ns_pod_uid/c/deeper")
+        ));
         let [input] = inputs;
         let mut names: Vec<_> = scan(&[input], &[])
             .found

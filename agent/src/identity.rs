@@ -63,15 +63,26 @@ pub fn matches(file: &File, expected: Fingerprint) -> std::io::Result<bool> {
     Ok(read == len && fnv1a(&head[..len]) == expected.hash)
 }
 
+/// Whether `head` (a file's first bytes, as many as `expected` covers) is what `expected` was
+/// taken from.
+pub fn matches_bytes(head: &[u8], expected: Fingerprint) -> bool {
+    head.len() == expected.len as usize && fnv1a(head) == expected.hash
+}
+
 /// Looks in `path`'s directory for the file with `key` (a file rotated while the agent was
 /// stopped); returns it open, with its size.
 pub fn find_by_key(path: &Path, key: FileKey) -> Option<(File, u64)> {
+    find_named_by_key(path, key).map(|(file, size, _)| (file, size))
+}
+
+/// [`find_by_key`], with the name the file was found under.
+pub fn find_named_by_key(path: &Path, key: FileKey) -> Option<(File, u64, PathBuf)> {
     let dir = path.parent()?;
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let Ok(meta) = entry.metadata() else { continue };
         if meta.is_file() && FileKey::of(&meta) == key {
             let file = File::open(entry.path()).ok()?;
-            return Some((file, meta.len()));
+            return Some((file, meta.len(), entry.path()));
         }
     }
     None

@@ -4,7 +4,8 @@
 //! The path of a line:
 //! ```text
 //! wakeup (inotify, or polls) + discover (globs) -> source (one per file: lifecycle) + tailer
-//!   (bytes to lines) on the reader thread ──┐
+//!   (bytes to lines; container: a container log's entries decoded and pieces joined;
+//!   compressed: a rotated log found only gzipped) on the reader thread ──┐
 //! journal (journalctl's export stream: entries and their cursors) on a thread of its own ──┤
 //!   -> spool (one segment file per turn, fsync'd, then its index record and the checkpoints
 //!   in one sled batch) -> publisher (confirm window, waited for while the broker is heard
@@ -18,6 +19,8 @@
 //! (which pauses reading) ends the agent with exit 1 and the cause. Beside the path, `trim`
 //! gives the memory a burst freed back to the system once the burst is over.
 
+pub mod compressed;
+pub mod container;
 pub mod discover;
 pub mod identity;
 pub mod journal;
@@ -308,6 +311,7 @@ fn pages(
                 spool_oldest_seconds: status::oldest_seconds(&metrics_spool).unwrap_or(0.0),
                 lag_bytes: metrics_status.lag_bytes(),
                 journal_lag_seconds: metrics_status.journal_lag_seconds(),
+                containers: metrics_status.containers(),
             })
         }),
         status: Arc::new(move || {

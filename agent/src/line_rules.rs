@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use logship_config::agent::{Input, Multiline, MultilineRule};
+use logship_config::agent::{Format, Input, Multiline, MultilineRule};
 
 /// An input's rules for turning bytes into messages.
 #[derive(Debug, Clone)]
@@ -27,6 +27,8 @@ pub struct LineRules {
     pub multiline: Option<Multiline>,
     /// The input's labels, carried by every message.
     pub fields: BTreeMap<String, String>,
+    /// Plain lines, or a container runtime's entries to decode (see [`crate::container`]).
+    pub format: Format,
 }
 
 impl LineRules {
@@ -38,6 +40,7 @@ impl LineRules {
                 .max(1),
             multiline: input.multiline.clone(),
             fields: input.fields.clone(),
+            format: input.format,
         }
     }
 
@@ -47,6 +50,7 @@ impl LineRules {
             max_line: max_line.max(1),
             multiline: None,
             fields: BTreeMap::new(),
+            format: Format::Lines,
         }
     }
 }
@@ -154,6 +158,7 @@ mod tests {
                 timeout: Duration::from_secs(1),
             }),
             fields: BTreeMap::new(),
+            format: Format::Lines,
         }
     }
 

@@ -12,6 +12,9 @@ logship_runtime::counters! {
         lines_read => "logship_agent_lines_read_total", "counter", "read";
         /// Parts of lines longer than max_line_bytes.
         lines_split => "logship_agent_lines_split_total", "counter", "split";
+        /// Entries of container logs (type = "docker" or "cri") that are not the runtime's
+        /// format (not a json-file entry, not a CRI line, another stream): shipped as they are.
+        container_entries_invalid => "logship_agent_container_entries_invalid_total", "counter", "container_invalid";
         /// Spooled lines dropped by when_full = "drop_oldest".
         dropped => "logship_agent_dropped_total", "counter", "dropped";
         /// Truncations with no copy found next to the file (lines written since the last read may
@@ -66,6 +69,8 @@ pub struct Gauges {
     pub lag_bytes: u64,
     /// The largest journal input's lag; 0 without journal inputs.
     pub journal_lag_seconds: f64,
+    /// Containers followed (container inputs).
+    pub containers: u64,
 }
 
 impl Metrics {
@@ -109,6 +114,13 @@ impl Metrics {
             "How old the last journal entry spooled was when it was spooled (the largest over journal inputs).",
             gauges.journal_lag_seconds,
         );
+        metric(
+            &mut out,
+            "logship_agent_containers",
+            "gauge",
+            "Containers followed: distinct container sources (docker/<name>, pods/.../<restart>.log) among the files open.",
+            gauges.containers,
+        );
         out
     }
 
@@ -134,7 +146,7 @@ mod tests {
         assert!(page.contains("# HELP logship_agent_lines_read_total Lines (and parts of long lines) read and spooled.\n"));
         assert!(page.contains("\nlogship_agent_lines_read_total 7\n"));
         assert!(page.contains("logship_agent_spool_lines 2"));
-        assert_eq!(page.matches("# TYPE").count(), metrics.counters().len() + 5);
+        assert_eq!(page.matches("# TYPE").count(), metrics.counters().len() + 6);
         assert!(metrics.summary().starts_with("files=0 read=7 split=0 "));
     }
 }

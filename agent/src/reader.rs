@@ -255,6 +255,13 @@ impl Reader {
         if wake.all {
             self.sources.iter_mut().for_each(Source::mark_changed);
         }
+        // Watched before the rescan expands the globs: a file created in one meanwhile is
+        // seen by one or the other (a pod's container directory comes a level further down).
+        for dir in &wake.directories {
+            if crate::discover::may_hold_matches(&self.inputs, dir) {
+                self.wakeups.watch(dir);
+            }
+        }
         for opened in wake.opened {
             if let Some((path, file)) = opened.take() {
                 self.adopt(&path, file)?;
@@ -322,7 +329,9 @@ impl Reader {
             }
             if source.draining() {
                 let moved_on = self.successor_grew(index);
+                let successor = self.has_successor(index);
                 self.sources[index].set_moved_on(moved_on);
+                self.sources[index].set_successor(successor);
             }
             let source = &mut self.sources[index];
             let before = lines.len();
@@ -349,6 +358,8 @@ impl Reader {
             room = room.saturating_sub(made);
             let parts = self.sources[index].tailer_mut().take_parts();
             Metrics::add(&self.metrics.lines_split, parts);
+            let invalid = self.sources[index].tailer_mut().take_invalid();
+            Metrics::add(&self.metrics.container_entries_invalid, invalid);
         }
         if self.spool_turn(lines)? {
             finished.sort_unstable();
@@ -369,15 +380,21 @@ impl Reader {
         if touched.is_empty() {
             return Ok(true);
         }
-        let checkpoints: Vec<(FileKey, Checkpoint)> = touched
+        let mut checkpoints: Vec<(FileKey, Checkpoint)> = touched
             .iter()
             .map(|&i| (self.sources[i].key(), self.sources[i].tailer().checkpoint()))
             .collect();
+        // Older files whose lines carried over are complete: finished in the same batch.
+        for &i in &touched {
+            checkpoints.extend_from_slice(self.sources[i].tailer().settled_predecessors());
+        }
         match self.spool.append(&lines, &checkpoints) {
             Ok(dropped) => {
-                touched
-                    .iter()
-                    .for_each(|&i| self.sources[i].tailer_mut().spooled());
+                touched.iter().for_each(|&i| {
+                    let tailer = self.sources[i].tailer_mut();
+                    tailer.predecessors_spooled();
+                    tailer.spooled();
+                });
                 Metrics::add(&self.metrics.lines_read, lines.len() as u64);
                 Metrics::add(&self.metrics.dropped, dropped.lines);
                 dropped.log(self.spool.dropped());
@@ -452,6 +469,7 @@ mod opening;
 mod outcome;
 pub(crate) mod pause;
 mod reopen;
+mod resume;
 mod sources;
 #[cfg(test)]
 mod tests;

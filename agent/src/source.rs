@@ -41,7 +41,7 @@ use crate::line_rules::LineRules;
 use crate::metrics::Metrics;
 use crate::spool::Checkpoint;
 use crate::spool::Message;
-use crate::tailer::Tailer;
+use crate::tailer::{Handover, Tailer};
 
 /// A rotated-away file is closed after this long without growth.
 pub const ROTATE_IDLE: Duration = Duration::from_secs(1);
@@ -100,6 +100,11 @@ pub struct Source {
     active_at: Instant,
     /// Closed for the budget and changed since: when it started waiting for a descriptor.
     woken_at: Option<Instant>,
+    /// A newer file of its path is open (set by the reader before each step of a draining
+    /// file): a container log's open lines go on there when this one is finished.
+    successor: bool,
+    /// The open lines of a finished container log, for the newer file of its path.
+    handover: Option<Handover>,
 }
 
 impl Source {
@@ -124,6 +129,8 @@ impl Source {
             left: false,
             active_at: Instant::now(),
             woken_at: None,
+            successor: false,
+            handover: None,
         }
     }
 
@@ -212,6 +219,17 @@ impl Source {
     /// before each step of a draining file.
     pub fn set_moved_on(&mut self, moved_on: bool) {
         self.moved_on = moved_on;
+    }
+
+    /// A newer file of its path is open (`true`); said by the reader before each step of a
+    /// draining file.
+    pub fn set_successor(&mut self, successor: bool) {
+        self.successor = successor;
+    }
+
+    /// The open lines of a finished container log, for the newer file of its path.
+    pub fn take_handover(&mut self) -> Option<Handover> {
+        self.handover.take()
     }
 
     /// Whether it is known to have left its name (renamed away, deleted).
@@ -363,7 +381,7 @@ impl Source {
                         || (since.elapsed() >= ROTATE_IDLE
                             && self.tailer.last_growth().elapsed() >= ROTATE_IDLE)) =>
             {
-                self.tailer.ship_partial(host, out)?;
+                self.handover = self.tailer.finish(host, self.successor, out)?;
                 return Ok(Step::Finished);
             }
             _ => {}
@@ -404,9 +422,11 @@ impl Source {
     ) -> std::io::Result<()> {
         let offset = self.tailer.checkpoint().offset;
         let path = self.tailer.path().to_path_buf();
+        // A container log is never copied and truncated (see `Reader::checkpoint_for`).
         let copy = self
             .tailer
             .fingerprint()
+            .filter(|_| !self.tailer.is_container_log())
             .map(|head| identity::find_copy(&path, self.tailer.key(), head));
         match copy {
             Some(Some(copy)) => {
@@ -479,12 +499,15 @@ impl Source {
     }
 
     /// The checkpoint to record once it is closed: finished, or `None` for a deleted file.
+    ///
+    /// A file that handed open lines over stays unfinished until they are spooled (see
+    /// `tailer::decoded`): a restart drains it again from its last quiet point.
     pub fn closing_checkpoint(&self) -> Option<Checkpoint> {
         if self.tailer.deleted() {
             return None;
         }
         let mut checkpoint = self.tailer.checkpoint();
-        checkpoint.finished = true;
+        checkpoint.finished = self.handover.is_none();
         Some(checkpoint)
     }
 }

@@ -28,6 +28,8 @@ pub struct Status {
     files: Mutex<Vec<FileSnapshot>>,
     /// Bytes in watched files not yet read, summed; as of the last snapshot.
     lag_bytes: AtomicU64,
+    /// Distinct container sources among the files; as of the last snapshot.
+    containers: AtomicU64,
     /// The journal inputs, each kept by its reader.
     journals: Mutex<Vec<std::sync::Arc<JournalState>>>,
     /// The broker connection, kept by the publisher.
@@ -40,6 +42,10 @@ impl Status {
         let files: Vec<FileSnapshot> = sources.iter().map(FileSnapshot::of).collect();
         let lag = files.iter().map(|f| f.size.saturating_sub(f.offset)).sum();
         self.lag_bytes.store(lag, Ordering::Relaxed);
+        let containers: std::collections::HashSet<&str> =
+            files.iter().filter_map(|f| f.source.as_deref()).collect();
+        self.containers
+            .store(containers.len() as u64, Ordering::Relaxed);
         let previous = match self.files.lock() {
             Ok(mut current) => std::mem::replace(&mut *current, files),
             Err(_) => return,
@@ -86,6 +92,11 @@ impl Status {
         })
     }
 
+    /// `logship_agent_containers`: containers followed (distinct container sources).
+    pub fn containers(&self) -> u64 {
+        self.containers.load(Ordering::Relaxed)
+    }
+
     /// `logship_agent_lag_bytes`.
     pub fn lag_bytes(&self) -> u64 {
         self.lag_bytes.load(Ordering::Relaxed)
@@ -102,6 +113,7 @@ impl Status {
                 .lock()
                 .map(|files| files.iter().map(FileSnapshot::status).collect())
                 .unwrap_or_default(),
+            containers: self.containers(),
             journals: self.journal_status(),
             spool: SpoolStatus {
                 lines: spool.lines(),
@@ -122,6 +134,8 @@ struct FileSnapshot {
     offset: u64,
     size: u64,
     generation: u32,
+    /// The container source its lines are shipped as, shared with its tailer.
+    source: Option<Arc<str>>,
 }
 
 impl FileSnapshot {
@@ -136,6 +150,7 @@ impl FileSnapshot {
             // A file closed for the budget was read to its end when it was closed.
             size: tailer.size().unwrap_or_else(|| tailer.read_position()),
             generation: tailer.generation(),
+            source: tailer.source_name().cloned(),
         }
     }
 
@@ -147,6 +162,7 @@ impl FileSnapshot {
             offset: self.offset,
             size: self.size,
             generation: u64::from(self.generation),
+            source: self.source.as_deref().map(str::to_string),
         }
     }
 }

@@ -81,6 +81,8 @@ pub struct Tailer {
     /// Where the last shipped message's claim ends, which is where the collector's hole
     /// starts if the rest is lost (see [`loss`]).
     claim_end: Offset,
+    /// A container log's decoder and labels (see [`crate::container`]); `None` for plain lines.
+    container: Option<Box<Container>>,
 }
 
 impl Tailer {
@@ -118,7 +120,6 @@ impl Tailer {
             event: None,
             resume_mid_event: checkpoint.mid_event,
             partial: Vec::new(),
-            rules,
             last_growth: Instant::now(),
             parts: 0,
             spooled,
@@ -127,6 +128,8 @@ impl Tailer {
             seen: 0,
             seen_generation: checkpoint.generation,
             claim_end: checkpoint.offset,
+            container: Container::of(path, &rules),
+            rules,
         }
     }
 
@@ -173,6 +176,9 @@ impl Tailer {
     pub fn spooled(&mut self) {
         self.spooled = None;
         self.spooled_mid_event = self.mid_event();
+        if let Some(container) = &mut self.container {
+            container.joiner.spooled();
+        }
     }
 
     /// The position is about to move: the spooled one is kept apart first, for a rewind.
@@ -192,6 +198,7 @@ impl Tailer {
         self.spooled
             .as_ref()
             .is_some_and(|s| s.offset != self.offset || s.generation != self.generation)
+            || self.container.as_ref().is_some_and(|c| c.joiner.shipped())
     }
 
     /// Back to the checkpoint the spool holds: what was shipped since is read again.
@@ -204,6 +211,7 @@ impl Tailer {
         }
         self.partial.clear();
         self.event = None;
+        self.reset_container();
         self.resume_mid_event = self.spooled_mid_event;
         self.head_checked = None;
     }
@@ -232,7 +240,10 @@ impl Tailer {
 
     /// The next byte to read.
     fn read_pos(&self) -> u64 {
-        self.offset + self.event.as_ref().map_or(0, |e| e.consumed) + self.partial.len() as u64
+        self.offset
+            + self.event.as_ref().map_or(0, |e| e.consumed)
+            + self.container.as_ref().map_or(0, |c| c.joiner.held())
+            + self.partial.len() as u64
     }
 
     /// Reads up to `budget` bytes and appends the complete lines to `out`. Returns the bytes read.
@@ -263,8 +274,9 @@ impl Tailer {
 
     /// Cuts `bytes` (which follow the partial line) into lines and parts.
     fn cut(&mut self, host: &str, mut bytes: &[u8], out: &mut Vec<Message>) -> std::io::Result<()> {
+        let max_line = self.max_raw_line();
         while !bytes.is_empty() {
-            let room = self.rules.max_line - self.partial.len();
+            let room = max_line - self.partial.len();
             match bytes.iter().take(room + 1).position(|&b| b == b'\n') {
                 Some(newline) if newline <= room => {
                     self.partial.extend_from_slice(&bytes[..newline]);
@@ -297,6 +309,9 @@ impl Tailer {
         part: bool,
         out: &mut Vec<Message>,
     ) -> std::io::Result<()> {
+        if self.container.is_some() {
+            return self.entry_done(host, terminator, out);
+        }
         let mut line = std::mem::take(&mut self.partial);
         let consumed = line.len() as u64 + terminator;
         let resumed_mid_event = std::mem::take(&mut self.resume_mid_event);
@@ -368,6 +383,10 @@ impl Tailer {
     /// Whether an event is being assembled (it needs a look when its timeout passes).
     pub fn holds_event(&self) -> bool {
         self.event.as_ref().is_some_and(|e| !e.is_empty())
+            || self
+                .container
+                .as_ref()
+                .is_some_and(|c| !c.joiner.is_quiet())
     }
 
     /// Ships `line` (the message at `offset`), which took `consumed` bytes of the file.
@@ -404,10 +423,47 @@ impl Tailer {
         line: &[u8],
         kind: SourceKind,
     ) -> Message {
+        if let Some(container) = &self.container {
+            // A marker of a container log: under its source name.
+            let labels = &container.labels;
+            return self.message_as(
+                host,
+                labels.source(),
+                labels.fields(None),
+                fingerprint,
+                offset,
+                line,
+                kind,
+            );
+        }
+        self.message_as(
+            host,
+            &self.path.to_string_lossy(),
+            &self.rules.fields,
+            fingerprint,
+            offset,
+            line,
+            kind,
+        )
+    }
+
+    /// The message of `line` (of `kind`) at `offset`, under the source name `path` with
+    /// `fields`.
+    #[allow(clippy::too_many_arguments)]
+    fn message_as(
+        &self,
+        host: &str,
+        path: &str,
+        fields: &std::collections::BTreeMap<String, String>,
+        fingerprint: Fingerprint,
+        offset: Offset,
+        line: &[u8],
+        kind: SourceKind,
+    ) -> Message {
         let envelope = EnvelopeRef {
             host,
             // Borrowed unless the path is not UTF-8: no allocation per line.
-            path: &self.path.to_string_lossy(),
+            path,
             file: FileId {
                 dev: self.key.dev,
                 ino: self.key.ino,
@@ -417,7 +473,7 @@ impl Tailer {
             offset,
             timestamp_ms: now_ms(),
             line,
-            fields: &self.rules.fields,
+            fields,
             kind,
         };
         (envelope.message_id(), envelope.to_json())
@@ -429,7 +485,25 @@ impl Tailer {
         if !self.partial.is_empty() {
             self.line_done(host, 0, false, out)?;
         }
+        self.finish_container(host, out)?;
         self.flush_event(host, out)
+    }
+
+    /// The file is finished, and a newer file of its path follows (`successor`): ships what
+    /// [`Tailer::ship_partial`] ships, but the lines of a container log still open, which go
+    /// on in the newer file (see [`decoded`]).
+    pub fn finish(
+        &mut self,
+        host: &str,
+        successor: bool,
+        out: &mut Vec<Message>,
+    ) -> std::io::Result<Option<Handover>> {
+        if !self.partial.is_empty() {
+            self.line_done(host, 0, false, out)?;
+        }
+        let handover = if successor { self.handover() } else { None };
+        self.ship_partial(host, out)?;
+        Ok(handover)
     }
 
     /// Whether the file was truncated (shorter than what we read) or replaced in place (its head
@@ -466,6 +540,7 @@ impl Tailer {
         self.offset = 0;
         self.partial.clear();
         self.event = None;
+        self.reset_container();
         self.resume_mid_event = false;
         self.fingerprint = None;
         self.head_checked = None;
@@ -487,7 +562,11 @@ struct Spooled {
     claim_end: Offset,
 }
 
+mod decoded;
 mod descriptor;
 mod loss;
+
+use decoded::Container;
+pub use decoded::Handover;
 #[cfg(test)]
 mod tests;

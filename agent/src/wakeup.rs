@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use logship_config::agent::{Input, WatchMode};
-use notify::event::{EventKind, ModifyKind, RenameMode};
+use notify::event::{CreateKind, EventKind, ModifyKind, RenameMode};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 
 /// Filesystems whose changes made on another machine inotify does not report (statfs magic
@@ -90,6 +90,10 @@ pub struct Wake {
     pub renamed: Vec<(PathBuf, PathBuf)>,
     /// Matching files opened as they were created, in order.
     pub opened: Vec<Opened>,
+    /// Directories created in a watched directory: globs with a wildcard directory (a
+    /// container's, a pod's) may match files in them, so they are watched and the globs
+    /// expanded again.
+    pub directories: Vec<PathBuf>,
 }
 
 /// The reader's source of wake-ups.
@@ -289,6 +293,10 @@ fn note(wake: &mut Wake, (event, opened): Noted) {
         return;
     }
     match event.kind {
+        EventKind::Create(CreateKind::Folder) => {
+            wake.rescan = true;
+            wake.directories.extend(event.paths);
+        }
         EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
             wake.appeared.extend(event.paths.iter().cloned());
             wake.changed.extend(event.paths);

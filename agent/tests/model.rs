@@ -34,6 +34,7 @@ fn start(spool: &Arc<Spool>, glob: &Path, watch: WatchMode, budget: Option<usize
         max_line_bytes: 1 << 20,
         fields: Default::default(),
         multiline: None,
+        format: Default::default(),
     };
     let reader = Reader::new(
         "model".into(),

@@ -81,6 +81,34 @@ pub enum InputType {
     File,
     /// The systemd journal (`directory`, `units`).
     Journal,
+    /// Docker's json-file logs (`directory`, default `/var/lib/docker/containers`).
+    Docker,
+    /// Kubernetes pods' CRI logs (`directory`, default `/var/log/pods`).
+    Cri,
+}
+
+/// How a file input's bytes are read: plain lines, or a container runtime's log format whose
+/// entries are decoded (and pieces of a line joined) before they are shipped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Format {
+    /// Each line of the file is a line (`type = "file"`).
+    #[default]
+    Lines,
+    /// Docker's json-file driver: `{"log","stream","time"}` per line (`type = "docker"`).
+    Docker,
+    /// The CRI format of containerd and CRI-O: `<time> <stream> <P|F> <text>` (`type = "cri"`).
+    Cri,
+}
+
+impl Format {
+    /// The default directory of a container input, and the globs (below it) of its logs.
+    pub fn layout(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Format::Lines => None,
+            Format::Docker => Some(("/var/lib/docker/containers", "*/*-json.log")),
+            Format::Cri => Some(("/var/log/pods", "*/*/*.log")),
+        }
+    }
 }
 
 /// One `[[inputs]]` table.
@@ -93,7 +121,8 @@ pub struct RawInput {
     #[serde(default)]
     pub paths: Vec<String>,
     /// A directory of journal files, as `journalctl --directory` (`type = "journal"`); default:
-    /// the local system journal.
+    /// the local system journal. For `type = "docker"` and `"cri"`: where the runtime keeps
+    /// its containers' logs.
     pub directory: Option<PathBuf>,
     /// Only entries whose `_SYSTEMD_UNIT` is one of these (`type = "journal"`); default: all.
     pub units: Option<Vec<String>>,
@@ -135,7 +164,8 @@ pub struct AgentConfig {
     pub max_open_files: Option<usize>,
     pub broker: Broker,
     pub buffer: BufferSettings,
-    /// The file inputs (`type = "file"`), in file order.
+    /// The file inputs (`type = "file"`, and the container inputs `"docker"` and `"cri"`,
+    /// which are files with a format), in file order.
     pub inputs: Vec<Input>,
     /// The journal inputs (`type = "journal"`), in file order.
     pub journals: Vec<JournalInput>,
@@ -161,6 +191,8 @@ pub struct Input {
     /// The input's `fields` over the config's `host_fields`.
     pub fields: BTreeMap<String, String>,
     pub multiline: Option<Multiline>,
+    /// How its bytes are decoded into lines.
+    pub format: Format,
 }
 
 /// One validated journal input.
@@ -255,6 +287,14 @@ impl Validate for RawAgentConfig {
                 InputType::Journal => {
                     journals.push(input.validate_journal(index, &self.host_fields)?)
                 }
+                InputType::Docker => inputs.push(input.validate_container(
+                    index,
+                    Format::Docker,
+                    &self.host_fields,
+                )?),
+                InputType::Cri => {
+                    inputs.push(input.validate_container(index, Format::Cri, &self.host_fields)?)
+                }
             }
         }
         let shutdown_timeout = duration_or(
@@ -335,6 +375,68 @@ impl RawInput {
             max_line_bytes,
             fields,
             multiline,
+            format: Format::Lines,
+        })
+    }
+
+    /// A container input (`type = "docker"` or `"cri"`): a file input over the runtime's
+    /// directory, whose files are decoded by `format`.
+    fn validate_container(
+        self,
+        index: usize,
+        format: Format,
+        host_fields: &BTreeMap<String, String>,
+    ) -> Result<Input, KeyError> {
+        let key = format!("inputs[{index}]");
+        let name = if format == Format::Docker {
+            "docker"
+        } else {
+            "cri"
+        };
+        for (setting, set) in [
+            ("paths", !self.paths.is_empty()),
+            ("units", self.units.is_some()),
+            ("multiline", self.multiline.is_some()),
+        ] {
+            if set {
+                return Err(KeyError::new(
+                    format!("{key}.{setting}"),
+                    format!("is not a setting of type = \"{name}\""),
+                ));
+            }
+        }
+        // Never the fallback: every container format has a layout.
+        let (default_dir, glob) = format.layout().unwrap_or(("/", "*"));
+        let directory = self.directory.unwrap_or_else(|| PathBuf::from(default_dir));
+        if directory.as_os_str().is_empty() || directory.is_relative() {
+            return Err(KeyError::new(
+                format!("{key}.directory"),
+                format!("must be an absolute path, not \"{}\"", directory.display()),
+            ));
+        }
+        let Some(dir) = directory.to_str() else {
+            return Err(KeyError::new(
+                format!("{key}.directory"),
+                "must be valid UTF-8",
+            ));
+        };
+        if dir.contains(['*', '?', '[']) {
+            return Err(KeyError::new(
+                format!("{key}.directory"),
+                format!("must not hold a glob character, not \"{dir}\""),
+            ));
+        }
+        let max_line_bytes = max_line_bytes(&key, &self.max_line_bytes)?;
+        let mut fields = host_fields.clone();
+        fields.extend(self.fields);
+        Ok(Input {
+            paths: vec![format!("{}/{glob}", dir.trim_end_matches('/'))],
+            exclude: self.exclude,
+            read_from: self.read_from.unwrap_or(ReadFrom::Beginning),
+            max_line_bytes,
+            fields,
+            multiline: None,
+            format,
         })
     }
 }

@@ -279,14 +279,7 @@ fn bad_multiline_snippets_name_their_key() {
         ),
         ("fields = { service = 1 }", "inputs[0].fields.service"),
     ] {
-        let text = format!("{base}{snippet}\n");
-        let err = parse::<RawAgentConfig>(Path::new("agent.toml"), &text).unwrap_err();
-        let message = err.to_string();
-        assert!(!message.contains('\n'), "one line: {message}");
-        assert!(
-            message.starts_with(&format!("agent.toml: {key}")),
-            "{message}"
-        );
+        assert_refused(&base, snippet, key);
     }
 }
 
@@ -348,14 +341,7 @@ fn bad_journal_snippets_name_their_key() {
             "inputs[1].max_line_bytes: must be above zero",
         ),
     ] {
-        let text = format!("{base}{snippet}\n");
-        let err = parse::<RawAgentConfig>(Path::new("agent.toml"), &text).unwrap_err();
-        let message = err.to_string();
-        assert!(!message.contains('\n'), "one line: {message}");
-        assert!(
-            message.starts_with(&format!("agent.toml: {key}")),
-            "{message}"
-        );
+        assert_refused(&base, snippet, key);
     }
 }
 
@@ -373,5 +359,91 @@ fn agent_max_open_files_parses_and_zero_is_refused() {
         err.to_string()
             .starts_with("agent.toml: max_open_files: must be at least 1"),
         "{err}"
+    );
+}
+
+#[test]
+fn container_inputs_are_file_inputs_over_the_runtimes_directory() {
+    use logship_config::agent::Format;
+    let text = example("agent.toml")
+        + "\n[[inputs]]\ntype = \"docker\"\nfields = { team = \"web\" }\n\
+           [[inputs]]\ntype = \"cri\"\ndirectory = \"/srv/pods/\"\nmax_line_bytes = \"64KiB\"\n";
+    let config = parse::<RawAgentConfig>(Path::new("agent.toml"), &text).unwrap();
+    let docker = &config.inputs[1];
+    assert_eq!(docker.format, Format::Docker);
+    assert_eq!(docker.paths, ["/var/lib/docker/containers/*/*-json.log"]);
+    assert_eq!(docker.fields.get("team").map(String::as_str), Some("web"));
+    assert!(docker.multiline.is_none());
+    let cri = &config.inputs[2];
+    assert_eq!(cri.format, Format::Cri);
+    assert_eq!(cri.paths, ["/srv/pods/*/*/*.log"]);
+    assert_eq!(cri.max_line_bytes, 64 << 10);
+    assert_eq!(config.inputs[0].format, Format::Lines);
+}
+
+#[test]
+fn the_daemonset_config_parses() {
+    let manifest = example("../packaging/kubernetes/daemonset.yaml");
+    // The ConfigMap's `agent.toml: |` block, unindented.
+    let text: String = manifest
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("agent.toml: |"))
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    // The Secret's file, mounted there in a pod.
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), "hunter2\n").unwrap();
+    let text = text.replace(
+        "/etc/logship-broker/password",
+        &secret.path().display().to_string(),
+    );
+    let config = parse::<RawAgentConfig>(Path::new("agent.toml"), &text).unwrap();
+    assert_eq!(config.inputs[0].paths, ["/var/log/pods/*/*/*.log"]);
+}
+
+#[test]
+fn bad_container_snippets_name_their_key() {
+    let base = example("agent.toml");
+    for (snippet, key) in [
+        (
+            "[[inputs]]\ntype = \"docker\"\npaths = [\"/x\"]",
+            "inputs[1].paths: is not a setting of type = \"docker\"",
+        ),
+        (
+            "[[inputs]]\ntype = \"cri\"\nunits = [\"a\"]",
+            "inputs[1].units: is not a setting of type = \"cri\"",
+        ),
+        (
+            "[[inputs]]\ntype = \"cri\"\n[inputs.multiline]\nstart = 'x'",
+            "inputs[1].multiline: is not a setting of type = \"cri\"",
+        ),
+        (
+            "[[inputs]]\ntype = \"docker\"\ndirectory = \"containers\"",
+            "inputs[1].directory: must be an absolute path",
+        ),
+        (
+            "[[inputs]]\ntype = \"docker\"\ndirectory = \"/var/lib/*/containers\"",
+            "inputs[1].directory: must not hold a glob character",
+        ),
+        (
+            "[[inputs]]\ntype = \"cri\"\nmax_line_bytes = \"0\"",
+            "inputs[1].max_line_bytes: must be above zero",
+        ),
+    ] {
+        assert_refused(&base, snippet, key);
+    }
+}
+
+/// Asserts `base` with `snippet` appended is refused in one line naming `key` first.
+fn assert_refused(base: &str, snippet: &str, key: &str) {
+    let text = format!("{base}{snippet}\n");
+    let err = parse::<RawAgentConfig>(Path::new("agent.toml"), &text).unwrap_err();
+    let message = err.to_string();
+    assert!(!message.contains('\n'), "one line: {message}");
+    assert!(
+        message.starts_with(&format!("agent.toml: {key}")),
+        "{message}"
     );
 }

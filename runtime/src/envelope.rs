@@ -31,6 +31,13 @@
 //!   `[offset - lost, offset)` of the source (`drop_oldest`). Lines of that range published
 //!   before the drop may still arrive; the rest never will. A collector of issue 17 (which knows
 //!   only `"lost"`) rejects it (dead-letter) rather than misread it.
+//! - **Version 4** is a line decoded from a container runtime's log (`"kind":"container"`:
+//!   Docker's json-file entries, CRI lines). `offset` is the byte offset of the line's first
+//!   entry (piece) in the file, and `end` (above `offset`) ends the part of the file it claims:
+//!   the raw entries of the line that follow its first one with no other stream's entry between
+//!   them. Its decoded text is shorter than its entries (and a joined line's pieces may be
+//!   interleaved with the other stream's), so the v1 rule (its bytes and one more) would claim
+//!   what is not its own; a collector before v4 rejects it (dead-letter) rather than misread it.
 //!
 //! Invariant: [`Envelope::message_id`] is a pure function of (host, file identity, generation,
 //! offset), and for a drop marker of its whole range, so a line or marker read or sent twice
@@ -54,6 +61,8 @@ pub const VERSION: u32 = 1;
 pub const VERSION_JOURNAL: u32 = 2;
 /// The envelope version of a loss marker (no line; see [`SourceKind::Lost`]).
 pub const VERSION_LOST: u32 = 3;
+/// The envelope version of a line decoded from a container log (see [`SourceKind::Entry`]).
+pub const VERSION_ENTRY: u32 = 4;
 
 /// The `kind` of a drop marker of a file (v3).
 const KIND_DROPPED: &str = "dropped";
@@ -76,6 +85,9 @@ pub enum SourceKind {
     /// (`drop_oldest`): no line (envelope v3). `journal` says the offsets are a journal's
     /// sequence numbers, not bytes.
     Dropped { lost: u64, journal: bool },
+    /// A line decoded from a container runtime's log entries (envelope v4): it claims
+    /// `[offset, end)` of the raw file, not its decoded bytes.
+    Entry { end: u64 },
 }
 
 impl SourceKind {
@@ -84,7 +96,7 @@ impl SourceKind {
         match self {
             SourceKind::Lost { bytes } => Some(bytes),
             SourceKind::Dropped { lost, .. } => Some(lost),
-            SourceKind::File | SourceKind::Journal { .. } => None,
+            SourceKind::File | SourceKind::Journal { .. } | SourceKind::Entry { .. } => None,
         }
     }
 
@@ -148,6 +160,8 @@ pub enum EnvelopeError {
     Skipped { skipped: u64, offset: u64 },
     #[error("loss marker at {offset} with {lost} lost units or a line")]
     Lost { lost: u64, offset: u64 },
+    #[error("container line at {offset} claims up to {end}, not past its offset")]
+    Extent { end: u64, offset: u64 },
 }
 
 /// The JSON shape; borrowed on the way out, so encoding copies the line once.
@@ -177,6 +191,9 @@ struct Wire<'a> {
     /// The bytes a loss marker (v3) says were never read.
     #[serde(default, skip_serializing_if = "is_zero")]
     lost: u64,
+    /// Where the file part a container line (v4) claims ends.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    end: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -237,8 +254,13 @@ impl EnvelopeRef<'_> {
             Ok(text) => (Some(Cow::Borrowed(text)), None),
             Err(_) => (None, Some(BASE64.encode(self.line))),
         };
+        let end = match self.kind {
+            SourceKind::Entry { end } => end,
+            _ => 0,
+        };
         let (v, kind, skipped, lost) = match self.kind {
             SourceKind::File => (VERSION, None, 0, 0),
+            SourceKind::Entry { .. } => (VERSION_ENTRY, Some(Cow::Borrowed("container")), 0, 0),
             SourceKind::Journal { skipped } => {
                 (VERSION_JOURNAL, Some(Cow::Borrowed("journal")), skipped, 0)
             }
@@ -266,6 +288,7 @@ impl EnvelopeRef<'_> {
             kind,
             skipped,
             lost,
+            end,
         };
         // unwrap: a struct of strings and integers always serializes
         serde_json::to_vec(&wire).expect("envelope serializes")
@@ -310,6 +333,7 @@ impl Envelope {
             SourceKind::Lost { bytes: lost } | SourceKind::Dropped { lost, .. } => {
                 (self.offset.saturating_sub(lost), self.offset)
             }
+            SourceKind::Entry { end } => (self.offset, end),
         }
     }
 
@@ -327,7 +351,7 @@ impl Envelope {
     pub fn from_json(body: &[u8]) -> Result<Envelope, EnvelopeError> {
         // One parse for a good envelope; only a body that does not parse is read again for
         // its version, so that a newer version is reported as such, not as a missing field.
-        let known = |v: u32| [VERSION, VERSION_JOURNAL, VERSION_LOST].contains(&v);
+        let known = |v: u32| [VERSION, VERSION_JOURNAL, VERSION_LOST, VERSION_ENTRY].contains(&v);
         let wire: Wire = match serde_json::from_slice(body) {
             Ok(wire) => wire,
             Err(err) => {
@@ -341,7 +365,20 @@ impl Envelope {
             return Err(EnvelopeError::Version(wire.v));
         }
         let kind = match (wire.v, wire.kind.as_deref()) {
-            (VERSION, None) if wire.skipped == 0 && wire.lost == 0 => SourceKind::File,
+            (VERSION, None) if wire.skipped == 0 && wire.lost == 0 && wire.end == 0 => {
+                SourceKind::File
+            }
+            (VERSION_ENTRY, Some("container"))
+                if wire.end > wire.offset && wire.skipped == 0 && wire.lost == 0 =>
+            {
+                SourceKind::Entry { end: wire.end }
+            }
+            (VERSION_ENTRY, Some("container")) => {
+                return Err(EnvelopeError::Extent {
+                    end: wire.end,
+                    offset: wire.offset,
+                });
+            }
             (VERSION_JOURNAL, Some("journal")) if wire.skipped <= wire.offset && wire.lost == 0 => {
                 SourceKind::Journal {
                     skipped: wire.skipped,

@@ -85,6 +85,10 @@ pub struct FileStatus {
     pub size: u64,
     /// Truncations seen (copytruncate): part of every line's message id.
     pub generation: u64,
+    /// The source its lines are shipped as when it is a container's log (`docker/<name>`,
+    /// `pods/<namespace>/<pod>/<container>/<restart>.log`); absent for a plain file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// One journal input of the agent.
@@ -128,6 +132,9 @@ pub struct AgentStatus {
     pub lag_bytes: u64,
     /// Every open file, oldest first.
     pub files: Vec<FileStatus>,
+    /// Containers followed: distinct container sources among `files`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub containers: u64,
     /// Every journal input.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub journals: Vec<JournalStatus>,
@@ -135,6 +142,10 @@ pub struct AgentStatus {
     pub spool: SpoolStatus,
     /// The publisher's connection.
     pub broker: BrokerStatus,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `GET /status` of logship-collector.
@@ -209,10 +220,22 @@ impl AgentStatus {
             "STATE", "OFFSET", "SIZE", "GEN"
         );
         for file in &self.files {
+            let source = file
+                .source
+                .as_deref()
+                .map_or(String::new(), |s| format!("  ({s})"));
             let _ = writeln!(
                 out,
-                "{:<9} {:>12} {:>12} {:>4}  {}",
+                "{:<9} {:>12} {:>12} {:>4}  {}{source}",
                 file.state, file.offset, file.size, file.generation, file.path
+            );
+        }
+        if self.containers > 0 {
+            let _ = writeln!(
+                out,
+                "
+containers followed: {}",
+                self.containers
             );
         }
         for journal in &self.journals {
@@ -343,13 +366,25 @@ mod tests {
             version: "1".into(),
             host: "web-1".into(),
             lag_bytes: 10,
-            files: vec![FileStatus {
-                path: "/var/log/a.log".into(),
-                state: "active".into(),
-                offset: 5,
-                size: 15,
-                generation: 0,
-            }],
+            files: vec![
+                FileStatus {
+                    path: "/var/log/a.log".into(),
+                    state: "active".into(),
+                    offset: 5,
+                    size: 15,
+                    generation: 0,
+                    source: None,
+                },
+                FileStatus {
+                    path: "/var/log/pods/shop_web_1/nginx/0.log".into(),
+                    state: "active".into(),
+                    offset: 5,
+                    size: 5,
+                    generation: 0,
+                    source: Some("pods/shop/web/nginx/0.log".into()),
+                },
+            ],
+            containers: 1,
             journals: vec![JournalStatus {
                 input: "inputs[1]".into(),
                 directory: None,
@@ -367,6 +402,8 @@ mod tests {
         assert_eq!(back, status);
         let table = status.table();
         assert!(table.contains("/var/log/a.log"), "{table}");
+        assert!(table.contains("(pods/shop/web/nginx/0.log)"), "{table}");
+        assert!(table.contains("containers followed: 1"), "{table}");
         assert!(table.contains("nginx.service: 3 entries"), "{table}");
         assert!(table.contains("not connected"), "{table}");
     }
@@ -382,6 +419,7 @@ mod tests {
             host: "web-1".into(),
             lag_bytes: 0,
             files: Vec::new(),
+            containers: 0,
             journals: Vec::new(),
             spool: SpoolStatus::default(),
             broker: state.snapshot(),

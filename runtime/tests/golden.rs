@@ -129,3 +129,30 @@ fn drop_marker_matches_golden_json() {
         "801.100001.9f86d081884c7d65.2.45ff000-4600000@web-1"
     );
 }
+
+#[test]
+fn container_line_matches_golden_json() {
+    let mut expected = envelope(b"GET / 200");
+    expected.path = "docker/web".into();
+    expected.fields = [
+        ("container_id", "4f1c"),
+        ("container_name", "web"),
+        ("image", "nginx:1"),
+        ("stream", "stdout"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    expected.kind = SourceKind::Entry { end: 73_449_600 };
+    assert_eq!(expected.to_json(), fixture("envelope-v4-container.json"));
+    assert_eq!(
+        Envelope::from_json(&fixture("envelope-v4-container.json")).unwrap(),
+        expected
+    );
+    // Its entries in the file, not its decoded text: the pieces it was joined from.
+    assert_eq!(expected.extent(), (73_400_320, 73_449_600));
+    assert_eq!(
+        expected.message_id(),
+        "801.100001.9f86d081884c7d65.2.4600000@web-1"
+    );
+}

@@ -139,24 +139,38 @@ impl Agent {
         broker: &str,
         extra: &str,
     ) -> Agent {
-        let uris: Vec<String> = uris.iter().map(|u| format!("\"{u}\"")).collect();
-        let root = dir.join(name);
-        std::fs::create_dir_all(&root).expect("agent dir");
-        let host = crate::broker::unique("host");
         let globs: Vec<String> = globs
             .iter()
             .map(|g| format!("\"{}\"", g.display()))
             .collect();
+        let inputs = format!("[[inputs]]\npaths = [{}]\n{extra}\n", globs.join(", "));
+        Agent::with_inputs(dir, name, uris, exchange, top, broker, &inputs)
+    }
+
+    /// An agent whose `[[inputs]]` tables are `inputs` (a container input, say); `top` and
+    /// `broker` as for [`Agent::with_uris`].
+    pub fn with_inputs(
+        dir: &Path,
+        name: &str,
+        uris: &[&str],
+        exchange: &str,
+        top: &str,
+        broker: &str,
+        inputs: &str,
+    ) -> Agent {
+        let uris: Vec<String> = uris.iter().map(|u| format!("\"{u}\"")).collect();
+        let root = dir.join(name);
+        std::fs::create_dir_all(&root).expect("agent dir");
+        let host = crate::broker::unique("host");
         let state = root.join("state");
         let config = root.join("agent.toml");
         std::fs::write(
             &config,
             format!(
-                "host = \"{host}\"\nstate_dir = \"{state}\"\nshutdown_timeout = \"5s\"\n{top}\n[broker]\nuris = [{uris}]\nexchange = \"{exchange}\"\n{reconnect}{broker}\n[[inputs]]\npaths = [{globs}]\n{extra}\n",
+                "host = \"{host}\"\nstate_dir = \"{state}\"\nshutdown_timeout = \"5s\"\n{top}\n[broker]\nuris = [{uris}]\nexchange = \"{exchange}\"\n{reconnect}{broker}\n{inputs}",
                 state = state.display(),
                 reconnect = fast_reconnect(broker),
                 uris = uris.join(", "),
-                globs = globs.join(", "),
             ),
         )
         .expect("agent config");
@@ -248,6 +262,20 @@ impl Setup {
             &[&glob],
             top,
             input,
+        )
+    }
+
+    /// An agent at the shared broker whose `[[inputs]]` tables are `inputs` (a container input,
+    /// say); `top` at the top of its file.
+    pub fn agent_with_inputs(&self, top: &str, inputs: &str) -> Agent {
+        Agent::with_inputs(
+            self.dir.path(),
+            "agent",
+            &[&amqp_url()],
+            &self.topology.exchange,
+            top,
+            "",
+            inputs,
         )
     }
 

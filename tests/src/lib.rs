@@ -5,6 +5,7 @@
 
 pub mod broker;
 pub mod daemon;
+pub mod docker;
 pub mod fixture;
 pub mod garage;
 pub mod http;

@@ -7,7 +7,7 @@ use std::io::ErrorKind;
 use std::path::Path;
 use std::sync::Arc;
 
-use logship_config::agent::ReadFrom;
+use logship_config::agent::{Format, ReadFrom};
 
 use super::outcome::{OpenOutcome, Opening, Revived};
 use super::{Reader, ReaderError};
@@ -224,50 +224,6 @@ impl Reader {
         Ok(())
     }
 
-    /// Files rotated while we were stopped: find each unfinished checkpoint's inode next to
-    /// its old path and drain it from the checkpoint before the new file at the path.
-    pub(super) fn resume_rotated(&mut self) -> Result<(), ReaderError> {
-        self.resume_rotated_files()?;
-        self.relink_due = true;
-        Ok(())
-    }
-
-    fn resume_rotated_files(&mut self) -> Result<(), ReaderError> {
-        let mut found = Vec::new();
-        for (key, checkpoint) in self.spool.checkpoints()? {
-            if checkpoint.finished {
-                continue;
-            }
-            let still_there =
-                std::fs::metadata(&checkpoint.path).is_ok_and(|m| FileKey::of(&m) == key);
-            if still_there {
-                continue;
-            }
-            match identity::find_by_key(&checkpoint.path, key) {
-                Some((file, size)) if resumable(&file, &checkpoint, size) => {
-                    let modified = file.metadata().and_then(|m| m.modified()).ok();
-                    found.push((modified, key, file, checkpoint));
-                }
-                _ => {
-                    tracing::warn!(path = %checkpoint.path.display(), offset = checkpoint.offset,
-                        "file rotated and removed while stopped; lines written after the checkpoint are gone");
-                    self.spool.remove_checkpoint(key)?;
-                }
-            }
-        }
-        // Several files of one path rotated while we were stopped: the one written to last is
-        // the newest (checkpoints come in inode order, which says nothing about age).
-        found.sort_by_key(|(modified, key, _, _)| (*modified, *key));
-        for (_, key, file, checkpoint) in found {
-            tracing::info!(path = %checkpoint.path.display(), offset = checkpoint.offset,
-                "file rotated while stopped, draining it first");
-            let rules = self.rules_for(&checkpoint.path);
-            let source = Source::rotated(&checkpoint.path, file, key, &checkpoint, rules);
-            self.add_source(self.sources.len(), source);
-        }
-        Ok(())
-    }
-
     /// Opens a file (a failure other than a shortage of descriptors is said once per path).
     pub(super) fn open_file(&mut self, path: &Path) -> OpenOutcome {
         let opened = File::open(path).and_then(|file| {
@@ -303,10 +259,25 @@ impl Reader {
     ) -> Result<(Checkpoint, Option<File>), ReaderError> {
         let size = file.metadata().map_or(0, |m| m.len());
         Ok(match self.spool.checkpoint(key)? {
-            Some(checkpoint) if resumable(file, &checkpoint, size) => (checkpoint, None),
+            // A container log's path names its container: a checkpoint of another path under
+            // this key is another container's file whose inode was reused, however alike
+            // their heads (replicas print alike).
+            // A finished one neither: a rotated container log never comes back to its name.
+            Some(checkpoint)
+                if resumable(file, &checkpoint, size)
+                    && (found.rules.format == Format::Lines
+                        || (checkpoint.path == found.path && !checkpoint.finished)) =>
+            {
+                (checkpoint, None)
+            }
             Some(old) => {
+                // Container runtimes rotate by rename, never by copytruncate: another head at a
+                // checkpointed inode is a new file that reuses the inode of a deleted one (Docker
+                // deletes its oldest file right before it creates the new one), not a truncation
+                // with a copy to find (whose head might look alike).
                 let copy = old
                     .fingerprint
+                    .filter(|_| found.rules.format == Format::Lines)
                     .and_then(|head| identity::find_copy(&found.path, key, head))
                     .filter(|copy| copy.size > old.offset);
                 if let Some(copy) = copy {
@@ -348,7 +319,7 @@ impl Reader {
     }
 
     /// The rules of the input `path` matches (of the first input if it matches none any more).
-    fn rules_for(&self, path: &Path) -> Arc<LineRules> {
+    pub(super) fn rules_for(&self, path: &Path) -> Arc<LineRules> {
         self.matching(path)
             .map(|found| found.rules)
             .or_else(|| self.rules.first().cloned())
@@ -362,7 +333,7 @@ fn holder(path: &Path) -> Option<FileKey> {
 }
 
 /// Whether reading `file` may resume at `checkpoint`: same head, and not shorter.
-fn resumable(file: &File, checkpoint: &Checkpoint, size: u64) -> bool {
+pub(super) fn resumable(file: &File, checkpoint: &Checkpoint, size: u64) -> bool {
     size >= checkpoint.offset
         && match checkpoint.fingerprint {
             Some(fp) => identity::matches(file, fp).unwrap_or(false),

@@ -9,6 +9,7 @@
 use std::collections::HashSet;
 
 use super::{Reader, ReaderError};
+use crate::identity::FileKey;
 use crate::source::Source;
 
 impl Reader {
@@ -40,17 +41,55 @@ impl Reader {
             Err(err) if err.is_disk_failure() => return Ok(()),
             other => other?,
         }
+        let mut reused = Vec::new();
         for index in finished.into_iter().rev() {
-            let source = self.remove_source(index);
+            let mut source = self.remove_source(index);
+            if source.tailer().deleted()
+                && std::fs::metadata(source.path()).is_ok_and(|m| FileKey::of(&m) == source.key())
+            {
+                reused.push(source.path().to_path_buf());
+            }
             match source.closing_checkpoint() {
                 Some(checkpoint) => self.spool.set_checkpoint(source.key(), &checkpoint)?,
                 None => self.spool.remove_checkpoint(source.key())?,
+            }
+            if let Some(handover) = source.take_handover() {
+                self.hand_over(source.path(), handover);
             }
             tracing::info!(path = %source.path().display(), "file closed");
         }
         // The next file of each path, held since it appeared, is read from now on.
         self.relink();
+        // A file drained under a key that the file at its path now has too (a gzipped rotated
+        // container log, whose inode the runtime's new file reused) kept that file from being
+        // opened: it is looked at again now, not at the next rescan.
+        for path in reused {
+            if let Some(found) = self.matching(&path) {
+                self.open(found)?;
+            }
+        }
         Ok(())
+    }
+
+    /// Whether a newer file of the path of the source at `index` is open.
+    pub(super) fn has_successor(&self, index: usize) -> bool {
+        let path = self.sources[index].path();
+        self.sources[index + 1..].iter().any(|s| s.path() == path)
+    }
+
+    /// Gives the open lines of a finished container log to the next file of its path (older
+    /// files come first in the list).
+    fn hand_over(&mut self, path: &std::path::Path, handover: crate::tailer::Handover) {
+        match self.sources.iter_mut().find(|s| s.path() == path) {
+            Some(next) => {
+                tracing::info!(path = %path.display(), "lines the runtime cut across a rotation go on in the newer file");
+                next.tailer_mut().take_over(handover);
+            }
+            // Never so: the step that finished it saw the newer file. Its checkpoint stays
+            // unfinished, so a restart reads it again.
+            None => tracing::warn!(path = %path.display(),
+                "no newer file to carry the open lines of a rotated container log into; they are read again after a restart"),
+        }
     }
 
     /// Adds a source at `at` (it holds a descriptor).

@@ -109,6 +109,7 @@ fn reader(logs: &Path, spool: &Arc<Spool>) -> Reader {
         max_line_bytes: 1 << 20,
         fields: Default::default(),
         multiline: None,
+        format: Default::default(),
     };
     // Polling: no watcher thread, so the only wake-ups are the ones the test makes (and every
     // open file is looked at on each turn).

@@ -45,6 +45,7 @@ impl Tailer {
     pub fn swap_file(&mut self, file: File) -> Option<File> {
         self.partial.clear();
         self.event = None;
+        self.reset_container();
         self.head_checked = None;
         self.file.replace(file)
     }

@@ -169,7 +169,7 @@ pub fn line(
             id = seen::hash(&envelope.message_id());
             Some(Marker::Dropped)
         }
-        SourceKind::File | SourceKind::Journal { .. } => None,
+        SourceKind::File | SourceKind::Journal { .. } | SourceKind::Entry { .. } => None,
     };
     let claim = Claim {
         source,

@@ -191,7 +191,7 @@ fn bad_bodies_are_errors_not_panics() {
     let cases: [&[u8]; 7] = [
         b"",
         b"not json",
-        b"{\"v\":4}",
+        b"{\"v\":5}",
         b"{\"v\":1}",
         b"[1,2,3]",
         br#"{"v":1,"host":"h","path":"/p","file":{"dev":1,"ino":2,"fp":"zz"},"gen":0,"offset":0,"ts":0,"line":"x"}"#,
@@ -201,7 +201,46 @@ fn bad_bodies_are_errors_not_panics() {
         assert!(Envelope::from_json(body).is_err(), "{body:?}");
     }
     assert!(matches!(
-        Envelope::from_json(b"{\"v\":4}"),
-        Err(EnvelopeError::Version(4))
+        Envelope::from_json(b"{\"v\":5}"),
+        Err(EnvelopeError::Version(5))
     ));
+}
+
+#[test]
+fn a_container_line_claims_its_entries_and_round_trips() {
+    let fields = std::collections::BTreeMap::from([("stream".to_string(), "stderr".to_string())]);
+    let line = EnvelopeRef {
+        host: "h",
+        path: "docker/web",
+        file: FileId {
+            dev: 1,
+            ino: 2,
+            fp: 3,
+        },
+        generation: 0,
+        offset: 100,
+        timestamp_ms: 0,
+        line: b"joined",
+        fields: &fields,
+        kind: SourceKind::Entry { end: 400 },
+    };
+    let decoded = Envelope::from_json(&line.to_json()).unwrap();
+    assert_eq!(decoded.kind, SourceKind::Entry { end: 400 });
+    assert_eq!(decoded.extent(), (100, 400));
+    assert_eq!(decoded.path, "docker/web");
+    let json = String::from_utf8(line.to_json()).unwrap();
+    assert!(
+        json.contains(r#""v":4"#) && json.contains(r#""kind":"container""#),
+        "{json}"
+    );
+    let backwards = json.replace(r#""end":400"#, r#""end":100"#);
+    assert!(matches!(
+        Envelope::from_json(backwards.as_bytes()),
+        Err(EnvelopeError::Extent { .. })
+    ));
+    // A v1 line with an `end` is not one.
+    let v1 = json
+        .replace(r#""v":4"#, r#""v":1"#)
+        .replace(r#","kind":"container""#, "");
+    assert!(Envelope::from_json(v1.as_bytes()).is_err());
 }

@@ -5,6 +5,7 @@ mod archive;
 mod audit;
 mod collector;
 mod config_errors;
+mod containers;
 mod descriptors;
 mod faults;
 mod fleet;
