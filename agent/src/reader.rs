@@ -353,7 +353,7 @@ impl Reader {
             }
             let made: usize = lines[before..]
                 .iter()
-                .map(|(id, envelope)| id.len() + envelope.len())
+                .map(|message| message.id.len() + message.body.len())
                 .sum();
             room = room.saturating_sub(made);
             let parts = self.sources[index].tailer_mut().take_parts();

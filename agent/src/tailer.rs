@@ -476,7 +476,7 @@ impl Tailer {
             fields,
             kind,
         };
-        (envelope.message_id(), envelope.to_json())
+        Message::of(&envelope)
     }
 
     /// The file is finished or truncated: ships a last line that never got its newline, and

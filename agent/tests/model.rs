@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use logship_agent::Metrics;
 use logship_agent::reader::Reader;
-use logship_agent::spool::Spool;
+use logship_agent::spool::{Message, Spool};
 use logship_config::agent::{Input, ReadFrom, WatchMode, WhenFull};
 use logship_runtime::Envelope;
 use tokio_util::sync::CancellationToken;
@@ -124,7 +124,7 @@ fn spooled(spool: &Spool, path: &Path) -> Vec<String> {
     let mut seen = HashSet::new();
     let mut lines = Vec::new();
     for segment in spool.page(0, usize::MAX).unwrap() {
-        for (id, body) in segment.lines {
+        for Message { id, body } in segment.lines {
             if seen.insert(id) {
                 let envelope = Envelope::from_json(&body).unwrap();
                 if Path::new(&envelope.path) != path {

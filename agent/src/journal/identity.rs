@@ -46,7 +46,7 @@ impl JournalReader {
             fields: &fields,
             kind: SourceKind::Journal { skipped },
         };
-        (envelope.message_id(), envelope.to_json())
+        Message::of(&envelope)
     }
 }
 

@@ -242,7 +242,7 @@ struct Batch {
 
 impl Batch {
     fn push(&mut self, message: Message, cursor: String, place: &Place) {
-        self.bytes += message.1.len();
+        self.bytes += message.body.len();
         self.messages.push(message);
         self.cursor = Some(cursor);
         self.realtime_us = place.realtime_us;

@@ -84,8 +84,8 @@ impl SpoolCursor {
     pub fn line(&self, seq: Seq, line: usize) -> (&str, &[u8]) {
         let segment = self.segments.iter().find(|s| s.seq == seq);
         // The burst was taken from loaded segments, and nothing unloads them meanwhile.
-        let (id, body) = &segment.expect("a burst's segment is loaded").lines[line];
-        (id, body)
+        let message = &segment.expect("a burst's segment is loaded").lines[line];
+        (&message.id, &message.body)
     }
 
     /// Reads the next segments from the spool; `false` if there are none.

@@ -140,7 +140,7 @@ fn turn_until(reader: &mut Reader, spool: &Spool, path: &Path, want: usize) -> V
 fn spooled(spool: &Spool, path: &Path) -> Vec<String> {
     let mut lines = Vec::new();
     for segment in spool.page(0, usize::MAX).unwrap() {
-        for (_, body) in segment.lines {
+        for crate::spool::Message { body, .. } in segment.lines {
             let envelope = Envelope::from_json(&body).unwrap();
             if Path::new(&envelope.path) == path {
                 lines.push(String::from_utf8(envelope.line).unwrap());

@@ -136,7 +136,7 @@ impl Dropped {
 /// envelope is skipped (it is counted as dropped all the same).
 pub fn add(ranges: &mut Vec<DroppedRange>, messages: &[Message], loaded: bool) -> u64 {
     let mut lines = 0;
-    for (_, body) in messages {
+    for Message { body, .. } in messages {
         let Ok(envelope) = Envelope::from_json(body) else {
             lines += 1;
             continue;
@@ -211,7 +211,7 @@ pub fn markers(ranges: &[DroppedRange], now_ms: i64) -> Vec<Message> {
                     journal: piece.journal,
                 },
             };
-            (marker.message_id(), marker.to_json())
+            Message::of(&marker)
         })
         .collect()
 }
@@ -239,7 +239,7 @@ impl Plan {
     pub fn marker_bytes(&self) -> u64 {
         self.markers
             .iter()
-            .map(|(id, body)| framed_len(id, body))
+            .map(|marker| framed_len(&marker.id, &marker.body))
             .sum()
     }
 }

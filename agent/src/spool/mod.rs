@@ -74,8 +74,24 @@ fn journal_key(input: u64) -> [u8; 9] {
     key
 }
 
-/// A spooled line as it is published: its message id and envelope JSON.
-pub type Message = (String, Vec<u8>);
+/// A spooled line as it is published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Its message id: a pure function of where the line came from.
+    pub id: String,
+    /// Its envelope, as JSON.
+    pub body: Vec<u8>,
+}
+
+impl Message {
+    /// The message of `envelope`.
+    pub fn of(envelope: &logship_runtime::EnvelopeRef<'_>) -> Message {
+        Message {
+            id: envelope.message_id(),
+            body: envelope.to_json(),
+        }
+    }
+}
 
 /// One spooled segment, as the publisher reads it.
 pub struct Segment {
@@ -249,7 +265,7 @@ impl Spool {
     ) -> Result<dropped::Dropped, SpoolError> {
         let incoming: u64 = lines
             .iter()
-            .map(|(id, body)| segment::framed_len(id, body))
+            .map(|message| segment::framed_len(&message.id, &message.body))
             .sum();
         // unwrap: a poisoned lock means another append panicked; carrying on could reorder.
         let mut next_seq = self.next_seq.lock().expect("spool lock poisoned");

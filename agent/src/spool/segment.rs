@@ -91,10 +91,13 @@ pub fn framed_len(id: &str, body: &[u8]) -> u64 {
 }
 
 fn encode(lines: &[Message]) -> Vec<u8> {
-    let size: u64 = lines.iter().map(|(id, body)| framed_len(id, body)).sum();
+    let size: u64 = lines
+        .iter()
+        .map(|line| framed_len(&line.id, &line.body))
+        .sum();
     let mut value = Vec::with_capacity(4 + size as usize);
     value.extend_from_slice(&(lines.len() as u32).to_be_bytes());
-    for (id, body) in lines {
+    for Message { id, body } in lines {
         // Ids are short (a host name plus numbers); a longer one is cut, never mis-framed.
         let id = &id.as_bytes()[..id.len().min(u16::MAX as usize)];
         value.extend_from_slice(&(id.len() as u16).to_be_bytes());
@@ -116,7 +119,7 @@ fn decode(value: &[u8]) -> Option<Vec<Message>> {
         let body_len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
         let body = rest.get(4..4 + body_len)?.to_vec();
         rest = &rest[4 + body_len..];
-        lines.push((id, body));
+        lines.push(Message { id, body });
     }
     rest.is_empty().then_some(lines)
 }
@@ -129,7 +132,16 @@ mod tests {
     fn segments_round_trip_and_damage_is_detected() {
         let dir = tempfile::tempdir().unwrap();
         let segments = Segments::open(dir.path()).unwrap();
-        let lines: Vec<Message> = vec![("a".into(), b"{}".to_vec()), ("b".into(), vec![0xff; 3])];
+        let lines: Vec<Message> = vec![
+            Message {
+                id: "a".into(),
+                body: b"{}".to_vec(),
+            },
+            Message {
+                id: "b".into(),
+                body: vec![0xff; 3],
+            },
+        ];
         assert_eq!(
             segments.write(7, &lines).unwrap(),
             4 + 6 + 1 + 2 + 6 + 1 + 3

@@ -29,7 +29,12 @@ fn open(dir: &std::path::Path, max_bytes: u64, when_full: WhenFull) -> Spool {
 }
 
 fn lines(n: usize) -> Vec<Message> {
-    (0..n).map(|i| (format!("id{i}"), vec![b'x'; 10])).collect()
+    (0..n)
+        .map(|i| Message {
+            id: format!("id{i}"),
+            body: vec![b'x'; 10],
+        })
+        .collect()
 }
 
 #[test]

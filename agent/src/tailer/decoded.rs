@@ -298,7 +298,7 @@ impl Tailer {
                 fields: labels.fields(line.stream),
                 kind: SourceKind::Entry { end: line.end },
             };
-            return (envelope.message_id(), envelope.to_json());
+            return Message::of(&envelope);
         }
         self.message_as(
             host,

@@ -27,7 +27,7 @@ fn tailer(file: &File, max_line: usize) -> Tailer {
 
 fn lines(out: &[Message]) -> Vec<(u64, Vec<u8>)> {
     out.iter()
-        .map(|(_, json)| {
+        .map(|Message { body: json, .. }| {
             let e = Envelope::from_json(json).unwrap();
             (e.offset, e.line)
         })
@@ -112,7 +112,11 @@ fn ids_are_the_same_when_read_again() {
     tailer(&file, 100)
         .read("h", usize::MAX, &mut again)
         .unwrap();
-    let ids = |out: &[Message]| out.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
+    let ids = |out: &[Message]| {
+        out.iter()
+            .map(|message| message.id.clone())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(ids(&first), ids(&again));
 }
 
@@ -131,7 +135,7 @@ fn truncation_is_detected_and_starts_a_generation() {
     file.write_all(b"new\n").unwrap();
     out.clear();
     t.read("h", usize::MAX, &mut out).unwrap();
-    let e = Envelope::from_json(&out[0].1).unwrap();
+    let e = Envelope::from_json(&out[0].body).unwrap();
     assert_eq!(
         (e.generation, e.offset, e.line.as_slice()),
         (1, 0, &b"new"[..])
@@ -140,7 +144,7 @@ fn truncation_is_detected_and_starts_a_generation() {
 
 /// The loss marker in `out`, if any: (offset, lost bytes).
 fn marker(out: &[Message]) -> Option<(u64, u64)> {
-    out.iter().find_map(|(_, json)| {
+    out.iter().find_map(|Message { body: json, .. }| {
         let e = Envelope::from_json(json).unwrap();
         match e.kind {
             logship_runtime::SourceKind::Lost { bytes } => Some((e.offset, bytes)),
@@ -171,16 +175,16 @@ fn bytes_seen_but_never_read_before_a_truncation_get_a_loss_marker() {
     out.clear();
     assert_eq!(t.mark_lost("h", &mut out).unwrap(), Some((13, 28)));
     assert_eq!(marker(&out), Some((28, 15)));
-    let e = Envelope::from_json(&out[0].1).unwrap();
+    let e = Envelope::from_json(&out[0].body).unwrap();
     assert_eq!((e.generation, e.line.len()), (0, 0));
     // Sent again after a rewind (a failed spool write), with the same id.
-    let id = out[0].0.clone();
+    let id = out[0].id.clone();
     t.restart();
     t.rewind();
     assert!(t.truncated().unwrap());
     out.clear();
     assert_eq!(t.mark_lost("h", &mut out).unwrap(), Some((13, 28)));
-    assert_eq!(out[0].0, id);
+    assert_eq!(out[0].id, id);
 }
 
 #[test]

@@ -23,7 +23,7 @@ fn message(path: &str, ino: u64, offset: u64, line: &str) -> Message {
         fields: &BTreeMap::new(),
         kind: SourceKind::File,
     };
-    (envelope.message_id(), envelope.to_json())
+    Message::of(&envelope)
 }
 
 fn spans(ranges: &[DroppedRange]) -> Vec<(&str, u64, u64, u64, Cause)> {
@@ -38,7 +38,7 @@ fn given_up(messages: &[Message]) -> Vec<(u64, u64)> {
     let mut merged: Vec<(u64, u64)> = Vec::new();
     let mut all: Vec<(u64, u64)> = messages
         .iter()
-        .filter_map(|(_, body)| Envelope::from_json(body).ok())
+        .filter_map(|message| Envelope::from_json(&message.body).ok())
         .filter(|e| matches!(e.kind, SourceKind::Dropped { .. }))
         .map(|e| e.extent())
         .collect();
@@ -83,7 +83,7 @@ fn lines_of_each_file_merge_into_ranges_by_cause() {
     let markers = markers(&ranges, 5);
     let pieces: Vec<(String, (u64, u64))> = markers
         .iter()
-        .map(|(_, body)| Envelope::from_json(body).unwrap())
+        .map(|message| Envelope::from_json(&message.body).unwrap())
         .map(|e| (e.path.clone(), e.extent()))
         .collect();
     assert_eq!(
@@ -157,7 +157,7 @@ fn drop_oldest_carries_every_drop_in_markers_that_survive_a_reopen_and_their_own
         assert_eq!(given_up(&all), [(0, 800)]);
         let first_line = all
             .iter()
-            .map(|(_, body)| Envelope::from_json(body).unwrap())
+            .map(|message| Envelope::from_json(&message.body).unwrap())
             .find(|e| e.kind == SourceKind::File)
             .unwrap();
         assert_eq!(first_line.offset, 800);
@@ -183,14 +183,14 @@ fn dropped_journal_entries_travel_as_a_marker_in_sequence_numbers() {
             fields: &BTreeMap::new(),
             kind: SourceKind::Journal { skipped },
         };
-        (envelope.message_id(), envelope.to_json())
+        Message::of(&envelope)
     };
     let mut ranges = Vec::new();
     // Entries 10 (after 3 of other units) and 11.
     add(&mut ranges, &[entry(10, 3), entry(11, 0)], false);
     assert_eq!(spans(&ranges), [("journal", 7, 12, 2, Cause::Unpublished)]);
     assert_eq!(ranges[0].unit(), "sequence numbers");
-    let marker = Envelope::from_json(&markers(&ranges, 0)[0].1).unwrap();
+    let marker = Envelope::from_json(&markers(&ranges, 0)[0].body).unwrap();
     assert_eq!(
         marker.kind,
         SourceKind::Dropped {
