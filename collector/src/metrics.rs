@@ -8,11 +8,12 @@ use std::time::Duration;
 use logship_runtime::histogram::Histogram;
 use logship_runtime::status::{BrokerState, CollectorStatus, Gap};
 
+use crate::archive::retention::Retained;
 use crate::consumer::validate::Reason;
 use crate::hosts::HostsSeen;
 use crate::outage::Cause;
 use crate::upload::backlog::Backlog;
-use crate::writer::{Outcome, Retained};
+use crate::writer::Outcome;
 
 /// Upper bounds of `logship_collector_delay_seconds`: from a healthy pipeline (tens of
 /// milliseconds) to a backlog drained after an outage (hours, a day).

@@ -7,38 +7,30 @@
 //! lengths (or, if even that failed, will be before the next batch is written), so the same
 //! batch can simply be written again.
 //!
-//! Retention passes are the writer's too (they close a file before deleting it), but they run on
-//! the collector's clock, not with batches: the consumer calls [`Writer::retain`] when
-//! [`Writer::retention_due`] says so, between batches.
+//! The passes between batches ([`crate::archive::retention`]: retention, and with `[upload]`
+//! sealing quiet tails) act on the writer's sink and commit record, so the writer runs them,
+//! on the collector's clock: the consumer calls [`Writer::retain`] when
+//! [`Writer::retention_due`] says so, between batches. The audit record
+//! ([`crate::archive::audit`]) is rewritten after a batch that changed a hole.
 //!
 //! With `[upload]`, every record the writer commits is told to the upload backlog
-//! ([`crate::upload::backlog`]); the same between-batch passes seal the tails of quiet compressed
-//! files for the uploader, and delete a file only once all its bytes are in the store (after
-//! `upload.keep_local`, or `output.retention` if shorter).
+//! ([`crate::upload::backlog`]).
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
 use logship_config::CollectorConfig;
 use logship_runtime::status::Gap;
 
 use logship_runtime::clock::now_ms;
 
-use crate::archive::audit::AuditRecord;
-use crate::archive::retention;
+use crate::archive::audit::Auditor;
+use crate::archive::retention::{Retained, Retention};
 use crate::commit::Commit;
 use crate::commit::dedup;
 use crate::consumer::validate::{Line, Marker};
 use crate::sink::{self, Sink, SinkError};
 use crate::upload::backlog::Backlog;
-use crate::upload::ledger::LocalFile;
-
-/// The audit record is rewritten when only its count of sources changed at most this often.
-const AUDIT_REFRESH_MS: i64 = 10_000;
-
-/// With `[upload]`, the uploader's requests to seal quiet tails are taken this often.
-const SEAL_EVERY: Duration = Duration::from_secs(1);
 
 /// What became of a batch.
 #[derive(Debug, Default)]
@@ -61,36 +53,18 @@ pub struct Outcome {
     pub gaps: Option<Vec<Gap>>,
 }
 
-/// What one retention pass deleted.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Retained {
-    pub files: u64,
-    pub bytes: u64,
-}
-
 /// Owns the output files and the commit record.
 pub struct Writer {
     sink: Sink,
     commit: Commit,
     /// A failed batch could not be truncated back: do it before writing anything else.
     needs_recovery: bool,
-    /// Where the audit record is kept.
-    state_dir: PathBuf,
-    /// When the audit record was last written, and the sources it counted.
-    audited: (i64, usize),
-    /// `output.dir` and `output.retention`.
-    output_dir: PathBuf,
-    retention: Option<Duration>,
-    /// When the next retention pass is due: at once after opening, then one
-    /// [`retention::pass_interval`] after the last pass started.
-    next_retention: Instant,
-    /// Retention passes run so far: the first is always logged, later ones only if they
-    /// deleted something (a short retention passes every second).
-    retention_passes: u64,
-    /// `[upload]`: the backlog told of every commit, and asked before a file is deleted.
+    /// The audit record, rewritten after batches that change a hole.
+    auditor: Auditor,
+    /// The passes between batches: retention, and with `[upload]` sealing quiet tails.
+    retention: Retention,
+    /// `[upload]`: the backlog told of every commit.
     backlog: Option<Arc<Backlog>>,
-    /// When the uploader's seal requests are next taken.
-    next_seal: Instant,
 }
 
 impl Writer {
@@ -126,23 +100,10 @@ impl Writer {
             sink,
             commit,
             needs_recovery: false,
-            state_dir: config.state_dir.clone(),
-            audited: (0, 0),
-            output_dir: config.output_dir.clone(),
-            retention: config.archive.retention,
-            next_retention: Instant::now(),
-            retention_passes: 0,
+            auditor: Auditor::new(&config.state_dir),
+            retention: Retention::new(config),
             backlog: None,
-            next_seal: Instant::now(),
         };
-        if let Some(upload) = &config.upload {
-            // Uploaded bytes stay `keep_local`, or `output.retention` if that is shorter.
-            writer.retention = Some(
-                writer
-                    .retention
-                    .map_or(upload.keep_local, |age| age.min(upload.keep_local)),
-            );
-        }
         writer.audit();
         Ok(writer)
     }
@@ -150,157 +111,25 @@ impl Writer {
     /// Tells `backlog` of every commit from now on, starting with every file's record.
     pub fn upload_to(&mut self, backlog: Arc<Backlog>) -> Result<(), SinkError> {
         backlog.committed(&self.commit.files()?);
+        self.retention.upload_to(backlog.clone());
         self.backlog = Some(backlog);
         Ok(())
     }
 
-    /// When the next retention pass (or, with `[upload]`, seal pass) is due (it may be past);
-    /// `None` without either.
+    /// When the next pass between batches is due (it may be past); `None` if none ever is.
     pub fn retention_due(&self) -> Option<Instant> {
-        let retention = self.retention.map(|_| self.next_retention);
-        match (&self.backlog, retention) {
-            (Some(_), Some(at)) => Some(at.min(self.next_seal)),
-            (Some(_), None) => Some(self.next_seal),
-            (None, at) => at,
-        }
+        self.retention.due()
     }
 
-    /// Seals the tails the uploader asked for (see [`Sink::seal`]), if a seal pass is due.
-    fn seal(&mut self) -> Result<(), SinkError> {
-        let Some(backlog) = self.backlog.clone() else {
-            return Ok(());
-        };
-        let now = Instant::now();
-        if now < self.next_seal {
-            return Ok(());
-        }
-        self.next_seal = now + SEAL_EVERY;
-        let mut sealed = Vec::new();
-        for (relative, len) in backlog.take_seal_requests() {
-            if let Some(committed) = self.commit.committed(&relative)?
-                && let Some(record) = self.sink.seal(&relative, committed, len)
-            {
-                sealed.push((relative, record));
-            }
-        }
-        if !sealed.is_empty() {
-            let records: Vec<_> = sealed
-                .iter()
-                .map(|(r, record)| (r.clone(), Some(*record)))
-                .collect();
-            self.commit.set_records(&records)?;
-            backlog.committed(&sealed);
-            backlog.wake();
-        }
-        Ok(())
-    }
-
-    /// Whether `relative` may be deleted: always without `[upload]`; with it, only once all
-    /// its bytes are in the store (its ledger entry is then retired, durably).
-    fn deletable(&self, relative: &std::path::Path) -> bool {
-        let Some(backlog) = &self.backlog else {
-            return true;
-        };
-        use std::os::unix::fs::MetadataExt as _;
-        let Ok(meta) = std::fs::symlink_metadata(self.output_dir.join(relative)) else {
-            return false;
-        };
-        let local = LocalFile {
-            dev: meta.dev(),
-            ino: meta.ino(),
-        };
-        match backlog.retire_if_uploaded(relative, local, meta.len(), now_ms()) {
-            Ok(retired) => retired,
-            Err(err) => {
-                tracing::warn!(error = %logship_runtime::error_chain(&err), "cannot record an uploaded file's deletion; it is kept");
-                false
-            }
-        }
-    }
-
-    /// Deletes the output files older than `output.retention`, if set and a pass is due (see
-    /// [`crate::archive::retention`]); returns what it deleted. A file that cannot be deleted is
-    /// said and left; only a failing commit record is an error. Call it between batches.
+    /// Runs the pass between batches if one is due (see [`Retention::pass`]). Call it between
+    /// batches.
     pub fn retain(&mut self) -> Result<Retained, SinkError> {
-        self.seal()?;
-        let Some(max_age) = self.retention else {
-            return Ok(Retained::default());
-        };
-        let now = Instant::now();
-        if now < self.next_retention {
-            return Ok(Retained::default());
-        }
-        let interval = retention::pass_interval(max_age);
-        self.next_retention = now + interval;
-        self.retention_passes += 1;
-        let cutoff = SystemTime::now() - max_age;
-        let (expired, kept) = match retention::expired(&self.output_dir, cutoff) {
-            Ok(found) => found,
-            Err(err) => {
-                tracing::warn!(dir = %self.output_dir.display(), error = %err,
-                    next_in = %humantime::format_duration(interval), "retention pass failed");
-                return Ok(Retained::default());
-            }
-        };
-        let mut pass = retention::Pass {
-            kept,
-            ..retention::Pass::default()
-        };
-        for (relative, bytes) in expired {
-            if !self.deletable(&relative) {
-                pass.kept += 1;
-                continue;
-            }
-            self.sink.close(&relative);
-            match retention::delete(&self.output_dir, &relative) {
-                Ok(dirs) => {
-                    pass.dirs += dirs;
-                    pass.bytes += bytes;
-                    pass.deleted.push(relative);
-                }
-                Err(err) => {
-                    tracing::warn!(file = %self.output_dir.join(&relative).display(), error = %err, "retention cannot delete an old output file")
-                }
-            }
-        }
-        let forget: Vec<_> = pass.deleted.iter().map(|r| (r.clone(), None)).collect();
-        if !forget.is_empty() {
-            self.commit.set_records(&forget)?;
-            if let Some(backlog) = &self.backlog {
-                backlog.forgotten(&pass.deleted);
-            }
-        }
-        if !pass.deleted.is_empty() || self.retention_passes == 1 {
-            tracing::info!(
-                files = pass.deleted.len(),
-                bytes = pass.bytes,
-                dirs = pass.dirs,
-                kept = pass.kept,
-                retention = %humantime::format_duration(max_age),
-                "retention pass: deleted output files older than output.retention"
-            );
-        }
-        Ok(Retained {
-            files: pass.deleted.len() as u64,
-            bytes: pass.bytes,
-        })
+        self.retention.pass(&mut self.sink, &self.commit)
     }
 
-    /// Writes the audit record (see [`crate::archive::audit`]) and returns its gaps. A record that
-    /// cannot be written is said, not fatal: the output and its commit are unaffected.
+    /// Writes the audit record and returns its gaps (see [`Auditor::write`]).
     pub fn audit(&mut self) -> Vec<Gap> {
-        self.audited = (now_ms(), self.commit.source_count());
-        let record = match AuditRecord::of(&self.commit, now_ms()) {
-            Ok(record) => record,
-            Err(err) => {
-                tracing::warn!(error = %logship_runtime::error_chain(&err), "cannot list gaps for the audit");
-                return Vec::new();
-            }
-        };
-        if let Err(err) = record.write(&self.state_dir) {
-            tracing::warn!(error = %logship_runtime::error_chain(&err), "cannot write the audit record");
-        }
-        record.gaps
+        self.auditor.write(&self.commit)
     }
 
     /// Writes a batch of lines, in order. On failure the output is truncated back at once (on
@@ -403,14 +232,7 @@ impl Writer {
         outcome.hosts = hosts.into_iter().map(str::to_string).collect();
         outcome.open_files = self.sink.open_count();
         outcome.written = (ids.len() - markers.len()) as u64;
-        // New sources alone refresh the record's count now and then, not on every batch.
-        let (audited_ms, audited_sources) = self.audited;
-        if holes_changed
-            || (self.commit.source_count() != audited_sources
-                && now_ms() - audited_ms >= AUDIT_REFRESH_MS)
-        {
-            outcome.gaps = Some(self.audit());
-        }
+        outcome.gaps = self.auditor.after_batch(&self.commit, holes_changed);
         Ok(outcome)
     }
 

@@ -121,6 +121,54 @@ impl AuditRecord {
     }
 }
 
+/// The audit record is rewritten when only its count of sources changed at most this often.
+const AUDIT_REFRESH_MS: i64 = 10_000;
+
+/// Keeps the audit record up to date: written at start and after every batch that opened,
+/// changed or closed a hole; when only the count of sources changed, at most every
+/// [`AUDIT_REFRESH_MS`].
+pub struct Auditor {
+    state_dir: PathBuf,
+    /// When the record was last written, and the sources it counted.
+    audited: (i64, usize),
+}
+
+impl Auditor {
+    pub fn new(state_dir: &Path) -> Auditor {
+        Auditor {
+            state_dir: state_dir.to_path_buf(),
+            audited: (0, 0),
+        }
+    }
+
+    /// Writes the audit record of `commit` and returns its gaps. A record that cannot be
+    /// written is said, not fatal: the output and its commit are unaffected.
+    pub fn write(&mut self, commit: &Commit) -> Vec<Gap> {
+        self.audited = (now_ms(), commit.source_count());
+        let record = match AuditRecord::of(commit, now_ms()) {
+            Ok(record) => record,
+            Err(err) => {
+                tracing::warn!(error = %logship_runtime::error_chain(&err), "cannot list gaps for the audit");
+                return Vec::new();
+            }
+        };
+        if let Err(err) = record.write(&self.state_dir) {
+            tracing::warn!(error = %logship_runtime::error_chain(&err), "cannot write the audit record");
+        }
+        record.gaps
+    }
+
+    /// After a batch: rewrites the record if the batch changed a hole (`holes_changed`), or if
+    /// only the count of sources changed and the record is older than [`AUDIT_REFRESH_MS`];
+    /// its gaps if it did.
+    pub fn after_batch(&mut self, commit: &Commit, holes_changed: bool) -> Option<Vec<Gap>> {
+        let (audited_ms, audited_sources) = self.audited;
+        let refresh =
+            commit.source_count() != audited_sources && now_ms() - audited_ms >= AUDIT_REFRESH_MS;
+        (holes_changed || refresh).then(|| self.write(commit))
+    }
+}
+
 /// The gaps open longer than `gap_after` at `now_ms`: losses.
 pub fn overdue(gaps: &[Gap], gap_after: Duration, now_ms: i64) -> impl Iterator<Item = &Gap> {
     let oldest = now_ms.saturating_sub(i64::try_from(gap_after.as_millis()).unwrap_or(i64::MAX));

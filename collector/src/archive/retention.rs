@@ -14,10 +14,208 @@
 //!   any source, so a late duplicate is still dropped.
 //! - Nothing is followed or deleted through a symbolic link; `output.dir` itself is never
 //!   removed.
+//! - With `[upload]`, a file is deleted only once every byte of it is in the store (its ledger
+//!   entry retired, durably, first), after `upload.keep_local` (or `output.retention` if
+//!   shorter); the same passes seal the tails of quiet compressed files the uploader asks for.
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use logship_config::CollectorConfig;
+use logship_runtime::clock::now_ms;
+
+use crate::commit::Commit;
+use crate::sink::{Sink, SinkError};
+use crate::upload::backlog::Backlog;
+use crate::upload::ledger::LocalFile;
+
+/// With `[upload]`, the uploader's requests to seal quiet tails are taken this often.
+const SEAL_EVERY: Duration = Duration::from_secs(1);
+
+/// What one retention pass deleted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Retained {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// The passes between batches, on the collector's own clock: retention, and with `[upload]`
+/// sealing the tails of quiet compressed files for the uploader. With `[upload]` a file is
+/// deleted only once all its bytes are in the store (after `upload.keep_local`, or
+/// `output.retention` if shorter).
+pub struct Retention {
+    output_dir: PathBuf,
+    /// `output.retention` (or, with `[upload]`, the shorter of it and `upload.keep_local`).
+    max_age: Option<Duration>,
+    /// When the next pass is due: at once after opening, then one [`pass_interval`] after the
+    /// last pass started.
+    next_pass: Instant,
+    /// Passes run so far: the first is always logged, later ones only if they deleted
+    /// something (a short retention passes every second).
+    passes: u64,
+    /// `[upload]`: asked before a file is deleted, and for the tails to seal.
+    backlog: Option<Arc<Backlog>>,
+    /// When the uploader's seal requests are next taken.
+    next_seal: Instant,
+}
+
+impl Retention {
+    pub fn new(config: &CollectorConfig) -> Retention {
+        let mut max_age = config.archive.retention;
+        if let Some(upload) = &config.upload {
+            // Uploaded bytes stay `keep_local`, or `output.retention` if that is shorter.
+            max_age = Some(max_age.map_or(upload.keep_local, |age| age.min(upload.keep_local)));
+        }
+        Retention {
+            output_dir: config.output_dir.clone(),
+            max_age,
+            next_pass: Instant::now(),
+            passes: 0,
+            backlog: None,
+            next_seal: Instant::now(),
+        }
+    }
+
+    /// Asks `backlog` before deleting a file, and seals the tails it asks for.
+    pub fn upload_to(&mut self, backlog: Arc<Backlog>) {
+        self.backlog = Some(backlog);
+    }
+
+    /// When the next retention pass (or, with `[upload]`, seal pass) is due (it may be past);
+    /// `None` without either.
+    pub fn due(&self) -> Option<Instant> {
+        let retention = self.max_age.map(|_| self.next_pass);
+        match (&self.backlog, retention) {
+            (Some(_), Some(at)) => Some(at.min(self.next_seal)),
+            (Some(_), None) => Some(self.next_seal),
+            (None, at) => at,
+        }
+    }
+
+    /// Seals the tails the uploader asked for (see [`Sink::seal`]), if a seal pass is due.
+    fn seal(&mut self, sink: &mut Sink, commit: &Commit) -> Result<(), SinkError> {
+        let Some(backlog) = self.backlog.clone() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        if now < self.next_seal {
+            return Ok(());
+        }
+        self.next_seal = now + SEAL_EVERY;
+        let mut sealed = Vec::new();
+        for (relative, len) in backlog.take_seal_requests() {
+            if let Some(committed) = commit.committed(&relative)?
+                && let Some(record) = sink.seal(&relative, committed, len)
+            {
+                sealed.push((relative, record));
+            }
+        }
+        if !sealed.is_empty() {
+            let records: Vec<_> = sealed
+                .iter()
+                .map(|(r, record)| (r.clone(), Some(*record)))
+                .collect();
+            commit.set_records(&records)?;
+            backlog.committed(&sealed);
+            backlog.wake();
+        }
+        Ok(())
+    }
+
+    /// Whether `relative` may be deleted: always without `[upload]`; with it, only once all
+    /// its bytes are in the store (its ledger entry is then retired, durably).
+    fn deletable(&self, relative: &std::path::Path) -> bool {
+        let Some(backlog) = &self.backlog else {
+            return true;
+        };
+        use std::os::unix::fs::MetadataExt as _;
+        let Ok(meta) = std::fs::symlink_metadata(self.output_dir.join(relative)) else {
+            return false;
+        };
+        let local = LocalFile {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        match backlog.retire_if_uploaded(relative, local, meta.len(), now_ms()) {
+            Ok(retired) => retired,
+            Err(err) => {
+                tracing::warn!(error = %logship_runtime::error_chain(&err), "cannot record an uploaded file's deletion; it is kept");
+                false
+            }
+        }
+    }
+
+    /// If a pass is due: seals the tails the uploader asked for, and deletes the output files
+    /// older than the retention (closing each in `sink` first, forgetting it in `commit`);
+    /// returns what it deleted. A file that cannot be deleted is said and left; only a failing
+    /// commit record is an error. Call it between batches.
+    pub fn pass(&mut self, sink: &mut Sink, commit: &Commit) -> Result<Retained, SinkError> {
+        self.seal(sink, commit)?;
+        let Some(max_age) = self.max_age else {
+            return Ok(Retained::default());
+        };
+        let now = Instant::now();
+        if now < self.next_pass {
+            return Ok(Retained::default());
+        }
+        let interval = pass_interval(max_age);
+        self.next_pass = now + interval;
+        self.passes += 1;
+        let cutoff = SystemTime::now() - max_age;
+        let (expired, kept) = match expired(&self.output_dir, cutoff) {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::warn!(dir = %self.output_dir.display(), error = %err,
+                    next_in = %humantime::format_duration(interval), "retention pass failed");
+                return Ok(Retained::default());
+            }
+        };
+        let mut pass = Pass {
+            kept,
+            ..Pass::default()
+        };
+        for (relative, bytes) in expired {
+            if !self.deletable(&relative) {
+                pass.kept += 1;
+                continue;
+            }
+            sink.close(&relative);
+            match delete(&self.output_dir, &relative) {
+                Ok(dirs) => {
+                    pass.dirs += dirs;
+                    pass.bytes += bytes;
+                    pass.deleted.push(relative);
+                }
+                Err(err) => {
+                    tracing::warn!(file = %self.output_dir.join(&relative).display(), error = %err, "retention cannot delete an old output file")
+                }
+            }
+        }
+        let forget: Vec<_> = pass.deleted.iter().map(|r| (r.clone(), None)).collect();
+        if !forget.is_empty() {
+            commit.set_records(&forget)?;
+            if let Some(backlog) = &self.backlog {
+                backlog.forgotten(&pass.deleted);
+            }
+        }
+        if !pass.deleted.is_empty() || self.passes == 1 {
+            tracing::info!(
+                files = pass.deleted.len(),
+                bytes = pass.bytes,
+                dirs = pass.dirs,
+                kept = pass.kept,
+                retention = %humantime::format_duration(max_age),
+                "retention pass: deleted output files older than output.retention"
+            );
+        }
+        Ok(Retained {
+            files: pass.deleted.len() as u64,
+            bytes: pass.bytes,
+        })
+    }
+}
 
 /// The time between two passes for a retention of `max_age`: 1/60 of it, at least a second
 /// (a pass walks the whole archive) and at most an hour.
