@@ -1,7 +1,8 @@
 //! Support for the end-to-end tests: a real broker (with names of its own per test, deleted
 //! afterwards), a TCP proxy that can cut it off, the real daemons as child processes (under an
 //! open-file limit if need be), and their output; a small tmpfs for a disk that fills up; a
-//! throwaway Garage node for the archive on an object store.
+//! throwaway Garage node for the archive on an object store, and an HTTP proxy that makes it
+//! answer 503 or 429.
 
 pub mod broker;
 pub mod daemon;
@@ -14,6 +15,7 @@ pub mod lines;
 pub mod many;
 pub mod proxy;
 pub mod rabbit;
+pub mod store_faults;
 pub mod tmpfs;
 pub mod users;
 

@@ -15,6 +15,7 @@ use logship_tests::daemon::{self, Daemon};
 use logship_tests::fixture::Collector;
 use logship_tests::garage::{self, BUCKET, Garage};
 use logship_tests::lines::{assert_same_lines, envelopes, read_lines, text};
+use logship_tests::store_faults::StoreFaults;
 
 const HOST: &str = "web-1";
 const PREFIX: &str = "archive/";
@@ -303,6 +304,65 @@ async fn uploads_resume_by_themselves_within_seconds_after_the_store_was_down_30
     assert_bucket_holds(&garage, &collector, &source[0]).await;
     let expected: Vec<Vec<u8>> = (0..2 * LINES).map(|i| text(&source[0], i)).collect();
     assert_same_lines(&read_lines(&file), &expected, "local");
+}
+
+/// A store that throttles (503 Slow Down, then 429) for 15 s: every failed attempt is retried
+/// with backoff and counted, the outage is said once, and uploads resume by themselves within
+/// seconds once the store takes requests again; every line is once in the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_answering_503_then_429_is_retried_said_once_and_resumed() {
+    const TEST: &str = "upload through 503 and 429";
+    const LINES: usize = 2000;
+    if !garage::available(TEST) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let garage = Garage::start(dir.path());
+    let store = format!("127.0.0.1:{}", garage.s3_port).parse().unwrap();
+    let faults = StoreFaults::start(store).await;
+    let topology = Topology::new("upload-throttled", 1);
+    let upload = garage
+        .upload_table(PREFIX, "interval = \"1s\"\nobject_bytes = \"16 KiB\"\n")
+        .replace(&garage.endpoint(), &faults.endpoint());
+    let (collector, addr) = Collector::serving(dir.path(), &topology, "", &upload);
+    let mut daemon = collector.start();
+    let source = sources(1);
+    publish(topology.exchange.clone(), source.clone(), LINES, 200).await;
+    let file = collector.file(HOST, Path::new(&source[0]));
+    logship_tests::lines::wait_for_lines(&file, LINES, Duration::from_secs(30));
+    wait_uploaded(&addr, Duration::from_secs(30));
+    faults.refuse(Some(503));
+    let broker = Broker::connect().await;
+    let more: Vec<Envelope> = envelopes(HOST, &source[0], 0, LINES..2 * LINES);
+    broker.publish(&topology.exchange, &more).await;
+    logship_tests::lines::wait_for_lines(&file, 2 * LINES, Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(gauge(&addr, "logship_collector_upload_failing"), Some(1));
+    faults.refuse(Some(429));
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(gauge(&addr, "logship_collector_upload_failing"), Some(1));
+    let retries = logship_tests::http::counter(&addr, "logship_collector_upload_retries_total");
+    faults.refuse(None);
+    let healed = wait_uploaded(&addr, Duration::from_secs(30));
+    eprintln!("uploads resumed {healed:?} after the store took requests again, {retries} retries");
+    assert!(
+        healed < Duration::from_secs(10),
+        "resumed within seconds: {healed:?}"
+    );
+    assert!(
+        retries >= 3,
+        "every failed attempt retried and counted: {retries}"
+    );
+    assert!(daemon.stop(Duration::from_secs(20)).success());
+    let log = daemon.log_text();
+    assert_eq!(
+        log.matches("uploads failing").count(),
+        1,
+        "said once:\n{log}"
+    );
+    assert!(log.contains("503"), "the cause is named:\n{log}");
+    assert_eq!(log.matches("uploads resumed").count(), 1, "{log}");
+    assert_bucket_holds(&garage, &collector, &source[0]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
