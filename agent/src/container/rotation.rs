@@ -50,21 +50,29 @@ pub fn rank(format: Format, path: &Path, name: &Path) -> Option<Rank> {
 /// The rotated files of `path` beside it, oldest first (a file there both plain and gzipped,
 /// while the runtime compresses it, comes once, plain).
 pub fn rotated(format: Format, path: &Path) -> Vec<(Rank, PathBuf)> {
-    let Some(dir) = path.parent() else {
-        return Vec::new();
-    };
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut found: Vec<(Rank, PathBuf)> = entries
-        .flatten()
-        .map(|e| e.path())
+    let mut found: Vec<(Rank, PathBuf)> = names(format, path)
+        .into_iter()
         .filter_map(|name| Some((rank(format, path, &name)?, name)))
         .collect();
     // Plain before gzipped at the same rank: the plain one is complete, its .gz may not be.
     found.sort_by_key(|(rank, name)| (rank.clone(), name.extension().is_some_and(|e| e == "gz")));
     found.dedup_by(|b, a| a.0 == b.0);
     found
+}
+
+/// Every rotated name of `path` beside it, in no order (plain and gzipped alike).
+pub fn names(format: Format, path: &Path) -> Vec<PathBuf> {
+    let Some(dir) = path.parent() else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|name| rank(format, path, name).is_some())
+        .collect()
 }
 
 #[cfg(test)]

@@ -97,6 +97,18 @@ impl Reader {
             OpenOutcome::NoDescriptor => return Ok(Opening::NoDescriptor(found)),
             OpenOutcome::Gone | OpenOutcome::Failed => return Ok(Opening::Skipped),
         };
+        self.open_held(found, file, key, first_scan)
+    }
+
+    /// Follows `file` (keyed `key`), opened under the matching name `found` (unless a source
+    /// has its key already); `first_scan` as for [`Reader::open_now`].
+    pub(super) fn open_held(
+        &mut self,
+        found: Found,
+        file: File,
+        key: FileKey,
+        first_scan: bool,
+    ) -> Result<Opening, ReaderError> {
         if self.keys.contains(&key) {
             return Ok(Opening::Skipped);
         }

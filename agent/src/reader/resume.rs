@@ -7,8 +7,17 @@
 //!
 //! Invariant: a rotated file is drained only if it has a checkpoint or is newer than a file of
 //! its path that has one: a rotated name is never a new source of its own.
+//!
+//! Invariant: what is resumed comes from one consistent look at the container logs'
+//! directories. The runtime keeps writing and rotating while the agent starts, and Docker's
+//! rotated names shift (`.1` becomes `.2`, the file the path named becomes `.1`): files found
+//! by name while that happens are the wrong ones (one is taken twice, the next one never), and
+//! the file the path named when the look began is renamed away before it was ever opened. So
+//! every file is opened (the path's current one included, held from then on) between two
+//! listings of the names and their inodes; if they differ the look is made again, and nothing
+//! is followed or forgotten (checkpoints removed) until a look holds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -26,6 +35,31 @@ use crate::spool::Checkpoint;
 /// Set in the device number of the key of a file decompressed from a `.gz` the agent never
 /// saw: no real device number has it, so the key is never an inode's.
 const DECOMPRESSED: u64 = 1 << 63;
+
+/// Looks at the directories made before following them anyway, while the runtime keeps
+/// rotating (each look takes milliseconds; a rotation fills a whole file first).
+const LOOKS: usize = 20;
+
+/// What a start resumes, from one look at the directories.
+#[derive(Default)]
+struct Plan {
+    /// The rotated files to drain, in order.
+    sources: Vec<Source>,
+    /// Their keys.
+    keys: HashSet<FileKey>,
+    /// Checkpoints whose file is gone: removed once the look holds.
+    gone: Vec<(FileKey, Checkpoint)>,
+    /// The file each path with rotated files to drain names, opened in the same look: it
+    /// follows them (the runtime may rename it away before a scan would open it).
+    current: Vec<Current>,
+}
+
+/// The file a container log's path names, opened in the look that found its rotated files.
+struct Current {
+    path: PathBuf,
+    file: File,
+    key: FileKey,
+}
 
 /// A file to drain first, found again.
 struct Rotated {
@@ -46,6 +80,77 @@ impl Reader {
     }
 
     fn resume_rotated_files(&mut self) -> Result<(), ReaderError> {
+        let logs = self.container_logs_to_resume()?;
+        let mut look = 1;
+        loop {
+            let before = rotated_names(&logs);
+            let plan = self.plan_resume()?;
+            if rotated_names(&logs) == before {
+                return self.follow_plan(plan);
+            }
+            if look == LOOKS {
+                tracing::warn!(
+                    looks = LOOKS,
+                    "container logs kept rotating while the agent looked for the files rotated while it was stopped; following what the last look found"
+                );
+                return self.follow_plan(plan);
+            }
+            tracing::info!(
+                look,
+                "a container log rotated while the agent looked for its rotated files, looking again"
+            );
+            look += 1;
+        }
+    }
+
+    /// The container logs with an unfinished checkpoint, with their format.
+    fn container_logs_to_resume(&self) -> Result<Vec<(PathBuf, Format)>, ReaderError> {
+        let mut paths: Vec<PathBuf> = self
+            .spool
+            .checkpoints()?
+            .into_iter()
+            .filter(|(_, c)| !c.finished)
+            .map(|(_, c)| c.path)
+            .collect();
+        paths.sort();
+        paths.dedup();
+        Ok(paths
+            .into_iter()
+            .map(|path| {
+                let format = self.rules_for(&path).format;
+                (path, format)
+            })
+            .filter(|(_, format)| *format != Format::Lines)
+            .collect())
+    }
+
+    /// Follows what a look found: the rotated files first, then the files their paths name.
+    fn follow_plan(&mut self, plan: Plan) -> Result<(), ReaderError> {
+        for (key, checkpoint) in plan.gone {
+            tracing::warn!(path = %checkpoint.path.display(), offset = checkpoint.offset,
+                "file rotated and removed while stopped; lines written after the checkpoint are gone");
+            self.spool.remove_checkpoint(key)?;
+        }
+        for source in plan.sources {
+            tracing::info!(path = %source.path().display(), offset = source.tailer().checkpoint().offset,
+                "file rotated while stopped, draining it first");
+            self.add_source(self.sources.len(), source);
+        }
+        for Current { path, file, key } in plan.current {
+            // A key a rotated file has too (its inode reused) is opened once that one is
+            // closed (see `Reader::close`).
+            if let Some(found) = self.matching(&path) {
+                let first_scan = self.first_scan;
+                self.open_held(found, file, key, first_scan)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One look: the rotated files to drain, the checkpoints whose file is gone, and the files
+    /// the paths name; nothing followed yet.
+    fn plan_resume(&self) -> Result<Plan, ReaderError> {
+        let mut plan = Plan::default();
         let mut found = Vec::new();
         // The heads of every file each path was read in, finished ones included: a rotated file
         // with one of them was seen (it may have been gzipped since, under another inode).
@@ -90,11 +195,7 @@ impl Reader {
                         checkpoint,
                         name: Some(gz),
                     }),
-                    None => {
-                        tracing::warn!(path = %checkpoint.path.display(), offset = checkpoint.offset,
-                            "file rotated and removed while stopped; lines written after the checkpoint are gone");
-                        self.spool.remove_checkpoint(key)?;
-                    }
+                    None => plan.gone.push((key, checkpoint)),
                 },
             }
         }
@@ -118,23 +219,36 @@ impl Reader {
                 *entry = (index, entry.1.clone().max(rank));
             }
         }
+        let mut paths: Vec<PathBuf> = Vec::new();
         for (index, rotated) in found.into_iter().enumerate() {
             let path = rotated.checkpoint.path.clone();
-            tracing::info!(path = %path.display(), offset = rotated.checkpoint.offset, found = ?rotated.name,
-                "file rotated while stopped, draining it first");
+            tracing::debug!(path = %path.display(), offset = rotated.checkpoint.offset, found = ?rotated.name,
+                "file rotated while stopped");
             let rules = self.rules_for(&path);
             let format = rules.format;
             let source =
                 Source::rotated(&path, rotated.file, rotated.key, &rotated.checkpoint, rules);
-            self.add_source(self.sources.len(), source);
+            plan.keys.insert(rotated.key);
+            plan.sources.push(source);
             if let Some((last, rank)) = newest.get(&path)
                 && *last == index
             {
                 let heads = known.get(&path).map_or(&[][..], Vec::as_slice);
-                self.drain_unseen(format, &path, rank, heads, &taken)?;
+                self.drain_unseen(&mut plan, format, &path, rank, heads, &taken);
+            }
+            if format != Format::Lines && !paths.contains(&path) {
+                paths.push(path);
             }
         }
-        Ok(())
+        for path in paths {
+            if let Ok(file) = File::open(&path)
+                && let Ok(meta) = file.metadata()
+            {
+                let key = FileKey::of(&meta);
+                plan.current.push(Current { path, file, key });
+            }
+        }
+        Ok(plan)
     }
 
     /// Drains the rotated files of `path` newer than `newest` that the agent never saw (no
@@ -142,13 +256,14 @@ impl Reader {
     /// inodes and gzips into new ones), oldest first, from their start; `taken` are drained
     /// already.
     fn drain_unseen(
-        &mut self,
+        &self,
+        plan: &mut Plan,
         format: Format,
         path: &Path,
         newest: &Rank,
         heads: &[Fingerprint],
         taken: &[PathBuf],
-    ) -> Result<(), ReaderError> {
+    ) {
         for (_, name) in rotation::rotated(format, path)
             .into_iter()
             .filter(|(rank, _)| rank > newest)
@@ -171,7 +286,7 @@ impl Reader {
             // A file found again keeps the key of its inode, which the runtime may have given
             // since to this .gz: a decompressed file is keyed apart from every inode (its
             // device number with the top bit set, which no device has), the same at every start.
-            let key = if gzipped || self.keys.contains(&key) {
+            let key = if gzipped || plan.keys.contains(&key) {
                 FileKey {
                     dev: key.dev | DECOMPRESSED,
                     ino: key.ino,
@@ -179,7 +294,7 @@ impl Reader {
             } else {
                 key
             };
-            if self.keys.contains(&key) {
+            if plan.keys.contains(&key) {
                 continue;
             }
             let file = if gzipped {
@@ -214,10 +329,10 @@ impl Reader {
                 mid_event: false,
             };
             let rules = self.rules_for(path);
-            let source = Source::rotated(path, file, key, &checkpoint, rules);
-            self.add_source(self.sources.len(), source);
+            plan.keys.insert(key);
+            plan.sources
+                .push(Source::rotated(path, file, key, &checkpoint, rules));
         }
-        Ok(())
     }
 
     /// The file of `checkpoint`, rotated away and found only gzipped beside its path (see
@@ -249,4 +364,22 @@ impl Reader {
             }
         }
     }
+}
+
+/// The names (and inodes) of `logs` and of their rotated files: a look at them holds if these
+/// did not change meanwhile.
+fn rotated_names(logs: &[(PathBuf, Format)]) -> Vec<(PathBuf, FileKey)> {
+    let mut names = Vec::new();
+    for (path, format) in logs {
+        for name in rotation::names(*format, path)
+            .into_iter()
+            .chain([path.clone()])
+        {
+            if let Ok(meta) = std::fs::symlink_metadata(&name) {
+                names.push((name, FileKey::of(&meta)));
+            }
+        }
+    }
+    names.sort();
+    names
 }
