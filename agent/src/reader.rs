@@ -356,9 +356,8 @@ impl Reader {
                 .map(|message| message.id.len() + message.body.len())
                 .sum();
             room = room.saturating_sub(made);
-            let parts = self.sources[index].tailer_mut().take_parts();
+            let (parts, invalid) = self.sources[index].take_counts();
             Metrics::add(&self.metrics.lines_split, parts);
-            let invalid = self.sources[index].tailer_mut().take_invalid();
             Metrics::add(&self.metrics.container_entries_invalid, invalid);
         }
         if self.spool_turn(lines)? {
@@ -390,11 +389,7 @@ impl Reader {
         }
         match self.spool.append(&lines, &checkpoints) {
             Ok(dropped) => {
-                touched.iter().for_each(|&i| {
-                    let tailer = self.sources[i].tailer_mut();
-                    tailer.predecessors_spooled();
-                    tailer.spooled();
-                });
+                touched.iter().for_each(|&i| self.sources[i].spooled());
                 Metrics::add(&self.metrics.lines_read, lines.len() as u64);
                 Metrics::add(&self.metrics.dropped, dropped.lines);
                 dropped.log(self.spool.dropped());

@@ -171,9 +171,28 @@ impl Source {
         &self.tailer
     }
 
-    /// The reading cursor, to ship what it read or holds.
-    pub fn tailer_mut(&mut self) -> &mut Tailer {
-        &mut self.tailer
+    /// Parts of over-long lines, and undecodable entries of a container log, shipped since the
+    /// last call.
+    pub fn take_counts(&mut self) -> (u64, u64) {
+        (self.tailer.take_parts(), self.tailer.take_invalid())
+    }
+
+    /// The spool now holds everything shipped so far, and the checkpoints of the older files
+    /// whose open lines it carried.
+    pub fn spooled(&mut self) {
+        self.tailer.predecessors_spooled();
+        self.tailer.spooled();
+    }
+
+    /// Takes the lines an older (finished) container log of its path left open.
+    pub fn take_over(&mut self, handover: crate::tailer::Handover) {
+        self.tailer.take_over(handover);
+    }
+
+    /// The file is gone: ships a last line that never got its newline, and the event being
+    /// assembled.
+    pub fn ship_partial(&mut self, host: &str, out: &mut Vec<Message>) -> std::io::Result<()> {
+        self.tailer.ship_partial(host, out)
     }
 
     /// Something may have changed (an event named it, a scan or a wake-up for all): look at it

@@ -194,7 +194,7 @@ impl Reader {
         let mut lines = Vec::new();
         for &index in &gone {
             let source = &mut self.sources[index];
-            if let Err(err) = source.tailer_mut().ship_partial(&self.host, &mut lines) {
+            if let Err(err) = source.ship_partial(&self.host, &mut lines) {
                 tracing::warn!(path = %source.path().display(), error = %err,
                     "cannot ship the last line of a deleted file");
             }

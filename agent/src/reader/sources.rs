@@ -83,7 +83,7 @@ impl Reader {
         match self.sources.iter_mut().find(|s| s.path() == path) {
             Some(next) => {
                 tracing::info!(path = %path.display(), "lines the runtime cut across a rotation go on in the newer file");
-                next.tailer_mut().take_over(handover);
+                next.take_over(handover);
             }
             // Never so: the step that finished it saw the newer file. Its checkpoint stays
             // unfinished, so a restart reads it again.
