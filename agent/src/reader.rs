@@ -17,7 +17,7 @@
 //!   closed, least recently active first, when others wait for one, and reopened when they
 //!   change; files waiting for a descriptor get theirs in turn, oldest first.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
@@ -36,6 +36,7 @@ use crate::wakeup::{Wake, Wakeups};
 use budget::Budget;
 use logship_runtime::error_chain as chain;
 use pause::DiskPause;
+use sources::Sources;
 
 /// Polling interval: files inotify cannot see, and files draining after a rotation.
 const POLL: Duration = Duration::from_millis(100);
@@ -80,15 +81,7 @@ pub struct Reader {
     /// Each input's rules, made once and shared by all its files (`rules[i]` is `inputs[i]`'s).
     rules: Vec<Arc<LineRules>>,
     /// Oldest first: of several files of one path, the first is read, the others wait.
-    sources: Vec<Source>,
-    /// The sources' keys and paths (how many per path), so that finding out whether a file is
-    /// followed costs no walk over 100k sources.
-    keys: HashSet<FileKey>,
-    paths: HashMap<Arc<Path>, usize>,
-    /// The sources changed since `held` was last worked out.
-    relink_due: bool,
-    /// Sources holding a descriptor.
-    open_files: usize,
+    sources: Sources,
     /// `max_open_files` as configured; the budget is worked out from it when reading starts.
     max_open_files: Option<usize>,
     budget: Budget,
@@ -123,11 +116,7 @@ impl Reader {
             metrics,
             rules: shared_rules(&inputs),
             inputs,
-            sources: Vec::new(),
-            keys: HashSet::new(),
-            paths: HashMap::new(),
-            relink_due: false,
-            open_files: 0,
+            sources: Sources::default(),
             max_open_files: None,
             budget: Budget::default(),
             wakeups: Wakeups::new(watch),
@@ -276,7 +265,7 @@ impl Reader {
             }
         }
         if !wake.changed.is_empty() {
-            for source in &mut self.sources {
+            for source in self.sources.iter_mut() {
                 if wake.changed.contains(source.path()) {
                     source.mark_changed();
                     source.wake();
@@ -297,9 +286,7 @@ impl Reader {
             return Ok(last_turn);
         }
         self.admit()?;
-        if std::mem::take(&mut self.relink_due) {
-            self.relink();
-        }
+        self.sources.relink_if_due();
         let (mut lines, mut finished) = (Vec::new(), Vec::new());
         // A segment is dropped whole by `drop_oldest`: keep it a small part of the cap (an
         // envelope is a few times the size of its line).
@@ -328,8 +315,8 @@ impl Reader {
                 continue;
             }
             if source.draining() {
-                let moved_on = self.successor_grew(index);
-                let successor = self.has_successor(index);
+                let moved_on = self.sources.successor_grew(index);
+                let successor = self.sources.has_successor(index);
                 self.sources[index].set_moved_on(moved_on);
                 self.sources[index].set_successor(successor);
             }
@@ -398,7 +385,7 @@ impl Reader {
             }
             Err(err) if err.is_disk_failure() => {
                 if err.is_out_of_descriptors() {
-                    self.budget.ran_out(self.open_files);
+                    self.budget.ran_out(self.sources.open());
                 }
                 for &i in &touched {
                     self.sources[i].reread_unspooled();

@@ -32,7 +32,7 @@ impl Reader {
         for dir in discover::directories(&self.inputs, &scan.found) {
             self.wakeups.watch(&dir);
         }
-        self.count_open();
+        self.sources.recount();
         // Files closed for the budget that the scan's stat says changed (another file at the
         // path, or another size) ask for their descriptor.
         let changed: Vec<usize> = {
@@ -55,7 +55,7 @@ impl Reader {
         }
         for found in scan.found {
             // stat, not open: a file already followed costs no descriptor and no event.
-            if !found.key.is_some_and(|key| self.keys.contains(&key)) {
+            if !found.key.is_some_and(|key| self.sources.follows(key)) {
                 self.open(found)?;
             }
         }
@@ -68,18 +68,18 @@ impl Reader {
     /// being read is in transit and opened at once; any other waits for a descriptor if the
     /// budget is reached.
     pub(super) fn open(&mut self, found: Found) -> Result<(), ReaderError> {
-        if found.key.is_some_and(|key| self.keys.contains(&key)) {
+        if found.key.is_some_and(|key| self.sources.follows(key)) {
             return Ok(());
         }
         let first_scan = self.first_scan;
-        if self.paths.contains_key(found.path.as_path()) {
+        if self.sources.follows_path(found.path.as_path()) {
             self.make_room()?;
-        } else if self.budget.is_queued(&found.path) || !self.budget.has_room(self.open_files) {
+        } else if self.budget.is_queued(&found.path) || !self.budget.has_room(self.sources.open()) {
             self.budget.queue(found, first_scan);
             return Ok(());
         }
         if let Opening::NoDescriptor(found) = self.open_now(found, first_scan)? {
-            self.budget.ran_out(self.open_files);
+            self.budget.ran_out(self.sources.open());
             self.budget.queue(found, first_scan);
         }
         Ok(())
@@ -109,7 +109,7 @@ impl Reader {
         key: FileKey,
         first_scan: bool,
     ) -> Result<Opening, ReaderError> {
-        if self.keys.contains(&key) {
+        if self.sources.follows(key) {
             return Ok(Opening::Skipped);
         }
         self.warned.remove(&found.path);
@@ -128,7 +128,8 @@ impl Reader {
             self.wakeups.watch(dir);
             source.set_polled(self.wakeups.polled(dir));
         }
-        self.add_source(self.sources.len(), source);
+        let at = self.sources.len();
+        self.sources.add(at, source);
         Ok(Opening::Opened)
     }
 
@@ -164,12 +165,12 @@ impl Reader {
         let (file, key) = match self.open_file(to) {
             OpenOutcome::File(file, key) => (file, key),
             OpenOutcome::NoDescriptor => {
-                self.budget.ran_out(self.open_files);
+                self.budget.ran_out(self.sources.open());
                 return Ok(());
             }
             OpenOutcome::Gone | OpenOutcome::Failed => return Ok(()),
         };
-        if self.keys.contains(&key) {
+        if self.sources.follows(key) {
             return Ok(());
         }
         let holder = holder(from);
@@ -193,7 +194,7 @@ impl Reader {
         holder: Option<FileKey>,
     ) -> Result<u64, ReaderError> {
         let path = found.path.as_path();
-        for source in &mut self.sources {
+        for source in self.sources.iter_mut() {
             if source.path() == path && !source.has_left() && Some(source.key()) != holder {
                 source.mark_left();
             }
@@ -205,7 +206,7 @@ impl Reader {
             .iter()
             .position(|s| !s.has_left() && s.path() == path)
             .unwrap_or(self.sources.len());
-        self.add_source(at, source);
+        self.sources.add(at, source);
         Ok(checkpoint.offset)
     }
 
@@ -219,7 +220,7 @@ impl Reader {
         let Ok(key) = file.metadata().map(|m| FileKey::of(&m)) else {
             return Ok(());
         };
-        if self.keys.contains(&key) {
+        if self.sources.follows(key) {
             return Ok(());
         }
         let Some(found) = self.matching(path) else {

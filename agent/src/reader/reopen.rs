@@ -25,11 +25,6 @@ const SPARE_SHARE: usize = 32;
 const SPARE_IDLE: Duration = Duration::from_secs(1);
 
 impl Reader {
-    /// Recounts the sources holding a descriptor.
-    pub(super) fn count_open(&mut self) {
-        self.open_files = self.sources.iter().filter(|s| s.is_open()).count();
-    }
-
     /// Gives descriptors to the files waiting for one (closed files that changed, files never
     /// opened), oldest first, closing idle files to make room; says an outage once.
     pub(super) fn admit(&mut self) -> Result<(), ReaderError> {
@@ -40,26 +35,26 @@ impl Reader {
         if waiting == 0 {
             // Back under the budget if it was lowered (the process ran out of descriptors),
             // and the spare share freed from files idle for a while.
-            let over = self.open_files.saturating_sub(self.budget.max());
+            let over = self.sources.open().saturating_sub(self.budget.max());
             if over > 0 {
                 self.close_idle(over, Duration::ZERO)?;
             }
             let spare = self.budget.max() / SPARE_SHARE;
-            let over = (self.open_files + spare).saturating_sub(self.budget.max());
+            let over = (self.sources.open() + spare).saturating_sub(self.budget.max());
             if over > 0 {
                 self.close_idle(over, SPARE_IDLE)?;
             }
-            self.budget.report(0, self.open_files, &self.metrics);
+            self.budget.report(0, self.sources.open(), &self.metrics);
             return Ok(());
         }
         woken.sort_unstable();
-        let short = (self.open_files + waiting).saturating_sub(self.budget.max());
+        let short = (self.sources.open() + waiting).saturating_sub(self.budget.max());
         if short > 0 {
             self.close_idle(short, Duration::ZERO)?;
         }
         let mut woken = woken.into_iter().peekable();
         let mut gone = Vec::new();
-        while self.budget.has_room(self.open_files) {
+        while self.budget.has_room(self.sources.open()) {
             let take_woken = match (woken.peek(), self.budget.oldest_queued()) {
                 (None, None) => break,
                 (Some(&(at, _)), Some(queued)) => at <= queued,
@@ -74,7 +69,7 @@ impl Reader {
                     Revived::Open => self.budget.served(at),
                     Revived::Gone => gone.push(index),
                     Revived::NoDescriptor => {
-                        self.budget.ran_out(self.open_files);
+                        self.budget.ran_out(self.sources.open());
                         break;
                     }
                 }
@@ -87,7 +82,7 @@ impl Reader {
                     Opening::Opened => self.budget.served(since),
                     Opening::Skipped => {}
                     Opening::NoDescriptor(found) => {
-                        self.budget.ran_out(self.open_files);
+                        self.budget.ran_out(self.sources.open());
                         self.budget.requeue(Queued {
                             found,
                             first_scan,
@@ -100,14 +95,14 @@ impl Reader {
         }
         let left = woken.count() + self.budget.queued();
         self.finish_gone(gone)?;
-        self.budget.report(left, self.open_files, &self.metrics);
+        self.budget.report(left, self.sources.open(), &self.metrics);
         Ok(())
     }
 
     /// Makes room for a file in transit (it is opened anyway): closes an idle file if the
     /// budget is reached.
     pub(super) fn make_room(&mut self) -> Result<(), ReaderError> {
-        let over = (self.open_files + 1).saturating_sub(self.budget.max());
+        let over = (self.sources.open() + 1).saturating_sub(self.budget.max());
         if over > 0 {
             self.close_idle(over, Duration::ZERO)?;
         }
@@ -138,8 +133,7 @@ impl Reader {
             "closing idle files for the descriptor budget"
         );
         for (_, index) in idle {
-            self.sources[index].park();
-            self.open_files -= 1;
+            self.sources.park(index);
         }
         Ok(())
     }
@@ -157,8 +151,7 @@ impl Reader {
         };
         match self.open_file(&path) {
             OpenOutcome::File(file, found) if found == key => {
-                self.sources[index].reopen(file, false);
-                self.open_files += 1;
+                self.sources.reopen(index, file, false);
                 return Ok(Revived::Open);
             }
             OpenOutcome::NoDescriptor => return Ok(Revived::NoDescriptor),
@@ -173,8 +166,7 @@ impl Reader {
             Some(file) => {
                 tracing::info!(path = %path.display(),
                     "file closed for the descriptor budget left its name, draining it");
-                self.sources[index].reopen(file, true);
-                self.open_files += 1;
+                self.sources.reopen(index, file, true);
                 Ok(Revived::Open)
             }
             None => {

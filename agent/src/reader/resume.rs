@@ -75,7 +75,7 @@ impl Reader {
     /// Drains the files rotated while we were stopped before the new files at their paths.
     pub(super) fn resume_rotated(&mut self) -> Result<(), ReaderError> {
         self.resume_rotated_files()?;
-        self.relink_due = true;
+        self.sources.relink_later();
         Ok(())
     }
 
@@ -134,7 +134,8 @@ impl Reader {
         for source in plan.sources {
             tracing::info!(path = %source.path().display(), offset = source.tailer().checkpoint().offset,
                 "file rotated while stopped, draining it first");
-            self.add_source(self.sources.len(), source);
+            let at = self.sources.len();
+            self.sources.add(at, source);
         }
         for Current { path, file, key } in plan.current {
             // A key a rotated file has too (its inode reused) is opened once that one is

@@ -1,37 +1,155 @@
-//! The sources the reader follows: added and taken out (with the indexes by key and path
-//! that spare a walk over 100k sources), held behind an older file of their path, and closed
-//! once drained.
+//! The sources the reader follows ([`Sources`]): added and taken out with the indexes by key
+//! and path that spare a walk over 100k sources, held behind an older file of their path, and
+//! closed once drained.
 //!
-//! Invariants: `keys` and `paths` hold exactly the sources' keys and paths (a count per path);
-//! `open_files` counts the sources holding a descriptor; a drained file is closed only after
-//! the spool is flushed, so its lines outlive it.
+//! Invariants: sources are added and taken out only through [`Sources`], so its `keys` and
+//! `paths` hold exactly the sources' keys and paths (a count per path); its open count is the
+//! number of sources holding a descriptor (see [`Sources::open`]); a drained file is closed
+//! only after the spool is flushed, so its lines outlive it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::ops::{Deref, DerefMut};
+use std::path::Path;
+use std::sync::Arc;
 
 use super::{Reader, ReaderError};
 use crate::identity::FileKey;
 use crate::source::Source;
 
-impl Reader {
+/// The sources, oldest first: of several files of one path, the first is read, the others
+/// wait. Read and stepped in place as a slice; added, taken out, closed for the budget and
+/// reopened only through its methods.
+#[derive(Default)]
+pub(super) struct Sources {
+    list: Vec<Source>,
+    /// The sources' keys and paths (how many per path), so that finding out whether a file is
+    /// followed costs no walk over 100k sources.
+    keys: HashSet<FileKey>,
+    paths: HashMap<Arc<Path>, usize>,
+    /// Sources holding a descriptor.
+    open: usize,
+    /// The list changed since `held` was last worked out.
+    relink_due: bool,
+}
+
+impl Deref for Sources {
+    type Target = [Source];
+
+    fn deref(&self) -> &[Source] {
+        &self.list
+    }
+}
+
+impl DerefMut for Sources {
+    fn deref_mut(&mut self) -> &mut [Source] {
+        &mut self.list
+    }
+}
+
+impl Sources {
+    /// Adds a source at `at`.
+    pub fn add(&mut self, at: usize, source: Source) {
+        self.keys.insert(source.key());
+        *self.paths.entry(source.shared_path().clone()).or_default() += 1;
+        self.open += usize::from(source.is_open());
+        self.list.insert(at, source);
+        self.relink_due = true;
+    }
+
+    /// Takes the source at `index` out.
+    pub fn remove(&mut self, index: usize) -> Source {
+        let source = self.list.remove(index);
+        self.keys.remove(&source.key());
+        if let Some(count) = self.paths.get_mut(source.path()) {
+            *count -= 1;
+            if *count == 0 {
+                self.paths.remove(source.path());
+            }
+        }
+        self.open -= usize::from(source.is_open());
+        self.relink_due = true;
+        source
+    }
+
+    /// Whether the file of `key` is followed.
+    pub fn follows(&self, key: FileKey) -> bool {
+        self.keys.contains(&key)
+    }
+
+    /// Whether a file of `path` is followed.
+    pub fn follows_path(&self, path: &Path) -> bool {
+        self.paths.contains_key(path)
+    }
+
+    /// Sources holding a descriptor. Exact after [`Sources::add`], [`Sources::remove`],
+    /// [`Sources::park`] and [`Sources::reopen`]; a step may take a descriptor for a closed
+    /// file (its copytruncate copy swapped in), so it is counted again by [`Sources::recount`]
+    /// before the budget is worked out.
+    pub fn open(&self) -> usize {
+        self.open
+    }
+
+    /// Counts the sources holding a descriptor again.
+    pub fn recount(&mut self) {
+        self.open = self.list.iter().filter(|s| s.is_open()).count();
+    }
+
+    /// Closes the descriptor of the (idle) source at `index` (see [`Source::park`]).
+    pub fn park(&mut self, index: usize) {
+        if self.list[index].is_open() {
+            self.list[index].park();
+            self.open -= 1;
+        }
+    }
+
+    /// Gives the closed source at `index` its descriptor back (see [`Source::reopen`]).
+    pub fn reopen(&mut self, index: usize, file: File, draining: bool) {
+        let was_open = self.list[index].is_open();
+        self.list[index].reopen(file, draining);
+        self.open += usize::from(!was_open);
+    }
+
+    /// Marks the files that an older file of the same path still holds back, if the list
+    /// changed since it was last done.
+    pub fn relink_if_due(&mut self) {
+        if std::mem::take(&mut self.relink_due) {
+            self.relink();
+        }
+    }
+
+    /// Marks the files that an older file of the same path still holds back.
+    pub fn relink(&mut self) {
+        let mut seen = HashSet::new();
+        for source in &mut self.list {
+            let path = source.shared_path().clone();
+            source.set_held(!seen.insert(path));
+        }
+        self.relink_due = false;
+    }
+
+    /// Asks for the held files to be worked out again before the next turn.
+    pub fn relink_later(&mut self) {
+        self.relink_due = true;
+    }
+
     /// Whether a newer file of the path of the source at `index` has grown: the application
     /// writes there now.
-    pub(super) fn successor_grew(&self, index: usize) -> bool {
-        let path = self.sources[index].path();
-        self.sources[index + 1..]
+    pub fn successor_grew(&self, index: usize) -> bool {
+        let path = self.list[index].path();
+        self.list[index + 1..]
             .iter()
             .any(|s| s.path() == path && s.is_open() && s.grown())
     }
 
-    /// Marks the files that an older file of the same path still holds back; called whenever
-    /// the list of sources changes.
-    pub(super) fn relink(&mut self) {
-        let mut seen = HashSet::new();
-        for source in &mut self.sources {
-            let path = source.shared_path().clone();
-            source.set_held(!seen.insert(path));
-        }
+    /// Whether a newer file of the path of the source at `index` is followed.
+    pub fn has_successor(&self, index: usize) -> bool {
+        let path = self.list[index].path();
+        self.list[index + 1..].iter().any(|s| s.path() == path)
     }
+}
 
+impl Reader {
     /// Closes drained files: the spool is flushed first, so their lines outlive the files.
     pub(super) fn close(&mut self, finished: Vec<usize>) -> Result<(), ReaderError> {
         if finished.is_empty() {
@@ -43,7 +161,7 @@ impl Reader {
         }
         let mut reused = Vec::new();
         for index in finished.into_iter().rev() {
-            let mut source = self.remove_source(index);
+            let mut source = self.sources.remove(index);
             if source.tailer().deleted()
                 && std::fs::metadata(source.path()).is_ok_and(|m| FileKey::of(&m) == source.key())
             {
@@ -59,7 +177,7 @@ impl Reader {
             tracing::info!(path = %source.path().display(), "file closed");
         }
         // The next file of each path, held since it appeared, is read from now on.
-        self.relink();
+        self.sources.relink();
         // A file drained under a key that the file at its path now has too (a gzipped rotated
         // container log, whose inode the runtime's new file reused) kept that file from being
         // opened: it is looked at again now, not at the next rescan.
@@ -69,12 +187,6 @@ impl Reader {
             }
         }
         Ok(())
-    }
-
-    /// Whether a newer file of the path of the source at `index` is open.
-    pub(super) fn has_successor(&self, index: usize) -> bool {
-        let path = self.sources[index].path();
-        self.sources[index + 1..].iter().any(|s| s.path() == path)
     }
 
     /// Gives the open lines of a finished container log to the next file of its path (older
@@ -90,29 +202,5 @@ impl Reader {
             None => tracing::warn!(path = %path.display(),
                 "no newer file to carry the open lines of a rotated container log into; they are read again after a restart"),
         }
-    }
-
-    /// Adds a source at `at` (it holds a descriptor).
-    pub(super) fn add_source(&mut self, at: usize, source: Source) {
-        self.keys.insert(source.key());
-        *self.paths.entry(source.shared_path().clone()).or_default() += 1;
-        self.open_files += usize::from(source.is_open());
-        self.sources.insert(at, source);
-        self.relink_due = true;
-    }
-
-    /// Takes the source at `index` out.
-    pub(super) fn remove_source(&mut self, index: usize) -> Source {
-        let source = self.sources.remove(index);
-        self.keys.remove(&source.key());
-        if let Some(count) = self.paths.get_mut(source.path()) {
-            *count -= 1;
-            if *count == 0 {
-                self.paths.remove(source.path());
-            }
-        }
-        self.open_files -= usize::from(source.is_open());
-        self.relink_due = true;
-        source
     }
 }
