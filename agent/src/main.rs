@@ -9,6 +9,7 @@ use logship_config::agent::RawAgentConfig;
 use logship_runtime::cli;
 
 fn main() -> ExitCode {
+    logship_agent::trim::cap_arenas();
     cli::daemon_main::<RawAgentConfig, _, _>(
         "logship-agent",
         env!("CARGO_PKG_VERSION"),

@@ -104,7 +104,7 @@ pub struct Source {
     /// file): a container log's open lines go on there when this one is finished.
     successor: bool,
     /// The open lines of a finished container log, for the newer file of its path.
-    handover: Option<Handover>,
+    handover: Option<Box<Handover>>,
 }
 
 impl Source {
@@ -248,7 +248,7 @@ impl Source {
 
     /// The open lines of a finished container log, for the newer file of its path.
     pub fn take_handover(&mut self) -> Option<Handover> {
-        self.handover.take()
+        self.handover.take().map(|handover| *handover)
     }
 
     /// Whether it is known to have left its name (renamed away, deleted).
@@ -400,7 +400,7 @@ impl Source {
                         || (since.elapsed() >= ROTATE_IDLE
                             && self.tailer.last_growth().elapsed() >= ROTATE_IDLE)) =>
             {
-                self.handover = self.tailer.finish(host, self.successor, out)?;
+                self.handover = self.tailer.finish(host, self.successor, out)?.map(Box::new);
                 return Ok(Step::Finished);
             }
             _ => {}

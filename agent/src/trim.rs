@@ -8,6 +8,13 @@
 //! look) after at least [`BURST_LINES`] did since the last trim, the allocator is asked, once,
 //! to return its free pages. A steady flow is never trimmed: its memory is in use. With another
 //! C library there is nothing to do.
+//!
+//! The agent's threads also share one arena ([`cap_arenas`], before the first thread starts):
+//! glibc otherwise makes up to 8 per core, one for each thread that met a busy one (tokio's
+//! workers, lapin's I/O thread, sled's flusher, the reader), and what one thread freed in its
+//! arena is not reused by another. Each thread's cache of small chunks (tcache) still spares
+//! most allocations the arena's lock. Descriptors bench, 100k files, RSS while publishing: 179
+//! MiB with glibc's default, 140-148 MiB with two arenas, 132-135 MiB with one.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -45,6 +52,24 @@ pub async fn run(metrics: Arc<Metrics>, stop: CancellationToken) {
         }
     }
 }
+
+/// glibc arenas the agent's threads share (see the module doc).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const ARENAS: libc::c_int = 1;
+
+/// Caps glibc's arenas at [`ARENAS`]; call it before any thread starts.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn cap_arenas() {
+    // SAFETY: mallopt takes no pointer; M_ARENA_MAX only bounds arenas made from now on.
+    let capped = unsafe { libc::mallopt(libc::M_ARENA_MAX, ARENAS) };
+    if capped == 0 {
+        tracing::debug!("malloc arenas could not be capped");
+    }
+}
+
+/// Nothing to cap with another C library.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn cap_arenas() {}
 
 /// Lines that moved through the agent so far.
 fn flow(metrics: &Metrics) -> u64 {
