@@ -9,7 +9,7 @@ use logship_config::agent::RawAgentConfig;
 use logship_runtime::cli;
 
 fn main() -> ExitCode {
-    logship_agent::trim::cap_arenas();
+    logship_agent::trim::tune_allocator();
     cli::daemon_main::<RawAgentConfig, _, _>(
         "logship-agent",
         env!("CARGO_PKG_VERSION"),
