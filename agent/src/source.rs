@@ -34,11 +34,12 @@
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::identity::{self, FileKey};
 use crate::line_rules::LineRules;
 use crate::metrics::Metrics;
+use crate::moment::Moment;
 use crate::spool::Checkpoint;
 use crate::spool::Message;
 use crate::tailer::{Handover, Tailer};
@@ -59,14 +60,14 @@ pub const SETTLE: Duration = Duration::from_millis(20);
 enum State {
     /// Open, behind an older file of the same path; read no sooner than [`SETTLE`] after
     /// `opened_at`.
-    Waiting { opened_at: Instant },
+    Waiting { opened_at: Moment },
     /// The path names this file.
     Active,
     /// Reading the copytruncate copy; the file itself is read again from 0 afterwards (`None`:
     /// the file's own descriptor could not be kept, read again from the path).
     Copy { original: Option<File> },
     /// The path no longer names this file.
-    Draining { since: Instant },
+    Draining { since: Moment },
 }
 
 /// What one step did.
@@ -97,9 +98,9 @@ pub struct Source {
     /// later held the name after it.
     left: bool,
     /// When it last read bytes or got its descriptor: the least recent is closed first.
-    active_at: Instant,
+    active_at: Moment,
     /// Closed for the budget and changed since: when it started waiting for a descriptor.
-    woken_at: Option<Instant>,
+    woken_at: Option<Moment>,
     /// A newer file of its path is open (set by the reader before each step of a draining
     /// file): a container log's open lines go on there when this one is finished.
     successor: bool,
@@ -119,7 +120,7 @@ impl Source {
         Source {
             tailer: Tailer::new(path, file, key, checkpoint, rules),
             state: State::Waiting {
-                opened_at: Instant::now(),
+                opened_at: Moment::now(),
             },
             dirty: true,
             polled: false,
@@ -127,7 +128,7 @@ impl Source {
             moved_on: false,
             pending_copy: None,
             left: false,
-            active_at: Instant::now(),
+            active_at: Moment::now(),
             woken_at: None,
             successor: false,
             handover: None,
@@ -145,7 +146,7 @@ impl Source {
     ) -> Source {
         let mut source = Source::opened(path, file, key, checkpoint, rules);
         source.state = State::Draining {
-            since: Instant::now(),
+            since: Moment::now(),
         };
         source.left = true;
         source
@@ -287,17 +288,17 @@ impl Source {
     /// already waits).
     pub fn wake(&mut self) {
         if !self.is_open() && self.woken_at.is_none() {
-            self.woken_at = Some(Instant::now());
+            self.woken_at = Some(Moment::now());
         }
     }
 
     /// Since when it waits for a descriptor, if it does.
-    pub fn woken_at(&self) -> Option<Instant> {
+    pub fn woken_at(&self) -> Option<Moment> {
         self.woken_at.filter(|_| !self.is_open())
     }
 
     /// When it last read bytes or got its descriptor back.
-    pub fn active_at(&self) -> Instant {
+    pub fn active_at(&self) -> Moment {
         self.active_at.max(self.tailer.last_growth())
     }
 
@@ -306,12 +307,12 @@ impl Source {
     pub fn reopen(&mut self, file: File, draining: bool) {
         self.tailer.reopen(file);
         self.woken_at = None;
-        self.active_at = Instant::now();
+        self.active_at = Moment::now();
         self.dirty = true;
         if draining {
             self.left = true;
             self.state = State::Draining {
-                since: Instant::now(),
+                since: Moment::now(),
             };
         }
     }
@@ -369,7 +370,7 @@ impl Source {
                 },
                 None => State::Active,
             };
-            self.active_at = Instant::now();
+            self.active_at = Moment::now();
             self.dirty = true;
         }
     }
@@ -422,7 +423,7 @@ impl Source {
             tracing::info!(path = %path.display(), "file rotated away or deleted, draining it");
             self.left = true;
             self.state = State::Draining {
-                since: Instant::now(),
+                since: Moment::now(),
             };
             return Ok(());
         }

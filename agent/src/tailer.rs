@@ -23,13 +23,14 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use logship_runtime::clock::now_ms;
 use logship_runtime::{EnvelopeRef, FileId, SourceKind};
 
 use crate::identity::{self, FileKey, Fingerprint};
 use crate::line_rules::{Action, Event, LineRules};
+use crate::moment::Moment;
 use crate::spool::{Checkpoint, Offset};
 
 /// Bytes read per `pread`.
@@ -62,7 +63,7 @@ pub struct Tailer {
     partial: Vec<u8>,
     rules: Arc<LineRules>,
     /// When a read last returned bytes.
-    last_growth: Instant,
+    last_growth: Moment,
     /// Parts of over-long lines shipped since the caller last took this count.
     parts: u64,
     /// Where the checkpoint the spool holds stands (its path is `path`), once the position
@@ -120,7 +121,7 @@ impl Tailer {
             event: None,
             resume_mid_event: checkpoint.mid_event,
             partial: Vec::new(),
-            last_growth: Instant::now(),
+            last_growth: Moment::now(),
             parts: 0,
             spooled,
             spooled_mid_event: checkpoint.mid_event,
@@ -163,7 +164,7 @@ impl Tailer {
     }
 
     /// When a read last returned bytes.
-    pub fn last_growth(&self) -> Instant {
+    pub fn last_growth(&self) -> Moment {
         self.last_growth
     }
 
@@ -267,7 +268,7 @@ impl Tailer {
             Ok::<(), std::io::Error>(())
         })?;
         if total > 0 {
-            self.last_growth = Instant::now();
+            self.last_growth = Moment::now();
         }
         Ok(total)
     }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::discover::Found;
 use crate::metrics::Metrics;
+use crate::moment::Moment;
 
 /// Descriptors kept under the open-file limit for the agent's own: stdio, sled's files, the
 /// spool directory and the segment being written or read, the broker connections, inotify,
@@ -37,7 +38,7 @@ pub struct Queued {
     pub found: Found,
     /// Found by the first scan of a config: `read_from` applies.
     pub first_scan: bool,
-    pub since: Instant,
+    pub since: Moment,
 }
 
 /// Files waiting for a descriptor, and since when.
@@ -132,13 +133,13 @@ impl Budget {
             self.queue.push_back(Queued {
                 found,
                 first_scan,
-                since: Instant::now(),
+                since: Moment::now(),
             });
         }
     }
 
     /// Since when the first file in the queue waits.
-    pub fn oldest_queued(&self) -> Option<Instant> {
+    pub fn oldest_queued(&self) -> Option<Moment> {
         self.queue.front().map(|q| q.since)
     }
 
@@ -186,7 +187,7 @@ impl Budget {
     }
 
     /// A file got its descriptor after waiting since `since`.
-    pub fn served(&mut self, since: Instant) {
+    pub fn served(&mut self, since: Moment) {
         self.longest = self.longest.max(since.elapsed());
     }
 

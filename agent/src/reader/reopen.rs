@@ -11,12 +11,13 @@
 //!   Found under another name, it drains like a rotated file; found nowhere, it is finished.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::budget::Queued;
 use super::outcome::{OpenOutcome, Opening, Revived};
 use super::{Reader, ReaderError};
 use crate::identity;
+use crate::moment::Moment;
 
 /// A budget's share kept free while no file waits (1/32nd: 14 of 448): a closed file that
 /// changes gets its descriptor at once, without a spool flush (to close another) in its way.
@@ -28,7 +29,7 @@ impl Reader {
     /// Gives descriptors to the files waiting for one (closed files that changed, files never
     /// opened), oldest first, closing idle files to make room; says an outage once.
     pub(super) fn admit(&mut self) -> Result<(), ReaderError> {
-        let mut woken: Vec<(Instant, usize)> = (0..self.sources.len())
+        let mut woken: Vec<(Moment, usize)> = (0..self.sources.len())
             .filter_map(|i| self.sources[i].woken_at().map(|at| (at, i)))
             .collect();
         let waiting = woken.len() + self.budget.queued();
@@ -112,7 +113,7 @@ impl Reader {
     /// Closes up to `n` files idle for at least `min_idle`, least recently active first, after
     /// flushing the spool.
     fn close_idle(&mut self, n: usize, min_idle: Duration) -> Result<(), ReaderError> {
-        let mut idle: Vec<(Instant, usize)> = (0..self.sources.len())
+        let mut idle: Vec<(Moment, usize)> = (0..self.sources.len())
             .filter(|&i| self.sources[i].is_open() && self.sources[i].closable())
             .map(|i| (self.sources[i].active_at(), i))
             .filter(|(active_at, _)| active_at.elapsed() >= min_idle)
