@@ -17,8 +17,9 @@
 //! recognisable), lines of a file in order (one reader per path, one spool, one channel).
 //! Never up but idle: a reader or publisher that stops for any reason but a failing state disk
 //! (which pauses reading) ends the agent with exit 1 and the cause. Beside the path, `trim`
-//! gives the memory a burst freed back to the system once the burst is over, and `moment` keeps
-//! a file's times in 8 bytes.
+//! sets glibc's malloc up for many small long-lived records among bursts of buffers and gives
+//! the memory a burst freed back to the system once it is over; `moment` keeps a file's times
+//! in 8 bytes.
 
 pub mod compressed;
 pub mod container;
