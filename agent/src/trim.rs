@@ -22,7 +22,7 @@
 //!   burst. Mapped, a freed buffer goes back to the kernel at once.
 //!
 //! Descriptors bench, 100k files, RSS while publishing: 179 MiB with glibc's defaults, 132-135
-//! MiB with one arena, 116 MiB with the fixed threshold as well.
+//! MiB with one arena, 112-116 MiB with the fixed threshold as well.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -128,8 +128,7 @@ impl Reader {
             self.wakeups.watch(dir);
             source.set_polled(self.wakeups.polled(dir));
         }
-        let at = self.sources.len();
-        self.sources.add(at, source);
+        self.sources.push(source);
         Ok(Opening::Opened)
     }
 

@@ -134,8 +134,7 @@ impl Reader {
         for source in plan.sources {
             tracing::info!(path = %source.path().display(), offset = source.tailer().checkpoint().offset,
                 "file rotated while stopped, draining it first");
-            let at = self.sources.len();
-            self.sources.add(at, source);
+            self.sources.push(source);
         }
         for Current { path, file, key } in plan.current {
             // A key a rotated file has too (its inode reused) is opened once that one is

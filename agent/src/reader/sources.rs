@@ -62,6 +62,11 @@ impl Sources {
         self.relink_due = true;
     }
 
+    /// Adds a source after all the others.
+    pub fn push(&mut self, source: Source) {
+        self.add(self.list.len(), source);
+    }
+
     /// Takes the source at `index` out.
     pub fn remove(&mut self, index: usize) -> Source {
         let source = self.list.remove(index);
