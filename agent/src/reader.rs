@@ -181,8 +181,8 @@ impl Reader {
                 last_scan = Some(Instant::now());
             }
             last_turn = self.turn(last_turn)?;
-            if self.snapshots.due() {
-                self.status.record_files(&self.sources);
+            if self.snapshots.due() && !self.status.record_files(&self.sources) {
+                self.snapshots.missed();
             }
             self.collect()?;
             let timeout = self.timeout(last_scan, every).min(WAIT_MAX);

@@ -70,6 +70,31 @@ enum State {
     Draining { since: Moment },
 }
 
+/// Where a file is in its lifecycle, as `/status` shows it (one byte: a snapshot of 100k
+/// files holds one each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// Its descriptor is closed for the budget.
+    Closed,
+    Waiting,
+    Active,
+    Copy,
+    Draining,
+}
+
+impl Lifecycle {
+    /// The name `/status` gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Lifecycle::Closed => "closed",
+            Lifecycle::Waiting => "waiting",
+            Lifecycle::Active => "active",
+            Lifecycle::Copy => "copy",
+            Lifecycle::Draining => "draining",
+        }
+    }
+}
+
 /// What one step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -505,16 +530,16 @@ impl Source {
         Ok(())
     }
 
-    /// Its lifecycle state, as `/status` names it.
-    pub fn state_name(&self) -> &'static str {
+    /// Where it is in its lifecycle, as `/status` shows it.
+    pub fn lifecycle(&self) -> Lifecycle {
         if !self.is_open() {
-            return "closed";
+            return Lifecycle::Closed;
         }
         match self.state {
-            State::Waiting { .. } => "waiting",
-            State::Active => "active",
-            State::Copy { .. } => "copy",
-            State::Draining { .. } => "draining",
+            State::Waiting { .. } => Lifecycle::Waiting,
+            State::Active => Lifecycle::Active,
+            State::Copy { .. } => Lifecycle::Copy,
+            State::Draining { .. } => Lifecycle::Draining,
         }
     }
 

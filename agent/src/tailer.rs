@@ -23,7 +23,6 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use logship_runtime::clock::now_ms;
 use logship_runtime::{EnvelopeRef, FileId, SourceKind};
@@ -48,9 +47,10 @@ pub struct Tailer {
     /// The path it was found under, sent as the envelope's `path`; one allocation per file,
     /// shared with the reader's index of paths and the `/status` snapshot.
     path: Arc<Path>,
-    /// What is read: the file itself, or for a while its copytruncate copy; `None` while the
-    /// descriptor is closed for the budget.
-    file: Option<File>,
+    /// What is read (the file itself, or for a while its copytruncate copy) and what a look
+    /// at it last found; `None` while the descriptor is closed for the budget. Boxed: of 100k
+    /// files only the budget's few hundred hold one (issue 27 item 4).
+    file: Option<Box<Descriptor>>,
     key: FileKey,
     fingerprint: Option<Fingerprint>,
     generation: u32,
@@ -64,16 +64,15 @@ pub struct Tailer {
     rules: Arc<LineRules>,
     /// When a read last returned bytes.
     last_growth: Moment,
-    /// Parts of over-long lines shipped since the caller last took this count.
-    parts: u64,
+    /// Parts of over-long lines shipped since the caller last took this count (taken every
+    /// turn: 32 bits are plenty, and pack beside the generations).
+    parts: u32,
     /// Where the checkpoint the spool holds stands (its path is `path`), once the position
     /// moved past it; `None`: the position (offset, generation, fingerprint, claim end) is the
     /// spooled one.
     spooled: Option<Box<Spooled>>,
     /// The spooled checkpoint is in the middle of a cut event.
     spooled_mid_event: bool,
-    /// (length, mtime) of the file when its head last matched the fingerprint.
-    head_checked: Option<(u64, SystemTime)>,
     /// The largest size a look found it at, not truncated, in generation `seen_generation`:
     /// what a truncation without a copy provably lost lies below it (see [`loss`]). Two
     /// fields, not a tuple, so the generation packs beside the other 32-bit fields.
@@ -113,7 +112,7 @@ impl Tailer {
         });
         Tailer {
             path: Arc::from(path),
-            file: Some(file),
+            file: Some(Descriptor::new(file)),
             key,
             fingerprint,
             generation: checkpoint.generation,
@@ -125,7 +124,6 @@ impl Tailer {
             parts: 0,
             spooled,
             spooled_mid_event: checkpoint.mid_event,
-            head_checked: None,
             seen: 0,
             seen_generation: checkpoint.generation,
             claim_end: checkpoint.offset,
@@ -170,7 +168,7 @@ impl Tailer {
 
     /// Parts of over-long lines shipped since the last call.
     pub fn take_parts(&mut self) -> u64 {
-        std::mem::take(&mut self.parts)
+        u64::from(std::mem::take(&mut self.parts))
     }
 
     /// The spool now holds everything shipped so far.
@@ -214,7 +212,7 @@ impl Tailer {
         self.event = None;
         self.reset_container();
         self.resume_mid_event = self.spooled_mid_event;
-        self.head_checked = None;
+        self.forget_head_check();
     }
 
     /// Where reading would resume after a restart.
@@ -289,7 +287,7 @@ impl Tailer {
                 _ if bytes.len() > room => {
                     self.partial.extend_from_slice(&bytes[..room]);
                     bytes = &bytes[room..];
-                    self.parts += 1;
+                    self.parts = self.parts.saturating_add(1);
                     self.line_done(host, 0, true, out)?;
                 }
                 _ => {
@@ -341,7 +339,7 @@ impl Tailer {
             Action::Append => self.assembling().append(&line, consumed),
             Action::Cut => {
                 self.flush_event(host, out)?;
-                self.parts += 1;
+                self.parts = self.parts.saturating_add(1);
                 self.assembling().start(&line, consumed, true);
             }
         }
@@ -519,7 +517,7 @@ impl Tailer {
         // fstat per look, not a read).
         // Without an mtime the head is read on every look.
         let stamp = meta.modified().ok().map(|mtime| (len, mtime));
-        if stamp.is_some() && self.head_checked == stamp {
+        if stamp.is_some() && self.head_checked() == stamp {
             self.note_size(len);
             return Ok(false);
         }
@@ -527,7 +525,8 @@ impl Tailer {
             Some(fp) if fp.len > 0 => !identity::matches(self.file()?, fp)?,
             _ => false,
         };
-        self.head_checked = stamp.filter(|_| !truncated && self.fingerprint.is_some());
+        let checked = stamp.filter(|_| !truncated && self.fingerprint.is_some());
+        self.set_head_checked(checked);
         if !truncated {
             self.note_size(len);
         }
@@ -544,7 +543,7 @@ impl Tailer {
         self.reset_container();
         self.resume_mid_event = false;
         self.fingerprint = None;
-        self.head_checked = None;
+        self.forget_head_check();
         self.claim_end = 0;
     }
 
@@ -569,5 +568,6 @@ mod loss;
 
 use decoded::Container;
 pub use decoded::Handover;
+use descriptor::Descriptor;
 #[cfg(test)]
 mod tests;

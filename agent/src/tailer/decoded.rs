@@ -229,7 +229,9 @@ impl Tailer {
             },
         );
         self.claim_end = claim_end;
-        self.parts += parts;
+        self.parts = self
+            .parts
+            .saturating_add(u32::try_from(parts).unwrap_or(u32::MAX));
         if let Some(reason) = invalid {
             tracing::warn!(path = %self.path.display(), offset = start, %reason,
                 "container log entry cannot be decoded, shipped as it is (said once per file, counted)");
