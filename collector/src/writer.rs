@@ -71,14 +71,17 @@ impl Writer {
     /// Opens the record and truncates every output file back to its committed length.
     pub fn open(config: &CollectorConfig) -> Result<Writer, SinkError> {
         let commit = Commit::open(&config.state_dir, &config.dedup, now_ms())?;
-        let max_open = sink::budget(
-            config.max_open_files,
-            logship_runtime::cli::open_file_limit(),
-        );
-        if max_open < config.max_open_files {
+        let limit = logship_runtime::cli::open_file_limit();
+        let configured = config
+            .max_open_files
+            .unwrap_or(logship_config::collector::DEFAULT_MAX_OPEN_FILES);
+        let max_open = sink::budget(configured, limit);
+        // Only a number the operator chose is worth a warning; the default adapts silently
+        // (the "state recovered" line says what is used).
+        if let Some(configured) = config.max_open_files.filter(|&n| max_open < n) {
             tracing::warn!(
-                configured = config.max_open_files,
-                open_file_limit = logship_runtime::cli::open_file_limit(),
+                configured,
+                open_file_limit = limit,
                 using = max_open,
                 "output.max_open_files leaves too few descriptors under the open-file limit; keeping fewer output files open"
             );

@@ -49,9 +49,11 @@ pub struct RawOutput {
     pub max_line_bytes: Option<String>,
 }
 
-/// Output files kept open at most, unless `output.max_open_files` says otherwise: far below
-/// systemd's default soft limit of 1024 descriptors, and enough for a few hundred busy sources.
-pub const DEFAULT_MAX_OPEN_FILES: usize = 256;
+/// Output files kept open at most when `output.max_open_files` is not set and the open-file
+/// limit allows as many (otherwise what it leaves, see the collector's `sink::budget`): more
+/// than the sources a collector of one fleet writes to at once, so a batch that touches 400
+/// files reopens none of them, yet far below the packaged `LimitNOFILE=65536`.
+pub const DEFAULT_MAX_OPEN_FILES: usize = 4096;
 
 /// `[batch]`: when a batch is written, fsync'd, committed and acked.
 #[derive(Debug, Default, Deserialize)]
@@ -81,8 +83,9 @@ pub struct CollectorConfig {
     /// `output.layout`: where under `output_dir` a line goes.
     pub layout: Layout,
     /// `output.max_open_files`: output files kept open at most (least recently used ones are
-    /// closed once their bytes are committed).
-    pub max_open_files: usize,
+    /// closed once their bytes are committed); `None`: as many as the open-file limit leaves,
+    /// at most [`DEFAULT_MAX_OPEN_FILES`].
+    pub max_open_files: Option<usize>,
     pub batch: BatchSettings,
     pub dedup: DedupSettings,
     /// Where `/metrics` and `/health` are served; `None`: not at all.
@@ -222,9 +225,10 @@ impl Validate for RawCollectorConfig {
         )?;
         let max_open_files = match self.output.max_open_files {
             Some(0) => return Err(KeyError::new("output.max_open_files", "must be at least 1")),
-            Some(n) => usize::try_from(n)
-                .map_err(|_| KeyError::new("output.max_open_files", format!("{n} is too large")))?,
-            None => DEFAULT_MAX_OPEN_FILES,
+            Some(n) => Some(usize::try_from(n).map_err(|_| {
+                KeyError::new("output.max_open_files", format!("{n} is too large"))
+            })?),
+            None => None,
         };
         Ok(CollectorConfig {
             state_dir: self.state_dir,

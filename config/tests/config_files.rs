@@ -19,7 +19,7 @@ fn example_collector_config_parses() {
     assert_eq!(config.queue.name, "logs.archive");
     assert_eq!(config.queue.prefetch, 1000);
     assert_eq!(config.batch.max_messages, 500);
-    assert_eq!(config.max_open_files, 256);
+    assert_eq!(config.max_open_files, None);
     assert_eq!(config.broker.exchange, "logs");
     assert_eq!(
         config.queue.dead_letter_exchange.as_deref(),

@@ -142,7 +142,7 @@ async fn thousand_sources_under_a_256_descriptor_limit_are_all_written_without_a
     );
     assert_every_line_once(&collector, &sources, LINES);
     let log = daemon.log_text();
-    // The default max_open_files (256) does not fit under a limit of 256: capped, said once.
+    // The default max_open_files is what a limit of 256 leaves: 192.
     assert!(log.contains("max_open_files=192"), "{log}");
     assert!(most_open <= 192, "{most_open} output files open at once");
     assert!(!log.contains("cannot write output"), "{log}");
