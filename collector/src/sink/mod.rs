@@ -265,6 +265,8 @@ impl Sink {
     ) -> Result<Vec<(PathBuf, SinkError)>, SinkError> {
         let mut intents = Vec::new();
         let mut refused = Vec::new();
+        // Held for this batch's opens only (see `nofollow::LastDir`).
+        let mut last_dir = nofollow::LastDir::default();
         for relative in files {
             if self.open.get_mut(relative).is_some() || refused.iter().any(|(r, _)| r == relative) {
                 continue;
@@ -274,7 +276,7 @@ impl Sink {
             while self.open.len() >= self.max_open {
                 self.open.pop_oldest();
             }
-            match self.open_one(relative, commit) {
+            match self.open_one(relative, commit, &mut last_dir) {
                 Ok((output, intent)) => {
                     if let Some(len) = intent {
                         intents.push((relative.to_path_buf(), Some(len)));
@@ -298,6 +300,7 @@ impl Sink {
         &mut self,
         relative: &Path,
         commit: &Commit,
+        last_dir: &mut nofollow::LastDir,
     ) -> Result<(OutputFile, Option<FileRecord>), SinkError> {
         let path = self.dir.join(relative);
         let open_err = |source| SinkError::Open {
@@ -305,7 +308,7 @@ impl Sink {
             source,
         };
         let nofollow::Opened { file, dir, made_in } =
-            match nofollow::open_append(self.root.as_fd(), relative) {
+            match nofollow::open_append(self.root.as_fd(), relative, last_dir) {
                 Ok(opened) => opened,
                 Err(err) => {
                     self.out_of_descriptors(&err);
