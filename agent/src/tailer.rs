@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use logship_runtime::clock::now_ms;
 use logship_runtime::{EnvelopeRef, FileId, SourceKind};
+use thin_vec::ThinVec;
 
 use crate::identity::{self, FileKey, Fingerprint};
 use crate::line_rules::{Action, Event, LineRules};
@@ -60,7 +61,8 @@ pub struct Tailer {
     event: Option<Box<Event>>,
     /// The checkpoint this tailer resumed at is in the middle of a cut event.
     resume_mid_event: bool,
-    partial: Vec<u8>,
+    /// The line being cut (one pointer: see `thin_vec`; an idle file holds no allocation).
+    partial: ThinVec<u8>,
     rules: Arc<LineRules>,
     /// When a read last returned bytes.
     last_growth: Moment,
@@ -119,7 +121,7 @@ impl Tailer {
             offset: checkpoint.offset,
             event: None,
             resume_mid_event: checkpoint.mid_event,
-            partial: Vec::new(),
+            partial: ThinVec::new(),
             last_growth: Moment::now(),
             parts: 0,
             spooled,
