@@ -5,9 +5,11 @@
 //! spooled and published) leaves its high-water mark as RSS long after it is over. Measured with
 //! the descriptors bench (issue 27 item 4): 198 MiB RSS with 100k idle files after the burst,
 //! 119 MiB after one `malloc_trim(0)`. So once lines stop flowing (none read or confirmed for a
-//! look) after at least [`BURST_LINES`] did since the last trim, the allocator is asked, once,
-//! to return its free pages. A steady flow is never trimmed: its memory is in use. With another
-//! C library there is nothing to do.
+//! look) after at least [`BURST_LINES`] did since the last trim, or once reading stops after
+//! at least as many lines were read (their publishing may go on: what the reading freed is
+//! returned before the last confirm), the allocator is asked, once, to return its free pages.
+//! A steady flow is never trimmed: its memory is in use. With another C library there is
+//! nothing to do.
 //!
 //! Two settings keep the burst's high-water mark low in the first place ([`tune_allocator`],
 //! before the first thread starts):
@@ -40,8 +42,8 @@ const BURST_LINES: u64 = 100_000;
 
 /// Trims after each burst until `stop` is cancelled.
 pub async fn run(metrics: Arc<Metrics>, stop: CancellationToken) {
-    let mut last = flow(&metrics);
-    let mut since_trim: u64 = 0;
+    let mut last = Flow::of(&metrics);
+    let mut since_trim = Flow::default();
     loop {
         tokio::select! {
             // Cancel-safe: nothing is in progress between looks.
@@ -49,15 +51,63 @@ pub async fn run(metrics: Arc<Metrics>, stop: CancellationToken) {
             // Cancel-safe: a sleep.
             _ = tokio::time::sleep(LOOK_EVERY) => {}
         }
-        let now = flow(&metrics);
-        let moved = now.wrapping_sub(last);
+        let now = Flow::of(&metrics);
+        let moved = now.since(&last);
         last = now;
-        since_trim = since_trim.saturating_add(moved);
-        if moved == 0 && since_trim >= BURST_LINES {
-            since_trim = 0;
+        since_trim.add(&moved);
+        if burst_over(&moved, &since_trim) {
+            since_trim = Flow::default();
             // A trim of a large heap takes milliseconds: off the runtime's workers.
             let _ = tokio::task::spawn_blocking(release).await;
         }
+    }
+}
+
+/// Whether a burst is over, given what `moved` in the last look and since the last trim: when
+/// nothing moves any more, or when its reading is over although its lines are still being
+/// published (what reading 100k files freed, read buffers and batches of messages, is returned
+/// then, not after the last confirm). A backlog published with nothing read is trimmed once,
+/// at its end.
+fn burst_over(moved: &Flow, since_trim: &Flow) -> bool {
+    let quiet = moved.read == 0 && moved.confirmed == 0 && since_trim.all() >= BURST_LINES;
+    let read_done = moved.read == 0 && since_trim.read >= BURST_LINES;
+    quiet || read_done
+}
+
+/// Lines that moved through the agent: read (files and journal entries), and confirmed.
+#[derive(Debug, Default, Clone, Copy)]
+struct Flow {
+    read: u64,
+    confirmed: u64,
+}
+
+impl Flow {
+    /// The counters now.
+    fn of(metrics: &Metrics) -> Flow {
+        Flow {
+            read: metrics
+                .lines_read
+                .load(Ordering::Relaxed)
+                .wrapping_add(metrics.journal_entries.load(Ordering::Relaxed)),
+            confirmed: metrics.confirmed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// What moved since `earlier`.
+    fn since(&self, earlier: &Flow) -> Flow {
+        Flow {
+            read: self.read.wrapping_sub(earlier.read),
+            confirmed: self.confirmed.wrapping_sub(earlier.confirmed),
+        }
+    }
+
+    fn add(&mut self, moved: &Flow) {
+        self.read = self.read.saturating_add(moved.read);
+        self.confirmed = self.confirmed.saturating_add(moved.confirmed);
+    }
+
+    fn all(&self) -> u64 {
+        self.read.saturating_add(self.confirmed)
     }
 }
 
@@ -85,15 +135,6 @@ pub fn tune_allocator() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn tune_allocator() {}
 
-/// Lines that moved through the agent so far.
-fn flow(metrics: &Metrics) -> u64 {
-    metrics
-        .lines_read
-        .load(Ordering::Relaxed)
-        .wrapping_add(metrics.confirmed.load(Ordering::Relaxed))
-        .wrapping_add(metrics.journal_entries.load(Ordering::Relaxed))
-}
-
 /// Returns the allocator's free pages to the system.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn release() {
@@ -108,3 +149,25 @@ fn release() {
 /// Nothing to return with another C library.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn release() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow(read: u64, confirmed: u64) -> Flow {
+        Flow { read, confirmed }
+    }
+
+    #[test]
+    fn a_burst_is_over_when_its_reading_stops_or_everything_does_never_in_a_steady_flow() {
+        // 1M lines read, still publishing: the reading's memory goes back now.
+        assert!(burst_over(&flow(0, 50_000), &flow(1_000_000, 400_000)));
+        // Reading goes on: its memory is in use.
+        assert!(!burst_over(&flow(10, 50_000), &flow(1_000_000, 400_000)));
+        // A backlog replayed with nothing read: only once all is quiet.
+        assert!(!burst_over(&flow(0, 50_000), &flow(0, 400_000)));
+        assert!(burst_over(&flow(0, 0), &flow(0, 400_000)));
+        // A trickle never adds up to a trim between two looks' worth of quiet.
+        assert!(!burst_over(&flow(0, 0), &flow(5_000, 5_000)));
+    }
+}
