@@ -1,5 +1,6 @@
 //! The open-file limit: both daemons raise their soft limit to the hard one at start, and the
-//! collector sizes its LRU of output files from what is left.
+//! agent (its watched files) and the collector (its output files) size their budgets from what
+//! is left ([`files_under`]).
 
 /// Raises the soft limit on open files to the hard limit, so a daemon serving thousands of
 /// files is bounded by what the administrator allows (systemd's `LimitNOFILE=`), not by the
@@ -12,6 +13,25 @@ pub fn raise_open_file_limit() {
         Ok((_, now)) => tracing::debug!(limit = now, "open-file limit already at its maximum"),
         Err(err) => tracing::warn!(error = %err, "cannot raise the open-file limit"),
     }
+}
+
+/// Descriptors a daemon keeps for everything but the files it serves (its state, the broker
+/// connection, the runtime, the metrics listener, files opened briefly); each daemon's budget
+/// says what its own are.
+pub const RESERVED_DESCRIPTORS: u64 = 64;
+
+/// How many served files (watched by the agent, written by the collector) the open-file
+/// `limit` leaves room for: the limit less [`RESERVED_DESCRIPTORS`], or half a limit too small
+/// for that, at least 1; `None` when there is no limit.
+pub fn files_under(limit: Option<u64>) -> Option<usize> {
+    limit.map(|limit| {
+        let usable = if limit > 2 * RESERVED_DESCRIPTORS {
+            limit - RESERVED_DESCRIPTORS
+        } else {
+            limit / 2
+        };
+        usize::try_from(usable).unwrap_or(usize::MAX).max(1)
+    })
 }
 
 /// The current soft limit on open files; `None` if unlimited or unknown.

@@ -4,9 +4,14 @@
 //! Invariants:
 //! - At most [`Budget::max`] watched files hold a descriptor, except files in transit (renamed
 //!   away or deleted with their tail unread, a newer file of a path still being read): they
-//!   get theirs at once, so rotation keeps its promises. [`RESERVED`] descriptors under the
-//!   open-file limit stay for the agent's own (spool segments, sled, broker sockets, inotify,
-//!   the metrics listener and its clients), which never fail because files took them all.
+//!   get theirs at once, so rotation keeps its promises. The reserve of descriptors under the
+//!   open-file limit (`logship_runtime::rlimit::RESERVED_DESCRIPTORS`, 64, as in the collector)
+//!   stays for the agent's own: stdio, sled's files, the spool directory and the segment being
+//!   written or read, the broker connections, inotify, the runtime's epoll and wakers, the
+//!   metrics listener and a few clients, two pipes per journal input (its journalctl child's
+//!   stdout and stderr), and the files opened briefly to look for a rotated file or a
+//!   copytruncate copy (about 25 in use on an idle agent, see the README). They never fail
+//!   because files took them all.
 //! - A file that cannot have a descriptor waits in turn, oldest first; it is never dropped.
 //! - Files waiting is a pause, said once per outage with the count (an outage that starts
 //!   within [`OUTAGE_QUIET`] of the last one is the same one), and its end once: never a
@@ -21,16 +26,10 @@ use crate::discover::Found;
 use crate::metrics::Metrics;
 use crate::moment::Moment;
 
-/// Descriptors kept under the open-file limit for the agent's own: stdio, sled's files, the
-/// spool directory and the segment being written or read, the broker connections, inotify,
-/// the runtime's epoll and wakers, the metrics listener and a few clients, two pipes per
-/// journal input (its journalctl child's stdout and stderr), and the files opened briefly to look for a rotated file or a copytruncate copy (about 25 in use on an
-/// idle agent, see the README).
-pub const RESERVED: u64 = 64;
 /// A pause that starts this soon after the last one ended is the same outage: not said again.
 const OUTAGE_QUIET: Duration = Duration::from_secs(60);
 /// Kept below the count of open files when the process ran out of descriptors anyway (other
-/// descriptors took more than [`RESERVED`]), so the agent's own find theirs.
+/// descriptors took more than the reserve), so the agent's own find theirs.
 const SHORTAGE_MARGIN: usize = 16;
 
 /// A file never opened, waiting for a descriptor.
@@ -77,16 +76,9 @@ impl Default for Budget {
 
 impl Budget {
     /// `configured` (`max_open_files`) capped to what the open-file `limit` leaves after
-    /// [`RESERVED`] (half a tiny limit); that alone when not configured. Said once.
+    /// the reserve (half a tiny limit); that alone when not configured. Said once.
     pub fn new(configured: Option<usize>, limit: Option<u64>) -> Budget {
-        let usable = limit.map(|limit| {
-            let usable = if limit > 2 * RESERVED {
-                limit - RESERVED
-            } else {
-                limit / 2
-            };
-            usize::try_from(usable).unwrap_or(usize::MAX).max(1)
-        });
+        let usable = logship_runtime::rlimit::files_under(limit);
         let max = match (configured, usable) {
             (Some(configured), Some(usable)) if configured > usable => {
                 tracing::warn!(

@@ -59,8 +59,8 @@ pub fn open_root(dir: &Path) -> io::Result<OwnedFd> {
 }
 
 /// The directory the last [`open_append`] walked to, reused by the next one into the same
-/// directory: 400 new files of one directory cost one walk, not 400 (each `openat` per level
-/// costs more than the create itself while the disk is busy). Hold one only across the opens
+/// directory: 400 new files of one directory cost one walk (an `openat` per level), not 400.
+/// Hold one only across the opens
 /// of one batch: a descriptor stands for the directory it was opened on, so reusing it follows
 /// no link, but a directory removed later would take the files made in it along.
 #[derive(Default)]
