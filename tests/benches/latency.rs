@@ -5,13 +5,19 @@
 //! - c. the agent's CPU with 1000 watched idle files, after each was read once;
 //! - d. 400 files that start at once (issue 27, item 5: a collector restart, or midnight with a
 //!   `{date}` layout): the first line of each is written back to back, then 10 lines/s each; the
-//!   first lines (each the first of a new output file) are reported apart from the later ones.
+//!   first lines (each the first of a new output file) are reported apart from the later ones,
+//!   and also as delivered by the broker to a queue of the bench's own (write -> broker: the
+//!   agent's share of the delay; the rest is the collector's).
 //!
 //! Prints one line per figure and asserts nothing. `BENCH_CASE=a|b|c|d` runs one case (default
 //! all), `BENCH_SECS` sets how long each run measures (default 20), `BENCH_RUNS` how many runs
 //! cases a and b make on the same daemons (default 3; each run is printed). Uses the release
 //! binaries next to this benchmark (case d makes new files in each run) (`cargo build --release --workspace`) or
-//! `LOGSHIP_AGENT_BIN` / `LOGSHIP_COLLECTOR_BIN`, and the broker at `AMQP_URL`.
+//! `LOGSHIP_AGENT_BIN` / `LOGSHIP_COLLECTOR_BIN`, and the broker at `AMQP_URL`. The daemons'
+//! state and output live in the bench's tempdir: `TMPDIR` chooses the filesystem. Case d
+//! depends on it most: on an ext4 without a journal (this VM's root filesystem), each file
+//! created costs 0.4-0.6 ms of kernel time (the inode allocator skips recently deleted inodes,
+//! scanning inode tables), 20 us on a journaled ext4.
 //!
 //! The load is what an application logging to many files does: one line per write(2), the
 //! writes evenly staggered over time and round-robin over the files (not a burst of lines every
@@ -197,6 +203,132 @@ impl Timing {
     }
 }
 
+/// Case d's view of the broker: a queue of its own bound to the test's exchange (fanout: it gets
+/// every line the collector gets), recording when each measured line was delivered to it, so
+/// that write -> broker (the agent's share) is told apart from write -> collector's disk.
+struct Tap {
+    arrivals: Arc<Mutex<Vec<(usize, u64)>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Tap {
+    fn bind(exchange: &str) -> Tap {
+        let stop = Arc::new(AtomicBool::new(false));
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = {
+            let (stop, arrivals, exchange) = (
+                Arc::clone(&stop),
+                Arc::clone(&arrivals),
+                exchange.to_string(),
+            );
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(tap(&exchange, &stop, &arrivals, ready_tx));
+            })
+        };
+        ready_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("tap queue bound");
+        Tap {
+            arrivals,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Delays (nanoseconds) from `timing`'s writes of `seqs` to their delivery here.
+    fn delays(&self, timing: &Timing, seqs: std::ops::Range<usize>) -> Vec<u64> {
+        let arrivals = self.arrivals.lock().expect("arrivals");
+        arrivals
+            .iter()
+            .filter(|(s, _)| seqs.contains(s))
+            .map(|(s, at)| at.saturating_sub(timing.written_at[*s].load(Ordering::SeqCst)))
+            .collect()
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("tap");
+        }
+    }
+}
+
+async fn tap(
+    exchange: &str,
+    stop: &AtomicBool,
+    arrivals: &Mutex<Vec<(usize, u64)>>,
+    ready: std::sync::mpsc::Sender<()>,
+) {
+    use futures_util::StreamExt as _;
+    use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    let connection =
+        lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+            .await
+            .expect("tap connects");
+    let channel = connection.create_channel().await.expect("tap channel");
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("tap queue");
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            exchange.into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("tap bind");
+    let mut consumer = channel
+        .basic_consume(
+            queue.name().clone(),
+            "tap".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("tap consume");
+    let _ = ready.send(());
+    while !stop.load(Ordering::SeqCst) {
+        let next = tokio::time::timeout(Duration::from_millis(100), consumer.next()).await;
+        let Ok(Some(Ok(delivery))) = next else {
+            continue;
+        };
+        let at = now_ns();
+        let Ok(envelope) = logship_runtime::envelope::Envelope::from_json(&delivery.data) else {
+            continue;
+        };
+        let seq = envelope
+            .line
+            .split(|b| *b == b' ')
+            .next()
+            .and_then(|token| std::str::from_utf8(token).ok()?.parse::<usize>().ok());
+        if let Some(seq) = seq {
+            arrivals.lock().expect("arrivals").push((seq, at));
+        }
+    }
+    let _ = connection.close(0, "bench done".into()).await;
+}
+
 /// Case a or b: `files` files at `rate` lines/s each, `runs` runs of `measure` on the same
 /// daemons; prints p50, p99 and max of each run.
 fn latency(label: &str, files: usize, rate: u32, measure: Duration, runs: usize) {
@@ -262,6 +394,7 @@ fn new_files(label: &str, files: usize, rate: u32, measure: Duration, runs: usiz
     let capacity =
         ((f64::from(total_rate) * measure.as_secs_f64() * 1.1) as usize + files) * runs + 1000;
     let timing = Timing::follow(out_dir, capacity);
+    let tap = Tap::bind(&setup.topology.exchange);
     let mut seq = 0usize;
     for run in 1..=runs {
         let first = seq;
@@ -285,6 +418,10 @@ fn new_files(label: &str, files: usize, rate: u32, measure: Duration, runs: usiz
             measure.as_secs()
         );
         report(&format!("{what}, first lines"), &mut firsts, files);
+        report_broker(
+            &format!("{what}, first lines"),
+            &mut tap.delays(&timing, first_lines.clone()),
+        );
         report(
             &format!("{what}, later lines"),
             &mut later,
@@ -292,8 +429,25 @@ fn new_files(label: &str, files: usize, rate: u32, measure: Duration, runs: usiz
         );
     }
     timing.stop();
+    tap.stop();
     let _ = agent.stop(Duration::from_secs(30));
     let _ = collector.stop(Duration::from_secs(30));
+}
+
+/// Prints p50, p99 and max of `samples` (nanoseconds), write -> broker.
+fn report_broker(what: &str, samples: &mut [u64]) {
+    samples.sort_unstable();
+    let ms = |q: f64| {
+        let i = ((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1));
+        samples.get(i).map_or(f64::NAN, |&ns| ns as f64 / 1e6)
+    };
+    println!(
+        "{what}: write->broker p50 = {:.1} ms, p99 = {:.1} ms, max = {:.1} ms ({} lines)",
+        ms(0.50),
+        ms(0.99),
+        ms(1.0),
+        samples.len()
+    );
 }
 
 /// Prints p50, p99 and max of `samples` (nanoseconds).
