@@ -7,7 +7,7 @@
 //!   `{date}` layout): the first line of each is written back to back, then 10 lines/s each; the
 //!   first lines (each the first of a new output file) are reported apart from the later ones,
 //!   and also as delivered by the broker to a queue of the bench's own (write -> broker: the
-//!   agent's share of the delay; the rest is the collector's).
+//!   agent's share of the delay, also for the later lines; the rest is the collector's).
 //!
 //! Prints one line per figure and asserts nothing. `BENCH_CASE=a|b|c|d` runs one case (default
 //! all), `BENCH_SECS` sets how long each run measures (default 20), `BENCH_RUNS` how many runs
@@ -101,7 +101,17 @@ fn warmed_up(
     Vec<File>,
     PathBuf,
 ) {
-    let setup = Setup::new(label);
+    let mut setup = Setup::new(label);
+    // The product's default prefetch (the tests' fixture lowers it).
+    setup.collector = logship_tests::fixture::Collector::with_uris(
+        setup.dir.path(),
+        "collector",
+        &[&amqp_url()],
+        &setup.topology.exchange,
+        &setup.topology.queues[0],
+        "prefetch = 1000\n",
+        "",
+    );
     let collector = setup.collector.start();
     let agent = setup.agent(&amqp_url(), "", "");
     let paths: Vec<PathBuf> = (0..files)
@@ -421,6 +431,10 @@ fn new_files(label: &str, files: usize, rate: u32, measure: Duration, runs: usiz
         report_broker(
             &format!("{what}, first lines"),
             &mut tap.delays(&timing, first_lines.clone()),
+        );
+        report_broker(
+            &format!("{what}, later lines"),
+            &mut tap.delays(&timing, first_lines.end..seq),
         );
         report(
             &format!("{what}, later lines"),
