@@ -181,9 +181,10 @@ impl Reader {
                 last_scan = Some(Instant::now());
             }
             last_turn = self.turn(last_turn)?;
-            if self.snapshots.due() && !self.status.record_files(&self.sources) {
-                self.snapshots.missed();
+            if self.snapshots.due() {
+                self.status.record_gauges(&self.sources);
             }
+            self.status.answer(&self.sources);
             self.collect()?;
             let timeout = self.timeout(last_scan, every).min(WAIT_MAX);
             let settle = COALESCE.saturating_sub(last_turn.elapsed());

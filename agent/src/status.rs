@@ -1,15 +1,16 @@
 //! What the agent says about itself on `GET /status`, and the lag gauges of `/metrics`.
 //!
-//! The reader thread owns the files: at the end of a turn (at most every [`SNAPSHOT_EVERY`])
-//! it copies each one's path, state, offset, size and generation into [`Status`], which the
-//! metrics listener reads. So the page costs the reader one `fstat` per open file per second, and
-//! never a wait: a snapshot the listener is reading is left for the next turn. A file's snapshot
-//! is a compact record that shares the file's path (no copy of it), rewritten in place: 100k
-//! files cost one list of 56-byte records (5.6 MiB), never two, not three strings each.
+//! The reader thread owns the files. At the end of a turn (at most every [`SNAPSHOT_EVERY`]) it
+//! sums each one's unread bytes and counts the container sources for the gauges, which costs one
+//! `fstat` per open file per second and keeps nothing per file. The list of files is made only
+//! when a page asks for it: the page raises a flag, the reader answers at the end of its next
+//! pass (at most a quarter of a second when idle) with a compact record per file that shares the
+//! file's path, and the page takes the list and frees it. So 100k files cost no memory between
+//! pages (the list is 5.6 MiB while one is made), and the reader never waits on a page.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use logship_runtime::status::{AgentStatus, BrokerState, FileStatus, JournalStatus, SpoolStatus};
@@ -18,18 +19,28 @@ use crate::journal::JournalState;
 use crate::source::{Lifecycle, Source};
 use crate::spool::Spool;
 
-/// How often the reader refreshes the snapshot: often enough for a scrape, rarely enough that
-/// a thousand files cost nothing.
+/// How often the reader refreshes the gauges: often enough for a scrape, rarely enough that a
+/// thousand files cost nothing.
 pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a page waits for the reader's list of files; past it, the page lists none (the
+/// reader is stuck in one pass: its log says why). Well under the `status` client's 5 s.
+const PAGE_WAIT: Duration = Duration::from_secs(2);
 
 /// The agent's live state for `/status` and the lag gauges; shared by the reader (files), the
 /// publisher (broker) and the metrics listener.
 #[derive(Debug, Default)]
 pub struct Status {
-    files: Mutex<Vec<FileSnapshot>>,
-    /// Bytes in watched files not yet read, summed; as of the last snapshot.
+    /// The list of files the reader made for a page, and when; taken by the page. A list left
+    /// by a page that gave up is dropped at the next refresh of the gauges.
+    files: Mutex<Option<(Instant, Vec<FileSnapshot>)>>,
+    /// Signalled when the reader leaves a list in `files`.
+    filled: Condvar,
+    /// A page waits for the list of files.
+    wanted: AtomicBool,
+    /// Bytes in watched files not yet read, summed; as of the last refresh.
     lag_bytes: AtomicU64,
-    /// Distinct container sources among the files; as of the last snapshot.
+    /// Distinct container sources among the files; as of the last refresh.
     containers: AtomicU64,
     /// The journal inputs, each kept by its reader.
     journals: Mutex<Vec<std::sync::Arc<JournalState>>>,
@@ -38,25 +49,69 @@ pub struct Status {
 }
 
 impl Status {
-    /// Rewrites the files' snapshot from the reader's `sources` (reads each one's size), in
-    /// place. Returns `false`, having done nothing, while the listener reads the snapshot: the
-    /// reader never waits on a page being made.
-    pub fn record_files(&self, sources: &[Source]) -> bool {
-        let Ok(mut files) = self.files.try_lock() else {
-            return false;
-        };
-        files.clear();
-        // Exactly what 100k files need, not a doubled list.
-        files.reserve_exact(sources.len());
-        files.extend(sources.iter().map(FileSnapshot::of));
-        files.shrink_to(sources.len() + sources.len() / 8);
-        let lag = files.iter().map(|f| f.size.saturating_sub(f.offset)).sum();
+    /// Refreshes the gauges from the reader's `sources` (reads each open one's size); drops a
+    /// list of files that no page took.
+    pub fn record_gauges(&self, sources: &[Source]) {
+        let lag = sources
+            .iter()
+            .map(|source| {
+                let tailer = source.tailer();
+                // A file closed for the budget was read to its end when it was closed.
+                let size = tailer.size().unwrap_or_else(|| tailer.read_position());
+                size.saturating_sub(tailer.read_position())
+            })
+            .sum();
         self.lag_bytes.store(lag, Ordering::Relaxed);
-        let containers: std::collections::HashSet<&str> =
-            files.iter().filter_map(|f| f.source.as_deref()).collect();
+        let containers: std::collections::HashSet<&str> = sources
+            .iter()
+            .filter_map(|source| source.tailer().source_name().map(|name| &**name))
+            .collect();
         self.containers
             .store(containers.len() as u64, Ordering::Relaxed);
-        true
+        if let Ok(mut files) = self.files.try_lock()
+            && files
+                .as_ref()
+                .is_some_and(|(made, _)| made.elapsed() > SNAPSHOT_EVERY)
+        {
+            *files = None;
+        }
+    }
+
+    /// Makes the list of files from the reader's `sources` if a page waits for it, and the
+    /// gauges from that list (the page shows one view of the files); otherwise costs one
+    /// atomic load. Call at the end of each of the reader's passes.
+    pub fn answer(&self, sources: &[Source]) {
+        if !self.wanted.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let list: Vec<FileSnapshot> = sources.iter().map(FileSnapshot::of).collect();
+        // The page's gauges as of its list: one view of the files.
+        let lag = list.iter().map(|f| f.size.saturating_sub(f.offset)).sum();
+        self.lag_bytes.store(lag, Ordering::Relaxed);
+        let containers: std::collections::HashSet<&str> =
+            list.iter().filter_map(|f| f.source.as_deref()).collect();
+        self.containers
+            .store(containers.len() as u64, Ordering::Relaxed);
+        if let Ok(mut files) = self.files.lock() {
+            *files = Some((Instant::now(), list));
+            self.filled.notify_all();
+        }
+    }
+
+    /// Waits up to `wait` for the reader's list of files and takes it (`None`: no answer in
+    /// time). A list made for another page that is still there is taken instead if it is
+    /// fresh; a stale one is dropped and a new one asked for.
+    fn take_files(&self, wait: Duration) -> Option<Vec<FileSnapshot>> {
+        let deadline = Instant::now() + wait;
+        let mut files = self.files.lock().ok()?;
+        loop {
+            match files.take() {
+                Some((made, list)) if made.elapsed() <= SNAPSHOT_EVERY => return Some(list),
+                _ => self.wanted.store(true, Ordering::Release),
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            files = self.filled.wait_timeout(files, left).ok()?.0;
+        }
     }
 
     /// Shows a journal input.
@@ -109,15 +164,16 @@ impl Status {
 
     /// The whole page.
     pub fn page(&self, host: &str, spool: &Spool) -> AgentStatus {
+        // First: the gauges are refreshed with the list.
+        let files = self
+            .take_files(PAGE_WAIT)
+            .map(|files| files.iter().map(FileSnapshot::status).collect())
+            .unwrap_or_default();
         AgentStatus {
             version: env!("CARGO_PKG_VERSION").to_string(),
             host: host.to_string(),
             lag_bytes: self.lag_bytes(),
-            files: self
-                .files
-                .lock()
-                .map(|files| files.iter().map(FileSnapshot::status).collect())
-                .unwrap_or_default(),
+            files,
             containers: self.containers(),
             journals: self.journal_status(),
             spool: SpoolStatus {
@@ -183,14 +239,14 @@ pub fn oldest_seconds(spool: &Spool) -> Option<f64> {
     )
 }
 
-/// Throttles the reader's snapshots to [`SNAPSHOT_EVERY`].
+/// Throttles the reader's gauge refreshes to [`SNAPSHOT_EVERY`].
 #[derive(Debug, Default)]
 pub struct Snapshots {
     last: Option<Instant>,
 }
 
 impl Snapshots {
-    /// Whether a snapshot is due now; if so, counts it as taken.
+    /// Whether a refresh is due now; if so, counts it as made.
     pub fn due(&mut self) -> bool {
         if self.last.is_some_and(|at| at.elapsed() < SNAPSHOT_EVERY) {
             return false;
@@ -198,10 +254,90 @@ impl Snapshots {
         self.last = Some(Instant::now());
         true
     }
+}
 
-    /// The snapshot due was not taken (the listener was reading the last one): due again at
-    /// the next turn.
-    pub fn missed(&mut self) {
-        self.last = None;
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::identity::FileKey;
+    use crate::line_rules::LineRules;
+    use crate::spool::Checkpoint;
+
+    fn source(dir: &Path, name: &str, ino: u64) -> Source {
+        let path = dir.join(name);
+        std::fs::write(&path, b"a line\n").unwrap();
+        let checkpoint = Checkpoint {
+            offset: 0,
+            generation: 0,
+            fingerprint: None,
+            path: PathBuf::from(&path),
+            finished: false,
+            mid_event: false,
+        };
+        Source::opened(
+            &path,
+            std::fs::File::open(&path).unwrap(),
+            FileKey { dev: 1, ino },
+            &checkpoint,
+            Arc::new(LineRules::plain(1024)),
+        )
+    }
+
+    /// Two files of one 7-byte line each, not read yet.
+    fn two_files() -> (tempfile::TempDir, Vec<Source>) {
+        let dir = tempfile::tempdir().unwrap();
+        let sources = vec![
+            source(dir.path(), "a.log", 2),
+            source(dir.path(), "b.log", 3),
+        ];
+        (dir, sources)
+    }
+
+    #[test]
+    fn a_page_takes_the_list_the_reader_makes_for_it_and_nothing_stays() {
+        let (dir, sources) = two_files();
+        let status = Arc::new(Status::default());
+
+        // No list is made unless a page asks for one.
+        status.answer(&sources);
+        assert!(status.files.lock().unwrap().is_none());
+
+        // A reader that never answers: the page gives up and lists nothing.
+        assert!(status.take_files(Duration::from_millis(20)).is_none());
+        // Its answer, made later, is left for no one: dropped once stale.
+        status.answer(&sources);
+        assert!(status.files.lock().unwrap().is_some());
+        status.files.lock().unwrap().as_mut().unwrap().0 -= SNAPSHOT_EVERY * 2;
+        status.record_gauges(&sources);
+        assert!(status.files.lock().unwrap().is_none());
+
+        // A page waiting while the reader passes gets every file, and takes the list away.
+        let page = {
+            let status = Arc::clone(&status);
+            std::thread::spawn(move || status.take_files(Duration::from_secs(30)))
+        };
+        while !page.is_finished() {
+            status.answer(&sources);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let files = page.join().unwrap().expect("the reader's list");
+        let mut paths: Vec<_> = files.iter().map(|f| f.status().path).collect();
+        paths.sort();
+        assert_eq!(
+            paths,
+            ["a.log", "b.log"].map(|n| dir.path().join(n).display().to_string())
+        );
+        assert!(status.files.lock().unwrap().is_none(), "the list is freed");
+    }
+
+    #[test]
+    fn the_gauges_sum_what_is_not_read_yet() {
+        let (_dir, sources) = two_files();
+        let status = Status::default();
+        status.record_gauges(&sources);
+        assert_eq!(status.lag_bytes(), 14, "two files of 7 unread bytes");
+        assert_eq!(status.containers(), 0);
     }
 }

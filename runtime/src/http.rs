@@ -65,11 +65,13 @@ async fn respond(mut stream: TcpStream, pages: Pages) -> std::io::Result<()> {
     }
     let line = request.split(|&b| b == b'\r').next().unwrap_or_default();
     let (status, content_type, body) = match line {
-        b"GET /metrics HTTP/1.1" | b"GET /metrics HTTP/1.0" => {
-            ("200 OK", "text/plain; version=0.0.4", (pages.metrics)())
-        }
+        b"GET /metrics HTTP/1.1" | b"GET /metrics HTTP/1.0" => (
+            "200 OK",
+            "text/plain; version=0.0.4",
+            render(pages.metrics).await,
+        ),
         b"GET /status HTTP/1.1" | b"GET /status HTTP/1.0" => {
-            ("200 OK", "application/json", (pages.status)())
+            ("200 OK", "application/json", render(pages.status).await)
         }
         b"GET /health HTTP/1.1" | b"GET /health HTTP/1.0" => {
             ("200 OK", "text/plain", "ok\n".to_string())
@@ -83,6 +85,14 @@ async fn respond(mut stream: TcpStream, pages: Pages) -> std::io::Result<()> {
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
     stream.shutdown().await
+}
+
+/// Renders a page on a blocking thread: a page may wait for a daemon's thread to answer (the
+/// agent's list of files comes from its reader), which must not hold up the async workers.
+async fn render(page: Render) -> String {
+    tokio::task::spawn_blocking(move || page())
+        .await
+        .unwrap_or_default()
 }
 
 /// Appends one metric in Prometheus text format.
