@@ -261,6 +261,25 @@ impl Tap {
             .collect()
     }
 
+    /// The collector's share of each of `seqs` that arrived both here and on its disk:
+    /// nanoseconds from delivery here to readable in the collector's file (the broker delivers
+    /// to both queues at once).
+    fn collector_share(&self, timing: &Timing, seqs: std::ops::Range<usize>) -> Vec<u64> {
+        let here: HashMap<usize, u64> = self
+            .arrivals
+            .lock()
+            .expect("arrivals")
+            .iter()
+            .filter(|(s, _)| seqs.contains(s))
+            .copied()
+            .collect();
+        let on_disk = timing.arrivals.lock().expect("arrivals");
+        on_disk
+            .iter()
+            .filter_map(|(s, at)| Some(at.saturating_sub(*here.get(s)?)))
+            .collect()
+    }
+
     fn stop(mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.take() {
@@ -428,13 +447,25 @@ fn new_files(label: &str, files: usize, rate: u32, measure: Duration, runs: usiz
             measure.as_secs()
         );
         report(&format!("{what}, first lines"), &mut firsts, files);
-        report_broker(
+        report_leg(
             &format!("{what}, first lines"),
+            "write->broker",
             &mut tap.delays(&timing, first_lines.clone()),
         );
-        report_broker(
+        report_leg(
+            &format!("{what}, first lines"),
+            "broker->collector",
+            &mut tap.collector_share(&timing, first_lines.clone()),
+        );
+        report_leg(
             &format!("{what}, later lines"),
+            "write->broker",
             &mut tap.delays(&timing, first_lines.end..seq),
+        );
+        report_leg(
+            &format!("{what}, later lines"),
+            "broker->collector",
+            &mut tap.collector_share(&timing, first_lines.end..seq),
         );
         report(
             &format!("{what}, later lines"),
@@ -448,15 +479,15 @@ fn new_files(label: &str, files: usize, rate: u32, measure: Duration, runs: usiz
     let _ = collector.stop(Duration::from_secs(30));
 }
 
-/// Prints p50, p99 and max of `samples` (nanoseconds), write -> broker.
-fn report_broker(what: &str, samples: &mut [u64]) {
+/// Prints p50, p99 and max of `samples` (nanoseconds), one `leg` of the lines' way.
+fn report_leg(what: &str, leg: &str, samples: &mut [u64]) {
     samples.sort_unstable();
     let ms = |q: f64| {
         let i = ((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1));
         samples.get(i).map_or(f64::NAN, |&ns| ns as f64 / 1e6)
     };
     println!(
-        "{what}: write->broker p50 = {:.1} ms, p99 = {:.1} ms, max = {:.1} ms ({} lines)",
+        "{what}: {leg} p50 = {:.1} ms, p99 = {:.1} ms, max = {:.1} ms ({} lines)",
         ms(0.50),
         ms(0.99),
         ms(1.0),
