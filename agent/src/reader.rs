@@ -96,7 +96,8 @@ pub struct Reader {
     /// Where the next turn starts (the last one ran out of budget there).
     resume_at: usize,
     last_collect: Instant,
-    /// Where the files are shown to `/status` and the lag gauge, refreshed by `snapshots`.
+    /// Where the files are shown to `/status` (the list made when a page asks) and the lag
+    /// gauge (refreshed by `snapshots`).
     status: Arc<Status>,
     snapshots: Snapshots,
 }

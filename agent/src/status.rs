@@ -52,22 +52,13 @@ impl Status {
     /// Refreshes the gauges from the reader's `sources` (reads each open one's size); drops a
     /// list of files that no page took.
     pub fn record_gauges(&self, sources: &[Source]) {
-        let lag = sources
-            .iter()
-            .map(|source| {
-                let tailer = source.tailer();
-                // A file closed for the budget was read to its end when it was closed.
-                let size = tailer.size().unwrap_or_else(|| tailer.read_position());
-                size.saturating_sub(tailer.read_position())
-            })
-            .sum();
-        self.lag_bytes.store(lag, Ordering::Relaxed);
-        let containers: std::collections::HashSet<&str> = sources
-            .iter()
-            .filter_map(|source| source.tailer().source_name().map(|name| &**name))
-            .collect();
-        self.containers
-            .store(containers.len() as u64, Ordering::Relaxed);
+        self.store_gauges(sources.iter().map(|source| {
+            let tailer = source.tailer();
+            (
+                size_of(source).saturating_sub(tailer.read_position()),
+                tailer.source_name().map(|name| &**name),
+            )
+        }));
         if let Ok(mut files) = self.files.try_lock()
             && files
                 .as_ref()
@@ -81,21 +72,31 @@ impl Status {
     /// gauges from that list (the page shows one view of the files); otherwise costs one
     /// atomic load. Call at the end of each of the reader's passes.
     pub fn answer(&self, sources: &[Source]) {
-        if !self.wanted.swap(false, Ordering::AcqRel) {
+        if !self.wanted.load(Ordering::Acquire) || !self.wanted.swap(false, Ordering::AcqRel) {
             return;
         }
         let list: Vec<FileSnapshot> = sources.iter().map(FileSnapshot::of).collect();
-        // The page's gauges as of its list: one view of the files.
-        let lag = list.iter().map(|f| f.size.saturating_sub(f.offset)).sum();
-        self.lag_bytes.store(lag, Ordering::Relaxed);
-        let containers: std::collections::HashSet<&str> =
-            list.iter().filter_map(|f| f.source.as_deref()).collect();
-        self.containers
-            .store(containers.len() as u64, Ordering::Relaxed);
+        self.store_gauges(
+            list.iter()
+                .map(|f| (f.size.saturating_sub(f.offset), f.source.as_deref())),
+        );
         if let Ok(mut files) = self.files.lock() {
             *files = Some((Instant::now(), list));
             self.filled.notify_all();
         }
+    }
+
+    /// Stores the gauges of `files`: each one's unread bytes and container source.
+    fn store_gauges<'a>(&self, files: impl Iterator<Item = (u64, Option<&'a str>)>) {
+        let mut containers = std::collections::HashSet::new();
+        let mut lag = 0;
+        for (unread, source) in files {
+            lag += unread;
+            containers.extend(source);
+        }
+        self.lag_bytes.store(lag, Ordering::Relaxed);
+        self.containers
+            .store(containers.len() as u64, Ordering::Relaxed);
     }
 
     /// Waits up to `wait` for the reader's list of files and takes it (`None`: no answer in
@@ -200,16 +201,14 @@ struct FileSnapshot {
 }
 
 impl FileSnapshot {
-    /// The file's snapshot. Its size is that of the descriptor being read (the copy while a
-    /// copytruncate copy is read); 0 if it cannot be stat'ed.
+    /// The file's snapshot (its size: see [`size_of`]).
     fn of(source: &Source) -> FileSnapshot {
         let tailer = source.tailer();
         FileSnapshot {
             path: source.shared_path().clone(),
             state: source.lifecycle(),
             offset: tailer.read_position(),
-            // A file closed for the budget was read to its end when it was closed.
-            size: tailer.size().unwrap_or_else(|| tailer.read_position()),
+            size: size_of(source),
             generation: tailer.generation(),
             source: tailer.source_name().cloned(),
         }
@@ -226,6 +225,14 @@ impl FileSnapshot {
             source: self.source.as_deref().map(str::to_string),
         }
     }
+}
+
+/// A file's size: that of the descriptor being read (the copy while a copytruncate copy is
+/// read); else its read position (a file closed for the budget was read to its end when it
+/// was closed; one that cannot be stat'ed shows no lag).
+fn size_of(source: &Source) -> u64 {
+    let tailer = source.tailer();
+    tailer.size().unwrap_or_else(|| tailer.read_position())
 }
 
 /// Age of the oldest unconfirmed line: how long its segment has been in the spool.
