@@ -451,21 +451,25 @@ fn new_files(label: &str, files: usize, rate: u32, measure: Duration, runs: usiz
             &format!("{what}, first lines"),
             "write->broker",
             &mut tap.delays(&timing, first_lines.clone()),
+            None,
         );
         report_leg(
             &format!("{what}, first lines"),
             "broker->collector",
             &mut tap.collector_share(&timing, first_lines.clone()),
+            None,
         );
         report_leg(
             &format!("{what}, later lines"),
             "write->broker",
             &mut tap.delays(&timing, first_lines.end..seq),
+            None,
         );
         report_leg(
             &format!("{what}, later lines"),
             "broker->collector",
             &mut tap.collector_share(&timing, first_lines.end..seq),
+            None,
         );
         report(
             &format!("{what}, later lines"),
@@ -479,35 +483,26 @@ fn new_files(label: &str, files: usize, rate: u32, measure: Duration, runs: usiz
     let _ = collector.stop(Duration::from_secs(30));
 }
 
-/// Prints p50, p99 and max of `samples` (nanoseconds), one `leg` of the lines' way.
-fn report_leg(what: &str, leg: &str, samples: &mut [u64]) {
-    samples.sort_unstable();
-    let ms = |q: f64| {
-        let i = ((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1));
-        samples.get(i).map_or(f64::NAN, |&ns| ns as f64 / 1e6)
-    };
-    println!(
-        "{what}: {leg} p50 = {:.1} ms, p99 = {:.1} ms, max = {:.1} ms ({} lines)",
-        ms(0.50),
-        ms(0.99),
-        ms(1.0),
-        samples.len()
-    );
+/// Prints p50, p99 and max of `samples` (nanoseconds), write -> collector, of `written` lines.
+fn report(what: &str, samples: &mut [u64], written: usize) {
+    report_leg(what, "write->collector", samples, Some(written));
 }
 
-/// Prints p50, p99 and max of `samples` (nanoseconds).
-fn report(what: &str, samples: &mut [u64], written: usize) {
+/// Prints p50, p99 and max of `samples` (nanoseconds), one `leg` of the lines' way (of
+/// `written` lines, if known).
+fn report_leg(what: &str, leg: &str, samples: &mut [u64], written: Option<usize>) {
     samples.sort_unstable();
     if samples.is_empty() {
-        println!("{what}: no line arrived");
+        println!("{what}: {leg}: no line arrived");
         return;
     }
     let ms = |q: f64| {
         let i = ((samples.len() as f64 * q) as usize).min(samples.len() - 1);
         samples[i] as f64 / 1e6
     };
+    let of = written.map(|n| format!(" of {n}")).unwrap_or_default();
     println!(
-        "{what}: write->collector p50 = {:.1} ms, p99 = {:.1} ms, max = {:.1} ms ({} of {written} lines)",
+        "{what}: {leg} p50 = {:.1} ms, p99 = {:.1} ms, max = {:.1} ms ({}{of} lines)",
         ms(0.50),
         ms(0.99),
         ms(1.0),
