@@ -1,7 +1,7 @@
 //! How files enter the reader: the glob scan, a name an event reports, a rename followed to
 //! the file's new name, and files rotated while the agent was stopped.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io::ErrorKind;
 use std::path::Path;
@@ -22,42 +22,49 @@ impl Reader {
     pub(super) fn scan(&mut self) -> Result<(), ReaderError> {
         // The globs' directories are watched before they are expanded: a file created in
         // between is seen by one or the other.
-        for dir in discover::directories(&self.inputs, &[]) {
-            self.wakeups.watch(&dir);
-        }
-        let scan = discover::scan(&self.inputs, &self.rules);
-        for (path, err) in &scan.errors {
-            self.warn_once(path, "cannot read file, will retry", err);
-        }
-        for dir in discover::directories(&self.inputs, &scan.found) {
+        for dir in discover::directories(&self.inputs) {
             self.wakeups.watch(&dir);
         }
         self.sources.recount();
-        // Files closed for the budget that the scan's stat says changed (another file at the
-        // path, or another size) ask for their descriptor.
-        let changed: Vec<usize> = {
+        // What the scan finds is sorted as it comes, not listed: of 100k files only those not
+        // followed yet (stat, not open: a followed file costs no descriptor and no event) and
+        // those closed for the budget that the scan's stat says changed (another file at the
+        // path, or another size: they ask for their descriptor) are kept.
+        let (mut new, mut changed, mut parents) = (Vec::new(), Vec::new(), BTreeSet::new());
+        let errors = {
             let closed: HashMap<&Path, usize> = (0..self.sources.len())
                 .filter(|&i| !self.sources[i].is_open())
                 .map(|i| (self.sources[i].path(), i))
                 .collect();
-            scan.found
-                .iter()
-                .filter_map(|found| {
-                    let &index = closed.get(found.path.as_path())?;
+            discover::scan(&self.inputs, &self.rules, |found| {
+                if let Some(parent) = found.path.parent()
+                    && !parents.contains(parent)
+                {
+                    parents.insert(parent.to_path_buf());
+                }
+                if let Some(&index) = closed.get(found.path.as_path()) {
                     let source = &self.sources[index];
-                    let read = source.read_position();
-                    (found.key != Some(source.key()) || found.size != Some(read)).then_some(index)
-                })
-                .collect()
+                    if found.key != Some(source.key()) || found.size != Some(source.read_position())
+                    {
+                        changed.push(index);
+                    }
+                }
+                if !found.key.is_some_and(|key| self.sources.follows(key)) {
+                    new.push(found);
+                }
+            })
         };
+        for (path, err) in &errors {
+            self.warn_once(path, "cannot read file, will retry", err);
+        }
+        for dir in parents {
+            self.wakeups.watch(&dir);
+        }
         for index in changed {
             self.sources[index].wake();
         }
-        for found in scan.found {
-            // stat, not open: a file already followed costs no descriptor and no event.
-            if !found.key.is_some_and(|key| self.sources.follows(key)) {
-                self.open(found)?;
-            }
+        for found in new {
+            self.open(found)?;
         }
         self.first_scan = false;
         Ok(())
