@@ -556,3 +556,27 @@ impl Source {
         Some(checkpoint)
     }
 }
+
+#[cfg(test)]
+impl Source {
+    /// A file of one 7-byte line written at `path` now, opened from its start as the file
+    /// `(1, ino)` (for tests).
+    pub fn written(path: &Path, ino: u64) -> Source {
+        std::fs::write(path, b"a line\n").unwrap();
+        let checkpoint = Checkpoint {
+            offset: 0,
+            generation: 0,
+            fingerprint: None,
+            path: path.to_path_buf(),
+            finished: false,
+            mid_event: false,
+        };
+        Source::opened(
+            path,
+            File::open(path).unwrap(),
+            FileKey { dev: 1, ino },
+            &checkpoint,
+            Arc::new(LineRules::plain(1024)),
+        )
+    }
+}

@@ -265,31 +265,10 @@ impl Snapshots {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::*;
-    use crate::identity::FileKey;
-    use crate::line_rules::LineRules;
-    use crate::spool::Checkpoint;
 
     fn source(dir: &Path, name: &str, ino: u64) -> Source {
-        let path = dir.join(name);
-        std::fs::write(&path, b"a line\n").unwrap();
-        let checkpoint = Checkpoint {
-            offset: 0,
-            generation: 0,
-            fingerprint: None,
-            path: PathBuf::from(&path),
-            finished: false,
-            mid_event: false,
-        };
-        Source::opened(
-            &path,
-            std::fs::File::open(&path).unwrap(),
-            FileKey { dev: 1, ino },
-            &checkpoint,
-            Arc::new(LineRules::plain(1024)),
-        )
+        Source::written(&dir.join(name), ino)
     }
 
     /// Two files of one 7-byte line each, not read yet.

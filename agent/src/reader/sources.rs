@@ -128,12 +128,17 @@ impl Sources {
         }
     }
 
-    /// Marks the files that an older file of the same path still holds back.
+    /// Marks the files that an older file of the same path still holds back. Only paths with
+    /// several files are remembered on the way: with 100k files, a set of every path, made at
+    /// each file's close, was 3 MiB and 100k inserts (issue 27 item 4).
     pub fn relink(&mut self) {
         let mut seen = HashSet::new();
         for source in &mut self.list {
-            let path = source.shared_path().clone();
-            source.set_held(!seen.insert(path));
+            let shared = self
+                .paths
+                .get(source.path())
+                .is_some_and(|&count| count > 1);
+            source.set_held(shared && !seen.insert(source.shared_path().clone()));
         }
         self.relink_due = false;
     }
@@ -212,5 +217,29 @@ impl Reader {
             None => tracing::warn!(path = %path.display(),
                 "no newer file to carry the open lines of a rotated container log into; they are read again after a restart"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn of_several_files_of_a_path_all_but_the_oldest_are_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+        let mut sources = Sources::default();
+        sources.push(Source::written(&a, 1));
+        sources.push(Source::written(&b, 2));
+        // A newer file at a.log (the older one was renamed away and still drains under it).
+        sources.push(Source::written(&a, 3));
+        sources.relink();
+        let held: Vec<bool> = sources.iter().map(Source::is_held).collect();
+        assert_eq!(held, [false, false, true]);
+        // The older one closed: the newer one is read.
+        sources.remove(0);
+        sources.relink();
+        let held: Vec<bool> = sources.iter().map(Source::is_held).collect();
+        assert_eq!(held, [false, false]);
     }
 }
