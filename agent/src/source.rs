@@ -563,19 +563,11 @@ impl Source {
     /// `(1, ino)` (for tests).
     pub fn written(path: &Path, ino: u64) -> Source {
         std::fs::write(path, b"a line\n").unwrap();
-        let checkpoint = Checkpoint {
-            offset: 0,
-            generation: 0,
-            fingerprint: None,
-            path: path.to_path_buf(),
-            finished: false,
-            mid_event: false,
-        };
         Source::opened(
             path,
             File::open(path).unwrap(),
             FileKey { dev: 1, ino },
-            &checkpoint,
+            &Checkpoint::start(path),
             Arc::new(LineRules::plain(1024)),
         )
     }

@@ -305,12 +305,8 @@ impl Reader {
                     return Ok((old, Some(copy.file)));
                 }
                 let checkpoint = Checkpoint {
-                    offset: 0,
                     generation: old.generation.wrapping_add(1),
-                    fingerprint: None,
-                    path: found.path.clone(),
-                    finished: false,
-                    mid_event: false,
+                    ..Checkpoint::start(&found.path)
                 };
                 (checkpoint, None)
             }

@@ -320,14 +320,7 @@ impl Reader {
             };
             tracing::info!(path = %path.display(), rotated = %name.display(),
                 "file rotated while stopped and never read, draining it from its start");
-            let checkpoint = Checkpoint {
-                offset: 0,
-                generation: 0,
-                fingerprint: None,
-                path: path.to_path_buf(),
-                finished: false,
-                mid_event: false,
-            };
+            let checkpoint = Checkpoint::start(path);
             let rules = self.rules_for(path);
             plan.keys.insert(key);
             plan.sources

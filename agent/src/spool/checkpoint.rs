@@ -24,6 +24,20 @@ pub struct Checkpoint {
     pub mid_event: bool,
 }
 
+impl Checkpoint {
+    /// A file's first byte, in its first generation: where a file never read starts.
+    pub fn start(path: &Path) -> Checkpoint {
+        Checkpoint {
+            offset: 0,
+            generation: 0,
+            fingerprint: None,
+            path: path.to_path_buf(),
+            finished: false,
+            mid_event: false,
+        }
+    }
+}
+
 pub(super) fn checkpoint_key(key: FileKey) -> [u8; 17] {
     let mut out = [b'c'; 17];
     out[1..9].copy_from_slice(&key.dev.to_be_bytes());

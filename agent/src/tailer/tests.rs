@@ -1,21 +1,13 @@
 //! The tailer's unit tests: line cutting, parts, ids, truncation.
 
 use std::io::{Seek, Write};
-use std::path::PathBuf;
 
 use logship_runtime::Envelope;
 
 use super::*;
 
 fn tailer(file: &File, max_line: usize) -> Tailer {
-    let checkpoint = Checkpoint {
-        offset: 0,
-        generation: 0,
-        fingerprint: None,
-        path: PathBuf::from("/t.log"),
-        finished: false,
-        mid_event: false,
-    };
+    let checkpoint = Checkpoint::start(Path::new("/t.log"));
     Tailer::new(
         Path::new("/t.log"),
         file.try_clone().unwrap(),
