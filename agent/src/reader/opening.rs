@@ -26,7 +26,7 @@ impl Reader {
             self.wakeups.watch(&dir);
         }
         self.sources.recount();
-        // What the scan finds is sorted as it comes, not listed: of 100k files only those not
+        // What the scan finds is looked at as it comes, not listed: of 100k files only those not
         // followed yet (stat, not open: a followed file costs no descriptor and no event) and
         // those closed for the budget that the scan's stat says changed (another file at the
         // path, or another size: they ask for their descriptor) are kept.
