@@ -88,14 +88,13 @@ pub fn scan(inputs: &[Input], rules: &[Arc<LineRules>], mut each: impl FnMut(Fou
 /// `glob`, whose directories are listed whole but are each a pod's or a service's few files.
 fn expand(pattern: &str, each: &mut dyn FnMut(Result<PathBuf, (PathBuf, std::io::Error)>)) {
     let path = Path::new(pattern);
-    let wild = |part: &std::ffi::OsStr| part.to_string_lossy().contains(['*', '?', '[']);
     let streamed = match (path.parent(), path.file_name()) {
         // A trailing `/` asks `glob` for directories only.
         (Some(dir), Some(name))
             if !dir.as_os_str().is_empty()
                 && !pattern.ends_with('/')
-                && !dir.iter().any(wild)
-                && wild(name)
+                && !dir.iter().any(is_wild)
+                && is_wild(name)
                 && name != "**" =>
         {
             glob::Pattern::new(&name.to_string_lossy())
@@ -128,6 +127,11 @@ fn expand(pattern: &str, each: &mut dyn FnMut(Result<PathBuf, (PathBuf, std::io:
             Err(err) => each(Err((dir.to_path_buf(), err))),
         }
     }
+}
+
+/// Whether one part of a pattern holds a wildcard.
+fn is_wild(part: &std::ffi::OsStr) -> bool {
+    part.to_string_lossy().contains(['*', '?', '['])
 }
 
 /// The input that matches `path`, if any (for a file an event names): the same rule as
@@ -171,7 +175,7 @@ pub fn directories(inputs: &[Input]) -> Vec<PathBuf> {
     for pattern in inputs.iter().flat_map(|i| &i.paths) {
         let (mut prefix, mut wild) = (PathBuf::new(), false);
         for part in Path::new(pattern).components() {
-            if part.as_os_str().to_string_lossy().contains(['*', '?', '[']) {
+            if is_wild(part.as_os_str()) {
                 wild = true;
                 break;
             }
