@@ -190,7 +190,12 @@ impl Reader {
     /// every file of the path that no longer holds the name, before the one that holds it now
     /// (`holder`, as the path names it now). A file of the path still read as its current one
     /// has left the name too if the path names another file now (the reader would find out at
-    /// its next step): it is older, marked as left here, and this one comes after it. Returns
+    /// its next step): it is older, marked as left here, and this one comes after it.
+    ///
+    /// Except before a file that left the name, of which nothing was read yet, and that was
+    /// created after this one (birth times, where the filesystem keeps them): the watcher's
+    /// thread, handling a creation late, may have opened the next file under the name instead,
+    /// so the older file is found only by its rename, after the newer one was placed. Returns
     /// the offset it is read from.
     fn drain_as(
         &mut self,
@@ -205,12 +210,18 @@ impl Reader {
                 source.mark_left();
             }
         }
+        let born = file.metadata().ok().and_then(|m| m.created().ok());
         let (checkpoint, _) = self.checkpoint_for(found, &file, key, false)?;
         let source = Source::rotated(path, file, key, &checkpoint, found.rules.clone());
+        let younger_unread = |s: &Source| {
+            s.has_left()
+                && s.read_position() == 0
+                && born.is_some_and(|born| s.tailer().born().is_some_and(|b| b > born))
+        };
         let at = self
             .sources
             .iter()
-            .position(|s| !s.has_left() && s.path() == path)
+            .position(|s| s.path() == path && (!s.has_left() || younger_unread(s)))
             .unwrap_or(self.sources.len());
         self.sources.add(at, source);
         Ok(checkpoint.offset)

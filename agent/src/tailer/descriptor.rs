@@ -52,6 +52,12 @@ impl Tailer {
         self.set_head_checked(None);
     }
 
+    /// When the file was created (statx's birth time), if its descriptor is open and the
+    /// filesystem records it.
+    pub fn born(&self) -> Option<SystemTime> {
+        self.file.as_ref()?.file.metadata().ok()?.created().ok()
+    }
+
     /// Whether the descriptor is open.
     pub fn is_open(&self) -> bool {
         self.file.is_some()
