@@ -19,6 +19,9 @@ pub struct Found {
     /// Its size when the scan stat'ed it: a file closed for the budget that changed is woken.
     pub size: Option<u64>,
     pub read_from: ReadFrom,
+    /// Found by the scan, not named by an event: read only once it settled (see
+    /// [`crate::source::SETTLE`]).
+    pub by_scan: bool,
     /// How its bytes become messages.
     pub rules: Arc<LineRules>,
 }
@@ -72,6 +75,7 @@ pub fn scan(inputs: &[Input], rules: &[Arc<LineRules>], mut each: impl FnMut(Fou
                 let mut file = found(input, path, Arc::clone(&rules));
                 file.key = meta.as_ref().map(FileKey::of);
                 file.size = meta.as_ref().map(std::fs::Metadata::len);
+                file.by_scan = true;
                 each(file);
             });
         }
@@ -225,6 +229,7 @@ fn found(input: &Input, path: PathBuf, rules: Arc<LineRules>) -> Found {
         key: None,
         size: None,
         read_from: input.read_from,
+        by_scan: false,
         rules,
     }
 }

@@ -9,9 +9,9 @@
 //!
 //! - **Waiting.** A file is opened, and its descriptor held, the moment it is seen under a
 //!   matching name, even while an older file of the same path still drains. It is read only
-//!   once every older file of its path is closed, and [`SETTLE`] after it was opened (so a
-//!   trailing rename event can still put an older file before it): the path's lines stay in
-//!   order.
+//!   once every older file of its path is closed, and, if the scan found it, [`SETTLE`] after
+//!   it was opened (so a trailing rename event can still put an older file before it): the
+//!   path's lines stay in order.
 //! - **Active.** The path names this file. A file shorter than what was read, or whose head no
 //!   longer matches its fingerprint, was truncated: the lines written after our last read are
 //!   in the copy a copytruncate left next to it (same head). They are read from there, from our
@@ -51,16 +51,19 @@ pub const ROTATE_IDLE: Duration = Duration::from_secs(1);
 /// whole [`ROTATE_IDLE`] (at two rotations a second the lag would grow without bound). A short
 /// grace for a logger whose threads finish their writes to the old descriptor.
 pub const MOVED_ON_IDLE: Duration = Duration::from_millis(50);
-/// A file opened at sight is read only this long after it was opened: the event of an older
+/// A file the scan found is read only this long after it was opened: the event of an older
 /// file of its path leaving its name (renamed away before it was ever opened) can trail the
-/// one that made us open this file, and that older file must be read first.
+/// scan, and that older file must be read first. A file an event named does not wait: inotify
+/// reports a rename before the creation that follows it, and the reader follows a wake-up's
+/// renames before it opens its new names (400 new files waited 20 ms and more for nothing,
+/// issue 27 item 5).
 pub const SETTLE: Duration = Duration::from_millis(20);
 
 /// Where a file is in its lifecycle.
 enum State {
     /// Open, behind an older file of the same path; read no sooner than [`SETTLE`] after
-    /// `opened_at`.
-    Waiting { opened_at: Moment },
+    /// `opened_at` if it `settles`.
+    Waiting { opened_at: Moment, settles: bool },
     /// The path names this file.
     Active,
     /// Reading the copytruncate copy; the file itself is read again from 0 afterwards (`None`:
@@ -146,6 +149,7 @@ impl Source {
             tailer: Tailer::new(path, file, key, checkpoint, rules),
             state: State::Waiting {
                 opened_at: Moment::now(),
+                settles: true,
             },
             dirty: true,
             polled: false,
@@ -373,10 +377,20 @@ impl Source {
             || matches!(self.state, State::Draining { .. } | State::Copy { .. })
     }
 
+    /// A waiting file need not settle: an event named it (see [`SETTLE`]).
+    pub fn settled(&mut self) {
+        if let State::Waiting { settles, .. } = &mut self.state {
+            *settles = false;
+        }
+    }
+
     /// How long a waiting file still settles before it may be read ([`SETTLE`]).
     pub fn settling(&self) -> Duration {
         match self.state {
-            State::Waiting { opened_at } => SETTLE.saturating_sub(opened_at.elapsed()),
+            State::Waiting {
+                opened_at,
+                settles: true,
+            } => SETTLE.saturating_sub(opened_at.elapsed()),
             _ => Duration::ZERO,
         }
     }

@@ -124,6 +124,9 @@ impl Reader {
         tracing::info!(path = %found.path.display(), offset = checkpoint.offset,
             generation = checkpoint.generation, "file opened");
         let mut source = Source::opened(&found.path, file, key, &checkpoint, found.rules.clone());
+        if !found.by_scan {
+            source.settled();
+        }
         source.read_copy_first(copy);
         if checkpoint.fingerprint.is_none() && source.tailer().fingerprint().is_some() {
             // The head as it was when first seen, kept: a truncation while the agent is
