@@ -101,6 +101,16 @@ fn renamed(wake: &mut Wake, from: PathBuf, to: PathBuf) {
     wake.renamed.push((from, to));
 }
 
+/// A tempdir with `logs/` (watched by a reader for `*.log`) and a spool in `state/`.
+fn setup() -> (tempfile::TempDir, PathBuf, Arc<Spool>, Reader) {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let spool = Arc::new(Spool::open(&dir.path().join("state"), 1 << 30, WhenFull::Block).unwrap());
+    let reader = reader(&logs, &spool);
+    (dir, logs, spool, reader)
+}
+
 fn reader(logs: &Path, spool: &Arc<Spool>) -> Reader {
     let input = Input {
         paths: vec![logs.join("*.log").display().to_string()],
@@ -155,11 +165,7 @@ fn spooled(spool: &Spool, path: &Path) -> Vec<String> {
 /// wake-up. Every line must be spooled once, each generation before its late lines, those
 /// before the next generation.
 fn rotations_behind(behind: usize, watcher_opens: bool) {
-    let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let spool = Arc::new(Spool::open(&dir.path().join("state"), 1 << 30, WhenFull::Block).unwrap());
-    let mut reader = reader(&logs, &spool);
+    let (_dir, logs, spool, mut reader) = setup();
     let mut logger = Logger::new(&logs);
     let path = logger.path();
     reader.scan().unwrap();
@@ -231,11 +237,7 @@ fn three_rotations_between_wakeups_keep_the_generations_in_order() {
 /// in).
 #[test]
 fn a_creation_handled_late_does_not_put_the_next_file_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let spool = Arc::new(Spool::open(&dir.path().join("state"), 1 << 30, WhenFull::Block).unwrap());
-    let mut reader = reader(&logs, &spool);
+    let (_dir, logs, spool, mut reader) = setup();
     reader.scan().unwrap();
     let path = logs.join("burst.log");
     let mut written = Vec::new();
@@ -284,11 +286,7 @@ fn a_creation_handled_late_does_not_put_the_next_file_first() {
 /// rename of an older file of its path may trail the scan, never the event: issue 27 item 5).
 #[test]
 fn a_file_an_event_names_is_read_at_once_and_one_the_scan_finds_settles() {
-    let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let spool = Arc::new(Spool::open(&dir.path().join("state"), 1 << 30, WhenFull::Block).unwrap());
-    let mut reader = reader(&logs, &spool);
+    let (_dir, logs, spool, mut reader) = setup();
     reader.scan().unwrap();
     let (named, scanned) = (logs.join("named.log"), logs.join("scanned.log"));
     for path in [&named, &scanned] {
