@@ -90,6 +90,9 @@ pub struct Reader {
     first_scan: bool,
     /// Paths already warned about, so a permanently unreadable file warns once.
     warned: HashSet<PathBuf>,
+    /// Files whose inode a decompressed source's key still names (see [`Sources::borrowed`]),
+    /// held open until that source is closed.
+    deferred: Vec<opening::Deferred>,
     /// Since when `block` has stopped reading because the spool is full.
     full_since: Option<Instant>,
     pause: DiskPause,
@@ -123,6 +126,7 @@ impl Reader {
             wakeups: Wakeups::new(watch),
             first_scan: true,
             warned: HashSet::new(),
+            deferred: Vec::new(),
             full_since: None,
             pause: DiskPause::default(),
             resume_at: 0,

@@ -134,6 +134,9 @@ pub struct Source {
     successor: bool,
     /// The open lines of a finished container log, for the newer file of its path.
     handover: Option<Box<Handover>>,
+    /// Read from its `.gz`, decompressed into a file of the agent's: its key is the inode the
+    /// file had, which the filesystem may have given to another file since.
+    decompressed: bool,
 }
 
 impl Source {
@@ -161,6 +164,7 @@ impl Source {
             woken_at: None,
             successor: false,
             handover: None,
+            decompressed: false,
         }
     }
 
@@ -179,6 +183,18 @@ impl Source {
         };
         source.left = true;
         source
+    }
+
+    /// The same, its file being its `.gz` decompressed (a rotated file found compressed).
+    pub fn from_gz(mut self) -> Source {
+        self.decompressed = true;
+        self
+    }
+
+    /// Whether it is read from its `.gz`: its key may name another file on disk, and its
+    /// descriptor's birth time is when it was decompressed.
+    pub fn is_decompressed(&self) -> bool {
+        self.decompressed
     }
 
     /// The path it was found under.

@@ -17,6 +17,15 @@ use crate::line_rules::LineRules;
 use crate::source::Source;
 use crate::spool::Checkpoint;
 
+/// A file found under a matching name while a decompressed source still has its key (the
+/// inode of the `.gz`'s original, reused): two sources cannot share a key (the spool keeps one
+/// checkpoint per key), so it is held open, and followed once that source is closed.
+pub(super) struct Deferred {
+    found: Found,
+    file: File,
+    key: FileKey,
+}
+
 impl Reader {
     /// Expands the globs: opens what is not open yet, and watches the directories.
     pub(super) fn scan(&mut self) -> Result<(), ReaderError> {
@@ -117,6 +126,9 @@ impl Reader {
         first_scan: bool,
     ) -> Result<Opening, ReaderError> {
         if self.sources.follows(key) {
+            if self.sources.borrowed(key) {
+                self.defer(found, file, key);
+            }
             return Ok(Opening::Skipped);
         }
         self.warned.remove(&found.path);
@@ -156,6 +168,15 @@ impl Reader {
             return Ok(());
         };
         let moved = std::fs::metadata(to).ok().map(|m| FileKey::of(&m));
+        if let Some(key) = moved.filter(|&key| self.sources.borrowed(key)) {
+            // Another file than the decompressed one of that key: its inode was reused.
+            if let OpenOutcome::File(file, opened) = self.open_file(to)
+                && opened == key
+            {
+                self.defer(found, file, key);
+            }
+            return Ok(());
+        }
         if let Some(index) = self.sources.iter().position(|s| Some(s.key()) == moved) {
             self.sources[index].mark_left();
             if !self.sources[index].is_open() {
@@ -218,6 +239,7 @@ impl Reader {
         let source = Source::rotated(path, file, key, &checkpoint, found.rules.clone());
         let younger_unread = |s: &Source| {
             s.has_left()
+                && !s.is_decompressed()
                 && s.read_position() == 0
                 && born.is_some_and(|born| s.tailer().born().is_some_and(|b| b > born))
         };
@@ -240,12 +262,15 @@ impl Reader {
         let Ok(key) = file.metadata().map(|m| FileKey::of(&m)) else {
             return Ok(());
         };
-        if self.sources.follows(key) {
-            return Ok(());
-        }
         let Some(found) = self.matching(path) else {
             return Ok(());
         };
+        if self.sources.follows(key) {
+            if self.sources.borrowed(key) {
+                self.defer(found, file, key);
+            }
+            return Ok(());
+        }
         let holder = holder(path);
         if holder == Some(key) {
             return Ok(());
@@ -254,6 +279,38 @@ impl Reader {
         let offset = self.drain_as(&found, file, key, holder)?;
         tracing::info!(path = %path.display(), offset,
             "file left its name before it was read, draining it");
+        Ok(())
+    }
+
+    /// Holds `file` until the decompressed source of its key is closed (see [`Deferred`]);
+    /// once per key.
+    fn defer(&mut self, found: Found, file: File, key: FileKey) {
+        if self.deferred.iter().any(|d| d.key == key) {
+            return;
+        }
+        tracing::info!(path = %found.path.display(),
+            "file reuses the inode of a file read from its .gz, following it once that one is drained");
+        self.deferred.push(Deferred { found, file, key });
+    }
+
+    /// Follows the deferred files whose key is free again: as its path's current file if the
+    /// path still names it, else drained as a file that left its name (see
+    /// [`Reader::drain_as`]).
+    pub(super) fn follow_deferred(&mut self) -> Result<(), ReaderError> {
+        let (free, held): (Vec<Deferred>, Vec<Deferred>) = std::mem::take(&mut self.deferred)
+            .into_iter()
+            .partition(|d| !self.sources.follows(d.key));
+        self.deferred = held;
+        for Deferred { found, file, key } in free {
+            let holder = holder(&found.path);
+            if holder == Some(key) {
+                self.open_held(found, file, key, false)?;
+            } else {
+                let offset = self.drain_as(&found, file, key, holder)?;
+                tracing::info!(path = %found.path.display(), offset,
+                    "file left its name before it was read, draining it");
+            }
+        }
         Ok(())
     }
 

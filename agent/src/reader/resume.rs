@@ -69,6 +69,8 @@ struct Rotated {
     checkpoint: Checkpoint,
     /// The name it was found under (its `.gz` for one found compressed).
     name: Option<PathBuf>,
+    /// Found compressed: `file` is its `.gz` decompressed.
+    decompressed: bool,
 }
 
 impl Reader {
@@ -137,8 +139,8 @@ impl Reader {
             self.sources.push(source);
         }
         for Current { path, file, key } in plan.current {
-            // A key a rotated file has too (its inode reused) is opened once that one is
-            // closed (see `Reader::close`).
+            // A key a file read from its `.gz` has too (its inode reused) is held, and followed
+            // once that one is closed (see `opening::Deferred`).
             if let Some(found) = self.matching(&path) {
                 let first_scan = self.first_scan;
                 self.open_held(found, file, key, first_scan)?;
@@ -185,6 +187,7 @@ impl Reader {
                         file,
                         checkpoint,
                         name: Some(name),
+                        decompressed: false,
                     });
                 }
                 _ => match self.recover_compressed(key, &checkpoint) {
@@ -194,6 +197,7 @@ impl Reader {
                         file,
                         checkpoint,
                         name: Some(gz),
+                        decompressed: true,
                     }),
                     None => plan.gone.push((key, checkpoint)),
                 },
@@ -226,8 +230,11 @@ impl Reader {
                 "file rotated while stopped");
             let rules = self.rules_for(&path);
             let format = rules.format;
-            let source =
+            let mut source =
                 Source::rotated(&path, rotated.file, rotated.key, &rotated.checkpoint, rules);
+            if rotated.decompressed {
+                source = source.from_gz();
+            }
             plan.keys.insert(rotated.key);
             plan.sources.push(source);
             if let Some((last, rank)) = newest.get(&path)
@@ -323,8 +330,9 @@ impl Reader {
             let checkpoint = Checkpoint::start(path);
             let rules = self.rules_for(path);
             plan.keys.insert(key);
+            let source = Source::rotated(path, file, key, &checkpoint, rules);
             plan.sources
-                .push(Source::rotated(path, file, key, &checkpoint, rules));
+                .push(if gzipped { source.from_gz() } else { source });
         }
     }
 

@@ -27,6 +27,9 @@ pub(super) struct Sources {
     /// followed costs no walk over 100k sources.
     keys: HashSet<FileKey>,
     paths: HashMap<Arc<Path>, usize>,
+    /// The keys of decompressed sources (a few, for a while after a start): the inode may be
+    /// another file's now (see [`Sources::borrowed`]).
+    borrowed: HashSet<FileKey>,
     /// Sources holding a descriptor.
     open: usize,
     /// The list changed since `held` was last worked out.
@@ -51,6 +54,9 @@ impl Sources {
     /// Adds a source at `at`.
     pub fn add(&mut self, at: usize, source: Source) {
         self.keys.insert(source.key());
+        if source.is_decompressed() {
+            self.borrowed.insert(source.key());
+        }
         *self.paths.entry(source.shared_path().clone()).or_default() += 1;
         self.open += usize::from(source.is_open());
         if self.list.len() == self.list.capacity() {
@@ -71,6 +77,7 @@ impl Sources {
     pub fn remove(&mut self, index: usize) -> Source {
         let source = self.list.remove(index);
         self.keys.remove(&source.key());
+        self.borrowed.remove(&source.key());
         if let Some(count) = self.paths.get_mut(source.path()) {
             *count -= 1;
             if *count == 0 {
@@ -85,6 +92,12 @@ impl Sources {
     /// Whether the file of `key` is followed.
     pub fn follows(&self, key: FileKey) -> bool {
         self.keys.contains(&key)
+    }
+
+    /// Whether `key` is followed only as a decompressed file's (read from its `.gz`): a file on
+    /// disk with that key is another file, whose inode was reused.
+    pub fn borrowed(&self, key: FileKey) -> bool {
+        self.borrowed.contains(&key)
     }
 
     /// Whether a file of `path` is followed.
@@ -191,6 +204,7 @@ impl Reader {
             }
             tracing::info!(path = %source.path().display(), "file closed");
         }
+        self.follow_deferred()?;
         // The next file of each path, held since it appeared, is read from now on.
         self.sources.relink();
         // A file drained under a key that the file at its path now has too (a gzipped rotated

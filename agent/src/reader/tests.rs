@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use logship_config::agent::{Input, ReadFrom, WatchMode, WhenFull};
+use logship_config::agent::{Format, Input, ReadFrom, WatchMode, WhenFull};
 use logship_runtime::Envelope;
 
 use super::Reader;
@@ -112,6 +112,11 @@ fn setup() -> (tempfile::TempDir, PathBuf, Arc<Spool>, Reader) {
 }
 
 fn reader(logs: &Path, spool: &Arc<Spool>) -> Reader {
+    reader_of(logs, spool, Format::Lines)
+}
+
+/// A reader of `logs/*.log` in `format`.
+fn reader_of(logs: &Path, spool: &Arc<Spool>, format: Format) -> Reader {
     let input = Input {
         paths: vec![logs.join("*.log").display().to_string()],
         exclude: Vec::new(),
@@ -119,7 +124,7 @@ fn reader(logs: &Path, spool: &Arc<Spool>) -> Reader {
         max_line_bytes: 1 << 20,
         fields: Default::default(),
         multiline: None,
-        format: Default::default(),
+        format,
     };
     // Polling: no watcher thread, so the only wake-ups are the ones the test makes (and every
     // open file is looked at on each turn).
@@ -148,11 +153,16 @@ fn turn_until(reader: &mut Reader, spool: &Spool, path: &Path, want: usize) -> V
 
 /// The lines of `path` in the spool, in spool order.
 fn spooled(spool: &Spool, path: &Path) -> Vec<String> {
+    spooled_where(spool, |envelope| Path::new(&envelope.path) == path)
+}
+
+/// The lines of the spool's envelopes that `keep` keeps, in spool order.
+fn spooled_where(spool: &Spool, keep: impl Fn(&Envelope) -> bool) -> Vec<String> {
     let mut lines = Vec::new();
     for segment in spool.page(0, usize::MAX).unwrap() {
         for crate::spool::Message { body, .. } in segment.lines {
             let envelope = Envelope::from_json(&body).unwrap();
-            if Path::new(&envelope.path) == path {
+            if keep(&envelope) {
                 lines.push(String::from_utf8(envelope.line).unwrap());
             }
         }
@@ -304,4 +314,68 @@ fn a_file_an_event_names_is_read_at_once_and_one_the_scan_finds_settles() {
         assert!(spooled(&spool, &scanned).is_empty(), "still settling");
     }
     assert_eq!(turn_until(&mut reader, &spool, &scanned, 1), ["first line"]);
+}
+
+/// The e2e failure (the CRI test with 32 KiB frames: lines 1209-1540, one whole file, never
+/// published): while the agent was stopped, the file it was reading was rotated and gzipped
+/// (deleted), and the runtime's next file got its inode. At start the old file is read from its
+/// `.gz` under the old key, so the current file, with the same key, was taken for it: skipped
+/// when opened, and its rename followed as the old file's. It is now held until the old file is
+/// drained, then read, before the file that replaced it. (A test cannot make the filesystem
+/// reuse an inode: the checkpoint says the old file had the current one's key.)
+#[test]
+fn a_file_reusing_the_inode_of_one_read_from_its_gz_is_read_after_it() {
+    use std::io::Write as _;
+    let (dir, logs, spool, _) = setup();
+    let mut reader = reader_of(&logs, &spool, Format::Cri);
+    let path = logs.join("0.log");
+    let entries = |range: std::ops::Range<usize>| -> String {
+        range
+            .map(|i| format!("2026-12-07T05:00:00.{i:09}Z stdout F line {i}\n"))
+            .collect()
+    };
+    let lines = |range: std::ops::Range<usize>| -> Vec<String> {
+        range.map(|i| format!("line {i}")).collect()
+    };
+    let mut current = create(&path);
+    current.write_all(entries(100..110).as_bytes()).unwrap();
+    let key = crate::identity::FileKey::of(&current.metadata().unwrap());
+    // The old file: read up to line 5 before the stop, then rotated and gzipped.
+    let old = entries(0..10);
+    let copy = dir.path().join("old");
+    std::fs::write(&copy, &old).unwrap();
+    let head = crate::identity::fingerprint(&File::open(&copy).unwrap(), false)
+        .unwrap()
+        .unwrap();
+    let gz = File::create(logs.join("0.log.20261207-050000.gz")).unwrap();
+    let mut encoder = flate2::write::GzEncoder::new(gz, flate2::Compression::fast());
+    encoder.write_all(old.as_bytes()).unwrap();
+    encoder.finish().unwrap();
+    let checkpoint = crate::spool::Checkpoint {
+        offset: entries(0..5).len() as u64,
+        fingerprint: Some(head),
+        ..crate::spool::Checkpoint::start(&path)
+    };
+    spool.set_checkpoint(key, &checkpoint).unwrap();
+    reader.resume_rotated().unwrap();
+    // The current file is rotated away before the old one is drained; a new one comes.
+    let away = logs.join("0.log.20261207-050001");
+    std::fs::rename(&path, &away).unwrap();
+    create(&path)
+        .write_all(entries(200..205).as_bytes())
+        .unwrap();
+    let mut wake = Wake::default();
+    renamed(&mut wake, path.clone(), away);
+    wake.appeared.push(path.clone());
+    wake.changed.insert(path.clone());
+    reader.apply(wake).unwrap();
+    let want: Vec<String> = [lines(5..10), lines(100..110), lines(200..205)].concat();
+    // A container log's envelope names it by its pod (`pods/...`): every line of the spool.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = Vec::new();
+    while got.len() < want.len() && Instant::now() < deadline {
+        reader.turn(Instant::now()).unwrap();
+        got = spooled_where(&spool, |_| true);
+    }
+    assert_eq!(got, want);
 }
