@@ -138,19 +138,15 @@ fn is_wild(part: &std::ffi::OsStr) -> bool {
     part.to_string_lossy().contains(['*', '?', '['])
 }
 
-/// The input that matches `path`, if any (for a file an event names): the same rule as
-/// [`scan`], for one path.
-pub fn matching(inputs: &[Input], path: &Path) -> Option<Found> {
-    let input = &inputs[matched(inputs, path)?];
-    Some(found(
-        input,
-        path.to_path_buf(),
-        Arc::new(LineRules::of(input)),
-    ))
+/// Whether an input matches `path` (for a file an event names): the same rule as [`scan`],
+/// for one path. Nothing is made: the watcher's thread asks it of every file created.
+pub fn matches(inputs: &[Input], path: &Path) -> bool {
+    matched(inputs, path).is_some()
 }
 
-/// [`matching`], with the rules of each input made once (`rules[i]` is `inputs[i]`'s): the
-/// files an event names share them, as the files a scan finds do.
+/// The input that matches `path`, if any, as [`matches`] says, with the rules of each input
+/// made once (`rules[i]` is `inputs[i]`'s): the files an event names share them, as the files
+/// a scan finds do.
 pub fn matching_shared(inputs: &[Input], rules: &[Arc<LineRules>], path: &Path) -> Option<Found> {
     let index = matched(inputs, path)?;
     let rules = rules
@@ -290,9 +286,9 @@ mod tests {
             format: Default::default(),
         };
         let inputs = [input];
-        assert!(matching(&inputs, &dir.path().join("later.log")).is_some());
-        assert!(matching(&inputs, &dir.path().join("later.log.gz")).is_none());
-        assert!(matching(&inputs, &dir.path().join("later.txt")).is_none());
+        assert!(matches(&inputs, &dir.path().join("later.log")));
+        assert!(!matches(&inputs, &dir.path().join("later.log.gz")));
+        assert!(!matches(&inputs, &dir.path().join("later.txt")));
         assert_eq!(directories(&inputs), [dir.path().to_path_buf()]);
         assert!(!may_hold_matches(&inputs, &dir.path().join("sub.log")));
         let pods = [Input {

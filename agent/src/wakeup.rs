@@ -330,7 +330,7 @@ impl Opener {
         };
         let mut opened = Vec::new();
         for path in &event.paths {
-            if crate::discover::matching(&inputs, path).is_none() {
+            if !crate::discover::matches(&inputs, path) {
                 continue;
             }
             if self.waiting.fetch_add(1, Ordering::Relaxed) >= OPENED_MAX {

@@ -188,7 +188,7 @@ impl Reader {
             }
             return Ok(());
         }
-        if discover::matching(&self.inputs, to).is_some() {
+        if discover::matches(&self.inputs, to) {
             return Ok(());
         }
         self.make_room()?;
