@@ -1,5 +1,6 @@
 //! How files enter the reader: the glob scan, a name an event reports, a rename followed to
-//! the file's new name, and files rotated while the agent was stopped.
+//! the file's new name, files rotated while the agent was stopped, and files held while a file
+//! read from its `.gz` still has their inode's key ([`Deferred`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
@@ -169,8 +170,10 @@ impl Reader {
         };
         let moved = std::fs::metadata(to).ok().map(|m| FileKey::of(&m));
         if let Some(key) = moved.filter(|&key| self.sources.borrowed(key)) {
-            // Another file than the decompressed one of that key: its inode was reused.
-            if let OpenOutcome::File(file, opened) = self.open_file(to)
+            // Another file than the decompressed one of that key: its inode was reused. Held
+            // already if it was seen under its name.
+            if !self.deferred.iter().any(|d| d.key == key)
+                && let OpenOutcome::File(file, opened) = self.open_file(to)
                 && opened == key
             {
                 self.defer(found, file, key);

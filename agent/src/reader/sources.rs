@@ -3,7 +3,8 @@
 //! closed once drained.
 //!
 //! Invariants: sources are added and taken out only through [`Sources`], so its `keys` and
-//! `paths` hold exactly the sources' keys and paths (a count per path); its open count is the
+//! `paths` hold exactly the sources' keys and paths (a count per path), and `borrowed` the keys
+//! of the decompressed ones; its open count is the
 //! number of sources holding a descriptor (see [`Sources::open`]); a drained file is closed
 //! only after the spool is flushed, so its lines outlive it.
 
