@@ -367,18 +367,18 @@ impl Reader {
     /// Spools one turn; `false` if the disk failed (reading is paused, the sources rewound).
     fn spool_turn(&mut self, lines: Vec<crate::spool::Message>) -> Result<bool, ReaderError> {
         let touched: Vec<usize> = (0..self.sources.len())
-            .filter(|&i| self.sources[i].tailer().unspooled())
+            .filter(|&i| self.sources[i].unspooled())
             .collect();
         if touched.is_empty() {
             return Ok(true);
         }
         let mut checkpoints: Vec<(FileKey, Checkpoint)> = touched
             .iter()
-            .map(|&i| (self.sources[i].key(), self.sources[i].tailer().checkpoint()))
+            .map(|&i| (self.sources[i].key(), self.sources[i].checkpoint()))
             .collect();
         // Older files whose lines carried over are complete: finished in the same batch.
         for &i in &touched {
-            checkpoints.extend_from_slice(self.sources[i].tailer().settled_predecessors());
+            checkpoints.extend_from_slice(self.sources[i].settled_predecessors());
         }
         match self.spool.append(&lines, &checkpoints) {
             Ok(dropped) => {

@@ -29,20 +29,24 @@
 //!   stays known (position, head, partial line) and asks for a descriptor again when an event
 //!   or the rescan says it changed ([`Source::wake`]). It is reopened as itself only if the
 //!   path still names the same (device, inode) and its head still matches, as after a
-//!   truncation check; found under another name it drains; gone, it is finished.
+//!   truncation check; found under another name it drains; gone, it is finished. Closed with
+//!   nothing but its position to keep (no partial line, nothing unspooled), it is kept as a
+//!   compact record of about 90 bytes, not a whole one of over 200 (`parked`): of 100k files,
+//!   all but the budget's few hundred are such files (issue 27 item 4).
 
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::identity::{self, FileKey};
+use crate::identity::{self, FileKey, Fingerprint};
 use crate::line_rules::LineRules;
 use crate::metrics::Metrics;
 use crate::moment::Moment;
 use crate::spool::Checkpoint;
 use crate::spool::Message;
 use crate::tailer::{Handover, Tailer};
+use parked::Parked;
 
 /// A rotated-away file is closed after this long without growth.
 pub const ROTATE_IDLE: Duration = Duration::from_secs(1);
@@ -107,8 +111,19 @@ pub enum Step {
     Finished,
 }
 
-/// One watched file.
-pub struct Source {
+/// One watched file: whole, or, closed and idle, as a compact record ([`Source::park`]
+/// makes it one when nothing but its position is left to keep; [`Source::reopen`] makes it
+/// whole again). Both answer every question the reader asks of a closed file alike.
+pub struct Source(Repr);
+
+/// How a watched file is kept.
+enum Repr {
+    Full(Box<Full>),
+    Parked(Parked),
+}
+
+/// One watched file, whole: every file but a closed idle one (see [`Source`]).
+struct Full {
     tailer: Tailer,
     state: State,
     /// Something may have changed: an event named it, or its last read hit the budget.
@@ -139,16 +154,16 @@ pub struct Source {
     decompressed: bool,
 }
 
-impl Source {
+impl Full {
     /// A file just opened, waiting for its turn.
-    pub fn opened(
+    fn opened(
         path: &Path,
         file: File,
         key: FileKey,
         checkpoint: &Checkpoint,
         rules: Arc<LineRules>,
-    ) -> Source {
-        Source {
+    ) -> Full {
+        Full {
             tailer: Tailer::new(path, file, key, checkpoint, rules),
             state: State::Waiting {
                 opened_at: Moment::now(),
@@ -170,14 +185,14 @@ impl Source {
 
     /// A file found after it left its name (renamed away before it was seen, or rotated while
     /// the agent was stopped): drained, then closed.
-    pub fn rotated(
+    fn rotated(
         path: &Path,
         file: File,
         key: FileKey,
         checkpoint: &Checkpoint,
         rules: Arc<LineRules>,
-    ) -> Source {
-        let mut source = Source::opened(path, file, key, checkpoint, rules);
+    ) -> Full {
+        let mut source = Full::opened(path, file, key, checkpoint, rules);
         source.state = State::Draining {
             since: Moment::now(),
         };
@@ -185,137 +200,45 @@ impl Source {
         source
     }
 
-    /// The same, its file being its `.gz` decompressed (a rotated file found compressed).
-    pub fn from_gz(mut self) -> Source {
-        self.decompressed = true;
-        self
-    }
-
-    /// Whether it is read from its `.gz`: its key may name another file on disk, and its
-    /// descriptor's birth time is when it was decompressed.
-    pub fn is_decompressed(&self) -> bool {
-        self.decompressed
-    }
-
-    /// The path it was found under.
-    pub fn path(&self) -> &Path {
-        self.tailer.path()
-    }
-
-    /// The path it was found under, shared (see [`Tailer::shared_path`]).
-    pub fn shared_path(&self) -> &Arc<Path> {
-        self.tailer.shared_path()
-    }
-
-    /// Which file it is.
-    pub fn key(&self) -> FileKey {
-        self.tailer.key()
-    }
-
-    /// The reading cursor, to look at.
-    pub fn tailer(&self) -> &Tailer {
-        &self.tailer
-    }
-
     /// Parts of over-long lines, and undecodable entries of a container log, shipped since the
     /// last call.
-    pub fn take_counts(&mut self) -> (u64, u64) {
+    fn take_counts(&mut self) -> (u64, u64) {
         (self.tailer.take_parts(), self.tailer.take_invalid())
     }
 
     /// The spool now holds everything shipped so far, and the checkpoints of the older files
     /// whose open lines it carried.
-    pub fn spooled(&mut self) {
+    fn spooled(&mut self) {
         self.tailer.predecessors_spooled();
         self.tailer.spooled();
     }
 
     /// Takes the lines an older (finished) container log of its path left open.
-    pub fn take_over(&mut self, handover: crate::tailer::Handover) {
+    fn take_over(&mut self, handover: crate::tailer::Handover) {
         self.tailer.take_over(handover);
     }
 
     /// The file is gone: ships a last line that never got its newline, and the event being
     /// assembled.
-    pub fn ship_partial(&mut self, host: &str, out: &mut Vec<Message>) -> std::io::Result<()> {
+    fn ship_partial(&mut self, host: &str, out: &mut Vec<Message>) -> std::io::Result<()> {
         self.tailer.ship_partial(host, out)
-    }
-
-    /// Something may have changed (an event named it, a scan or a wake-up for all): look at it
-    /// in the next turn.
-    pub fn mark_changed(&mut self) {
-        self.dirty = true;
-    }
-
-    /// Whether something may have changed since it was last read to its end.
-    pub fn may_have_changed(&self) -> bool {
-        self.dirty
-    }
-
-    /// A read failed (said once by the reader): it is tried again on the next poll or event,
-    /// not in this turn's loop.
-    pub fn retry_later(&mut self) {
-        self.dirty = false;
     }
 
     /// The spool refused the lines read this turn: they are read again from the last spooled
     /// position, in the next turn.
-    pub fn reread_unspooled(&mut self) {
+    fn reread_unspooled(&mut self) {
         self.tailer.rewind();
         self.dirty = true;
     }
 
-    /// Whether inotify cannot see it change (set from the wake-ups of its directory).
-    pub fn set_polled(&mut self, polled: bool) {
-        self.polled = polled;
-    }
-
-    /// Whether an older file of its path is still open (it is not read until that one is closed).
-    pub fn is_held(&self) -> bool {
-        self.held
-    }
-
-    /// Holds it back behind an older file of its path (`true`), or lets it be read.
-    pub fn set_held(&mut self, held: bool) {
-        self.held = held;
-    }
-
-    /// A newer file of its path has grown (`true`): the application moved on; said by the reader
-    /// before each step of a draining file.
-    pub fn set_moved_on(&mut self, moved_on: bool) {
-        self.moved_on = moved_on;
-    }
-
-    /// A newer file of its path is open (`true`); said by the reader before each step of a
-    /// draining file.
-    pub fn set_successor(&mut self, successor: bool) {
-        self.successor = successor;
-    }
-
-    /// The open lines of a finished container log, for the newer file of its path.
-    pub fn take_handover(&mut self) -> Option<Handover> {
-        self.handover.take().map(|handover| *handover)
-    }
-
-    /// Whether it is known to have left its name (renamed away, deleted).
-    pub fn has_left(&self) -> bool {
-        self.left
-    }
-
-    /// It was seen leaving its name (an event says it was renamed away, or the path names
-    /// another file now).
-    pub fn mark_left(&mut self) {
-        self.left = true;
-    }
-
     /// Whether it holds a descriptor.
-    pub fn is_open(&self) -> bool {
+    fn is_open(&self) -> bool {
         self.tailer.is_open()
     }
 
     /// Whether its descriptor may be closed for the budget: an active file read to its end
     /// (nothing new since), every line spooled, nothing the file alone could still give.
-    pub fn closable(&self) -> bool {
+    fn closable(&self) -> bool {
         matches!(self.state, State::Active)
             && !self.held
             && !self.dirty
@@ -324,32 +247,32 @@ impl Source {
     }
 
     /// Closes its descriptor for the budget.
-    pub fn park(&mut self) {
+    fn park(&mut self) {
         self.tailer.close_file();
         self.woken_at = None;
     }
 
     /// Closed, and something says it changed: it asks for a descriptor (from now, unless it
     /// already waits).
-    pub fn wake(&mut self) {
+    fn wake(&mut self) {
         if !self.is_open() && self.woken_at.is_none() {
             self.woken_at = Some(Moment::now());
         }
     }
 
     /// Since when it waits for a descriptor, if it does.
-    pub fn woken_at(&self) -> Option<Moment> {
+    fn woken_at(&self) -> Option<Moment> {
         self.woken_at.filter(|_| !self.is_open())
     }
 
     /// When it last read bytes or got its descriptor back.
-    pub fn active_at(&self) -> Moment {
+    fn active_at(&self) -> Moment {
         self.active_at.max(self.tailer.last_growth())
     }
 
     /// Its descriptor back, the same (device, inode): read on from where it stopped
     /// (`draining`: found under another name, read to its end and closed).
-    pub fn reopen(&mut self, file: File, draining: bool) {
+    fn reopen(&mut self, file: File, draining: bool) {
         self.tailer.reopen(file);
         self.woken_at = None;
         self.active_at = Moment::now();
@@ -363,45 +286,40 @@ impl Source {
     }
 
     /// Whether it is being drained (its path names another file, or none).
-    pub fn draining(&self) -> bool {
+    fn draining(&self) -> bool {
         matches!(self.state, State::Draining { .. })
     }
 
-    /// Bytes of its file read so far.
-    pub fn read_position(&self) -> u64 {
-        self.tailer.read_position()
-    }
-
     /// Whether its file holds bytes past what was read (a newer file the application writes).
-    pub fn grown(&self) -> bool {
+    fn grown(&self) -> bool {
         self.tailer
             .size()
             .is_some_and(|size| size > self.tailer.read_position())
     }
 
     /// Whether it waits behind an older file of its path.
-    pub fn waiting(&self) -> bool {
+    fn waiting(&self) -> bool {
         matches!(self.state, State::Waiting { .. })
     }
 
     /// Whether it must be looked at on every poll whatever the events say (draining files are
     /// renamed or unlinked: their events carry another name, or none; an event being
     /// assembled must be shipped when its timeout passes).
-    pub fn busy(&self) -> bool {
+    fn busy(&self) -> bool {
         self.polled
             || self.tailer.holds_event()
             || matches!(self.state, State::Draining { .. } | State::Copy { .. })
     }
 
     /// A waiting file need not settle: an event named it (see [`SETTLE`]).
-    pub fn settled(&mut self) {
+    fn settled(&mut self) {
         if let State::Waiting { settles, .. } = &mut self.state {
             *settles = false;
         }
     }
 
     /// How long a waiting file still settles before it may be read ([`SETTLE`]).
-    pub fn settling(&self) -> Duration {
+    fn settling(&self) -> Duration {
         match self.state {
             State::Waiting {
                 opened_at,
@@ -411,13 +329,8 @@ impl Source {
         }
     }
 
-    /// Reads `copy` (from the checkpoint on, as the same generation) before the file itself.
-    pub fn read_copy_first(&mut self, copy: Option<File>) {
-        self.pending_copy = copy;
-    }
-
     /// The path's file from now on (every older file of its path is closed), once settled.
-    pub fn activate(&mut self) {
+    fn activate(&mut self) {
         if self.waiting() && self.settling().is_zero() {
             self.state = match self.pending_copy.take() {
                 Some(copy) => State::Copy {
@@ -431,7 +344,7 @@ impl Source {
     }
 
     /// Checks identity and truncation, then reads up to `budget` bytes into `out`.
-    pub fn step(
+    fn step(
         &mut self,
         host: &str,
         budget: usize,
@@ -561,7 +474,7 @@ impl Source {
     }
 
     /// Where it is in its lifecycle, as `/status` shows it.
-    pub fn lifecycle(&self) -> Lifecycle {
+    fn lifecycle(&self) -> Lifecycle {
         if !self.is_open() {
             return Lifecycle::Closed;
         }
@@ -577,13 +490,449 @@ impl Source {
     ///
     /// A file that handed open lines over stays unfinished until they are spooled (see
     /// `tailer::decoded`): a restart drains it again from its last quiet point.
-    pub fn closing_checkpoint(&self) -> Option<Checkpoint> {
+    fn closing_checkpoint(&self) -> Option<Checkpoint> {
         if self.tailer.deleted() {
             return None;
         }
         let mut checkpoint = self.tailer.checkpoint();
         checkpoint.finished = self.handover.is_none();
         Some(checkpoint)
+    }
+}
+
+impl Source {
+    /// A file just opened, waiting for its turn.
+    pub fn opened(
+        path: &Path,
+        file: File,
+        key: FileKey,
+        checkpoint: &Checkpoint,
+        rules: Arc<LineRules>,
+    ) -> Source {
+        Source::whole(Full::opened(path, file, key, checkpoint, rules))
+    }
+
+    /// A file found after it left its name (renamed away before it was seen, or rotated while
+    /// the agent was stopped): drained, then closed.
+    pub fn rotated(
+        path: &Path,
+        file: File,
+        key: FileKey,
+        checkpoint: &Checkpoint,
+        rules: Arc<LineRules>,
+    ) -> Source {
+        Source::whole(Full::rotated(path, file, key, checkpoint, rules))
+    }
+
+    fn whole(full: Full) -> Source {
+        Source(Repr::Full(Box::new(full)))
+    }
+
+    /// The same, its file being its `.gz` decompressed (a rotated file found compressed).
+    pub fn from_gz(mut self) -> Source {
+        self.full().decompressed = true;
+        self
+    }
+
+    /// The whole record, made from the compact one first if need be (for what only a whole
+    /// record does: reading, handing lines over, shipping a partial line).
+    fn full(&mut self) -> &mut Full {
+        if let Repr::Parked(parked) = &self.0 {
+            self.0 = Repr::Full(Box::new(parked.unpark()));
+        }
+        match &mut self.0 {
+            Repr::Full(full) => full,
+            // Made whole just above.
+            Repr::Parked(_) => unreachable!(),
+        }
+    }
+
+    /// Whether it is read from its `.gz`: its key may name another file on disk, and its
+    /// descriptor's birth time is when it was decompressed.
+    pub fn is_decompressed(&self) -> bool {
+        match &self.0 {
+            Repr::Full(full) => full.decompressed,
+            Repr::Parked(parked) => parked.decompressed,
+        }
+    }
+
+    /// The path it was found under.
+    pub fn path(&self) -> &Path {
+        match &self.0 {
+            Repr::Full(full) => full.tailer.path(),
+            Repr::Parked(parked) => parked.tailer.path(),
+        }
+    }
+
+    /// The path it was found under, shared (see [`Tailer::shared_path`]).
+    pub fn shared_path(&self) -> &Arc<Path> {
+        match &self.0 {
+            Repr::Full(full) => full.tailer.shared_path(),
+            Repr::Parked(parked) => parked.tailer.shared_path(),
+        }
+    }
+
+    /// Which file it is.
+    pub fn key(&self) -> FileKey {
+        match &self.0 {
+            Repr::Full(full) => full.tailer.key(),
+            Repr::Parked(parked) => parked.tailer.key(),
+        }
+    }
+
+    /// The head's fingerprint, once known.
+    pub fn fingerprint(&self) -> Option<Fingerprint> {
+        match &self.0 {
+            Repr::Full(full) => full.tailer.fingerprint(),
+            Repr::Parked(parked) => parked.tailer.fingerprint(),
+        }
+    }
+
+    /// Truncations seen: the generation being read.
+    pub fn generation(&self) -> u32 {
+        match &self.0 {
+            Repr::Full(full) => full.tailer.generation(),
+            Repr::Parked(parked) => parked.tailer.generation(),
+        }
+    }
+
+    /// Where reading would resume after a restart.
+    pub fn checkpoint(&self) -> Checkpoint {
+        match &self.0 {
+            Repr::Full(full) => full.tailer.checkpoint(),
+            Repr::Parked(parked) => parked.tailer.checkpoint(),
+        }
+    }
+
+    /// Whether lines were shipped since the spool last took them (never so for a parked file).
+    pub fn unspooled(&self) -> bool {
+        match &self.0 {
+            Repr::Full(full) => full.tailer.unspooled(),
+            Repr::Parked(_) => false,
+        }
+    }
+
+    /// The checkpoints of older container logs whose open lines it carried, complete now.
+    pub fn settled_predecessors(&self) -> &[(FileKey, Checkpoint)] {
+        match &self.0 {
+            Repr::Full(full) => full.tailer.settled_predecessors(),
+            Repr::Parked(_) => &[],
+        }
+    }
+
+    /// When its file was created, if its descriptor is open and the filesystem says.
+    pub fn born(&self) -> Option<std::time::SystemTime> {
+        match &self.0 {
+            Repr::Full(full) => full.tailer.born(),
+            Repr::Parked(_) => None,
+        }
+    }
+
+    /// Whether its file is deleted (or its descriptor closed: then it cannot be told).
+    pub fn deleted(&self) -> bool {
+        match &self.0 {
+            Repr::Full(full) => full.tailer.deleted(),
+            Repr::Parked(_) => true,
+        }
+    }
+
+    /// The size of the file being read, if its descriptor is open.
+    pub fn size(&self) -> Option<u64> {
+        match &self.0 {
+            Repr::Full(full) => full.tailer.size(),
+            Repr::Parked(_) => None,
+        }
+    }
+
+    /// The container source its lines are shipped as, if it is a container log.
+    pub fn source_name(&self) -> Option<&Arc<str>> {
+        match &self.0 {
+            Repr::Full(full) => full.tailer.source_name(),
+            Repr::Parked(_) => None,
+        }
+    }
+
+    /// Parts of over-long lines, and undecodable entries of a container log, shipped since the
+    /// last call.
+    pub fn take_counts(&mut self) -> (u64, u64) {
+        match &mut self.0 {
+            Repr::Full(full) => full.take_counts(),
+            Repr::Parked(_) => (0, 0),
+        }
+    }
+
+    /// The spool now holds everything shipped so far, and the checkpoints of the older files
+    /// whose open lines it carried.
+    pub fn spooled(&mut self) {
+        if let Repr::Full(full) = &mut self.0 {
+            full.spooled();
+        }
+    }
+
+    /// Takes the lines an older (finished) container log of its path left open.
+    pub fn take_over(&mut self, handover: crate::tailer::Handover) {
+        self.full().take_over(handover);
+    }
+
+    /// The file is gone: ships a last line that never got its newline, and the event being
+    /// assembled.
+    pub fn ship_partial(&mut self, host: &str, out: &mut Vec<Message>) -> std::io::Result<()> {
+        self.full().ship_partial(host, out)
+    }
+
+    /// Something may have changed (an event named it, a scan or a wake-up for all): look at it
+    /// in the next turn.
+    pub fn mark_changed(&mut self) {
+        *self.dirty() = true;
+    }
+
+    fn dirty(&mut self) -> &mut bool {
+        match &mut self.0 {
+            Repr::Full(full) => &mut full.dirty,
+            Repr::Parked(parked) => &mut parked.dirty,
+        }
+    }
+
+    /// Whether something may have changed since it was last read to its end.
+    pub fn may_have_changed(&self) -> bool {
+        match &self.0 {
+            Repr::Full(full) => full.dirty,
+            Repr::Parked(parked) => parked.dirty,
+        }
+    }
+
+    /// A read failed (said once by the reader): it is tried again on the next poll or event,
+    /// not in this turn's loop.
+    pub fn retry_later(&mut self) {
+        *self.dirty() = false;
+    }
+
+    /// The spool refused the lines read this turn: they are read again from the last spooled
+    /// position, in the next turn.
+    pub fn reread_unspooled(&mut self) {
+        self.full().reread_unspooled();
+    }
+
+    /// Whether inotify cannot see it change (set from the wake-ups of its directory).
+    pub fn set_polled(&mut self, polled: bool) {
+        match &mut self.0 {
+            Repr::Full(full) => full.polled = polled,
+            Repr::Parked(parked) => parked.polled = polled,
+        }
+    }
+
+    /// Whether an older file of its path is still open (it is not read until that one is closed).
+    pub fn is_held(&self) -> bool {
+        match &self.0 {
+            Repr::Full(full) => full.held,
+            Repr::Parked(parked) => parked.held,
+        }
+    }
+
+    /// Holds it back behind an older file of its path (`true`), or lets it be read.
+    pub fn set_held(&mut self, held: bool) {
+        match &mut self.0 {
+            Repr::Full(full) => full.held = held,
+            Repr::Parked(parked) => parked.held = held,
+        }
+    }
+
+    /// A newer file of its path has grown (`true`): the application moved on; said by the reader
+    /// before each step of a draining file.
+    pub fn set_moved_on(&mut self, moved_on: bool) {
+        self.full().moved_on = moved_on;
+    }
+
+    /// A newer file of its path is open (`true`); said by the reader before each step of a
+    /// draining file.
+    pub fn set_successor(&mut self, successor: bool) {
+        self.full().successor = successor;
+    }
+
+    /// The open lines of a finished container log, for the newer file of its path.
+    pub fn take_handover(&mut self) -> Option<Handover> {
+        match &mut self.0 {
+            Repr::Full(full) => full.handover.take().map(|handover| *handover),
+            Repr::Parked(_) => None,
+        }
+    }
+
+    /// Whether it is known to have left its name (renamed away, deleted).
+    pub fn has_left(&self) -> bool {
+        match &self.0 {
+            Repr::Full(full) => full.left,
+            Repr::Parked(parked) => parked.left,
+        }
+    }
+
+    /// It was seen leaving its name (an event says it was renamed away, or the path names
+    /// another file now).
+    pub fn mark_left(&mut self) {
+        match &mut self.0 {
+            Repr::Full(full) => full.left = true,
+            Repr::Parked(parked) => parked.left = true,
+        }
+    }
+
+    /// Whether it holds a descriptor.
+    pub fn is_open(&self) -> bool {
+        match &self.0 {
+            Repr::Full(full) => full.tailer.is_open(),
+            Repr::Parked(_) => false,
+        }
+    }
+
+    /// Whether its descriptor may be closed for the budget: an active file read to its end
+    /// (nothing new since), every line spooled, nothing the file alone could still give.
+    pub fn closable(&self) -> bool {
+        match &self.0 {
+            Repr::Full(full) => full.closable(),
+            Repr::Parked(_) => false,
+        }
+    }
+
+    /// Closes its descriptor for the budget, and keeps it as a compact record if nothing but
+    /// its position is left to keep.
+    pub fn park(&mut self) {
+        if let Repr::Full(full) = &mut self.0 {
+            full.park();
+            if let Some(parked) = full.parked() {
+                self.0 = Repr::Parked(parked);
+            }
+        }
+    }
+
+    /// Closed, and something says it changed: it asks for a descriptor (from now, unless it
+    /// already waits).
+    pub fn wake(&mut self) {
+        match &mut self.0 {
+            Repr::Full(full) => full.wake(),
+            Repr::Parked(parked) => {
+                parked.woken_at.get_or_insert_with(Moment::now);
+            }
+        }
+    }
+
+    /// Since when it waits for a descriptor, if it does.
+    pub fn woken_at(&self) -> Option<Moment> {
+        match &self.0 {
+            Repr::Full(full) => full.woken_at(),
+            Repr::Parked(parked) => parked.woken_at,
+        }
+    }
+
+    /// When it last read bytes or got its descriptor back.
+    pub fn active_at(&self) -> Moment {
+        match &self.0 {
+            Repr::Full(full) => full.active_at(),
+            Repr::Parked(parked) => parked.tailer.last_growth(),
+        }
+    }
+
+    /// Its descriptor back, the same (device, inode): read on from where it stopped
+    /// (`draining`: found under another name, read to its end and closed).
+    pub fn reopen(&mut self, file: File, draining: bool) {
+        self.full().reopen(file, draining);
+    }
+
+    /// Whether it is being drained (its path names another file, or none).
+    pub fn draining(&self) -> bool {
+        match &self.0 {
+            Repr::Full(full) => full.draining(),
+            Repr::Parked(_) => false,
+        }
+    }
+
+    /// Bytes of its file read so far.
+    pub fn read_position(&self) -> u64 {
+        match &self.0 {
+            Repr::Full(full) => full.tailer.read_position(),
+            Repr::Parked(parked) => parked.tailer.read_position(),
+        }
+    }
+
+    /// Whether its file holds bytes past what was read (a newer file the application writes).
+    pub fn grown(&self) -> bool {
+        match &self.0 {
+            Repr::Full(full) => full.grown(),
+            Repr::Parked(_) => false,
+        }
+    }
+
+    /// Whether it waits behind an older file of its path.
+    pub fn waiting(&self) -> bool {
+        match &self.0 {
+            Repr::Full(full) => full.waiting(),
+            Repr::Parked(_) => false,
+        }
+    }
+
+    /// Whether it must be looked at on every poll whatever the events say (draining files are
+    /// renamed or unlinked: their events carry another name, or none; an event being
+    /// assembled must be shipped when its timeout passes).
+    pub fn busy(&self) -> bool {
+        match &self.0 {
+            Repr::Full(full) => full.busy(),
+            Repr::Parked(parked) => parked.polled,
+        }
+    }
+
+    /// A waiting file need not settle: an event named it (see [`SETTLE`]).
+    pub fn settled(&mut self) {
+        if let Repr::Full(full) = &mut self.0 {
+            full.settled();
+        }
+    }
+
+    /// How long a waiting file still settles before it may be read ([`SETTLE`]).
+    pub fn settling(&self) -> Duration {
+        match &self.0 {
+            Repr::Full(full) => full.settling(),
+            Repr::Parked(_) => Duration::ZERO,
+        }
+    }
+
+    /// Reads `copy` (from the checkpoint on, as the same generation) before the file itself.
+    pub fn read_copy_first(&mut self, copy: Option<File>) {
+        self.full().pending_copy = copy;
+    }
+
+    /// The path's file from now on (every older file of its path is closed), once settled.
+    pub fn activate(&mut self) {
+        if let Repr::Full(full) = &mut self.0 {
+            full.activate();
+        }
+    }
+
+    /// Checks identity and truncation, then reads up to `budget` bytes into `out`.
+    pub fn step(
+        &mut self,
+        host: &str,
+        budget: usize,
+        out: &mut Vec<Message>,
+        metrics: &Metrics,
+    ) -> std::io::Result<Step> {
+        self.full().step(host, budget, out, metrics)
+    }
+
+    /// Where it is in its lifecycle, as `/status` shows it.
+    pub fn lifecycle(&self) -> Lifecycle {
+        match &self.0 {
+            Repr::Full(full) => full.lifecycle(),
+            Repr::Parked(_) => Lifecycle::Closed,
+        }
+    }
+
+    /// The checkpoint to record once it is closed: finished, or `None` for a deleted file
+    /// (and for one whose descriptor is closed, which cannot be told from one).
+    ///
+    /// A file that handed open lines over stays unfinished until they are spooled (see
+    /// `tailer::decoded`): a restart drains it again from its last quiet point.
+    pub fn closing_checkpoint(&self) -> Option<Checkpoint> {
+        match &self.0 {
+            Repr::Full(full) => full.closing_checkpoint(),
+            Repr::Parked(_) => None,
+        }
     }
 }
 
@@ -602,3 +951,5 @@ impl Source {
         )
     }
 }
+
+mod parked;

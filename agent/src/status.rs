@@ -53,10 +53,9 @@ impl Status {
     /// list of files that no page took.
     pub fn record_gauges(&self, sources: &[Source]) {
         self.store_gauges(sources.iter().map(|source| {
-            let tailer = source.tailer();
             (
-                size_of(source).saturating_sub(tailer.read_position()),
-                tailer.source_name().map(|name| &**name),
+                size_of(source).saturating_sub(source.read_position()),
+                source.source_name().map(|name| &**name),
             )
         }));
         if let Ok(mut files) = self.files.try_lock()
@@ -203,14 +202,13 @@ struct FileSnapshot {
 impl FileSnapshot {
     /// The file's snapshot (its size: see [`size_of`]).
     fn of(source: &Source) -> FileSnapshot {
-        let tailer = source.tailer();
         FileSnapshot {
             path: source.shared_path().clone(),
             state: source.lifecycle(),
-            offset: tailer.read_position(),
+            offset: source.read_position(),
             size: size_of(source),
-            generation: tailer.generation(),
-            source: tailer.source_name().cloned(),
+            generation: source.generation(),
+            source: source.source_name().cloned(),
         }
     }
 
@@ -231,8 +229,7 @@ impl FileSnapshot {
 /// read); else its read position (a file closed for the budget was read to its end when it
 /// was closed; one that cannot be stat'ed shows no lag).
 fn size_of(source: &Source) -> u64 {
-    let tailer = source.tailer();
-    tailer.size().unwrap_or_else(|| tailer.read_position())
+    source.size().unwrap_or_else(|| source.read_position())
 }
 
 /// Age of the oldest unconfirmed line: how long its segment has been in the spool.

@@ -13,6 +13,7 @@
 //! position are the partial line, read again after a restart. The descriptor may be closed
 //! while the file is idle ([`Tailer::close_file`], for the descriptor budget): everything else
 //! stays, and reading goes on from the same position once [`Tailer::reopen`] gives it back.
+//! A closed tailer with nothing but its position to keep can be held as a [`Parked`] record.
 //! `spooled` is the last checkpoint the spool holds: [`Tailer::rewind`] goes back to it when a
 //! spool write failed, so the lines shipped since are read again (same offsets, same message
 //! ids). It is kept apart (boxed) only once the position moved past it: an idle file, whose
@@ -567,9 +568,11 @@ struct Spooled {
 mod decoded;
 mod descriptor;
 mod loss;
+mod parked;
 
 use decoded::Container;
 pub use decoded::Handover;
 use descriptor::Descriptor;
+pub use parked::Parked;
 #[cfg(test)]
 mod tests;

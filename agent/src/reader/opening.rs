@@ -141,11 +141,10 @@ impl Reader {
             source.settled();
         }
         source.read_copy_first(copy);
-        if checkpoint.fingerprint.is_none() && source.tailer().fingerprint().is_some() {
+        if checkpoint.fingerprint.is_none() && source.fingerprint().is_some() {
             // The head as it was when first seen, kept: a truncation while the agent is
             // stopped, before a line of the file was read, still finds the copy.
-            self.spool
-                .set_checkpoint(key, &source.tailer().checkpoint())?;
+            self.spool.set_checkpoint(key, &source.checkpoint())?;
         }
         if let Some(dir) = found.path.parent() {
             self.wakeups.watch(dir);
@@ -244,7 +243,7 @@ impl Reader {
             s.has_left()
                 && !s.is_decompressed()
                 && s.read_position() == 0
-                && born.is_some_and(|born| s.tailer().born().is_some_and(|b| b > born))
+                && born.is_some_and(|born| s.born().is_some_and(|b| b > born))
         };
         let at = self
             .sources

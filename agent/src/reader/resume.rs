@@ -134,7 +134,7 @@ impl Reader {
             self.spool.remove_checkpoint(key)?;
         }
         for source in plan.sources {
-            tracing::info!(path = %source.path().display(), offset = source.tailer().checkpoint().offset,
+            tracing::info!(path = %source.path().display(), offset = source.checkpoint().offset,
                 "file rotated while stopped, draining it first");
             self.sources.push(source);
         }

@@ -191,7 +191,7 @@ impl Reader {
         let mut reused = Vec::new();
         for index in finished.into_iter().rev() {
             let mut source = self.sources.remove(index);
-            if source.tailer().deleted()
+            if source.deleted()
                 && std::fs::metadata(source.path()).is_ok_and(|m| FileKey::of(&m) == source.key())
             {
                 reused.push(source.path().to_path_buf());
