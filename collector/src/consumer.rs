@@ -2,7 +2,9 @@
 //! consume, batch, ack, with a liveness watch beside each session (`liveness`).
 //!
 //! Invariants:
-//! - Batches are formed by the batch policy ([`batch`]).
+//! - Batches are formed by the batch policy ([`batch`]). While a batch is written, the
+//!   deliveries that arrive are taken into the next one (but during the last write at shutdown
+//!   or SIGHUP), and their new output files are made meanwhile ([`ahead`]).
 //! - A delivery is acked only after the writer committed its batch (`ack` with `multiple`
 //!   up to the batch's last line); a malformed one is rejected without requeue, never acked.
 //! - A batch whose channel died is dropped unacked: the broker redelivers it, and dedup (committed
@@ -16,12 +18,15 @@
 //!   and writes the same batch again after a backoff delay on the same channel (see
 //!   [`crate::outage`]); only a failure of the state database stops the collector.
 
+pub(crate) mod ahead;
 pub(crate) mod batch;
 pub(crate) mod liveness;
 pub(crate) mod session;
 pub(crate) mod topology;
 pub(crate) mod validate;
 
+use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,6 +50,7 @@ use crate::metrics::{Counters, Metrics};
 use crate::outage::{Cause, Outages};
 use crate::sink::outpath::Recent;
 use crate::writer::{Outcome, Writer};
+use ahead::Creator;
 use batch::{Batch, LOW_WATER};
 use liveness::Activity;
 pub use session::FatalError;
@@ -87,12 +93,19 @@ pub struct Consumer {
     silence: Silence,
     /// `[upload]`: `true` while deliveries are paused for the upload backlog.
     paused: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Creates the output files of the lines taken while a batch is written.
+    creator: Creator,
 }
 
 impl Consumer {
     /// A consumer that writes through `writer`.
     pub fn new(config: CollectorConfig, writer: Writer, metrics: Arc<Metrics>) -> Consumer {
+        let ahead = writer
+            .ahead()
+            .inspect_err(|err| tracing::warn!(error = %err, "cannot create output files ahead"))
+            .ok();
         Consumer {
+            creator: Creator::new(ahead),
             outages: Outages::new(&config.broker),
             config,
             writer: Some(writer),
@@ -243,7 +256,12 @@ impl Consumer {
         let mut pause = self.paused.clone();
         let mut was_paused = false;
         loop {
-            let flush_at = batch.due();
+            // A batch filled while the last one was written is written at once.
+            let flush_at = if batch.is_full(self.config.batch.max_messages) {
+                Some(Instant::now())
+            } else {
+                batch.due()
+            };
             let paused = pause.as_ref().is_some_and(|p| *p.borrow());
             if paused != was_paused {
                 // A pause is busy, not dead, for the liveness watch.
@@ -257,13 +275,13 @@ impl Consumer {
                     // Stop deliveries first so no new ones arrive while the last batch commits.
                     let cancel = channel.basic_cancel(deliveries.tag(), BasicCancelOptions::default());
                     let _ = within("basic.cancel", deadline, cancel).await;
-                    self.flush(&mut batch, &channel, &signals.shutdown).await?;
+                    self.flush(&mut batch, &channel, &signals.shutdown, None).await?;
                     let _ = within("channel close", deadline, channel.close(200, "shutdown".into())).await;
                     return Ok(());
                 }
                 // cancel-safe: a Notify permit is kept until taken
                 _ = signals.reload.notified() => {
-                    self.flush(&mut batch, &channel, &signals.shutdown).await?;
+                    self.flush(&mut batch, &channel, &signals.shutdown, None).await?;
                     self.writer.as_mut().ok_or_else(writer_lost)?.reopen();
                 }
                 // cancel-safe: a sleep (a batch may be open: it is written after the pass)
@@ -282,7 +300,7 @@ impl Consumer {
                     if batch.lingering() {
                         self.take_waiting(&mut deliveries, &mut batch).await?;
                     }
-                    self.flush(&mut batch, &channel, &signals.shutdown).await?;
+                    self.flush(&mut batch, &channel, &signals.shutdown, Some(&mut deliveries)).await?;
                 }
                 // cancel-safe: a watch keeps its latest value
                 _ = pause_changed(&mut pause) => {}
@@ -290,7 +308,7 @@ impl Consumer {
                 delivery = deliveries.next(), if !batch.lingering() && !paused => {
                     self.take(delivery, &mut deliveries, &mut batch).await?;
                     if batch.ready(self.config.batch.max_messages) {
-                        self.flush(&mut batch, &channel, &signals.shutdown).await?;
+                        self.flush(&mut batch, &channel, &signals.shutdown, Some(&mut deliveries)).await?;
                     }
                 }
             }
@@ -366,23 +384,30 @@ impl Consumer {
 
     /// Writes, syncs and commits the batch, then acks it. A batch that cannot be written is
     /// left unacked if shutdown is requested during the outage (the broker redelivers it).
+    /// With `deliveries`, those that arrive during the write are taken into `batch`, the next
+    /// one, and their output files created meanwhile.
     async fn flush(
         &mut self,
         batch: &mut Batch,
         channel: &Channel,
         shutdown: &CancellationToken,
+        deliveries: Option<&mut lapin::Consumer>,
     ) -> Result<(), SessionEnd> {
         if batch.lingering() {
             // What trickled in meanwhile is read while this batch is written.
             self.socket.lower_low_water();
         }
         let Batch { lines, ackers, .. } = std::mem::take(batch);
+        self.creator.next_batch();
         self.last_batch = lines.len();
         if lines.is_empty() {
             return Ok(());
         }
         self.activity.writing(true);
-        let written = self.write_until_done(lines, channel, shutdown).await;
+        let meanwhile = deliveries.map(|deliveries| (deliveries, batch));
+        let written = self
+            .write_until_done(lines, channel, shutdown, meanwhile)
+            .await;
         self.activity.writing(false);
         let Some(outcome) = written? else {
             return Ok(());
@@ -419,6 +444,7 @@ impl Consumer {
 
     /// Runs a retention pass on a blocking thread, if one is due, and counts what it deleted.
     async fn retain(&mut self) -> Result<(), FatalError> {
+        self.creator.idle().await;
         let mut writer = self.writer.take().ok_or(FatalError::WriterLost)?;
         let (writer, result) = tokio::task::spawn_blocking(move || {
             let result = writer.retain();
@@ -440,7 +466,8 @@ impl Consumer {
         }
     }
 
-    /// Writes the batch on a blocking thread; after a failure, waits a backoff delay and writes
+    /// Writes the batch on a blocking thread (taking deliveries `meanwhile`, see
+    /// [`Consumer::write_meanwhile`]); after a failure, waits a backoff delay and writes
     /// it again, until it is written (`Some`), the channel dies, or shutdown is requested
     /// (`None`: nothing written, nothing to ack).
     async fn write_until_done(
@@ -448,17 +475,30 @@ impl Consumer {
         mut lines: Vec<Line>,
         channel: &Channel,
         shutdown: &CancellationToken,
+        mut meanwhile: Option<(&mut lapin::Consumer, &mut Batch)>,
     ) -> Result<Option<Outcome>, SessionEnd> {
+        // Files of this batch are its own to create (see `crate::sink::ahead`).
+        let writing: HashSet<PathBuf> = match meanwhile {
+            Some(_) => lines.iter().map(|line| line.file.clone()).collect(),
+            None => HashSet::new(),
+        };
         loop {
+            let made = self.creator.settle().await;
             let mut writer = self.writer.take().ok_or_else(writer_lost)?;
-            let (writer, back, result) = tokio::task::spawn_blocking(move || {
+            let mut writing_task = tokio::task::spawn_blocking(move || {
+                writer.made_ahead(made);
                 let result = writer.write(&lines);
                 (writer, lines, result)
-            })
-            .await
-            .map_err(|err| SessionEnd::Fatal(FatalError::WriterPanicked(err)))?;
+            });
+            let (joined, taken) = self
+                .write_meanwhile(&mut writing_task, meanwhile.as_mut(), &writing)
+                .await;
+            let (writer, back, result) =
+                joined.map_err(|err| SessionEnd::Fatal(FatalError::WriterPanicked(err)))?;
             self.writer = Some(writer);
             lines = back;
+            // A channel that failed while the batch was written: it cannot be acked.
+            taken?;
             let err = match result {
                 Ok(outcome) => {
                     self.outages.report_success();
@@ -485,6 +525,40 @@ impl Consumer {
             if !channel.status().connected() {
                 // The broker redelivers the batch on the next connection; keep backing off.
                 return Err(channel_closed("write retry"));
+            }
+        }
+    }
+}
+
+impl Consumer {
+    /// Waits for the write `task`. Meanwhile, with `meanwhile`, takes the deliveries that
+    /// arrive into the next batch (until it is full, and not while paused) and creates their
+    /// output files ahead ([`Creator`]). A failure to take is returned beside the write's
+    /// result: the write is always waited for, since it holds the writer.
+    async fn write_meanwhile<T>(
+        &mut self,
+        task: &mut tokio::task::JoinHandle<T>,
+        meanwhile: Option<&mut (&mut lapin::Consumer, &mut Batch)>,
+        writing: &HashSet<PathBuf>,
+    ) -> (Result<T, tokio::task::JoinError>, Result<(), SessionEnd>) {
+        let Some((deliveries, next)) = meanwhile else {
+            return (task.await, Ok(()));
+        };
+        let mut taken = Ok(());
+        loop {
+            let paused = self.paused.as_ref().is_some_and(|p| *p.borrow());
+            let taking = taken.is_ok() && !paused && !next.is_full(self.config.batch.max_messages);
+            tokio::select! {
+                biased;
+                // cancel-safe: a JoinHandle keeps its output until taken
+                joined = &mut *task => return (joined, taken),
+                // cancel-safe: awaits a JoinHandle, kept in the creator until it returns
+                () = self.creator.finished() => self.creator.hand(next, writing),
+                // cancel-safe: lapin's consumer keeps undelivered messages in its own buffer
+                delivery = deliveries.next(), if taking => {
+                    taken = self.take(delivery, deliveries, next).await;
+                    self.creator.hand(next, writing);
+                }
             }
         }
     }

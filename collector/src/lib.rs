@@ -20,11 +20,13 @@
 //! Modules, along a delivery's path:
 //! - [`consumer`]: the broker side: `session` (start and end of a session), `topology` (what
 //!   is declared), `liveness` (a consumer that stopped receiving), `validate` (a delivery's
-//!   body into a line), the batch policy and the acks.
+//!   body into a line), the batch policy, `ahead` (the next batch's new output files made
+//!   while a batch is written) and the acks.
 //! - `writer`: one batch applied: dedup, append, sync, commit; `outage`: a batch that cannot be
 //!   written is retried with backoff.
 //! - [`sink`]: the output files: `outpath` (where a line goes), `lru` (descriptors bounded),
-//!   `durable` (fdatasync or one syncfs), `frames` (zstd frames).
+//!   `durable` (fdatasync or one syncfs), `ahead` (files made ahead of their batch), `frames`
+//!   (zstd frames).
 //! - [`commit`]: the commit record: `wal` (the write-ahead log), `positions` (each source's
 //!   committed ranges), `dedup` and `seen` (ids already written), `file_record` (an output
 //!   file's committed length), the migration of legacy state.

@@ -29,6 +29,7 @@ use crate::archive::retention::{Retained, Retention};
 use crate::commit::Commit;
 use crate::commit::dedup;
 use crate::consumer::validate::{Line, Marker};
+use crate::sink::ahead::{Ahead, Made};
 use crate::sink::{self, Sink, SinkError};
 use crate::upload::backlog::Backlog;
 
@@ -237,6 +238,16 @@ impl Writer {
         outcome.written = (ids.len() - markers.len()) as u64;
         outcome.gaps = self.auditor.after_batch(&self.commit, holes_changed);
         Ok(outcome)
+    }
+
+    /// A creator of output files ahead of their batch (see [`crate::sink::ahead`]).
+    pub fn ahead(&self) -> std::io::Result<Ahead> {
+        self.sink.ahead()
+    }
+
+    /// Takes the directories in which files were made ahead (see [`Sink::made_ahead`]).
+    pub fn made_ahead(&mut self, made: Made) {
+        self.sink.made_ahead(made);
     }
 
     /// SIGHUP: close every output file; each is reopened (and re-checked) when next written.

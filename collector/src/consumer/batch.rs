@@ -3,7 +3,9 @@
 //! Invariants:
 //! - A batch is what is already waiting when its first delivery is taken (up to
 //!   `batch.max_messages`), unless `batch.max_delay`, or heavy traffic (see [`LINGER`]), keeps
-//!   it open longer.
+//!   it open longer. Deliveries that arrive while the previous batch is written are taken at
+//!   once (see [`super::ahead`]): such a batch opens at its first delivery, and is written
+//!   right after the previous one if it is due by then.
 //! - While a batch lingers the socket's low-water mark is raised (see [`LOW_WATER`]); it is
 //!   lowered before the batch is written, so no frame waits in the kernel beyond the linger.
 

@@ -7,6 +7,8 @@
 //!   batch that first writes to it commits: [`Sink::sync`] makes it so with the file's bytes
 //!   (see [`crate::sink::durable::NewEntries`]). A crash before that may lose the file with its
 //!   intent record still there: the start then forgets the record, as for any missing file.
+//!   Files made ahead of their batch ([`ahead`]) are empty and unrecorded until that batch opens
+//!   them; the entries made ahead are noted before that batch opens a file.
 //! - On start and after any write failure, every recorded file is truncated back to its committed
 //!   length: bytes past it belong to batches that were never acked and will be redelivered.
 //! - A file opened anew (after SIGHUP, or rotated away while we were down) that is shorter than
@@ -32,9 +34,11 @@ use logship_config::archive::Compression;
 
 use crate::commit::file_record::FileRecord;
 use crate::commit::{Commit, CommitError};
+use ahead::{Ahead, Made};
 use durable::{NewEntries, OutputFs, SyncError, Target};
 use lru::Lru;
 
+pub(crate) mod ahead;
 mod budget;
 mod compact;
 pub(crate) mod durable;
@@ -141,6 +145,9 @@ pub struct Sink {
     /// New files and directories whose entries the next [`Sink::sync`] makes durable (kept
     /// across a failed batch: a retry finds the files recorded, no longer new).
     entries: NewEntries,
+    /// Directories in which files were made ahead ([`ahead`]), noted in `entries` when the
+    /// next batch opens its files (kept until noted).
+    made_ahead: Vec<(File, PathBuf)>,
     open: Lru<PathBuf, OutputFile>,
     /// Output files open at most; lowered if the process runs out of descriptors anyway.
     max_open: usize,
@@ -176,6 +183,7 @@ impl Sink {
             root,
             fs,
             entries: NewEntries::default(),
+            made_ahead: Vec::new(),
             open: Lru::default(),
             max_open: max_open.max(1),
             pending: Vec::new(),
@@ -255,6 +263,32 @@ impl Sink {
         Ok(())
     }
 
+    /// A creator of output files ahead of their batch, on the same `output.dir` descriptor.
+    pub fn ahead(&self) -> std::io::Result<Ahead> {
+        Ok(Ahead::new(self.root.try_clone()?))
+    }
+
+    /// Takes the directories in which files were made ahead: their entries become durable
+    /// with the next batch's sync, like the entries that batch makes. Call between batches,
+    /// after the [`Ahead::create`] that made them returned.
+    pub fn made_ahead(&mut self, made: Made) {
+        self.made_ahead.extend(made.into_dirs());
+    }
+
+    /// Notes the entries made ahead in `entries`; one that fails stays, for the next try.
+    fn note_made_ahead(&mut self) -> Result<(), SinkError> {
+        while let Some((dir, path)) = self.made_ahead.last() {
+            let path = self.dir.join(path);
+            let held = dir.try_clone().map_err(|source| SinkError::Open {
+                path: path.clone(),
+                source,
+            })?;
+            self.fs.note_entry(&mut self.entries, held, &path)?;
+            self.made_ahead.pop();
+        }
+        Ok(())
+    }
+
     /// Opens (or keeps open) every file in `files`, recording intent lengths for new ones in
     /// one flush. Returns the files that can never be opened (see
     /// [`SinkError::is_permanent_for_path`]) with their error.
@@ -263,6 +297,7 @@ impl Sink {
         files: impl Iterator<Item = &'a Path>,
         commit: &Commit,
     ) -> Result<Vec<(PathBuf, SinkError)>, SinkError> {
+        self.note_made_ahead()?;
         let mut intents = Vec::new();
         let mut refused = Vec::new();
         // Held for this batch's opens only (see `nofollow::LastDir`).

@@ -16,7 +16,8 @@
 //! - A directory this module creates is not durable in its parent yet: the parent is returned to
 //!   the caller ([`Opened::made_in`]), which makes the entry durable before a line in it is acked
 //!   (the sink defers it to the batch's sync, so 400 new directories cost one syncfs rather than
-//!   400 fsyncs in turn).
+//!   400 fsyncs in turn). [`create_in_existing`] makes no directory at all, and returns the
+//!   directory of a file it made, whose entry is not durable yet either.
 //!
 //! `output.dir` itself is the operator's: it may be a link, and is followed once, at start.
 
@@ -94,6 +95,32 @@ pub fn open_append(
         dir: File::from(dir),
         made_in,
     })
+}
+
+/// Creates `relative` (under `root`) empty if it is missing, but only in a directory that
+/// exists: no directory is made. Returns its directory (with its path relative to the root) if
+/// this made the file, whose new entry is then not durable yet; `None` if it existed (a link
+/// or any other non-file in its place is left alone). From `last`'s directory when it is the
+/// same one.
+pub fn create_in_existing(
+    root: BorrowedFd<'_>,
+    relative: &Path,
+    last: &mut LastDir,
+) -> io::Result<Option<(File, PathBuf)>> {
+    let (dirs, name) = split(relative)?;
+    let dir_path: PathBuf = dirs.iter().collect();
+    let dir = match last.0.take() {
+        Some((walked, dir)) if walked == dir_path => dir,
+        _ => walk(root, dirs, None)?,
+    };
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+    let made = match open_at(dir.as_fd(), name, flags) {
+        Ok(_) => Some((File::from(dir.try_clone()?), dir_path.clone())),
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => None,
+        Err(err) => return Err(err),
+    };
+    last.0 = Some((dir_path, dir));
+    Ok(made)
 }
 
 /// Opens the existing file `relative` (under `root`) for reading and writing, to truncate or
@@ -285,6 +312,37 @@ mod tests {
         }
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched\n");
         assert!(!elsewhere.path().join("new").exists());
+    }
+
+    #[test]
+    fn creating_in_existing_directories_makes_no_directory_and_follows_no_link() {
+        let out = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(out.path().join("h")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), out.path().join("h/evil")).unwrap();
+        let dangling = elsewhere.path().join("made-through-a-link");
+        std::os::unix::fs::symlink(&dangling, out.path().join("h/x.log")).unwrap();
+        let root = open_root(out.path()).unwrap();
+        let mut last = LastDir::default();
+        let made = create_in_existing(root.as_fd(), Path::new("h/new.log"), &mut last).unwrap();
+        assert_eq!(made.map(|(_, dir)| dir), Some(PathBuf::from("h")));
+        assert_eq!(std::fs::read(out.path().join("h/new.log")).unwrap(), b"");
+        // Existing: nothing made, and a link in the file's place is left alone.
+        for existing in ["h/new.log", "h/x.log"] {
+            let made = create_in_existing(root.as_fd(), Path::new(existing), &mut last).unwrap();
+            assert!(made.is_none(), "{existing}");
+        }
+        assert!(!dangling.exists());
+        let missing = create_in_existing(root.as_fd(), Path::new("h/no/y.log"), &mut last);
+        assert_eq!(missing.unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert!(!out.path().join("h/no").exists());
+        let through = create_in_existing(root.as_fd(), Path::new("h/evil/z.log"), &mut last);
+        let err = through.err().unwrap();
+        assert!(
+            is_refusal(&err) || err.raw_os_error() == Some(libc::ENOTDIR),
+            "{err}"
+        );
+        assert!(!elsewhere.path().join("z.log").exists());
     }
 
     #[test]
