@@ -315,6 +315,7 @@ fn pages(
                 lag_bytes: metrics_status.lag_bytes(),
                 journal_lag_seconds: metrics_status.journal_lag_seconds(),
                 containers: metrics_status.containers(),
+                heap_bytes: trim::heap_in_use(),
             })
         }),
         status: Arc::new(move || {

@@ -71,6 +71,8 @@ pub struct Gauges {
     pub journal_lag_seconds: f64,
     /// Containers followed (container inputs).
     pub containers: u64,
+    /// Bytes of the heap in live blocks (see [`crate::trim::heap_in_use`]).
+    pub heap_bytes: u64,
 }
 
 impl Metrics {
@@ -121,6 +123,13 @@ impl Metrics {
             "Containers followed: distinct container sources (docker/<name>, pods/.../<restart>.log) among the files open.",
             gauges.containers,
         );
+        metric(
+            &mut out,
+            "logship_agent_heap_bytes",
+            "gauge",
+            "Bytes of the heap in live blocks (glibc's count; 0 with another C library): the agent's memory without the free pages that its RSS also counts.",
+            gauges.heap_bytes,
+        );
         out
     }
 
@@ -146,7 +155,7 @@ mod tests {
         assert!(page.contains("# HELP logship_agent_lines_read_total Lines (and parts of long lines) read and spooled.\n"));
         assert!(page.contains("\nlogship_agent_lines_read_total 7\n"));
         assert!(page.contains("logship_agent_spool_lines 2"));
-        assert_eq!(page.matches("# TYPE").count(), metrics.counters().len() + 6);
+        assert_eq!(page.matches("# TYPE").count(), metrics.counters().len() + 7);
         assert!(metrics.summary().starts_with("files=0 read=7 split=0 "));
     }
 }

@@ -5,8 +5,9 @@
 //!   before the agent starts, the other half once it has shipped the first and sat idle. For
 //!   each half: how long until the agent read every line and until the broker confirmed every
 //!   one, and the agent's RSS while reading and while publishing (sampled every 100 ms; the
-//!   publisher runs during the reading too). The agent's idle RSS with half and with all the
-//!   files gives the memory of an additional idle file (issue 27 item 4). Then: how long until
+//!   publisher runs during the reading too). The agent's idle RSS and live heap
+//!   (`logship_agent_heap_bytes`) with half and with all the files give the memory of an
+//!   additional idle file (issue 27 item 4). Then: how long until
 //!   the collector held every line, whether each file arrived once and in order, the agent's
 //!   peak RSS, its warning lines;
 //! - b. 1000 idle files (each read once) under a limit of 512 (so 552 of them are closed at any
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 use logship_tests::broker::amqp_url;
 use logship_tests::daemon::{Daemon, binary};
 use logship_tests::fixture::{Agent, Setup};
-use logship_tests::http::{free_addr, get};
+use logship_tests::http::{counter, free_addr, get};
 use logship_tests::lines::append;
 use logship_tests::many::{create_files, create_range, first_wrong, source, wait_all};
 
@@ -152,9 +153,11 @@ fn many_files(n: usize, nofile: u64, enough: u64) {
     let started = Instant::now();
     let first = Phases::run(&daemon, &metrics, (half * LINES) as u64);
     let idle_half = settled_rss_kib(&daemon);
+    let heap_half = counter(&metrics, "logship_agent_heap_bytes");
     files.extend(create_range(&setup.logs, half..n, LINES));
     let second = Phases::run(&daemon, &metrics, (n * LINES) as u64);
     let idle_all = settled_rss_kib(&daemon);
+    let heap_all = counter(&metrics, "logship_agent_heap_bytes");
     let counts = vec![LINES; n];
     let shipped = wait_all(
         &setup.collector,
@@ -171,6 +174,7 @@ fn many_files(n: usize, nofile: u64, enough: u64) {
     let _ = daemon.stop(Duration::from_secs(60));
     let _ = collector.stop(Duration::from_secs(60));
     let per_file = idle_all.saturating_sub(idle_half) as f64 * 1024.0 / (n - half).max(1) as f64;
+    let heap_per_file = heap_all.saturating_sub(heap_half) as f64 / (n - half).max(1) as f64;
     println!(
         "{label}  {n} files x {LINES} lines, limit {nofile}: collector held all in {:?} (from the start), \
          once in order: {}, agent alive: {alive}, peak RSS {peak_mib} MiB, {} warning lines",
@@ -189,6 +193,13 @@ fn many_files(n: usize, nofile: u64, enough: u64) {
         "{label}    idle RSS {:.1} MiB with {half} files, {:.1} MiB with {n}: {per_file:.0} bytes per additional idle file",
         idle_half as f64 / 1024.0,
         idle_all as f64 / 1024.0,
+    );
+    // RSS also holds the free pages the bursts left between live chunks, which swing between
+    // runs by more than the files cost; the live heap does not.
+    println!(
+        "{label}    idle live heap {:.1} MiB with {half} files, {:.1} MiB with {n}: {heap_per_file:.0} bytes per additional idle file",
+        heap_half as f64 / (1024.0 * 1024.0),
+        heap_all as f64 / (1024.0 * 1024.0),
     );
     for line in warnings {
         println!("{label}    {line}");
