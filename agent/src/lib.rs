@@ -18,8 +18,8 @@
 //! Never up but idle: a reader or publisher that stops for any reason but a failing state disk
 //! (which pauses reading) ends the agent with exit 1 and the cause. Beside the path, `trim`
 //! sets glibc's malloc up for many small long-lived records among bursts of buffers and gives
-//! the memory a burst freed back to the system once it is over; `moment` keeps a file's times
-//! in 8 bytes.
+//! the memory a burst freed back to the system once it is over (and counts the heap in use
+//! for `/metrics`); `moment` keeps a file's times in 8 bytes.
 
 pub mod compressed;
 pub mod container;
